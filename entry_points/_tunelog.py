@@ -1,0 +1,34 @@
+"""Shared by the entry-point scripts: run the tunelog CLI, from the checkout's src/ if it is not installed.
+
+MLflow's conda environment installs the dependencies, not this package, so the
+scripts must find `src/tunelog` by path.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parent.parent / "src"
+if str(SRC) not in sys.path:
+    sys.path.insert(0, str(SRC))
+
+
+def drop_empty_options(argv: list[str]) -> list[str]:
+    """MLproject passes an empty optional parameter as `--flag ''`: drop the pair so the default applies."""
+    out: list[str] = []
+    skip = False
+    for i, arg in enumerate(argv):
+        if skip:
+            skip = False
+            continue
+        if arg.startswith("--") and i + 1 < len(argv) and argv[i + 1] == "":
+            skip = True
+            continue
+        out.append(arg)
+    return out
+
+
+def run(verb: str, argv: list[str]) -> None:
+    from tunelog.cli import main
+
+    main([verb, *drop_empty_options(argv)])

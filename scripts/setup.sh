@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Set up tunelog on a fresh machine: a virtual environment in .venv with tunelog and its
+# dependencies. torch is pinned first (TORCH_SPEC overrides it: e.g. TORCH_SPEC=torch for the
+# newest build), so pip never pulls a second, multi-GB build to satisfy a range.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
+EXTRAS=${EXTRAS:-dev}
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v "is ignored" || true
+.venv/bin/python -m pip install -q "$TORCH_SPEC" 2>&1 | grep -v "is ignored" || true
+.venv/bin/python -m pip install -q -e ".[$EXTRAS]" 2>&1 | grep -v "is ignored" || true
+.venv/bin/python -c "import tunelog, torch, mlflow, peft, transformers, optuna; print('tunelog ready: torch', torch.__version__, '| mlflow', mlflow.__version__)"

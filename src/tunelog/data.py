@@ -1,0 +1,107 @@
+"""Training text in, token batches out.
+
+Sources: a text file (one sample per non-empty line), JSONL with a text field,
+or a folder saved by `datasets.save_to_disk`. Batches are padded to their own
+longest sample, so short corpora don't pay for `max_length`.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import torch
+
+from .errors import SpecError
+from .spec import Spec
+
+
+def _detect_format(path: Path, fmt: str) -> str:
+    if fmt != "auto":
+        return fmt
+    if path.is_dir():
+        return "datasets"
+    return "jsonl" if path.suffix in (".jsonl", ".json") else "text"
+
+
+def read_texts(spec: Spec, relative: str, field: str) -> list[str]:
+    """The samples of one data file, as strings; errors name the spec field."""
+    path = spec.path(relative)
+    fmt = _detect_format(path, spec.data.format)
+    if fmt == "text":
+        texts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    elif fmt == "jsonl":
+        texts = _read_jsonl(spec, path, field)
+    else:
+        texts = _read_datasets_folder(spec, path, field)
+    if not texts:
+        raise SpecError(spec.source, [(field, f"no samples in {path}")])
+    return texts
+
+
+def _read_jsonl(spec: Spec, path: Path, field: str) -> list[str]:
+    texts = []
+    key = spec.data.text_field
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise SpecError(spec.source, [(field, f"{path}:{number}: not valid JSON ({exc.msg})")]) from None
+        if not isinstance(record, dict) or key not in record:
+            raise SpecError(spec.source, [(field, f"{path}:{number}: no field {key!r} (set data.text_field)")])
+        texts.append(str(record[key]))
+    return texts
+
+
+def _read_datasets_folder(spec: Spec, path: Path, field: str) -> list[str]:
+    try:
+        import datasets  # optional: only needed for folders saved by `datasets`
+    except ImportError:
+        raise SpecError(spec.source, [(field, f"{path} is a folder; reading it needs `pip install datasets`")]) from None
+    ds = datasets.load_from_disk(str(path))
+    if isinstance(ds, datasets.DatasetDict):
+        ds = ds["train"] if "train" in ds else next(iter(ds.values()))
+    if spec.data.text_field not in ds.column_names:
+        raise SpecError(spec.source, [(field, f"no column {spec.data.text_field!r} in {path}; columns: {ds.column_names}")])
+    return [str(t) for t in ds[spec.data.text_field]]
+
+
+@dataclass
+class TokenizedData:
+    """Token id lists; kept unpadded so each batch pads only to its own longest sample."""
+
+    samples: list[list[int]]
+    pad_id: int
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def n_tokens(self, indices: list[int]) -> int:
+        return sum(len(self.samples[i]) for i in indices)
+
+    def collate(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        """Right-padded input ids, attention mask and labels with padding ignored (-100)."""
+        rows = [self.samples[i] for i in indices]
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, row in enumerate(rows):
+            ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+            mask[i, : len(row)] = 1
+        labels = ids.masked_fill(mask == 0, -100)
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+    def batches(self, batch_size: int, generator: torch.Generator | None) -> Iterator[list[int]]:
+        """Index lists for one epoch: shuffled with `generator`, in order when it is None."""
+        order = torch.randperm(len(self), generator=generator).tolist() if generator else list(range(len(self)))
+        for start in range(0, len(order), batch_size):
+            yield order[start : start + batch_size]
+
+
+def tokenize(texts: list[str], tokenizer, max_length: int) -> TokenizedData:
+    encoded = tokenizer(texts, truncation=True, max_length=max_length, add_special_tokens=True)["input_ids"]
+    samples = [ids for ids in encoded if len(ids) > 1]  # a one-token sample has nothing to predict
+    return TokenizedData(samples=samples, pad_id=tokenizer.pad_token_id)

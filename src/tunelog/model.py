@@ -1,0 +1,130 @@
+"""Base model, tokenizer and LoRA adapter, from the spec's `model` and `lora` sections.
+
+A GPU is the design centre (bf16, 4-bit/8-bit base weights through
+bitsandbytes); the CPU is the fallback, and asking it for 4-bit is a clear error.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .errors import MachineError, SpecError
+from .spec import Spec
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def pick_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def load_tokenizer(spec: Spec):
+    """The tokenizer: a tokenizer.json (or folder) for the tiny model, else the model's own."""
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    if spec.model.tokenizer:
+        path = spec.path(spec.model.tokenizer)
+        if path.is_dir():
+            tok = AutoTokenizer.from_pretrained(str(path))
+        else:
+            tok = PreTrainedTokenizerFast(tokenizer_file=str(path), bos_token="<s>", eos_token="</s>",
+                                          pad_token="<pad>", unk_token="<unk>")
+    else:
+        tok = AutoTokenizer.from_pretrained(spec.model.name)
+    if tok.pad_token is None:  # most causal LMs ship without one; padding is masked out of the loss anyway
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def _quantization_config(spec: Spec, device: torch.device):
+    if not (spec.model.load_in_4bit or spec.model.load_in_8bit):
+        return None
+    field = "model.load_in_4bit" if spec.model.load_in_4bit else "model.load_in_8bit"
+    if device.type != "cuda":
+        raise MachineError(f"{spec.source}: {field}: bitsandbytes quantized loading needs a CUDA GPU and none "
+                           f"was found; set {field}: false to train in full precision on this machine")
+    from transformers import BitsAndBytesConfig
+
+    compute = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if spec.model.load_in_4bit:
+        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                  bnb_4bit_compute_dtype=compute, bnb_4bit_use_double_quant=True)
+    return BitsAndBytesConfig(load_in_8bit=True)
+
+
+def _tiny_model(spec: Spec, tokenizer) -> torch.nn.Module:
+    """The demo's Llama-style model, built from a config with a fixed init seed (no download)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tiny = spec.model.tiny
+    assert tiny is not None
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=tiny.hidden_size, intermediate_size=tiny.intermediate_size,
+        num_hidden_layers=tiny.num_layers, num_attention_heads=tiny.num_heads, num_key_value_heads=tiny.num_heads,
+        max_position_embeddings=tiny.max_position, pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=True,
+    )
+    state = torch.random.get_rng_state()
+    torch.manual_seed(tiny.init_seed)
+    model = LlamaForCausalLM(config)
+    torch.random.set_rng_state(state)
+    return model
+
+
+def load_base_model(spec: Spec, tokenizer, device: torch.device) -> torch.nn.Module:
+    if spec.model.tiny is not None:
+        return _tiny_model(spec, tokenizer).to(device)
+    from transformers import AutoModelForCausalLM
+
+    kwargs: dict[str, Any] = {}
+    if spec.model.dtype != "auto":
+        kwargs["dtype"] = _DTYPES[spec.model.dtype]
+    quant = _quantization_config(spec, device)
+    if quant is not None:
+        kwargs["quantization_config"] = quant
+        kwargs["device_map"] = {"": device.index or 0}
+    model = AutoModelForCausalLM.from_pretrained(spec.model.name, **kwargs)
+    return model if quant is not None else model.to(device)
+
+
+def target_modules(spec: Spec, model: torch.nn.Module) -> list[str] | str:
+    """`auto`: peft's default for the architecture (q/v projections for Llama), else every linear layer."""
+    if spec.lora.target_modules != "auto":
+        return spec.lora.target_modules
+    from peft.utils import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
+
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    return TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING.get(model_type, "all-linear")
+
+
+def add_lora(spec: Spec, model: torch.nn.Module) -> torch.nn.Module:
+    """Wrap the base model with a fresh LoRA adapter; only the adapter trains."""
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    if spec.model.load_in_4bit or spec.model.load_in_8bit:
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=spec.model.gradient_checkpointing)
+    elif spec.model.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+        model.enable_input_require_grads()
+    config = LoraConfig(r=spec.lora.r, lora_alpha=spec.lora.alpha, lora_dropout=spec.lora.dropout,
+                        target_modules=target_modules(spec, model), bias=spec.lora.bias, task_type="CAUSAL_LM")
+    try:
+        return get_peft_model(model, config)
+    except ValueError as exc:  # e.g. a target module name that matches nothing in the model
+        raise SpecError(spec.source, [("lora.target_modules", str(exc).splitlines()[0])]) from None
+
+
+@dataclass
+class LoadedModel:
+    model: torch.nn.Module
+    tokenizer: Any
+    device: torch.device
+
+
+def load_for_training(spec: Spec, device: torch.device | None = None) -> LoadedModel:
+    device = device or pick_device()
+    tokenizer = load_tokenizer(spec)
+    model = add_lora(spec, load_base_model(spec, tokenizer, device))
+    return LoadedModel(model=model, tokenizer=tokenizer, device=device)

@@ -1,0 +1,326 @@
+"""The spec: a YAML file validated once, at the edge, into typed objects.
+
+Every later part (trainer, tracker, lint, sweep) reads a `Spec` and never the raw
+YAML. Validation collects every problem and reports each as
+`FILE: field.path: what is wrong (got VALUE); accepted: ...`.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .errors import SpecError
+from .schedules import schedule_names
+
+
+class _Section(BaseModel):
+    """Unknown keys are errors: a typo must not silently fall back to a default."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class TinyModelSpec(_Section):
+    """A Llama-style model built from a config: the demo's model, nothing downloaded."""
+
+    hidden_size: int = Field(64, gt=0)
+    num_layers: int = Field(2, gt=0)
+    num_heads: int = Field(4, gt=0)
+    intermediate_size: int = Field(128, gt=0)
+    max_position: int = Field(256, gt=0)
+    init_seed: int = 0
+
+
+class ModelSpec(_Section):
+    name: Optional[str] = None
+    tiny: Optional[TinyModelSpec] = None
+    tokenizer: Optional[str] = None
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    load_in_4bit: bool = False
+    load_in_8bit: bool = False
+    gradient_checkpointing: bool = False
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "ModelSpec":
+        if (self.name is None) == (self.tiny is None):
+            raise ValueError("set exactly one of model.name (a Hugging Face id or local path) or model.tiny")
+        if self.tiny is not None and self.tokenizer is None:
+            raise ValueError("model.tiny needs model.tokenizer (a tokenizer.json file or folder)")
+        if self.load_in_4bit and self.load_in_8bit:
+            raise ValueError("load_in_4bit and load_in_8bit are exclusive; accepted: at most one true")
+        return self
+
+
+class DataSpec(_Section):
+    train: str
+    eval: Optional[str] = None
+    format: Literal["auto", "text", "jsonl", "datasets"] = "auto"
+    text_field: str = "text"
+    max_length: int = Field(128, gt=0)
+
+
+class LoraSpec(_Section):
+    r: int = Field(8, gt=0)
+    alpha: float = Field(16.0, gt=0)
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: list[str] | Literal["auto", "all-linear"] = "auto"
+    bias: Literal["none", "all", "lora_only"] = "none"
+
+
+class TrainSpec(_Section):
+    learning_rate: float = Field(2e-4, gt=0)
+    schedule: str = "cosine"
+    warmup_steps: Optional[int] = Field(None, ge=0)
+    warmup_ratio: Optional[float] = Field(None, ge=0, lt=1)
+    end_lr: float = Field(0.0, ge=0)
+    anneal_steps: list[int] = Field(default_factory=list)
+    anneal_rate: float = Field(0.5, gt=0, le=1)
+    num_cycles: int = Field(1, gt=0)
+    power: float = Field(1.0, gt=0)
+    div_factor: float = Field(25.0, ge=1)
+    epochs: Optional[float] = Field(1.0, gt=0)
+    max_steps: Optional[int] = Field(None, gt=0)
+    batch_size: int = Field(8, gt=0)
+    grad_accum: int = Field(1, gt=0)
+    max_grad_norm: Optional[float] = Field(1.0, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    optimizer: Literal["adamw", "adamw8bit", "sgd"] = "adamw"
+    adam_eps: float = Field(1e-8, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    ema_decay: Optional[float] = Field(None, gt=0, lt=1)
+    eval_every: Optional[int] = Field(None, gt=0)
+    divergence_factor: float = Field(4.0, gt=1)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _schedule_fields(self) -> "TrainSpec":
+        if self.schedule not in schedule_names():
+            raise ValueError(f"schedule {self.schedule!r} is unknown; accepted: {', '.join(schedule_names())}")
+        if self.warmup_steps is not None and self.warmup_ratio is not None:
+            raise ValueError("set warmup_steps or warmup_ratio, not both")
+        if self.schedule == "warmup_cosine" and not (self.warmup_steps or self.warmup_ratio):
+            raise ValueError("schedule warmup_cosine needs warmup_steps or warmup_ratio > 0")
+        if self.anneal_steps != sorted(self.anneal_steps) or any(s <= 0 for s in self.anneal_steps):
+            raise ValueError(f"anneal_steps must be positive and increasing (got {self.anneal_steps})")
+        return self
+
+
+class TrackingSpec(_Section):
+    experiment: str = "tunelog"
+    run_name: Optional[str] = None
+    tags: dict[str, str] = Field(default_factory=dict)
+    note: Optional[str] = None
+    metric: str = "eval/loss"
+    direction: Literal["minimize", "maximize"] = "minimize"
+
+
+class NamedConfig(_Section):
+    """A preset: overrides by dotted path plus the text that becomes the run's note."""
+
+    overrides: dict[str, Any] = Field(default_factory=dict)
+    purpose: Optional[str] = None
+    strategy: Optional[str] = None
+    expected: Optional[str] = None
+
+    def note(self, name: str) -> str:
+        parts = [f"**{name}**"]
+        for label in ("purpose", "strategy", "expected"):
+            text = getattr(self, label)
+            if text:
+                parts.append(f"{label.capitalize()}: {text.strip()}")
+        return "\n\n".join(parts)
+
+
+class Spec(_Section):
+    model: ModelSpec
+    data: DataSpec
+    lora: LoraSpec = Field(default_factory=LoraSpec)
+    train: TrainSpec = Field(default_factory=TrainSpec)
+    tracking: TrackingSpec = Field(default_factory=TrackingSpec)
+    configs: dict[str, NamedConfig] = Field(default_factory=dict)
+
+    # Set by load_spec, not by the YAML: where relative paths are resolved from,
+    # and which named config (if any) was applied.
+    source: str = Field("<memory>", exclude=True)
+    base_dir: str = Field(".", exclude=True)
+    config_name: Optional[str] = Field(None, exclude=True)
+
+    def path(self, relative: str) -> Path:
+        """A path from the spec, resolved against the spec file's folder."""
+        p = Path(relative).expanduser()
+        return p if p.is_absolute() else Path(self.base_dir) / p
+
+    def resolved(self) -> dict[str, Any]:
+        """The spec as data (named configs dropped: the applied one is already merged)."""
+        return self.model_dump(mode="json", exclude={"configs"})
+
+    def flat_params(self) -> dict[str, Any]:
+        """The config flattened with dots (`train.learning_rate`), the names MLflow compares across runs."""
+        data = self.resolved()
+        data.pop("tracking", None)
+        return flatten(data)
+
+    def spec_hash(self) -> str:
+        return hashlib.sha256(json.dumps(self.flat_params(), sort_keys=True).encode()).hexdigest()[:12]
+
+    def note(self) -> Optional[str]:
+        parts = []
+        if self.config_name:
+            parts.append(self.configs[self.config_name].note(self.config_name))
+        if self.tracking.note:
+            parts.append(self.tracking.note.strip())
+        return "\n\n".join(parts) or None
+
+
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested dicts to one level with dotted keys; lists stay values."""
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    """Write `value` at `a.b.c` inside nested dicts, creating sections as needed."""
+    *parents, leaf = dotted.split(".")
+    node = data
+    for part in parents:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {}
+            node[part] = child
+        node = child
+    node[leaf] = value
+
+
+def _format_errors(err: ValidationError, prefix: str = "") -> list[tuple[str, str]]:
+    problems = []
+    for item in err.errors():
+        loc = ".".join(str(p) for p in item["loc"] if not str(p).startswith("function-after"))
+        path = f"{prefix}{loc}" if loc else prefix.rstrip(".")
+        kind = item["type"]
+        if kind == "extra_forbidden":
+            parent = loc.rsplit(".", 1)[0] if "." in loc else ""
+            msg = f"unknown key; accepted: {', '.join(_accepted_keys(parent))}"
+        elif kind == "missing":
+            msg = "required field is missing"
+        else:
+            msg = item["msg"].removeprefix("Value error, ")
+            if kind != "value_error" and "input" in item and not isinstance(item["input"], dict):
+                msg += f" (got {item['input']!r})"
+        problems.append((path, msg))
+    return problems
+
+
+def _accepted_keys(dotted_parent: str) -> list[str]:
+    """The field names of the section at `dotted_parent`, for 'unknown key' messages."""
+    model: type[BaseModel] = Spec
+    for part in [p for p in dotted_parent.split(".") if p]:
+        field = model.model_fields.get(part)
+        annotation = getattr(field, "annotation", None)
+        inner = [a for a in getattr(annotation, "__args__", (annotation,)) if isinstance(a, type) and issubclass(a, BaseModel)]
+        if not inner:
+            return []
+        model = inner[0]
+    return [name for name in model.model_fields if name not in ("source", "base_dir", "config_name")]
+
+
+def _apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(raw)
+    for key, value in flatten(overrides).items():
+        set_dotted(merged, key, value)
+    return merged
+
+
+def _parse_value(text: str) -> Any:
+    """`--set train.learning_rate=1e-4`: the value is read as YAML so numbers stay numbers."""
+    value = yaml.safe_load(text)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def parse_set_options(items: tuple[str, ...] | list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise SpecError("--set", [(item, "expected KEY=VALUE, e.g. train.learning_rate=1e-4")])
+        key, value = item.split("=", 1)
+        out[key.strip()] = _parse_value(value)
+    return out
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise SpecError(str(path), [("", "file not found")])
+    try:
+        raw = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        raise SpecError(str(path), [("", f"not valid YAML: {exc}".replace("\n", " "))]) from None
+    if not isinstance(raw, dict):
+        raise SpecError(str(path), [("", "expected a mapping of sections (model, data, lora, train, tracking, configs)")])
+    return raw
+
+
+def validate(raw: dict[str, Any], file: str, base_dir: str, config: Optional[str] = None,
+             overrides: Optional[dict[str, Any]] = None) -> Spec:
+    """Raw data to a checked Spec with the named config and overrides applied; every problem reported."""
+    problems: list[tuple[str, str]] = []
+    try:
+        base = Spec.model_validate(raw)
+    except ValidationError as err:
+        raise SpecError(file, _format_errors(err)) from None
+    for name, preset in base.configs.items():  # every preset must be valid, not just the one asked for
+        try:
+            Spec.model_validate(_apply_overrides(raw, preset.overrides))
+        except ValidationError as err:
+            problems += _format_errors(err, f"configs.{name}.overrides: ")
+    if config is not None and config not in base.configs:
+        accepted = ", ".join(base.configs) or "none defined"
+        problems.append(("configs", f"no config named {config!r}; accepted: {accepted}"))
+    if problems:
+        raise SpecError(file, problems)
+    merged = raw
+    if config is not None:
+        merged = _apply_overrides(merged, base.configs[config].overrides)
+    if overrides:
+        merged = _apply_overrides(merged, overrides)
+    try:
+        spec = Spec.model_validate(merged)
+    except ValidationError as err:
+        raise SpecError(file, _format_errors(err, "--set " if overrides else "")) from None
+    spec = spec.model_copy(update={"source": file, "base_dir": base_dir, "config_name": config})
+    _check_files(spec)
+    return spec
+
+
+def _check_files(spec: Spec) -> None:
+    problems = []
+    for field in ("train", "eval"):
+        value = getattr(spec.data, field)
+        if value is not None and not spec.path(value).exists():
+            problems.append((f"data.{field}", f"file not found: {spec.path(value)}"))
+    if spec.model.tokenizer and not spec.path(spec.model.tokenizer).exists():
+        problems.append(("model.tokenizer", f"file not found: {spec.path(spec.model.tokenizer)}"))
+    if problems:
+        raise SpecError(spec.source, problems)
+
+
+def load_spec(path: str | Path, config: Optional[str] = None, overrides: Optional[dict[str, Any]] = None) -> Spec:
+    """Read, validate and resolve a spec file. Raises SpecError naming every problem."""
+    raw = read_yaml(path)
+    return validate(raw, str(path), str(Path(path).resolve().parent), config, overrides)

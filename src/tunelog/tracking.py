@@ -1,0 +1,236 @@
+"""The only module that talks to MLflow, and the tracking contract it writes.
+
+Readers (changelog, promote, compare) rely on these names; a run logged by hand
+with the same tags works as well as one tunelog started. See docs/architecture.md.
+
+Guarantees:
+- a run ends FINISHED, FAILED or KILLED: an exception, Ctrl-C or SIGTERM never
+  leaves it RUNNING;
+- step metrics are buffered and handed to MLflow's async logger in batches, so
+  logging every step costs the training loop a list append.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Optional
+
+from .errors import TrainingInterrupted
+
+# --- the tracking contract -------------------------------------------------
+TAG_KIND = "tunelog.kind"  # train, trial, sweep, probe, stage, pipeline, import
+TAG_BASED_ON = "tunelog.based_on"  # run id this run derives from
+TAG_PHASE = "tunelog.phase"
+TAG_NAME = "tunelog.name"  # human name
+TAG_CONFIG = "tunelog.config"  # the named preset applied, if any
+TAG_OUTCOME = "tunelog.outcome"  # ok, oom, diverged, rejected, failed
+TAG_REASON = "tunelog.reason"
+TAG_SPEC_HASH = "tunelog.spec_hash"
+TAG_SPEC_FILE = "tunelog.spec_file"
+TAG_METRIC = "tunelog.metric"  # the headline metric's name...
+TAG_DIRECTION = "tunelog.direction"  # ...and whether lower or higher is better
+TAG_NOTE = "mlflow.note.content"  # shown by the MLflow UI
+TAG_PARENT = "mlflow.parentRunId"
+TAG_RUN_NAME = "mlflow.runName"
+OUTCOMES = ("ok", "oom", "diverged", "rejected", "failed")
+SPEC_ARTIFACT = "spec.yaml"
+ADAPTER_ARTIFACT = "adapter"
+PLOTS_ARTIFACT = "plots"
+
+DEFAULT_STORE_DIR = "mlruns"
+_FLUSH_SECONDS = 2.0
+
+
+def default_store_dir() -> Path:
+    return Path(os.environ.get("TUNELOG_STORE_DIR", DEFAULT_STORE_DIR)).resolve()
+
+
+def tracking_uri() -> str:
+    """`MLFLOW_TRACKING_URI` when set (a server, PostgreSQL...), else SQLite under ./mlruns."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    store = default_store_dir()
+    store.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{store / 'mlflow.db'}"
+
+
+def _client(uri: str):
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+class RunLogger:
+    """One open MLflow run: params, tags, buffered metrics and artifacts."""
+
+    def __init__(self, client, run_id: str, experiment_id: str):
+        self.client = client
+        self.run_id = run_id
+        self.experiment_id = experiment_id
+        self._pending: list[Any] = []
+        self._ops: list[Any] = []
+        self._last_flush = time.monotonic()
+        self._lock = threading.Lock()
+
+    # params and tags are few: logged synchronously so readers see them at once
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, _param_value(v)) for k, v in params.items()]
+        self.client.log_batch(self.run_id, params=items, synchronous=True)
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        from mlflow.entities import RunTag
+
+        items = [RunTag(k, str(v)) for k, v in tags.items() if v is not None]
+        if items:
+            self.client.log_batch(self.run_id, tags=items, synchronous=True)
+
+    def set_outcome(self, outcome: str, reason: str | None = None) -> None:
+        if outcome not in OUTCOMES:
+            raise ValueError(f"outcome {outcome!r}; accepted: {', '.join(OUTCOMES)}")
+        self.set_tags({TAG_OUTCOME: outcome, TAG_REASON: reason or ""})
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        """Buffer step metrics; they reach the store in batches, off the training thread."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        with self._lock:
+            self._pending.extend(Metric(k, float(v), now, step or 0) for k, v in metrics.items())
+            due = time.monotonic() - self._last_flush >= _FLUSH_SECONDS
+        if due:
+            self.flush(wait=False)
+
+    def flush(self, wait: bool = True) -> None:
+        with self._lock:
+            batch, self._pending = self._pending, []
+            self._last_flush = time.monotonic()
+        if batch:
+            self._ops.append(self.client.log_batch(self.run_id, metrics=batch, synchronous=False))
+        if wait:
+            ops, self._ops = self._ops, []
+            for op in ops:
+                if op is not None:
+                    op.wait()
+
+    def log_artifacts(self, local_dir: str | Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifacts(self.run_id, str(local_dir), artifact_path)
+
+    def log_artifact(self, local_file: str | Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, str(local_file), artifact_path)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self.client.log_text(self.run_id, text, artifact_file)
+
+    def log_figure(self, figure, artifact_file: str) -> None:
+        self.client.log_figure(self.run_id, figure, artifact_file)
+
+
+def _param_value(value: Any) -> str:
+    text = str(value)
+    return text if len(text) <= 6000 else text[:5997] + "..."
+
+
+class Tracker:
+    """Opens runs in the resolved store; joins the run `mlflow run` created (MLFLOW_RUN_ID)."""
+
+    def __init__(self, uri: str | None = None):
+        self.uri = uri or tracking_uri()
+        self.client = _client(self.uri)
+        self._joined_env_run = False
+
+    def experiment_id(self, name: str) -> str:
+        from mlflow.exceptions import MlflowException
+
+        found = self.client.get_experiment_by_name(name)
+        if found is not None:
+            return found.experiment_id
+        location = None
+        if self.uri.startswith("sqlite:///"):  # a local store: artifacts beside the SQLite file
+            location = (Path(self.uri[len("sqlite:///"):]).resolve().parent / "artifacts").as_uri()
+        try:
+            return self.client.create_experiment(name, artifact_location=location)
+        except MlflowException:  # another worker created it first
+            found = self.client.get_experiment_by_name(name)
+            if found is None:
+                raise
+            return found.experiment_id
+
+    def _env_run_id(self, parent_run_id: str | None) -> Optional[str]:
+        """`mlflow run` hands its run to the entry point; only the top-level run of a process joins it."""
+        run_id = os.environ.get("MLFLOW_RUN_ID")
+        if run_id and parent_run_id is None and not self._joined_env_run:
+            self._joined_env_run = True
+            return run_id
+        return None
+
+    @contextmanager
+    def run(self, experiment: str, run_name: str | None = None, tags: Mapping[str, Any] | None = None,
+            parent_run_id: str | None = None) -> Iterator[RunLogger]:
+        """An MLflow run that always ends FINISHED, FAILED or KILLED, whatever happens inside."""
+        all_tags = {k: str(v) for k, v in (tags or {}).items() if v is not None}
+        if parent_run_id:
+            all_tags[TAG_PARENT] = parent_run_id
+        joined = self._env_run_id(parent_run_id)
+        if joined:
+            info = self.client.get_run(joined).info
+            run = RunLogger(self.client, joined, info.experiment_id)
+            run.set_tags({**all_tags, **({TAG_RUN_NAME: run_name} if run_name else {})})
+        else:
+            created = self.client.create_run(self.experiment_id(experiment), tags=all_tags, run_name=run_name)
+            run = RunLogger(self.client, created.info.run_id, created.info.experiment_id)
+        status = "FAILED"
+        with _sigterm_raises():
+            try:
+                yield run
+                status = "FINISHED"
+            except (KeyboardInterrupt, TrainingInterrupted) as exc:
+                status = "KILLED"
+                _record_failure(run, f"interrupted ({type(exc).__name__})")
+                raise
+            except BaseException as exc:
+                _record_failure(run, f"{type(exc).__name__}: {exc}".splitlines()[0][:500])
+                raise
+            finally:
+                _close(run, status)
+
+
+def _record_failure(run: RunLogger, reason: str) -> None:
+    """Outcome `failed` unless the body already recorded a more precise one (oom, diverged...)."""
+    try:
+        current = run.client.get_run(run.run_id).data.tags.get(TAG_OUTCOME)
+        if current in (None, "", "ok"):
+            run.set_outcome("failed", reason)
+    except Exception:  # never let bookkeeping hide the original error
+        pass
+
+
+def _close(run: RunLogger, status: str) -> None:
+    try:
+        run.flush(wait=True)
+    finally:
+        run.client.set_terminated(run.run_id, status=status)
+
+
+@contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """Turn SIGTERM into an exception in the main thread so the run is closed KILLED."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise TrainingInterrupted("terminated by SIGTERM")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+

@@ -1,0 +1,50 @@
+"""`train`: one fine-tune from a spec, recorded as one MLflow run under the tracking contract.
+
+Stages and sweeps call `run_training` too, with their own kind, parent and lineage.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import yaml
+
+from . import tracking as t
+from .spec import Spec
+from .trainers import Result, get_trainer
+from .tracking import RunLogger, Tracker
+
+
+def run_tags(spec: Spec, kind: str, based_on: Optional[str] = None, extra: Optional[dict] = None) -> dict:
+    """The `tunelog.*` tags every run starts with."""
+    tags = {
+        t.TAG_KIND: kind,
+        t.TAG_NAME: spec.tracking.run_name or spec.config_name or "train",
+        t.TAG_CONFIG: spec.config_name,
+        t.TAG_BASED_ON: based_on,
+        t.TAG_SPEC_HASH: spec.spec_hash(),
+        t.TAG_SPEC_FILE: spec.source,
+        t.TAG_METRIC: spec.tracking.metric,
+        t.TAG_DIRECTION: spec.tracking.direction,
+        t.TAG_NOTE: spec.note(),
+        **spec.tracking.tags,
+        **(extra or {}),
+    }
+    return {k: v for k, v in tags.items() if v is not None}
+
+
+def record_spec(spec: Spec, run: RunLogger) -> None:
+    """The resolved config as params (dotted names) and the whole resolved spec as an artifact."""
+    run.log_params(spec.flat_params())
+    run.log_text(yaml.safe_dump(spec.resolved(), sort_keys=False), t.SPEC_ARTIFACT)
+
+
+def run_training(spec: Spec, tracker: Tracker, kind: str = "train", parent_run_id: Optional[str] = None,
+                 based_on: Optional[str] = None, extra_tags: Optional[dict] = None) -> tuple[str, Result]:
+    """Open a run, record the spec, train, record the outcome; returns (run_id, result)."""
+    name = spec.tracking.run_name or spec.config_name
+    with tracker.run(spec.tracking.experiment, run_name=name, tags=run_tags(spec, kind, based_on, extra_tags),
+                     parent_run_id=parent_run_id) as run:
+        record_spec(spec, run)
+        result = get_trainer("hf").train(spec, run)
+        run.set_outcome(result.outcome, result.reason)
+        return run.run_id, result

@@ -1,0 +1,272 @@
+"""The built-in trainer: causal-LM fine-tuning with LoRA on peft + transformers + torch.
+
+One plain loop, top to bottom: gradient accumulation, clipping, mixed precision
+where the device supports it, EMA of the adapter, the LR from `schedules`, eval at
+intervals, and divergence detection. Every optimizer step logs `train/*` and
+`perf/*` metrics through the run (buffered, so logging costs the loop nothing).
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import torch
+from tqdm.auto import tqdm
+
+from .. import memory, plots
+from ..data import TokenizedData, read_texts, tokenize
+from ..errors import MachineError
+from ..model import LoadedModel, load_for_training
+from ..schedules import Schedule
+from ..spec import Spec
+from ..tracking import ADAPTER_ARTIFACT, PLOTS_ARTIFACT, RunLogger
+from . import Result
+
+
+def total_steps(spec: Spec, n_samples: int) -> int:
+    """Optimizer steps of the whole run: `max_steps`, else epochs over the data."""
+    if spec.train.max_steps:
+        return spec.train.max_steps
+    batches = math.ceil(n_samples / spec.train.batch_size)
+    per_epoch = max(1, math.ceil(batches / spec.train.grad_accum))
+    return max(1, math.ceil((spec.train.epochs or 1.0) * per_epoch))
+
+
+def build_schedule(spec: Spec, steps: int) -> Schedule:
+    t = spec.train
+    warmup = t.warmup_steps if t.warmup_steps is not None else round((t.warmup_ratio or 0.0) * steps)
+    return Schedule(name=t.schedule, peak_lr=t.learning_rate, total_steps=steps, warmup_steps=warmup,
+                    end_lr=t.end_lr, anneal_steps=tuple(t.anneal_steps), anneal_rate=t.anneal_rate,
+                    num_cycles=t.num_cycles, power=t.power, div_factor=t.div_factor)
+
+
+def build_optimizer(spec: Spec, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
+    t = spec.train
+    if t.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=t.learning_rate, weight_decay=t.weight_decay, eps=t.adam_eps)
+    if t.optimizer == "adamw8bit":
+        import bitsandbytes as bnb  # steps on CPU tensors too (bitsandbytes >= 0.45)
+
+        return bnb.optim.AdamW8bit(params, lr=t.learning_rate, weight_decay=t.weight_decay, eps=t.adam_eps)
+    return torch.optim.SGD(params, lr=t.learning_rate, momentum=t.momentum, weight_decay=t.weight_decay)
+
+
+class AdapterEMA:
+    """Exponential moving average of the trainable (adapter) weights; swapped in for eval and saving."""
+
+    def __init__(self, params: list[torch.nn.Parameter], decay: float):
+        self.params = params
+        self.decay = decay
+        self.shadow = [p.detach().clone() for p in params]
+
+    @torch.no_grad()
+    def update(self) -> None:
+        torch._foreach_lerp_(self.shadow, [p.detach() for p in self.params], 1.0 - self.decay)
+
+    @contextlib.contextmanager
+    def applied(self) -> Iterator[None]:
+        backup = [p.detach().clone() for p in self.params]
+        with torch.no_grad():
+            for p, s in zip(self.params, self.shadow):
+                p.copy_(s)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for p, b in zip(self.params, backup):
+                    p.copy_(b)
+
+
+def autocast_for(spec: Spec, device: torch.device):
+    """Mixed precision where the device supports it; fp16 needs CUDA (and a grad scaler)."""
+    precision = spec.train.precision
+    if precision == "fp32":
+        return contextlib.nullcontext
+    if precision == "fp16" and device.type != "cuda":
+        raise MachineError(f"{spec.source}: train.precision: fp16 needs a CUDA GPU; use bf16 or fp32 on the CPU")
+    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise MachineError(f"{spec.source}: train.precision: this GPU has no bf16; use fp16 or fp32")
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return lambda: torch.autocast(device_type=device.type, dtype=dtype)
+
+
+@dataclass
+class History:
+    """What the plots and the Result need; the full series live in MLflow."""
+
+    steps: list[int] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)
+    eval_steps: list[int] = field(default_factory=list)
+    eval_losses: list[float] = field(default_factory=list)
+    step_seconds: list[float] = field(default_factory=list)
+    step_samples: list[int] = field(default_factory=list)
+
+
+def endless_batches(data: TokenizedData, batch_size: int, seed: int) -> Iterator[list[int]]:
+    """Shuffled batches, epoch after epoch, from a generator of its own (reproducible per seed)."""
+    generator = torch.Generator().manual_seed(seed)
+    while True:
+        yield from data.batches(batch_size, generator)
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, data: TokenizedData, batch_size: int, device: torch.device, autocast) -> float:
+    """Token-weighted mean loss over the whole eval set."""
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    for indices in data.batches(batch_size, None):
+        batch = {k: v.to(device) for k, v in data.collate(indices).items()}
+        with autocast():
+            loss = model(**batch).loss
+        n = int((batch["labels"][:, 1:] != -100).sum())
+        total += float(loss) * n
+        count += n
+    model.train(was_training)
+    return total / max(count, 1)
+
+
+class HFTrainer:
+    """The built-in LoRA trainer (registered as `hf`)."""
+
+    def train(self, spec: Spec, run: RunLogger) -> Result:
+        torch.manual_seed(spec.train.seed)  # LoRA init and dropout draw from this
+        loaded = load_for_training(spec)
+        train_data = tokenize(read_texts(spec, spec.data.train, "data.train"), loaded.tokenizer, spec.data.max_length)
+        eval_data = None
+        if spec.data.eval:
+            eval_data = tokenize(read_texts(spec, spec.data.eval, "data.eval"), loaded.tokenizer, spec.data.max_length)
+        steps = total_steps(spec, len(train_data))
+        schedule = build_schedule(spec, steps)
+        run.log_figure(plots.lr_schedule(schedule), f"{PLOTS_ARTIFACT}/lr_schedule.png")
+        run.log_params({"data.n_train": len(train_data), "data.n_eval": len(eval_data) if eval_data else 0,
+                        "train.total_steps": steps, "train.warmup_steps_resolved": schedule.warmup_steps,
+                        "train.device": loaded.device.type})
+        return _Loop(spec, loaded, train_data, eval_data, schedule, run).run()
+
+
+class _Loop:
+    """One training run's state; `run()` reads top to bottom."""
+
+    def __init__(self, spec: Spec, loaded: LoadedModel, train_data: TokenizedData,
+                 eval_data: TokenizedData | None, schedule: Schedule, run: RunLogger):
+        self.spec, self.loaded, self.run_log = spec, loaded, run
+        self.train_data, self.eval_data, self.schedule = train_data, eval_data, schedule
+        self.model, self.device = loaded.model, loaded.device
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = build_optimizer(spec, self.params)
+        self.autocast = autocast_for(spec, self.device)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=spec.train.precision == "fp16")
+        self.ema = AdapterEMA(self.params, spec.train.ema_decay) if spec.train.ema_decay else None
+        self.history = History()
+
+    def run(self) -> Result:
+        t = self.spec.train
+        batches = endless_batches(self.train_data, t.batch_size, t.seed)
+        memory.reset_peak(self.device)
+        self.model.train()
+        first_loss: float | None = None
+        outcome, reason = "ok", ""
+        bar = tqdm(total=self.schedule.total_steps, desc="train", unit="step", disable=None)
+        for step in range(1, self.schedule.total_steps + 1):
+            loss, grad_norm, samples, tokens, seconds = self._optimizer_step(step, batches)
+            first_loss = loss if first_loss is None else first_loss
+            self._log_step(step, loss, grad_norm, samples, tokens, seconds)
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4f}", lr=f"{self.schedule.lr_at(step):.2e}")
+            reason = self._divergence(loss, first_loss)
+            if reason:
+                outcome = "diverged"
+                break
+            if self.eval_data is not None and t.eval_every and step % t.eval_every == 0 and step < self.schedule.total_steps:
+                self._eval(step)
+        bar.close()
+        if outcome == "ok" and self.eval_data is not None:
+            self._eval(step)
+        return self._finish(outcome, reason, step)
+
+    def _optimizer_step(self, step: int, batches: Iterator[list[int]]) -> tuple[float, float, int, int, float]:
+        """Accumulate `grad_accum` micro-batches, clip, step; returns loss, grad norm, samples, tokens, seconds."""
+        start = time.perf_counter()
+        accum = self.spec.train.grad_accum
+        lr = self.schedule.lr_at(step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        loss_sum, samples, tokens = 0.0, 0, 0
+        for _ in range(accum):
+            indices = next(batches)
+            batch = {k: v.to(self.device, non_blocking=True) for k, v in self.train_data.collate(indices).items()}
+            with self.autocast():
+                loss = self.model(**batch).loss / accum
+            self.scaler.scale(loss).backward()
+            loss_sum += loss.item()
+            samples += len(indices)
+            tokens += int(batch["attention_mask"].sum())
+        self.scaler.unscale_(self.optimizer)
+        max_norm = self.spec.train.max_grad_norm or float("inf")
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, max_norm))
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.ema:
+            self.ema.update()
+        return loss_sum, grad_norm, samples, tokens, time.perf_counter() - start
+
+    def _log_step(self, step: int, loss: float, grad_norm: float, samples: int, tokens: int, seconds: float) -> None:
+        self.history.steps.append(step)
+        self.history.losses.append(loss)
+        self.history.step_seconds.append(seconds)
+        self.history.step_samples.append(samples)
+        self.run_log.log_metrics({
+            "train/loss": loss, "train/lr": self.schedule.lr_at(step), "train/grad_norm": grad_norm,
+            "perf/samples_per_s": samples / seconds, "perf/tokens_per_s": tokens / seconds,
+            "perf/peak_mem_gb": memory.peak_gb(self.device),
+        }, step=step)
+
+    def _divergence(self, loss: float, first_loss: float) -> str:
+        """Why training should stop, or '' to go on: NaN/inf, or loss far above where it started."""
+        if not math.isfinite(loss):
+            return f"loss is {loss} at step {len(self.history.steps)}"
+        limit = self.spec.train.divergence_factor * first_loss
+        if loss > limit and len(self.history.steps) > 1:
+            return (f"loss {loss:.4g} at step {len(self.history.steps)} is above "
+                    f"{self.spec.train.divergence_factor}x the first step's {first_loss:.4g}")
+        return ""
+
+    def _eval(self, step: int) -> None:
+        assert self.eval_data is not None
+        with (self.ema.applied() if self.ema else contextlib.nullcontext()):
+            loss = evaluate(self.model, self.eval_data, self.spec.train.batch_size, self.device, self.autocast)
+        self.history.eval_steps.append(step)
+        self.history.eval_losses.append(loss)
+        self.run_log.log_metrics({"eval/loss": loss, "eval/perplexity": math.exp(min(loss, 50.0))}, step=step)
+
+    def _throughput(self) -> float:
+        """Samples/s over the run, leaving out the first steps (allocator and kernel warm-up)."""
+        skip = min(3, len(self.history.step_seconds) // 4)
+        secs = sum(self.history.step_seconds[skip:])
+        return sum(self.history.step_samples[skip:]) / secs if secs else 0.0
+
+    def _finish(self, outcome: str, reason: str, step: int) -> Result:
+        h = self.history
+        final = {"train/final_loss": h.losses[-1], "perf/mean_samples_per_s": self._throughput(),
+                 "perf/peak_mem_gb": memory.peak_gb(self.device), "train/steps": float(step)}
+        if h.eval_losses:
+            final["eval/loss"] = h.eval_losses[-1]
+            final["eval/perplexity"] = math.exp(min(h.eval_losses[-1], 50.0))
+        self.run_log.log_metrics({k: v for k, v in final.items() if k != "eval/loss" and k != "eval/perplexity"}, step=step)
+        self.run_log.log_figure(plots.loss_curve(h.steps, h.losses, h.eval_steps, h.eval_losses), f"{PLOTS_ARTIFACT}/loss.png")
+        if outcome == "ok":
+            self._save_adapter()
+        return Result(outcome=outcome, reason=reason, steps=step, metrics=final)
+
+    def _save_adapter(self) -> None:
+        with tempfile.TemporaryDirectory() as tmp, (self.ema.applied() if self.ema else contextlib.nullcontext()):
+            self.model.save_pretrained(tmp)
+            self.loaded.tokenizer.save_pretrained(tmp)
+            self.run_log.log_artifacts(tmp, ADAPTER_ARTIFACT)

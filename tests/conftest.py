@@ -1,0 +1,50 @@
+"""Shared fixtures: a real MLflow store (SQLite in a temp dir) and a quick demo spec."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+DEMO = REPO / "examples" / "demo"
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch) -> str:
+    """A fresh SQLite MLflow store for this test; MLFLOW_TRACKING_URI points at it."""
+    uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    (tmp_path / "store").mkdir()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
+    return uri
+
+
+def demo_raw(**train) -> dict:
+    """The demo spec as data, with absolute paths and a short training for tests."""
+    raw = yaml.safe_load((DEMO / "demo.yaml").read_text())
+    raw["model"]["tokenizer"] = str(DEMO / "tokenizer.json")
+    raw["data"]["train"] = str(DEMO / "data/general/train.txt")
+    raw["data"]["eval"] = str(DEMO / "data/general/eval.txt")
+    raw["train"].update({"max_steps": 25, "batch_size": 8, "eval_every": 10, **train})
+    raw["tracking"]["experiment"] = "test"
+    return raw
+
+
+def write_spec(path: Path, raw: dict) -> Path:
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+@pytest.fixture
+def quick_spec(tmp_path) -> Path:
+    return write_spec(tmp_path / "quick.yaml", demo_raw())
+
+
+def subprocess_env(uri: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_RUN")}
+    env["MLFLOW_TRACKING_URI"] = uri
+    env["PYTHONPATH"] = str(REPO / "src")
+    return env
