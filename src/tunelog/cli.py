@@ -41,10 +41,10 @@ def train(spec_file: str, config: Optional[str], overrides: tuple[str, ...]) -> 
 
     Example: tunelog train examples/demo/demo.yaml --config balanced
     """
+    spec = _load(spec_file, config, overrides)  # validate before importing torch: bad input fails fast
     from .tracking import Tracker
     from .train import run_training
 
-    spec = _load(spec_file, config, overrides)
     tracker = Tracker()
     run_id, result = run_training(spec, tracker)
     metric = spec.tracking.metric

@@ -38,13 +38,23 @@ def load_tokenizer(spec: Spec):
     return tok
 
 
+def check_machine(spec: Spec, device: torch.device) -> None:
+    """Refuse, before anything is loaded, what this device cannot do: 4/8-bit or fp16 without CUDA."""
+    quantized = spec.model.load_in_4bit or spec.model.load_in_8bit
+    if quantized and device.type != "cuda":
+        field = "model.load_in_4bit" if spec.model.load_in_4bit else "model.load_in_8bit"
+        raise MachineError(f"{spec.source}: {field}: bitsandbytes quantized loading needs a CUDA GPU and none "
+                           f"was found; set {field}: false to train in full precision on this machine")
+    precision = spec.train.precision
+    if precision == "fp16" and device.type != "cuda":
+        raise MachineError(f"{spec.source}: train.precision: fp16 needs a CUDA GPU; use bf16 or fp32 on the CPU")
+    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise MachineError(f"{spec.source}: train.precision: this GPU has no bf16; use fp16 or fp32")
+
+
 def _quantization_config(spec: Spec, device: torch.device):
     if not (spec.model.load_in_4bit or spec.model.load_in_8bit):
         return None
-    field = "model.load_in_4bit" if spec.model.load_in_4bit else "model.load_in_8bit"
-    if device.type != "cuda":
-        raise MachineError(f"{spec.source}: {field}: bitsandbytes quantized loading needs a CUDA GPU and none "
-                           f"was found; set {field}: false to train in full precision on this machine")
     from transformers import BitsAndBytesConfig
 
     compute = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -125,6 +135,7 @@ class LoadedModel:
 
 def load_for_training(spec: Spec, device: torch.device | None = None) -> LoadedModel:
     device = device or pick_device()
+    check_machine(spec, device)
     tokenizer = load_tokenizer(spec)
     model = add_lora(spec, load_base_model(spec, tokenizer, device))
     return LoadedModel(model=model, tokenizer=tokenizer, device=device)

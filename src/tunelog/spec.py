@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import SpecError
 from .schedules import schedule_names
@@ -98,10 +98,15 @@ class TrainSpec(_Section):
     divergence_factor: float = Field(4.0, gt=1)
     seed: int = 0
 
+    @field_validator("schedule")
+    @classmethod
+    def _known_schedule(cls, name: str) -> str:
+        if name not in schedule_names():
+            raise ValueError(f"unknown schedule {name!r}; accepted: {', '.join(schedule_names())}")
+        return name
+
     @model_validator(mode="after")
     def _schedule_fields(self) -> "TrainSpec":
-        if self.schedule not in schedule_names():
-            raise ValueError(f"schedule {self.schedule!r} is unknown; accepted: {', '.join(schedule_names())}")
         if self.warmup_steps is not None and self.warmup_ratio is not None:
             raise ValueError("set warmup_steps or warmup_ratio, not both")
         if self.schedule == "warmup_cosine" and not (self.warmup_steps or self.warmup_ratio):

@@ -20,7 +20,6 @@ from tqdm.auto import tqdm
 
 from .. import memory, plots
 from ..data import TokenizedData, read_texts, tokenize
-from ..errors import MachineError
 from ..model import LoadedModel, load_for_training
 from ..schedules import Schedule
 from ..spec import Spec
@@ -83,14 +82,10 @@ class AdapterEMA:
 
 
 def autocast_for(spec: Spec, device: torch.device):
-    """Mixed precision where the device supports it; fp16 needs CUDA (and a grad scaler)."""
+    """Mixed precision where the device supports it (model.check_machine has refused what it can't)."""
     precision = spec.train.precision
     if precision == "fp32":
         return contextlib.nullcontext
-    if precision == "fp16" and device.type != "cuda":
-        raise MachineError(f"{spec.source}: train.precision: fp16 needs a CUDA GPU; use bf16 or fp32 on the CPU")
-    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise MachineError(f"{spec.source}: train.precision: this GPU has no bf16; use fp16 or fp32")
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     return lambda: torch.autocast(device_type=device.type, dtype=dtype)
 

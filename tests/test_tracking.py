@@ -1,0 +1,91 @@
+"""The tracker against a real SQLite MLflow store: store resolution, run endings, buffered metrics."""
+import pytest
+from mlflow import MlflowClient
+
+from tunelog.errors import TrainingInterrupted
+from tunelog.tracking import TAG_OUTCOME, TAG_PARENT, TAG_REASON, Tracker, tracking_uri
+
+
+def test_default_store_is_sqlite_under_mlruns(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert tracking_uri() == f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    with Tracker().run("exp") as run:
+        run.log_text("hello", "note.txt")
+    assert (tmp_path / "mlruns" / "mlflow.db").is_file()
+    assert (tmp_path / "mlruns" / "artifacts" / run.run_id / "artifacts" / "note.txt").is_file()
+
+
+def test_env_uri_takes_over(store):
+    assert tracking_uri() == store
+
+
+def finished(store, run_id):
+    return MlflowClient(store).get_run(run_id)
+
+
+def test_clean_exit_is_finished_with_metrics_flushed(store):
+    with Tracker().run("exp", run_name="r") as run:
+        for step in range(1, 51):
+            run.log_metrics({"train/loss": 1.0 / step}, step=step)
+    client = MlflowClient(store)
+    assert client.get_run(run.run_id).info.status == "FINISHED"
+    history = client.get_metric_history(run.run_id, "train/loss")
+    assert [m.step for m in sorted(history, key=lambda m: m.step)] == list(range(1, 51))
+
+
+def test_exception_ends_failed_with_reason(store):
+    with pytest.raises(ValueError):
+        with Tracker().run("exp") as run:
+            run.log_metrics({"x": 1.0}, step=1)
+            raise ValueError("boom")
+    got = finished(store, run.run_id)
+    assert got.info.status == "FAILED"
+    assert got.data.tags[TAG_OUTCOME] == "failed" and "ValueError: boom" in got.data.tags[TAG_REASON]
+    assert got.data.metrics["x"] == 1.0  # what was logged before the crash is kept
+
+
+@pytest.mark.parametrize("exc", [KeyboardInterrupt, TrainingInterrupted])
+def test_interrupt_ends_killed(store, exc):
+    with pytest.raises(exc):
+        with Tracker().run("exp") as run:
+            raise exc()
+    assert finished(store, run.run_id).info.status == "KILLED"
+
+
+def test_precise_outcome_is_not_overwritten_by_failure(store):
+    with pytest.raises(RuntimeError):
+        with Tracker().run("exp") as run:
+            run.set_outcome("oom", "CUDA out of memory")
+            raise RuntimeError("out of memory")
+    assert finished(store, run.run_id).data.tags[TAG_OUTCOME] == "oom"
+
+
+def test_unknown_outcome_refused(store):
+    with Tracker().run("exp") as run:
+        with pytest.raises(ValueError, match="accepted: ok, oom"):
+            run.set_outcome("great")
+
+
+def test_child_run_links_parent(store):
+    tracker = Tracker()
+    with tracker.run("exp") as parent:
+        with tracker.run("exp", parent_run_id=parent.run_id) as child:
+            pass
+    assert finished(store, child.run_id).data.tags[TAG_PARENT] == parent.run_id
+
+
+def test_joins_run_created_by_mlflow_run(store, monkeypatch):
+    client = MlflowClient(store)
+    exp = client.create_experiment("projects")
+    outer = client.create_run(exp)
+    monkeypatch.setenv("MLFLOW_RUN_ID", outer.info.run_id)
+    tracker = Tracker()
+    with tracker.run("ignored", run_name="joined") as run:
+        run.log_params({"a": 1})
+        with tracker.run("ignored", parent_run_id=run.run_id) as child:  # children never join
+            pass
+    assert run.run_id == outer.info.run_id
+    got = client.get_run(outer.info.run_id)
+    assert got.data.params["a"] == "1" and got.data.tags["mlflow.runName"] == "joined"
+    assert child.run_id != outer.info.run_id
