@@ -73,9 +73,8 @@ class RunLogger:
         self.run_id = run_id
         self.experiment_id = experiment_id
         self._pending: list[Any] = []
-        self._ops: list[Any] = []
-        self._last_flush = time.monotonic()
         self._lock = threading.Lock()
+        self._writer: _BackgroundWriter | None = None
 
     # params and tags are few: logged synchronously so readers see them at once
     def log_params(self, params: Mapping[str, Any]) -> None:
@@ -97,27 +96,34 @@ class RunLogger:
         self.set_tags({TAG_OUTCOME: outcome, TAG_REASON: reason or ""})
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        """Buffer step metrics; they reach the store in batches, off the training thread."""
+        """Buffer step metrics; a background writer hands them to the store in batches."""
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
         with self._lock:
             self._pending.extend(Metric(k, float(v), now, step or 0) for k, v in metrics.items())
-            due = time.monotonic() - self._last_flush >= _FLUSH_SECONDS
-        if due:
-            self.flush(wait=False)
+        if self._writer is None:
+            self._writer = _BackgroundWriter(self)
 
-    def flush(self, wait: bool = True) -> None:
+    def _take_pending(self) -> list[Any]:
         with self._lock:
             batch, self._pending = self._pending, []
-            self._last_flush = time.monotonic()
+        return batch
+
+    def _put_back(self, batch: list[Any]) -> None:
+        with self._lock:
+            self._pending[:0] = batch
+
+    def _write(self, batch: list[Any]) -> None:
         if batch:
-            self._ops.append(self.client.log_batch(self.run_id, metrics=batch, synchronous=False))
-        if wait:
-            ops, self._ops = self._ops, []
-            for op in ops:
-                if op is not None:
-                    op.wait()
+            self.client.log_batch(self.run_id, metrics=batch, synchronous=True)
+
+    def flush(self) -> None:
+        """Write everything buffered so far (the writer thread stops; a later log_metrics starts another)."""
+        if self._writer is not None:
+            self._writer.stop()
+            self._writer = None
+        self._write(self._take_pending())
 
     def log_artifacts(self, local_dir: str | Path, artifact_path: str | None = None) -> None:
         self.client.log_artifacts(self.run_id, str(local_dir), artifact_path)
@@ -130,6 +136,37 @@ class RunLogger:
 
     def log_figure(self, figure, artifact_file: str) -> None:
         self.client.log_figure(self.run_id, figure, artifact_file)
+
+
+class _BackgroundWriter:
+    """Writes a run's buffered metrics every few seconds from a low-priority thread.
+
+    The thread lowers its own scheduling priority (Linux applies nice per thread), so
+    the SQLite writes use CPU the training loop leaves idle instead of taking it from it.
+    """
+
+    def __init__(self, run: RunLogger, interval: float = _FLUSH_SECONDS):
+        self.run = run
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="tunelog-metrics", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 15)
+        except (AttributeError, OSError):  # not Linux, or not permitted: run at normal priority
+            pass
+        while not self._stop.wait(self.interval):
+            batch = self.run._take_pending()
+            try:
+                self.run._write(batch)
+            except Exception:  # keep training; the batch goes back and the final flush retries (and raises)
+                self.run._put_back(batch)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def _param_value(value: Any) -> str:
@@ -213,7 +250,7 @@ def _record_failure(run: RunLogger, reason: str) -> None:
 
 def _close(run: RunLogger, status: str) -> None:
     try:
-        run.flush(wait=True)
+        run.flush()
     finally:
         run.client.set_terminated(run.run_id, status=status)
 
