@@ -28,13 +28,14 @@ def main() -> None:
     from tunelog.data import read_texts, tokenize
     from tunelog.model import load_for_training
     from tunelog.tracking import Tracker
-    from tunelog.trainers.hf import _Loop, build_schedule, endless_batches
+    from tunelog.plan import make_plan
+    from tunelog.trainers.hf import _Loop, endless_batches
 
     spec = demo_spec(max_steps=BLOCKS * STEPS_PER_BLOCK * 2 + 10)
     torch.manual_seed(0)
     loaded = load_for_training(spec)
     data = tokenize(read_texts(spec, spec.data.train, "data.train"), loaded.tokenizer, spec.data.max_length)
-    schedule = build_schedule(spec, spec.train.max_steps)
+    schedule = make_plan(spec, len(data)).schedule
     with Tracker().run("bench-tracking") as run:
         loops = {"tracked": _Loop(spec, loaded, data, None, schedule, run),
                  "untracked": _Loop(spec, loaded, data, None, schedule, DroppingLogger())}

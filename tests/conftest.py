@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -48,4 +49,6 @@ def subprocess_env(uri: str) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_RUN")}
     env["MLFLOW_TRACKING_URI"] = uri
     env["PYTHONPATH"] = str(REPO / "src")
+    # the venv's bin first, as for a user who activated it: `mlflow run` calls `python` from PATH
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     return env

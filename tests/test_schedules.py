@@ -41,8 +41,10 @@ def test_cosine_halfway_and_end():
 
 
 def test_cosine_without_warmup_starts_at_peak():
-    assert Schedule("cosine", peak_lr=2e-4, total_steps=100).lr_at(1) == pytest.approx(
-        2e-4 * 0.5 * (1 + math.cos(math.pi * 1 / 100)))
+    s = Schedule("cosine", peak_lr=2e-4, total_steps=101)
+    assert s.lr_at(1) == pytest.approx(2e-4)
+    assert s.lr_at(51) == pytest.approx(1e-4)  # halfway from step 1 to step 101
+    assert s.lr_at(101) == pytest.approx(0.0)
 
 
 def test_cosine_with_restarts_jumps_back_to_peak():
@@ -92,3 +94,12 @@ def test_steps_outside_range_are_clamped():
     s = Schedule("linear", peak_lr=1.0, total_steps=10, end_lr=0.0)
     assert s.lr_at(0) == s.lr_at(1)
     assert s.lr_at(50) == s.lr_at(10) == 0.0
+
+
+def test_noam_peaks_at_warmup_then_decays_as_inverse_sqrt():
+    s = Schedule("noam", peak_lr=1.0, total_steps=10_000, warmup_steps=100, anneal_steps=(5000,), anneal_rate=0.5)
+    assert s.lr_at(50) == pytest.approx(0.5)
+    assert s.lr_at(100) == pytest.approx(1.0)
+    assert s.lr_at(400) == pytest.approx(0.5)  # sqrt(100/400)
+    assert s.lr_at(4900) == pytest.approx(math.sqrt(100 / 4900))
+    assert s.lr_at(6400) == pytest.approx(0.5 * 0.125)

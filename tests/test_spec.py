@@ -80,7 +80,7 @@ def test_missing_data_file(tmp_path):
 
 def test_unknown_schedule_and_optimizer_say_what_is_accepted(tmp_path):
     def mutate(r):
-        r["train"].update(schedule="noam", optimizer="adam")
+        r["train"].update(schedule="exponential", optimizer="adam")
     problems = dict(problems_for(tmp_path, mutate))
     assert "'adamw', 'adamw8bit' or 'sgd'" in problems["train.optimizer"]
     assert "accepted: constant, cosine" in problems["train.schedule"]

@@ -9,12 +9,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
-
-import torch
+from typing import TYPE_CHECKING, Iterator
 
 from .errors import SpecError
 from .spec import Spec
+
+if TYPE_CHECKING:  # torch is imported where batches are built, so `lint` stays light
+    import torch
 
 
 def _detect_format(path: Path, fmt: str) -> str:
@@ -82,8 +83,10 @@ class TokenizedData:
     def n_tokens(self, indices: list[int]) -> int:
         return sum(len(self.samples[i]) for i in indices)
 
-    def collate(self, indices: list[int]) -> dict[str, torch.Tensor]:
+    def collate(self, indices: list[int]) -> dict[str, "torch.Tensor"]:
         """Right-padded input ids, attention mask and labels with padding ignored (-100)."""
+        import torch
+
         rows = [self.samples[i] for i in indices]
         width = max(len(r) for r in rows)
         ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
@@ -94,8 +97,10 @@ class TokenizedData:
         labels = ids.masked_fill(mask == 0, -100)
         return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
-    def batches(self, batch_size: int, generator: torch.Generator | None) -> Iterator[list[int]]:
+    def batches(self, batch_size: int, generator: "torch.Generator | None") -> Iterator[list[int]]:
         """Index lists for one epoch: shuffled with `generator`, in order when it is None."""
+        import torch
+
         order = torch.randperm(len(self), generator=generator).tolist() if generator else list(range(len(self)))
         for start in range(0, len(order), batch_size):
             yield order[start : start + batch_size]

@@ -29,6 +29,12 @@ class MachineError(TunelogError):
     exit_code = 2
 
 
+class LintFailed(TunelogError):
+    """Lint found errors and the command was not forced: nothing was trained."""
+
+    exit_code = 2
+
+
 class TrainingInterrupted(TunelogError):
     """Raised in the main thread on SIGTERM so that runs end KILLED, not RUNNING."""
 

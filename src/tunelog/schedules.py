@@ -69,11 +69,16 @@ def _warmup(sched: Schedule, step: int, start_lr: float = 0.0) -> float | None:
 
 
 def _progress(sched: Schedule, step: int) -> float:
-    """Fraction of the post-warmup phase done at `step`: 0 right after warmup, 1 at the last step."""
-    span = sched.total_steps - sched.warmup_steps
+    """Fraction of the decay phase done at `step`: 0 at the peak, 1 at the last step.
+
+    The peak is the warmup's last step, or step 1 when there is no warmup, so a schedule
+    without warmup starts at its peak.
+    """
+    anchor = max(sched.warmup_steps, 1)
+    span = sched.total_steps - anchor
     if span <= 0:
         return 1.0
-    return min(1.0, max(0.0, (step - sched.warmup_steps) / span))
+    return min(1.0, max(0.0, (step - anchor) / span))
 
 
 def _cosine_between(high: float, low: float, p: float) -> float:
@@ -133,6 +138,17 @@ def _onecycle(sched: Schedule, step: int) -> float:
     if sched.warmup_steps and step <= sched.warmup_steps:
         return _cosine_between(start, sched.peak_lr, step / sched.warmup_steps)
     return _cosine_between(sched.peak_lr, sched.end_lr, _progress(sched, step))
+
+
+@register_schedule("noam")
+def _noam(sched: Schedule, step: int) -> float:
+    """Transformer ("Noam") schedule normalised to its peak: linear warmup, then peak * sqrt(warmup/step).
+
+    Anneal steps multiply it by `anneal_rate` as FastSpeech2's ScheduledOptim does.
+    """
+    warm = _warmup(sched, step)
+    base = warm if warm is not None else sched.peak_lr * math.sqrt(sched.warmup_steps / step)
+    return base * sched.anneal_rate ** sum(1 for s in sched.anneal_steps if step >= s)
 
 
 @register_schedule("step_anneal")

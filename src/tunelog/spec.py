@@ -74,6 +74,8 @@ class LoraSpec(_Section):
 
 class TrainSpec(_Section):
     learning_rate: float = Field(2e-4, gt=0)
+    lr_formula: Optional[str] = None  # the schedule's peak as ported code computes it, e.g. "d_model ** -0.5"
+    lr_vars: dict[str, float] = Field(default_factory=dict)  # names lr_formula may use
     schedule: str = "cosine"
     warmup_steps: Optional[int] = Field(None, ge=0)
     warmup_ratio: Optional[float] = Field(None, ge=0, lt=1)
@@ -109,10 +111,41 @@ class TrainSpec(_Section):
     def _schedule_fields(self) -> "TrainSpec":
         if self.warmup_steps is not None and self.warmup_ratio is not None:
             raise ValueError("set warmup_steps or warmup_ratio, not both")
-        if self.schedule == "warmup_cosine" and not (self.warmup_steps or self.warmup_ratio):
-            raise ValueError("schedule warmup_cosine needs warmup_steps or warmup_ratio > 0")
+        if self.schedule in ("warmup_cosine", "noam") and not (self.warmup_steps or self.warmup_ratio):
+            raise ValueError(f"schedule {self.schedule} needs warmup_steps or warmup_ratio > 0")
         if self.anneal_steps != sorted(self.anneal_steps) or any(s <= 0 for s in self.anneal_steps):
             raise ValueError(f"anneal_steps must be positive and increasing (got {self.anneal_steps})")
+        return self
+
+
+class RuleSpec(_Section):
+    """A safety rule shared by `lint` and sweep constraints, in the expression language.
+
+    Either `reject: EXPR` (the rule is broken when EXPR is true) or `if: EXPR` with
+    `require: [EXPR, ...]` (broken when the condition holds and any requirement fails).
+    """
+
+    name: str
+    reject: Optional[str] = None
+    if_: Optional[str] = Field(None, alias="if")
+    require: list[str] = Field(default_factory=list)
+    reason: str = ""
+    severity: Literal["error", "warning", "info"] = "error"
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _one_form(self) -> "RuleSpec":
+        if (self.reject is None) == (not self.require):
+            raise ValueError(f"rule {self.name!r}: give either `reject: EXPR` or `require: [EXPR, ...]` (with optional `if:`)")
+        from .expressions import ExpressionError, parse
+
+        for text in [self.reject, self.if_, *self.require]:
+            if text is not None:
+                try:
+                    parse(text)
+                except ExpressionError as exc:
+                    raise ValueError(f"rule {self.name!r}: {exc}") from None
         return self
 
 
@@ -148,6 +181,7 @@ class Spec(_Section):
     lora: LoraSpec = Field(default_factory=LoraSpec)
     train: TrainSpec = Field(default_factory=TrainSpec)
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
+    rules: list[RuleSpec] = Field(default_factory=list)
     configs: dict[str, NamedConfig] = Field(default_factory=dict)
 
     # Set by load_spec, not by the YAML: where relative paths are resolved from,
@@ -163,12 +197,13 @@ class Spec(_Section):
 
     def resolved(self) -> dict[str, Any]:
         """The spec as data (named configs dropped: the applied one is already merged)."""
-        return self.model_dump(mode="json", exclude={"configs"})
+        return self.model_dump(mode="json", exclude={"configs"}, by_alias=True, exclude_none=False)
 
     def flat_params(self) -> dict[str, Any]:
         """The config flattened with dots (`train.learning_rate`), the names MLflow compares across runs."""
         data = self.resolved()
-        data.pop("tracking", None)
+        for section in ("tracking", "rules"):
+            data.pop(section, None)
         return flatten(data)
 
     def spec_hash(self) -> str:

@@ -31,6 +31,7 @@ TAG_OUTCOME = "tunelog.outcome"  # ok, oom, diverged, rejected, failed
 TAG_REASON = "tunelog.reason"
 TAG_SPEC_HASH = "tunelog.spec_hash"
 TAG_SPEC_FILE = "tunelog.spec_file"
+TAG_LINT = "tunelog.lint"  # ids of the lint warnings the run started with
 TAG_METRIC = "tunelog.metric"  # the headline metric's name...
 TAG_DIRECTION = "tunelog.direction"  # ...and whether lower or higher is better
 TAG_NOTE = "mlflow.note.content"  # shown by the MLflow UI

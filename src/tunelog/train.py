@@ -4,14 +4,17 @@ Stages and sweeps call `run_training` too, with their own kind, parent and linea
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import yaml
 
 from . import tracking as t
 from .spec import Spec
 from .trainers import Result, get_trainer
-from .tracking import RunLogger, Tracker
+from .tracking import TAG_LINT, RunLogger, Tracker
+
+if TYPE_CHECKING:
+    from .lint import LintReport
 
 
 def run_tags(spec: Spec, kind: str, based_on: Optional[str] = None, extra: Optional[dict] = None) -> dict:
@@ -38,12 +41,21 @@ def record_spec(spec: Spec, run: RunLogger) -> None:
     run.log_text(yaml.safe_dump(spec.resolved(), sort_keys=False), t.SPEC_ARTIFACT)
 
 
+def lint_tags(spec: Spec, report: Optional["LintReport"]) -> dict:
+    """Lint warnings recorded on the run: a tag listing their ids and a line in the note."""
+    if report is None or not report.of("warning"):
+        return {}
+    note = "\n\n".join(part for part in (spec.note(), report.note_line()) if part)
+    return {TAG_LINT: ", ".join(sorted({w.rule for w in report.of("warning")})), t.TAG_NOTE: note}
+
+
 def run_training(spec: Spec, tracker: Tracker, kind: str = "train", parent_run_id: Optional[str] = None,
-                 based_on: Optional[str] = None, extra_tags: Optional[dict] = None) -> tuple[str, Result]:
+                 based_on: Optional[str] = None, extra_tags: Optional[dict] = None,
+                 lint: Optional["LintReport"] = None) -> tuple[str, Result]:
     """Open a run, record the spec, train, record the outcome; returns (run_id, result)."""
     name = spec.tracking.run_name or spec.config_name
-    with tracker.run(spec.tracking.experiment, run_name=name, tags=run_tags(spec, kind, based_on, extra_tags),
-                     parent_run_id=parent_run_id) as run:
+    tags = {**run_tags(spec, kind, based_on, extra_tags), **lint_tags(spec, lint)}
+    with tracker.run(spec.tracking.experiment, run_name=name, tags=tags, parent_run_id=parent_run_id) as run:
         record_spec(spec, run)
         result = get_trainer("hf").train(spec, run)
         run.set_outcome(result.outcome, result.reason)

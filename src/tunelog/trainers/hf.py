@@ -21,27 +21,11 @@ from tqdm.auto import tqdm
 from .. import memory, plots
 from ..data import TokenizedData, read_texts, tokenize
 from ..model import LoadedModel, load_for_training
+from ..plan import make_plan
 from ..schedules import Schedule
 from ..spec import Spec
 from ..tracking import ADAPTER_ARTIFACT, PLOTS_ARTIFACT, RunLogger
 from . import Result
-
-
-def total_steps(spec: Spec, n_samples: int) -> int:
-    """Optimizer steps of the whole run: `max_steps`, else epochs over the data."""
-    if spec.train.max_steps:
-        return spec.train.max_steps
-    batches = math.ceil(n_samples / spec.train.batch_size)
-    per_epoch = max(1, math.ceil(batches / spec.train.grad_accum))
-    return max(1, math.ceil((spec.train.epochs or 1.0) * per_epoch))
-
-
-def build_schedule(spec: Spec, steps: int) -> Schedule:
-    t = spec.train
-    warmup = t.warmup_steps if t.warmup_steps is not None else round((t.warmup_ratio or 0.0) * steps)
-    return Schedule(name=t.schedule, peak_lr=t.learning_rate, total_steps=steps, warmup_steps=warmup,
-                    end_lr=t.end_lr, anneal_steps=tuple(t.anneal_steps), anneal_rate=t.anneal_rate,
-                    num_cycles=t.num_cycles, power=t.power, div_factor=t.div_factor)
 
 
 def build_optimizer(spec: Spec, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
@@ -136,11 +120,12 @@ class HFTrainer:
         eval_data = None
         if spec.data.eval:
             eval_data = tokenize(read_texts(spec, spec.data.eval, "data.eval"), loaded.tokenizer, spec.data.max_length)
-        steps = total_steps(spec, len(train_data))
-        schedule = build_schedule(spec, steps)
+        schedule = make_plan(spec, len(train_data)).schedule
+        steps = schedule.total_steps
         run.log_figure(plots.lr_schedule(schedule), f"{PLOTS_ARTIFACT}/lr_schedule.png")
         run.log_params({"data.n_train": len(train_data), "data.n_eval": len(eval_data) if eval_data else 0,
                         "train.total_steps": steps, "train.warmup_steps_resolved": schedule.warmup_steps,
+                        "train.peak_lr_resolved": schedule.peak_lr,
                         "train.device": loaded.device.type})
         return _Loop(spec, loaded, train_data, eval_data, schedule, run).run()
 
