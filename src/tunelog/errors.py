@@ -35,6 +35,12 @@ class LintFailed(TunelogError):
     exit_code = 2
 
 
+class SweepStuck(TunelogError):
+    """The constraints rejected config after config: the space has (almost) no feasible point."""
+
+    exit_code = 2
+
+
 class TrainingInterrupted(TunelogError):
     """Raised in the main thread on SIGTERM so that runs end KILLED, not RUNNING."""
 

@@ -149,6 +149,96 @@ class RuleSpec(_Section):
         return self
 
 
+class ParamSpec(_Section):
+    """One searched parameter: float/int with min/max (log, step) or categorical with choices."""
+
+    type: Literal["float", "int", "categorical"]
+    min: Optional[float] = None
+    max: Optional[float] = None
+    log: bool = False
+    step: Optional[float] = Field(None, gt=0)
+    choices: Optional[list[Any]] = None
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "ParamSpec":
+        if self.type == "categorical":
+            if not self.choices:
+                raise ValueError("a categorical parameter needs a non-empty `choices` list")
+            return self
+        if self.min is None or self.max is None:
+            raise ValueError(f"a {self.type} parameter needs `min` and `max`")
+        if self.min > self.max:
+            raise ValueError(f"`min <= max` must hold, but got (min={self.min}, max={self.max})")
+        if self.log and self.min <= 0:
+            raise ValueError(f"a log-scaled parameter needs min > 0 (got min={self.min})")
+        if self.log and self.step is not None:
+            raise ValueError("`log` and `step` cannot be combined")
+        return self
+
+
+class SoftRuleSpec(_Section):
+    """A combination accepted only with a given probability (seeded, reproducible)."""
+
+    name: str
+    when: str
+    probability: float = Field(ge=0, le=1)
+    reason: str = ""
+
+
+class ObjectiveSpec(_Section):
+    metric: str
+    direction: Literal["minimize", "maximize"] = "minimize"
+
+
+class PrunerSpec(_Section):
+    type: Literal["median", "hyperband", "none"] = "median"
+    startup_trials: int = Field(2, ge=0)
+
+
+class QuickSpec(_Section):
+    """What `--quick` means: fewer trials and spec overrides that make each one cheaper."""
+
+    n_trials: int = Field(4, gt=0)
+    overrides: dict[str, Any] = Field(default_factory=dict)
+
+
+class SearchSpec(_Section):
+    study: Optional[str] = None
+    sampler: Literal["tpe", "random"] = "tpe"
+    seed: int = 0
+    n_trials: int = Field(20, gt=0)
+    timeout: Optional[float] = Field(None, gt=0)
+    second_objective: Optional[ObjectiveSpec] = None
+    pruner: PrunerSpec = Field(default_factory=PrunerSpec)
+    params: dict[str, ParamSpec] = Field(default_factory=dict)
+    derived: dict[str, str] = Field(default_factory=dict)
+    constraints: list[RuleSpec] = Field(default_factory=list)
+    soft: list[SoftRuleSpec] = Field(default_factory=list)
+    max_consecutive_rejections: int = Field(50, gt=0)
+    quick: QuickSpec = Field(default_factory=QuickSpec)
+
+    @model_validator(mode="after")
+    def _names(self) -> "SearchSpec":
+        if not self.params:
+            raise ValueError("search.params is empty: name at least one parameter to search")
+        clash = sorted(set(self.params) & set(self.derived))
+        if clash:
+            raise ValueError(f"derived params may not override sampled ones: {', '.join(clash)}")
+        from .expressions import ExpressionError, parse
+
+        for name, text in self.derived.items():
+            try:
+                parse(text)
+            except ExpressionError as exc:
+                raise ValueError(f"derived {name!r}: {exc}") from None
+        for soft in self.soft:
+            try:
+                parse(soft.when)
+            except ExpressionError as exc:
+                raise ValueError(f"soft rule {soft.name!r}: {exc}") from None
+        return self
+
+
 class TrackingSpec(_Section):
     experiment: str = "tunelog"
     run_name: Optional[str] = None
@@ -182,6 +272,7 @@ class Spec(_Section):
     train: TrainSpec = Field(default_factory=TrainSpec)
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
     rules: list[RuleSpec] = Field(default_factory=list)
+    search: Optional[SearchSpec] = None
     configs: dict[str, NamedConfig] = Field(default_factory=dict)
 
     # Set by load_spec, not by the YAML: where relative paths are resolved from,
@@ -202,9 +293,19 @@ class Spec(_Section):
     def flat_params(self) -> dict[str, Any]:
         """The config flattened with dots (`train.learning_rate`), the names MLflow compares across runs."""
         data = self.resolved()
-        for section in ("tracking", "rules"):
+        for section in ("tracking", "rules", "search"):
             data.pop(section, None)
         return flatten(data)
+
+    def with_overrides(self, overrides: dict[str, Any], where: str = "overrides") -> "Spec":
+        """A copy with dotted-path overrides applied and validated again (sweep trials, stages)."""
+        raw = _apply_overrides(self.model_dump(mode="json", by_alias=True), overrides)
+        try:
+            spec = Spec.model_validate(raw)
+        except ValidationError as err:
+            raise SpecError(self.source, _format_errors(err, f"{where}: ")) from None
+        return spec.model_copy(update={"source": self.source, "base_dir": self.base_dir,
+                                       "config_name": self.config_name})
 
     def spec_hash(self) -> str:
         return hashlib.sha256(json.dumps(self.flat_params(), sort_keys=True).encode()).hexdigest()[:12]

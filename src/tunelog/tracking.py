@@ -27,7 +27,7 @@ TAG_BASED_ON = "tunelog.based_on"  # run id this run derives from
 TAG_PHASE = "tunelog.phase"
 TAG_NAME = "tunelog.name"  # human name
 TAG_CONFIG = "tunelog.config"  # the named preset applied, if any
-TAG_OUTCOME = "tunelog.outcome"  # ok, oom, diverged, rejected, failed
+TAG_OUTCOME = "tunelog.outcome"  # ok, oom, diverged, rejected, failed, pruned
 TAG_REASON = "tunelog.reason"
 TAG_SPEC_HASH = "tunelog.spec_hash"
 TAG_SPEC_FILE = "tunelog.spec_file"
@@ -37,7 +37,10 @@ TAG_DIRECTION = "tunelog.direction"  # ...and whether lower or higher is better
 TAG_NOTE = "mlflow.note.content"  # shown by the MLflow UI
 TAG_PARENT = "mlflow.parentRunId"
 TAG_RUN_NAME = "mlflow.runName"
-OUTCOMES = ("ok", "oom", "diverged", "rejected", "failed")
+OUTCOMES = ("ok", "oom", "diverged", "rejected", "failed", "pruned")
+TAG_STUDY = "tunelog.study"  # sweep trials and the sweep run: the Optuna study's name
+TAG_TRIAL = "tunelog.trial"  # the trial's number in its study
+TAG_BEST = "tunelog.best"  # "true" on the best trial's run
 SPEC_ARTIFACT = "spec.yaml"
 ADAPTER_ARTIFACT = "adapter"
 PLOTS_ARTIFACT = "plots"
@@ -210,13 +213,17 @@ class Tracker:
 
     @contextmanager
     def run(self, experiment: str, run_name: str | None = None, tags: Mapping[str, Any] | None = None,
-            parent_run_id: str | None = None) -> Iterator[RunLogger]:
-        """An MLflow run that always ends FINISHED, FAILED or KILLED, whatever happens inside."""
+            parent_run_id: str | None = None, resume_run_id: str | None = None) -> Iterator[RunLogger]:
+        """An MLflow run that always ends FINISHED, FAILED or KILLED, whatever happens inside.
+
+        `resume_run_id` reopens an earlier run (a resumed sweep) instead of creating one.
+        """
         all_tags = {k: str(v) for k, v in (tags or {}).items() if v is not None}
         if parent_run_id:
             all_tags[TAG_PARENT] = parent_run_id
-        joined = self._env_run_id(parent_run_id)
+        joined = self._env_run_id(parent_run_id) or resume_run_id
         if joined:
+            self.client.update_run(joined, status="RUNNING")
             info = self.client.get_run(joined).info
             run = RunLogger(self.client, joined, info.experiment_id)
             run.set_tags({**all_tags, **({TAG_RUN_NAME: run_name} if run_name else {})})
@@ -237,6 +244,42 @@ class Tracker:
                 raise
             finally:
                 _close(run, status)
+
+
+    def log_closed_run(self, experiment: str, run_name: str, tags: Mapping[str, Any], params: Mapping[str, Any],
+                       parent_run_id: str | None = None) -> str:
+        """A light run recorded and closed at once (a rejected sweep trial): tags and params, no metrics."""
+        from mlflow.entities import Param, RunTag
+
+        all_tags = {k: str(v) for k, v in tags.items() if v is not None}
+        if parent_run_id:
+            all_tags[TAG_PARENT] = parent_run_id
+        run = self.client.create_run(self.experiment_id(experiment), run_name=run_name)
+        self.client.log_batch(run.info.run_id, params=[Param(k, _param_value(v)) for k, v in params.items()],
+                              tags=[RunTag(k, v) for k, v in all_tags.items()], synchronous=True)
+        self.client.set_terminated(run.info.run_id, status="FINISHED")
+        return run.info.run_id
+
+    def close_run(self, run_id: str, status: str, outcome: str, reason: str) -> bool:
+        """Close a run some dead process left RUNNING; False when it was already closed."""
+        if self.client.get_run(run_id).info.status != "RUNNING":
+            return False
+        RunLogger(self.client, run_id, "").set_outcome(outcome, reason)
+        self.client.set_terminated(run_id, status=status)
+        return True
+
+    def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
+        RunLogger(self.client, run_id, "").set_tags(tags)
+
+    def find_runs(self, experiment: str, tags: Mapping[str, str]) -> list[Any]:
+        """Runs of `experiment` carrying every tag given (oldest first)."""
+        found = self.client.get_experiment_by_name(experiment)
+        if found is None:
+            return []
+        query = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
+        runs = self.client.search_runs([found.experiment_id], filter_string=query, max_results=10_000,
+                                       order_by=["attributes.start_time ASC"])
+        return list(runs)
 
 
 def _record_failure(run: RunLogger, reason: str) -> None:

@@ -4,13 +4,13 @@ Stages and sweeps call `run_training` too, with their own kind, parent and linea
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 import yaml
 
 from . import tracking as t
 from .spec import Spec
-from .trainers import Result, get_trainer
+from .trainers import EvalHook, Result, get_trainer
 from .tracking import TAG_LINT, RunLogger, Tracker
 
 if TYPE_CHECKING:
@@ -51,12 +51,19 @@ def lint_tags(spec: Spec, report: Optional["LintReport"]) -> dict:
 
 def run_training(spec: Spec, tracker: Tracker, kind: str = "train", parent_run_id: Optional[str] = None,
                  based_on: Optional[str] = None, extra_tags: Optional[dict] = None,
-                 lint: Optional["LintReport"] = None) -> tuple[str, Result]:
-    """Open a run, record the spec, train, record the outcome; returns (run_id, result)."""
+                 lint: Optional["LintReport"] = None, on_start: Optional[Callable[[str], None]] = None,
+                 on_eval: Optional[EvalHook] = None) -> tuple[str, Result]:
+    """Open a run, record the spec, train, record the outcome; returns (run_id, result).
+
+    `on_start(run_id)` is called once the run exists (a sweep records it on the trial);
+    `on_eval(step, loss)` sees every eval and may stop training (pruning).
+    """
     name = spec.tracking.run_name or spec.config_name
     tags = {**run_tags(spec, kind, based_on, extra_tags), **lint_tags(spec, lint)}
     with tracker.run(spec.tracking.experiment, run_name=name, tags=tags, parent_run_id=parent_run_id) as run:
+        if on_start:
+            on_start(run.run_id)
         record_spec(spec, run)
-        result = get_trainer("hf").train(spec, run)
+        result = get_trainer("hf").train(spec, run, on_eval=on_eval)
         run.set_outcome(result.outcome, result.reason)
         return run.run_id, result

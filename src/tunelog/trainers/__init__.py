@@ -25,8 +25,12 @@ class Result:
         return self.metrics.get(metric)
 
 
+EvalHook = Callable[[int, float], bool]
+"""Called with (step, eval loss) at each eval; returning True stops training (a pruned sweep trial)."""
+
+
 class Trainer(Protocol):
-    def train(self, spec: Spec, run: RunLogger) -> Result: ...
+    def train(self, spec: Spec, run: RunLogger, on_eval: EvalHook | None = None) -> Result: ...
 
 
 _TRAINERS: dict[str, Callable[[], Trainer]] = {}
@@ -50,4 +54,4 @@ def _register_builtins() -> None:
 
 _register_builtins()
 
-__all__ = ["Result", "Trainer", "register_trainer", "get_trainer"]
+__all__ = ["EvalHook", "Result", "Trainer", "register_trainer", "get_trainer"]

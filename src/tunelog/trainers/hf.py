@@ -25,7 +25,7 @@ from ..plan import make_plan
 from ..schedules import Schedule
 from ..spec import Spec
 from ..tracking import ADAPTER_ARTIFACT, PLOTS_ARTIFACT, RunLogger
-from . import Result
+from . import EvalHook, Result
 
 
 def build_optimizer(spec: Spec, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
@@ -113,7 +113,7 @@ def evaluate(model: torch.nn.Module, data: TokenizedData, batch_size: int, devic
 class HFTrainer:
     """The built-in LoRA trainer (registered as `hf`)."""
 
-    def train(self, spec: Spec, run: RunLogger) -> Result:
+    def train(self, spec: Spec, run: RunLogger, on_eval: EvalHook | None = None) -> Result:
         torch.manual_seed(spec.train.seed)  # LoRA init and dropout draw from this
         loaded = load_for_training(spec)
         train_data = tokenize(read_texts(spec, spec.data.train, "data.train"), loaded.tokenizer, spec.data.max_length)
@@ -127,15 +127,20 @@ class HFTrainer:
                         "train.total_steps": steps, "train.warmup_steps_resolved": schedule.warmup_steps,
                         "train.peak_lr_resolved": schedule.peak_lr,
                         "train.device": loaded.device.type})
-        return _Loop(spec, loaded, train_data, eval_data, schedule, run).run()
+        loop = _Loop(spec, loaded, train_data, eval_data, schedule, run, on_eval)
+        try:
+            return loop.run()
+        except (torch.OutOfMemoryError, MemoryError) as exc:
+            return loop.out_of_memory(exc)
 
 
 class _Loop:
     """One training run's state; `run()` reads top to bottom."""
 
     def __init__(self, spec: Spec, loaded: LoadedModel, train_data: TokenizedData,
-                 eval_data: TokenizedData | None, schedule: Schedule, run: RunLogger):
-        self.spec, self.loaded, self.run_log = spec, loaded, run
+                 eval_data: TokenizedData | None, schedule: Schedule, run: RunLogger,
+                 on_eval: EvalHook | None = None):
+        self.spec, self.loaded, self.run_log, self.on_eval = spec, loaded, run, on_eval
         self.train_data, self.eval_data, self.schedule = train_data, eval_data, schedule
         self.model, self.device = loaded.model, loaded.device
         self.params = [p for p in self.model.parameters() if p.requires_grad]
@@ -164,7 +169,9 @@ class _Loop:
                 outcome = "diverged"
                 break
             if self.eval_data is not None and t.eval_every and step % t.eval_every == 0 and step < self.schedule.total_steps:
-                self._eval(step)
+                if self._eval(step):
+                    outcome, reason = "pruned", f"stopped at step {step} by the sweep's pruner"
+                    break
         bar.close()
         if outcome == "ok" and self.eval_data is not None:
             self._eval(step)
@@ -218,13 +225,24 @@ class _Loop:
                     f"{self.spec.train.divergence_factor}x the first step's {first_loss:.4g}")
         return ""
 
-    def _eval(self, step: int) -> None:
+    def _eval(self, step: int) -> bool:
+        """Evaluate and log; True when the eval hook asks to stop."""
         assert self.eval_data is not None
         with (self.ema.applied() if self.ema else contextlib.nullcontext()):
             loss = evaluate(self.model, self.eval_data, self.spec.train.batch_size, self.device, self.autocast)
         self.history.eval_steps.append(step)
         self.history.eval_losses.append(loss)
         self.run_log.log_metrics({"eval/loss": loss, "eval/perplexity": math.exp(min(loss, 50.0))}, step=step)
+        return bool(self.on_eval and self.on_eval(step, loss))
+
+    def out_of_memory(self, exc: BaseException) -> Result:
+        """Release what the failed step held, and end with outcome `oom` instead of a crash."""
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        reason = f"out of memory at step {len(self.history.steps) + 1}: {str(exc).splitlines()[0][:200]}"
+        return Result(outcome="oom", reason=reason, steps=len(self.history.steps),
+                      metrics={"perf/peak_mem_gb": memory.peak_gb(self.device)})
 
     def _throughput(self) -> float:
         """Samples/s over the run, leaving out the first steps (allocator and kernel warm-up)."""
@@ -241,7 +259,7 @@ class _Loop:
             final["eval/perplexity"] = math.exp(min(h.eval_losses[-1], 50.0))
         self.run_log.log_metrics({k: v for k, v in final.items() if k != "eval/loss" and k != "eval/perplexity"}, step=step)
         self.run_log.log_figure(plots.loss_curve(h.steps, h.losses, h.eval_steps, h.eval_losses), f"{PLOTS_ARTIFACT}/loss.png")
-        if outcome == "ok":
+        if outcome in ("ok", "pruned"):
             self._save_adapter()
         return Result(outcome=outcome, reason=reason, steps=step, metrics=final)
 

@@ -1,0 +1,155 @@
+"""The search space, in the spec's own terms: sampled params, derived params, constraints.
+
+Pure functions over plain dicts; `sweep.py` is the one place that turns these into
+Optuna distributions and trials. Names with a dot (`train.learning_rate`) target
+spec fields; names without one (`alpha_ratio`) are helper variables for derived
+params and rules.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import SpecError
+from .expressions import ExpressionError, parse
+from .spec import ParamSpec, RuleSpec, SearchSpec, Spec
+
+
+@dataclass
+class Verdict:
+    """Why a candidate config is rejected before anything is loaded ('' rule = accepted)."""
+
+    rule: str = ""
+    reason: str = ""
+    broken: dict[str, float] = field(default_factory=dict)  # every hard rule: 1.0 broken, 0.0 kept
+
+    @property
+    def rejected(self) -> bool:
+        return bool(self.rule)
+
+
+def check_targets(spec: Spec) -> None:
+    """Every dotted param or derived name must be a field of the spec."""
+    assert spec.search is not None
+    fields = set(spec.flat_params())
+    problems = []
+    for section, names in (("search.params", spec.search.params), ("search.derived", spec.search.derived)):
+        for name in names:
+            if "." in name and name not in fields:
+                problems.append((f"{section}.{name}", "not a spec field; dotted names must be spec fields such as "
+                                                      "train.learning_rate or lora.r (names without a dot are "
+                                                      "helper variables)"))
+    if problems:
+        raise SpecError(spec.source, problems)
+
+
+def derive(search: SearchSpec, sampled: dict[str, Any], source: str) -> dict[str, Any]:
+    """Evaluate derived params in the order written; each may use sampled and earlier derived names."""
+    env = dict(sampled)
+    out: dict[str, Any] = {}
+    for name, text in search.derived.items():
+        try:
+            value = parse(text).evaluate(env)
+        except ExpressionError as exc:
+            raise SpecError(source, [(f"search.derived.{name}", str(exc))]) from None
+        env[name] = out[name] = value
+    return out
+
+
+def spec_overrides(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if "." in k}
+
+
+def hard_rules(spec: Spec) -> list[RuleSpec]:
+    """Sweep constraints plus the spec's error-severity rules: one list of safety rules for lint and sweep."""
+    assert spec.search is not None
+    return list(spec.search.constraints) + [r for r in spec.rules if r.severity == "error"]
+
+
+def judge(spec: Spec, env: dict[str, Any], seed: int, key: str) -> Verdict:
+    """Check every hard rule (recording each as a named constraint) and then the soft rules."""
+    from .lint import check_rule
+
+    verdict = Verdict()
+    for i, rule in enumerate(hard_rules(spec)):
+        broken = check_rule(rule, env, spec.source, f"search.constraints[{i}]")
+        if broken is None:
+            missing = sorted({n for t in [rule.reject, rule.if_, *rule.require] if t for n in parse(t).names} - set(env))
+            raise SpecError(spec.source, [(f"rule {rule.name}", f"unknown name(s) {', '.join(missing)}")])
+        verdict.broken[rule.name] = 1.0 if broken else 0.0
+        if broken and not verdict.rule:
+            verdict.rule, verdict.reason = rule.name, rule.reason or rule.name
+    if verdict.rejected:
+        return verdict
+    assert spec.search is not None
+    for soft in spec.search.soft:
+        try:
+            applies = bool(parse(soft.when).evaluate(env))
+        except ExpressionError as exc:
+            raise SpecError(spec.source, [(f"search.soft.{soft.name}", str(exc))]) from None
+        if applies and _draw(seed, soft.name, key) >= soft.probability:
+            verdict.rule = soft.name
+            verdict.reason = f"{soft.reason or soft.name} (soft rule: accepted with p={soft.probability:g})"
+            return verdict
+    return verdict
+
+
+def _draw(seed: int, rule: str, key: str) -> float:
+    """A uniform draw fixed by the sweep seed, the rule and the config: the same config, the same fate."""
+    digest = hashlib.sha256(f"{seed}|{rule}|{key}".encode()).hexdigest()
+    return random.Random(int(digest[:16], 16)).random()
+
+
+def config_key(values: dict[str, Any]) -> str:
+    return "|".join(f"{k}={values[k]!r}" for k in sorted(values))
+
+
+def narrow(params: dict[str, ParamSpec], top: list[dict[str, Any]], margin: float = 0.2
+           ) -> tuple[dict[str, ParamSpec], list[str]]:
+    """A space around the best trials: ranges shrunk to their span plus a margin, categoricals to the values seen."""
+    out: dict[str, ParamSpec] = {}
+    said: list[str] = []
+    for name, p in params.items():
+        seen = [t[name] for t in top if name in t]
+        if not seen:
+            out[name] = p
+            continue
+        if p.type == "categorical":
+            kept = [c for c in p.choices or [] if c in seen]
+            out[name] = p.model_copy(update={"choices": kept})
+            if len(kept) < len(p.choices or []):
+                said.append(f"{name}: {p.choices} -> {kept}")
+            continue
+        low, high = _span(p, min(seen), max(seen), margin)
+        if p.type == "int":
+            low, high = math.floor(low), math.ceil(high)
+        out[name] = p.model_copy(update={"min": low, "max": high})
+        said.append(f"{name}: [{p.min:g}, {p.max:g}] -> [{low:g}, {high:g}]")
+    return out, said
+
+
+def _span(p: ParamSpec, lo: float, hi: float, margin: float) -> tuple[float, float]:
+    assert p.min is not None and p.max is not None
+    if p.log:
+        a, b = math.log(lo), math.log(hi)
+        pad = max((b - a) * margin, math.log(1 + margin))
+        return max(p.min, math.exp(a - pad)), min(p.max, math.exp(b + pad))
+    pad = max((hi - lo) * margin, abs(hi) * margin * 0.5, 1e-12)
+    return max(p.min, lo - pad), min(p.max, hi + pad)
+
+
+def check_enqueue(params: dict[str, ParamSpec], overrides: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """The named config's values for searched params, keeping those the space can hold."""
+    kept, dropped = {}, []
+    for name, value in overrides.items():
+        p = params.get(name)
+        if p is None:
+            continue
+        ok = value in (p.choices or []) if p.type == "categorical" else (
+            isinstance(value, (int, float)) and p.min <= value <= p.max)  # type: ignore[operator]
+        (kept.__setitem__(name, value) if ok else dropped.append(f"{name}={value!r}"))
+    return kept, dropped
+
