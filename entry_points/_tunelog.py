@@ -28,7 +28,23 @@ def drop_empty_options(argv: list[str]) -> list[str]:
     return out
 
 
-def run(verb: str, argv: list[str]) -> None:
+def as_flag(argv: list[str], flag: str) -> list[str]:
+    """MLproject params are strings: `--quick true` becomes the flag `--quick`, `--quick false` nothing."""
+    out: list[str] = []
+    it = iter(argv)
+    for arg in it:
+        if arg == flag:
+            value = next(it, "false")
+            if value.strip().lower() in ("1", "true", "yes", "on"):
+                out.append(flag)
+        else:
+            out.append(arg)
+    return out
+
+
+def run(verb: str, argv: list[str], flags: tuple[str, ...] = ()) -> None:
     from tunelog.cli import main
 
+    for flag in flags:
+        argv = as_flag(argv, flag)
     main([verb, *drop_empty_options(argv)])

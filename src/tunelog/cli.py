@@ -61,6 +61,73 @@ def train(spec_file: str, config: Optional[str], overrides: tuple[str, ...], for
         sys.exit(3)
 
 
+@cli.command()
+@spec_options
+@force_option
+@click.option("--n-trials", type=click.IntRange(min=1), default=None, help="Trials in the study (default: search.n_trials).")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None, help="Stop after this many seconds.")
+@click.option("--quick", is_flag=True, help="search.quick: fewer, cheaper trials.")
+@click.option("--storage", default=None, help="Optuna storage URL (default: SQLite beside the MLflow store).")
+@click.option("--study", default=None, help="Study name (default: search.study or EXPERIMENT-sweep).")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Local worker processes.")
+@click.option("--refine-from", default=None, metavar="STUDY", help="Narrow the space around STUDY's best trials.")
+@click.option("--top-k", type=click.IntRange(min=1), default=5, show_default=True, help="Trials --refine-from keeps.")
+@click.option("--worker", is_flag=True, hidden=True)
+def sweep(spec_file: str, config: Optional[str], overrides: tuple[str, ...], force: bool, n_trials, timeout,
+          quick: bool, storage, study, workers: int, refine_from, top_k: int, worker: bool) -> None:
+    """Run an Optuna study over SPEC's `search:` space; every trial is a child MLflow run.
+
+    Rerunning the same command resumes the study; --workers N runs N local processes,
+    and invocations on several machines sharing --storage and MLFLOW_TRACKING_URI form one study.
+
+    Example: tunelog sweep examples/demo/demo.yaml --n-trials 8
+    """
+    spec = _load(spec_file, config, overrides)
+    if not worker:
+        lint_gate(spec, force)
+    from .sweep import Sweep, SweepOptions
+    from .tracking import Tracker
+
+    opts = SweepOptions(n_trials=n_trials, timeout=timeout, quick=quick, storage=storage, study=study,
+                        workers=workers, refine_from=refine_from, top_k=top_k, echo=click.echo)
+    runner = Sweep(spec, Tracker(), opts)
+    if worker:
+        runner.work()
+        return
+    summary = runner.run()
+    c = summary.counts
+    click.echo(f"study {summary.study}: {c['complete']} complete, {c['pruned']} pruned, {c['rejected']} rejected, "
+               f"{c['failed']} failed; sweep run {summary.sweep_run_id}")
+    if summary.best_trial is not None:
+        click.echo(f"best: trial {summary.best_trial} {spec.tracking.metric}={summary.best_value:.4f} "
+                   f"{summary.best_params} (run {summary.best_run_id})")
+
+
+@cli.command()
+@click.argument("study_name", metavar="STUDY")
+@click.option("--storage", default=None, help="Optuna storage URL (default: SQLite beside the MLflow store).")
+@click.option("--top", type=click.IntRange(min=1), default=5, show_default=True)
+def analyze(study_name: str, storage: Optional[str], top: int) -> None:
+    """Print a study's best configs and the narrower ranges to search next.
+
+    Example: tunelog analyze demo-sweep --top 3
+    """
+    from .sweep import best_trials, counts, default_storage, load_for_analysis, suggested_ranges
+    from .tracking import tracking_uri
+
+    study = load_for_analysis(study_name, storage or default_storage(tracking_uri()))
+    click.echo(f"study {study_name}: " + ", ".join(f"{v} {k}" for k, v in counts(study).items() if v))
+    best = best_trials(study, top)
+    for rank, tr in enumerate(best, 1):
+        click.echo(f"{rank}. trial {tr.number}: {tr.values[0]:.4f}  {tr.params}")
+    if not best:
+        click.echo("no completed feasible trial yet")
+        return
+    click.echo("suggested next ranges (tunelog sweep SPEC --refine-from " + study_name + "):")
+    for line in suggested_ranges(study, top) or ["the best trials span the whole space: widen it or sample more"]:
+        click.echo(f"  {line}")
+
+
 def lint_gate(spec, force: bool):
     """Lint before any work: errors stop the command unless --force; the report goes on the run."""
     from .errors import LintFailed

@@ -137,7 +137,7 @@ def _span(p: ParamSpec, lo: float, hi: float, margin: float) -> tuple[float, flo
         a, b = math.log(lo), math.log(hi)
         pad = max((b - a) * margin, math.log(1 + margin))
         return max(p.min, math.exp(a - pad)), min(p.max, math.exp(b + pad))
-    pad = max((hi - lo) * margin, abs(hi) * margin * 0.5, 1e-12)
+    pad = (hi - lo) * margin if hi > lo else max(abs(hi) * margin, 1e-12)  # one value seen: a band around it
     return max(p.min, lo - pad), min(p.max, hi + pad)
 
 
