@@ -1,0 +1,229 @@
+"""sweep against a real MLflow store and a real Optuna study on SQLite, training the demo's tiny model."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import optuna
+import pytest
+from mlflow import MlflowClient
+from optuna.trial import TrialState
+
+from conftest import REPO, demo_raw, subprocess_env, write_spec
+from tunelog.spec import load_spec
+from tunelog.sweep import Sweep, SweepOptions, default_storage
+from tunelog.tracking import Tracker
+
+
+def sweep_raw(tmp_path, search, **train):
+    raw = demo_raw(**{"max_steps": 3, "eval_every": None, **train})
+    raw["data"]["eval"] = None  # the objective below is the final training loss: no eval pass needed
+    raw["tracking"]["metric"] = "train/final_loss"
+    raw["search"] = {"study": "s", "seed": 0, **search}
+    raw["configs"] = {}
+    return raw
+
+
+def run_sweep(path, **opts):
+    return Sweep(load_spec(path), Tracker(), SweepOptions(echo=lambda s: None, **opts)).run()
+
+
+def study_of(store, name="s"):
+    return optuna.load_study(study_name=name, storage=default_storage(store))
+
+
+def runs(store, **tags):
+    client = MlflowClient(store)
+    exp = client.get_experiment_by_name("test")
+    query = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items()) or ""
+    return client.search_runs([exp.experiment_id], filter_string=query, max_results=1000)
+
+
+# A search space shaped like a diffusion-LoRA sweep, with seven rules including a conditional one.
+# The built-in trainer has no Prodigy optimizer: the sampled `optimizer` name maps onto train.optimizer
+# (prodigy trains as adamw here); the rules still see the sampled name.
+DIFFUSION = {
+    "n_trials": 24,
+    "params": {
+        "train.learning_rate": {"type": "float", "min": 2e-5, "max": 4e-4, "log": True},
+        "te_ratio": {"type": "float", "min": 0.1, "max": 1.0},
+        "lora.r": {"type": "categorical", "choices": [64, 128, 256]},
+        "alpha_ratio": {"type": "float", "min": 0.25, "max": 0.9},
+        "optimizer": {"type": "categorical", "choices": ["adamw", "adamw8bit", "prodigy"]},
+        "train.epochs": {"type": "categorical", "choices": [12, 16, 20]},
+        "train.warmup_steps": {"type": "int", "min": 0, "max": 200, "step": 50},
+        "train.grad_accum": {"type": "categorical", "choices": [1, 2, 4]},
+    },
+    "derived": {
+        "lora.alpha": "lora.r * alpha_ratio",
+        "text_encoder_lr": "train.learning_rate * te_ratio",
+        "train.optimizer": "'adamw8bit' if optimizer == 'adamw8bit' else 'adamw'",
+    },
+    "constraints": [
+        {"name": "8bit-high-lr", "reject": "train.learning_rate > 1.2e-4 and optimizer == 'adamw8bit'",
+         "reason": "8-bit unstable at high LR"},
+        {"name": "high-alpha-needs-long-training", "if": "alpha_ratio >= 0.75",
+         "require": ["train.epochs >= 16", "train.warmup_steps >= 100"], "reason": "high alpha needs a long run"},
+        {"name": "dim-256-needs-accumulation", "reject": "lora.r == 256 and train.grad_accum == 1",
+         "reason": "dim 256 is noisy without accumulation"},
+        {"name": "te-lr-cap", "reject": "text_encoder_lr > 1.5e-4", "reason": "text encoder LR too high"},
+        {"name": "prodigy-lr", "reject": "optimizer == 'prodigy' and train.learning_rate < 5e-5",
+         "reason": "prodigy adapts the LR upward only from a sane start"},
+        {"name": "small-dim-short", "reject": "lora.r == 64 and train.epochs == 20",
+         "reason": "dim 64 saturates before 20 epochs"},
+        {"name": "long-warmup-short-run", "reject": "train.warmup_steps >= 150 and train.epochs == 12",
+         "reason": "warmup too long for 12 epochs"},
+    ],
+}
+
+RULES = {  # the same seven rules, written independently as Python for the check
+    "8bit-high-lr": lambda p: p["train.learning_rate"] > 1.2e-4 and p["optimizer"] == "adamw8bit",
+    "high-alpha-needs-long-training": lambda p: p["alpha_ratio"] >= 0.75 and not (
+        p["train.epochs"] >= 16 and p["train.warmup_steps"] >= 100),
+    "dim-256-needs-accumulation": lambda p: p["lora.r"] == 256 and p["train.grad_accum"] == 1,
+    "te-lr-cap": lambda p: p["train.learning_rate"] * p["te_ratio"] > 1.5e-4,
+    "prodigy-lr": lambda p: p["optimizer"] == "prodigy" and p["train.learning_rate"] < 5e-5,
+    "small-dim-short": lambda p: p["lora.r"] == 64 and p["train.epochs"] == 20,
+    "long-warmup-short-run": lambda p: p["train.warmup_steps"] >= 150 and p["train.epochs"] == 12,
+}
+
+
+def test_diffusion_shaped_space_with_seven_rules(tmp_path, store):
+    raw = sweep_raw(tmp_path, DIFFUSION, max_steps=2, warmup_ratio=None, schedule="cosine")
+    raw["model"]["tiny"].update(hidden_size=32, intermediate_size=64)
+    summary = run_sweep(write_spec(tmp_path / "diffusion.yaml", raw))
+    study = study_of(store)
+    completed = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    rejected = [t for t in study.trials if t.user_attrs.get("tunelog.outcome") == "rejected"]
+    assert completed and rejected and len(study.trials) == 24
+    for t in completed:
+        broken = [name for name, rule in RULES.items() if rule(t.params)]
+        assert not broken, (t.number, t.params, broken)
+        assert set(t.constraints) == set(RULES) and all(v == 0 for v in t.constraints.values())
+    for t in rejected:
+        rule = t.user_attrs["tunelog.reason"].split(":")[0]
+        assert RULES[rule](t.params), (rule, t.params)
+        assert t.state == TrialState.PRUNED and t.constraints[rule] == 1.0
+    child_reasons = {r.data.tags["tunelog.trial"]: r.data.tags["tunelog.reason"]
+                     for r in runs(store, **{"tunelog.outcome": "rejected"})}
+    assert {str(t.number) for t in rejected} == set(child_reasons)
+    assert all(reason.split(":")[0] in RULES for reason in child_reasons.values())
+    assert summary.counts["rejected"] == len(rejected) and summary.counts["complete"] == len(completed)
+
+
+def test_sweep_run_children_best_and_plots(tmp_path, store):
+    search = {"n_trials": 5, "params": {
+        "train.learning_rate": {"type": "float", "min": 1e-3, "max": 1e-2, "log": True},
+        "lora.r": {"type": "categorical", "choices": [4, 8]}}}
+    raw = sweep_raw(tmp_path, search, max_steps=4)
+    raw["configs"] = {"baseline": {"purpose": "the spec as written"},
+                      "small": {"overrides": {"lora.r": 4, "train.learning_rate": 2e-3}}}
+    summary = run_sweep(write_spec(tmp_path / "s.yaml", raw))
+    client = MlflowClient(store)
+    sweep_runs = runs(store, **{"tunelog.kind": "sweep"})
+    assert len(sweep_runs) == 1 and sweep_runs[0].info.status == "FINISHED"
+    parent = sweep_runs[0]
+    children = runs(store, **{"mlflow.parentRunId": parent.info.run_id})
+    assert len(children) == 5 and all(c.data.tags["tunelog.kind"] == "trial" for c in children)
+    study = study_of(store)
+    assert study.trials[0].params["lora.r"] == 8 and study.trials[1].params == {"lora.r": 4,
+                                                                               "train.learning_rate": 2e-3}
+    assert study.trials[1].user_attrs["tunelog.config"] == "small"  # named configs ran first
+    best = [c for c in children if c.data.tags.get("tunelog.best") == "true"]
+    assert len(best) == 1 and best[0].info.run_id == summary.best_run_id
+    assert parent.data.tags["tunelog.best_run_id"] == summary.best_run_id
+    assert parent.data.metrics["sweep/complete"] == 5 and parent.data.metrics["sweep/best_value"] == summary.best_value
+    arts = {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
+    assert {"plots/optimization_history.png", "plots/param_importances.png"} <= arts
+    assert "param_importances.json" in {a.path for a in client.list_artifacts(parent.info.run_id)}
+    again = run_sweep(write_spec(tmp_path / "s.yaml", raw))  # same command again: nothing left to do
+    assert again.sweep_run_id == parent.info.run_id and len(study_of(store).trials) == 5
+
+
+def test_rejecting_everything_stops_with_a_clear_message(tmp_path, store):
+    search = {"n_trials": 100, "max_consecutive_rejections": 6, "params": {
+        "train.learning_rate": {"type": "float", "min": 1e-4, "max": 1e-3}},
+        "constraints": [{"name": "nothing-fits", "reject": "train.learning_rate > 0", "reason": "always"}]}
+    path = write_spec(tmp_path / "stuck.yaml", sweep_raw(tmp_path, search))
+    proc = subprocess.run([sys.executable, "-m", "tunelog.cli", "sweep", str(path)], capture_output=True, text=True,
+                          env=subprocess_env(store), timeout=300)
+    assert proc.returncode == 2
+    assert "rejected the last 6 configs in a row (most often: nothing-fits (6x))" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert runs(store, **{"tunelog.kind": "sweep"})[0].info.status == "FAILED"
+
+
+def test_two_workers_share_one_study(tmp_path, store):
+    search = {"n_trials": 6, "sampler": "random", "params": {
+        "train.learning_rate": {"type": "float", "min": 1e-3, "max": 1e-2, "log": True}}}
+    path = write_spec(tmp_path / "w.yaml", sweep_raw(tmp_path, search))
+    proc = subprocess.run([sys.executable, "-m", "tunelog.cli", "sweep", str(path), "--workers", "2"],
+                          capture_output=True, text=True, env=subprocess_env(store), timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    study = study_of(store)
+    counted = [t for t in study.trials if t.user_attrs.get("tunelog.outcome") != "over_budget"]
+    assert sorted(t.number for t in counted) == list(range(6))
+    assert all(t.state == TrialState.COMPLETE for t in counted)
+    assert len({t.user_attrs["tunelog.pid"] for t in counted}) == 2  # both workers took trials
+    children = runs(store, **{"tunelog.kind": "trial"})
+    assert len(children) == 6 and len({c.data.tags["tunelog.trial"] for c in children}) == 6
+
+
+def test_sigkilled_worker_is_resumed(tmp_path, store):
+    search = {"n_trials": 3, "sampler": "random", "params": {
+        "train.learning_rate": {"type": "float", "min": 1e-3, "max": 1e-2, "log": True}}}
+    path = write_spec(tmp_path / "k.yaml", sweep_raw(tmp_path, search, max_steps=400))
+    argv = [sys.executable, "-m", "tunelog.cli", "sweep", str(path)]
+    proc = subprocess.Popen(argv, env=subprocess_env(store), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client, deadline, victim = MlflowClient(store), time.time() + 180, None
+    while time.time() < deadline and victim is None:  # wait until trial 1 is training
+        time.sleep(0.3)
+        exp = client.get_experiment_by_name("test")
+        for r in (client.search_runs([exp.experiment_id]) if exp else []):
+            if r.data.tags.get("tunelog.trial") == "1" and client.get_metric_history(r.info.run_id, "train/loss"):
+                victim = r.info.run_id
+    assert victim, "trial 1 never started"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert client.get_run(victim).info.status == "RUNNING"  # what a killed worker leaves behind
+    again = subprocess.run(argv, capture_output=True, text=True, env=subprocess_env(store), timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "trial 1: its worker died" in again.stdout
+    study = study_of(store)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE]
+    assert client.get_run(victim).info.status == "KILLED"
+    assert all(r.info.status != "RUNNING" for r in runs(store))
+
+
+def test_refine_narrows_around_the_best(tmp_path, store):
+    search = {"n_trials": 4, "sampler": "random", "params": {
+        "train.learning_rate": {"type": "float", "min": 1e-4, "max": 1e-1, "log": True},
+        "lora.r": {"type": "categorical", "choices": [2, 4, 8, 16]}}}
+    path = write_spec(tmp_path / "r.yaml", sweep_raw(tmp_path, search))
+    first = run_sweep(path)
+    seen = [t.params for t in study_of(store).trials]
+    refined = run_sweep(path, refine_from="s", top_k=2, n_trials=2)
+    assert refined.study == "s-refined" and refined.narrowed
+    new = study_of(store, "s-refined")
+    lows = sorted(p["train.learning_rate"] for p in seen)
+    for t in new.trials:
+        assert t.params["lora.r"] in {p["lora.r"] for p in seen}
+        assert 1e-4 <= t.params["train.learning_rate"] <= 1e-1
+    proc = subprocess.run([sys.executable, "-m", "tunelog.cli", "analyze", "s"], capture_output=True, text=True,
+                          env=subprocess_env(store), timeout=120)
+    assert proc.returncode == 0 and "1. trial" in proc.stdout and "suggested next ranges" in proc.stdout
+    assert first.best_trial is not None and lows
+
+
+@pytest.mark.slow
+def test_mlflow_run_sweep_entry_point(tmp_path, store):
+    search = {"n_trials": 2, "params": {"lora.r": {"type": "categorical", "choices": [4, 8]}}}
+    path = write_spec(tmp_path / "m.yaml", sweep_raw(tmp_path, search))
+    proc = subprocess.run(["mlflow", "run", str(REPO), "-e", "sweep", "--env-manager", "local",
+                           "--experiment-name", "test", "-P", f"spec={path}", "-P", "quick=false"],
+                          capture_output=True, text=True, env=subprocess_env(store), timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    sweep_runs = runs(store, **{"tunelog.kind": "sweep"})
+    assert len(sweep_runs) == 1 and sweep_runs[0].info.status == "FINISHED"
+    assert len(runs(store, **{"mlflow.parentRunId": sweep_runs[0].info.run_id})) == 2
