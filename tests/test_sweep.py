@@ -12,7 +12,7 @@ from optuna.trial import TrialState
 
 from conftest import REPO, demo_raw, subprocess_env, write_spec
 from tunelog.spec import load_spec
-from tunelog.sweep import Sweep, SweepOptions, default_storage
+from tunelog.sweep import Sweep, SweepOptions, default_storage, open_storage
 from tunelog.tracking import Tracker
 
 
@@ -30,7 +30,7 @@ def run_sweep(path, **opts):
 
 
 def study_of(store, name="s"):
-    return optuna.load_study(study_name=name, storage=default_storage(store))
+    return optuna.load_study(study_name=name, storage=open_storage(default_storage(store)))
 
 
 def runs(store, **tags):
@@ -165,7 +165,7 @@ def test_two_workers_share_one_study(tmp_path, store):
     counted = [t for t in study.trials if t.user_attrs.get("tunelog.outcome") != "over_budget"]
     assert sorted(t.number for t in counted) == list(range(6))
     assert all(t.state == TrialState.COMPLETE for t in counted)
-    assert len({t.user_attrs["tunelog.pid"] for t in counted}) == 2  # both workers took trials
+    assert len({t.user_attrs["tunelog.owner"] for t in counted}) == 2  # both workers took trials
     children = runs(store, **{"tunelog.kind": "trial"})
     assert len(children) == 6 and len({c.data.tags["tunelog.trial"] for c in children}) == 6
 

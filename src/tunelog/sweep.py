@@ -35,7 +35,7 @@ from .train import run_training
 ATTR_RUN = "tunelog.run_id"
 ATTR_OUTCOME = "tunelog.outcome"
 ATTR_REASON = "tunelog.reason"
-ATTR_HOST, ATTR_PID = "tunelog.host", "tunelog.pid"
+ATTR_OWNER = "tunelog.owner"  # host:pid of the worker running the trial
 ATTR_CONFIG = "tunelog.config"
 STUDY_RUN = "tunelog.sweep_run_id"
 STUDY_SPACE = "tunelog.search"
@@ -78,19 +78,27 @@ class SweepSummary:
 # --- storage and study ------------------------------------------------------
 
 def default_storage(tracker_uri: str) -> str:
-    """SQLite beside the MLflow store (or under ./mlruns when the store is a server)."""
+    """A journal file beside the MLflow store (or under ./mlruns when the store is a server).
+
+    A journal appends one line per change under a file lock: an order of magnitude cheaper
+    per write than SQLite, safe for many processes on one machine. Many machines: --storage
+    with a PostgreSQL URL (heartbeats then let a worker fail another machine's dead trials).
+    """
     if tracker_uri.startswith("sqlite:///"):
-        return f"sqlite:///{Path(tracker_uri[len('sqlite:///'):]).resolve().parent / 'optuna.db'}"
-    return f"sqlite:///{t.default_store_dir() / 'optuna.db'}"
+        return str(Path(tracker_uri[len("sqlite:///"):]).resolve().parent / "optuna.journal")
+    return str(t.default_store_dir() / "optuna.journal")
 
 
 def open_storage(url: str) -> optuna.storages.BaseStorage:
-    if url.endswith((".log", ".journal")) and "://" not in url:
+    """A URL (sqlite://, postgresql://...) opens an RDB storage; a plain path a journal file."""
+    if "://" not in url:
         from optuna.storages.journal import JournalFileBackend
 
+        Path(url).parent.mkdir(parents=True, exist_ok=True)
         return optuna.storages.JournalStorage(JournalFileBackend(url))
     kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):
+        t.tune_sqlite()
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": 120}}  # workers queue on SQLite's lock
     return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS, **kwargs)
 
@@ -197,8 +205,8 @@ class Sweep:
         host = socket.gethostname()
         failed = []
         for tr in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            pid = tr.user_attrs.get(ATTR_PID)
-            if tr.user_attrs.get(ATTR_HOST) == host and pid and not _pid_alive(int(pid)):
+            owner_host, _, pid = str(tr.user_attrs.get(ATTR_OWNER, "")).rpartition(":")
+            if owner_host == host and pid.isdigit() and not _pid_alive(int(pid)):
                 study.tell(tr.number, state=TrialState.FAIL, skip_if_finished=True)
                 failed.append(tr.number)
         if isinstance(self.storage, optuna.storages.RDBStorage):
@@ -296,8 +304,7 @@ class Sweep:
 
     def run_trial(self, study: optuna.Study, trial: optuna.Trial, sweep_run_id: str) -> tuple[str, str]:
         """One trial from sample to tell; returns (outcome, the rule that rejected it or '')."""
-        trial.set_user_attr(ATTR_HOST, socket.gethostname())
-        trial.set_user_attr(ATTR_PID, os.getpid())
+        trial.set_user_attr(ATTR_OWNER, f"{socket.gethostname()}:{os.getpid()}")
         sampled = suggest(trial, self.search)
         values = {**sampled, **space.derive(self.search, sampled, self.spec.source)}
         spec = self.trial_spec(trial, values)
@@ -308,15 +315,17 @@ class Sweep:
         tags = {t.TAG_KIND: "trial", t.TAG_STUDY: self.study_name, t.TAG_TRIAL: trial.number,
                 t.TAG_NAME: spec.tracking.run_name, t.TAG_CONFIG: trial.user_attrs.get(ATTR_CONFIG)}
         if verdict.rejected:
-            return self._reject(study, trial, spec, verdict, tags, sweep_run_id), verdict.rule
+            return self._reject(study, trial, spec, values, verdict, tags, sweep_run_id), verdict.rule
         return self._train(study, trial, spec, tags, sweep_run_id), ""
 
-    def _reject(self, study, trial, spec: Spec, verdict: space.Verdict, tags: dict, sweep_run_id: str) -> str:
+    def _reject(self, study, trial, spec: Spec, values: dict, verdict: space.Verdict, tags: dict,
+                sweep_run_id: str) -> str:
+        """Record the rejection: Optuna state and attributes, and a light MLflow run (the sampled values only)."""
         trial.set_user_attr(ATTR_OUTCOME, "rejected")
         trial.set_user_attr(ATTR_REASON, f"{verdict.rule}: {verdict.reason}")
         tags.update({t.TAG_OUTCOME: "rejected", t.TAG_REASON: f"{verdict.rule}: {verdict.reason}"})
         run_id = self.tracker.log_closed_run(spec.tracking.experiment, spec.tracking.run_name or "", tags,
-                                             spec.flat_params(), parent_run_id=sweep_run_id)
+                                             values, parent_run_id=sweep_run_id)
         trial.set_user_attr(ATTR_RUN, run_id)
         study.tell(trial, state=TrialState.PRUNED)
         return "rejected"

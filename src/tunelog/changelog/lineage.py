@@ -1,0 +1,95 @@
+"""Who derives from whom, and what changed: the `diff` layer of the changelog.
+
+A run's parent is its `tunelog.based_on` tag; a sweep trial's is its sweep; otherwise the
+earlier run of the experiment whose config is closest (fewest differing keys, ties to the
+most recent), looked for among the `WINDOW` most recent earlier runs so that a history of
+10,000 runs stays linear.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+from ..tracking import DERIVED_PARAMS, TAG_BASED_ON, TAG_PARENT, RunRecord
+from .model import Changes
+
+WINDOW = 200
+CONTAINER_KINDS = {"sweep", "pipeline", "probe", "changelog"}  # runs that hold others, without a config of their own
+
+
+def normalise(value: str) -> str:
+    """'1e-4', '0.0001' and '1.0e-04' are the same setting."""
+    try:
+        number = float(value)
+    except ValueError:
+        return value
+    return repr(int(number)) if number.is_integer() and abs(number) < 1e15 else repr(number)
+
+
+def config_of(run: RunRecord) -> dict[str, str]:
+    return {k: normalise(v) for k, v in run.params.items() if k not in DERIVED_PARAMS}
+
+
+def find_parents(runs: list[RunRecord]) -> dict[str, tuple[Optional[str], str]]:
+    """run_id -> (parent run_id or None, how it was found)."""
+    by_id = {r.run_id: r for r in runs}
+    configs = {r.run_id: frozenset(config_of(r).items()) for r in runs}
+    keys = {r.run_id: frozenset(k for k, _ in configs[r.run_id]) for r in runs}
+    parents: dict[str, tuple[Optional[str], str]] = {}
+    earlier: list[RunRecord] = []  # runs with a config, in start order
+    for run in runs:
+        based_on = run.tags.get(TAG_BASED_ON)
+        container = run.tags.get(TAG_PARENT)
+        if based_on and based_on in by_id:
+            parents[run.run_id] = (based_on, "based_on")
+        elif run.kind == "trial" and container in by_id:
+            parents[run.run_id] = (container, "sweep")
+        elif run.kind not in CONTAINER_KINDS and earlier:
+            parents[run.run_id] = (_closest(run.run_id, earlier[-WINDOW:], configs, keys), "closest")
+        else:
+            parents[run.run_id] = (None, "none")
+        if run.kind not in CONTAINER_KINDS:
+            earlier.append(run)
+    return parents
+
+
+def _closest(run_id: str, candidates: list[RunRecord], configs, keys) -> str:
+    """Fewest differing keys: |keys of either| - |identical items|; ties go to the most recent."""
+    mine, my_keys = configs[run_id], keys[run_id]
+    best_id, best_diff = candidates[-1].run_id, None
+    for cand in reversed(candidates):
+        diff = len(my_keys | keys[cand.run_id]) - len(mine & configs[cand.run_id])
+        if best_diff is None or diff < best_diff:
+            best_id, best_diff = cand.run_id, diff
+    return best_id
+
+
+def diff(parent: Optional[RunRecord], child: RunRecord, notable: set[str], verbose: bool) -> Changes:
+    """Added / Changed (old -> new) / Removed, and Kept: notable unchanged keys (all with verbose)."""
+    new = {k: v for k, v in child.params.items() if k not in DERIVED_PARAMS}
+    if parent is None:
+        return Changes(kept=dict(sorted(new.items())) if verbose else {})
+    old = {k: v for k, v in parent.params.items() if k not in DERIVED_PARAMS}
+    changes = Changes()
+    for key in sorted(set(old) | set(new)):
+        if key not in old:
+            changes.added[key] = new[key]
+        elif key not in new:
+            changes.removed[key] = old[key]
+        elif normalise(old[key]) != normalise(new[key]):
+            changes.changed[key] = (old[key], new[key])
+        elif verbose or key in notable:
+            changes.kept[key] = new[key]
+    return changes
+
+
+def varying_keys(runs: list[RunRecord]) -> set[str]:
+    """Keys whose value differs somewhere in the history: the "notable" ones to show as kept."""
+    seen: dict[str, set[str]] = {}
+    for run in runs:
+        for key, value in config_of(run).items():
+            seen.setdefault(key, set()).add(value)
+    counts = {}
+    for run in runs:
+        for key in config_of(run):
+            counts[key] = counts.get(key, 0) + 1
+    return {k for k, values in seen.items() if len(values) > 1 or counts[k] < len(runs)}
