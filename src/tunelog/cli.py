@@ -6,6 +6,7 @@ and exit with their class's code; a user mistake never prints a traceback.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Optional
 
 import click
@@ -126,6 +127,74 @@ def analyze(study_name: str, storage: Optional[str], top: int) -> None:
     click.echo("suggested next ranges (tunelog sweep SPEC --refine-from " + study_name + "):")
     for line in suggested_ranges(study, top) or ["the best trials span the whole space: widen it or sample more"]:
         click.echo(f"  {line}")
+
+
+@cli.command()
+@click.option("--experiment", required=True, help="The MLflow experiment to write the story of.")
+@click.option("-o", "--output", default=None, help="Write here (default: print).")
+@click.option("--format", "fmt", type=click.Choice(["markdown", "json"]), default="markdown", show_default=True)
+@click.option("--metric", default=None, help="Headline metric (default: the runs' tunelog.metric).")
+@click.option("--direction", type=click.Choice(["minimize", "maximize"]), default=None)
+@click.option("--verbose", is_flag=True, help="List every unchanged key under Kept.")
+@click.option("--no-log", is_flag=True, help="Do not log the changelog to the store as an artifact.")
+def changelog(experiment: str, output: Optional[str], fmt: str, metric, direction, verbose: bool, no_log: bool) -> None:
+    """Write the run-evolution changelog of an experiment from the tracking store.
+
+    Example: tunelog changelog --experiment demo -o CHANGELOG.md
+    """
+    from . import changelog as cl
+    from . import tracking as t
+
+    tracker = t.Tracker()
+    log = cl.collect_and_build(tracker, experiment, metric=metric, direction=direction, verbose=verbose)
+    text = cl.to_json(log) if fmt == "json" else cl.to_markdown(log)
+    if output:
+        Path(output).write_text(text)
+        click.echo(f"wrote {output}: {len(log.entries)} runs, best {log.best_id or 'none'}")
+    else:
+        click.echo(text, nl=False)
+    if not no_log:
+        with tracker.run(experiment, run_name="changelog", tags={t.TAG_KIND: "changelog"}) as run:
+            run.log_text(text, "CHANGELOG.json" if fmt == "json" else "CHANGELOG.md")
+
+
+@cli.command("based-on")
+@click.argument("run_id", metavar="RUN")
+@click.argument("parent_id", metavar="PARENT")
+def based_on(run_id: str, parent_id: str) -> None:
+    """Record that RUN derives from PARENT (the changelog's lineage).
+
+    Example: tunelog based-on 3f2a... 9b1c...
+    """
+    from . import tracking as t
+
+    tracker = t.Tracker()
+    for rid in (run_id, parent_id):
+        tracker.get_run(rid)
+    tracker.set_tags(run_id, {t.TAG_BASED_ON: parent_id})
+    click.echo(f"{run_id} is now based on {parent_id}")
+
+
+@cli.command("import")
+@click.argument("root", type=click.Path(exists=True, file_okay=False))
+@click.option("--experiment", required=True, help="The MLflow experiment to import into.")
+@click.option("--metric", default=None, help="Headline metric (default: eval_loss, val_loss... as found).")
+@click.option("--direction", type=click.Choice(["minimize", "maximize"]), default="minimize", show_default=True)
+@click.option("--pattern", "patterns", multiple=True, metavar="REGEX",
+              help="Extra metric regex with named groups key and value (and optionally step).")
+def import_(root: str, experiment: str, metric, direction: str, patterns: tuple[str, ...]) -> None:
+    """Import legacy run folders (a config and a log each) under ROOT as MLflow runs, once.
+
+    Example: tunelog import old_runs/ --experiment speech-decoder
+    """
+    from .importer import import_tree
+    from .tracking import Tracker
+
+    report = import_tree(Path(root), Tracker(), experiment, metric=metric, patterns=patterns, direction=direction)
+    for warning in report.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    click.echo(f"imported {len(report.imported)} runs, {len(report.skipped)} already there, "
+               f"{len(report.warnings)} skipped with a warning")
 
 
 def lint_gate(spec, force: bool):

@@ -146,8 +146,9 @@ def import_tree(root: Path, tracker: t.Tracker, experiment: str, metric: Optiona
             report.warnings.append(f"{folder.name}: skipped: {exc}")
     metric = metric or next((m for m in METRIC_CANDIDATES if any(m in r.log.final() for r in legacies)), "loss")
     names = {r.folder.name for r in legacies}
-    run_ids = {r.tags.get(t.TAG_NAME): r.run_id for r in tracker.find_runs(experiment, {t.TAG_KIND: "import"})}
-    done = {r.tags.get(t.TAG_IMPORT_KEY) for r in tracker.find_runs(experiment, {t.TAG_KIND: "import"})}
+    earlier = tracker.find_runs(experiment, {t.TAG_KIND: "import"})
+    run_ids = {r.tags.get(t.TAG_NAME): r.run_id for r in earlier}
+    done = {r.tags.get(t.TAG_IMPORT_KEY) for r in earlier}
     for run in sorted(legacies, key=lambda r: (r.log.first_ms or 0, r.folder.name)):  # parents before children
         if run.key in done:
             report.skipped.append(run.folder.name)

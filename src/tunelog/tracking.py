@@ -330,18 +330,29 @@ class Tracker:
         self.client.set_terminated(run_id, status=status)
         return True
 
+    def get_run(self, run_id: str) -> RunRecord:
+        """A run by id; a clear error when the store has no such run."""
+        from mlflow.exceptions import MlflowException
+
+        from .errors import TunelogError
+
+        try:
+            return _record(self.client.get_run(run_id))
+        except MlflowException:
+            raise TunelogError(f"no run {run_id!r} in {self.uri}") from None
+
     def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
         RunLogger(self.client, run_id, "").set_tags(tags)
 
-    def find_runs(self, experiment: str, tags: Mapping[str, str]) -> list[Any]:
+    def find_runs(self, experiment: str, tags: Mapping[str, str]) -> list[RunRecord]:
         """Runs of `experiment` carrying every tag given (oldest first)."""
         found = self.client.get_experiment_by_name(experiment)
         if found is None:
             return []
         query = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
-        runs = self.client.search_runs([found.experiment_id], filter_string=query, max_results=10_000,
+        runs = self.client.search_runs([found.experiment_id], filter_string=query, max_results=50_000,
                                        order_by=["attributes.start_time ASC"])
-        return list(runs)
+        return [_record(run) for run in runs]
 
 
     def all_runs(self, experiment: str) -> list[RunRecord]:
