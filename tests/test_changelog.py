@@ -230,3 +230,17 @@ def test_based_on_refuses_unknown_runs(store):
     proc = subprocess.run([sys.executable, "-m", "tunelog.cli", "based-on", "nope", "nada"], capture_output=True,
                           text=True, env=subprocess_env(store), timeout=120)
     assert proc.returncode == 1 and "no run 'nope'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_fast_sql_collection_equals_the_mlflow_search_api(imported, store):
+    tracker = Tracker()
+    exp = tracker.client.get_experiment_by_name("speech").experiment_id
+    tracker.client.delete_run(Tracker().find_runs("speech", {"tunelog.name": "03_lr_2e-3"})[0].run_id)
+
+    def comparable(records):
+        return [(r.run_id, r.name, r.status, r.start_ms, r.end_ms, r.params, r.tags,
+                 {k: repr(v) for k, v in r.metrics.items()}) for r in records]
+
+    fast, api = tracker._all_runs_sql(exp), tracker._all_runs_api(exp)
+    assert len(fast) == 18  # the deleted run is left out by both
+    assert comparable(fast) == comparable(api)

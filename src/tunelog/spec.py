@@ -44,6 +44,8 @@ class ModelSpec(_Section):
     load_in_4bit: bool = False
     load_in_8bit: bool = False
     gradient_checkpointing: bool = False
+    adapter: Optional[str] = None  # start from this LoRA adapter: a folder, or runs:/RUN_ID/adapter
+    adapter_init: Literal["continue", "merge"] = "continue"  # train it further, or merge it and add a fresh one
 
     @model_validator(mode="after")
     def _one_source(self) -> "ModelSpec":
@@ -62,6 +64,7 @@ class DataSpec(_Section):
     format: Literal["auto", "text", "jsonl", "datasets"] = "auto"
     text_field: str = "text"
     max_length: int = Field(128, gt=0)
+    extra_eval: dict[str, str] = Field(default_factory=dict)  # more held-out sets, logged as eval/NAME/loss
 
 
 class LoraSpec(_Section):
@@ -239,6 +242,33 @@ class SearchSpec(_Section):
         return self
 
 
+class StageSpec(_Section):
+    """One stage of a staged fine-tune: its own data and length, any overrides, and how it starts."""
+
+    name: str
+    train: str
+    eval: Optional[str] = None
+    epochs: Optional[float] = Field(None, gt=0)
+    max_steps: Optional[int] = Field(None, gt=0)
+    overrides: dict[str, Any] = Field(default_factory=dict)
+    init: Literal["continue", "merge"] = "continue"
+
+
+class PipelineSpec(_Section):
+    name: Optional[str] = None
+    eval_previous: bool = True  # also evaluate each stage on the earlier stages' held-out sets
+    stages: list[StageSpec] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique(self) -> "PipelineSpec":
+        names = [s.name for s in self.stages]
+        if len(set(names)) != len(names):
+            raise ValueError(f"stage names must be unique (got {names})")
+        if not self.stages:
+            raise ValueError("pipeline.stages is empty: list at least one stage")
+        return self
+
+
 class TrackingSpec(_Section):
     experiment: str = "tunelog"
     run_name: Optional[str] = None
@@ -273,6 +303,7 @@ class Spec(_Section):
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
     rules: list[RuleSpec] = Field(default_factory=list)
     search: Optional[SearchSpec] = None
+    pipeline: Optional[PipelineSpec] = None
     configs: dict[str, NamedConfig] = Field(default_factory=dict)
 
     # Set by load_spec, not by the YAML: where relative paths are resolved from,
@@ -286,14 +317,30 @@ class Spec(_Section):
         p = Path(relative).expanduser()
         return p if p.is_absolute() else Path(self.base_dir) / p
 
-    def resolved(self) -> dict[str, Any]:
-        """The spec as data (named configs dropped: the applied one is already merged)."""
-        return self.model_dump(mode="json", exclude={"configs"}, by_alias=True, exclude_none=False)
+    def resolved(self, absolute_paths: bool = False) -> dict[str, Any]:
+        """The spec as data (named configs dropped: the applied one is already merged).
+
+        With absolute_paths, file fields point at real files wherever the copy is read
+        (the spec logged with a run, which `reproduce` and `load_model` read back).
+        """
+        data = self.model_dump(mode="json", exclude={"configs"}, by_alias=True, exclude_none=False)
+        if absolute_paths:
+            for section, field in PATH_FIELDS:
+                value = data[section].get(field)
+                if value and "://" not in value:
+                    data[section][field] = str(self.path(value).resolve())
+            data["data"]["extra_eval"] = {k: str(self.path(v).resolve()) for k, v in data["data"]["extra_eval"].items()}
+            if data.get("pipeline"):
+                for stage in data["pipeline"]["stages"]:
+                    for field in ("train", "eval"):
+                        if stage.get(field):
+                            stage[field] = str(self.path(stage[field]).resolve())
+        return data
 
     def flat_params(self) -> dict[str, Any]:
         """The config flattened with dots (`train.learning_rate`), the names MLflow compares across runs."""
         data = self.resolved()
-        for section in ("tracking", "rules", "search"):
+        for section in ("tracking", "rules", "search", "pipeline"):
             data.pop(section, None)
         return flatten(data)
 
@@ -317,6 +364,9 @@ class Spec(_Section):
         if self.tracking.note:
             parts.append(self.tracking.note.strip())
         return "\n\n".join(parts) or None
+
+
+PATH_FIELDS = (("model", "tokenizer"), ("model", "adapter"), ("data", "train"), ("data", "eval"))
 
 
 def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -455,6 +505,18 @@ def _check_files(spec: Spec) -> None:
         value = getattr(spec.data, field)
         if value is not None and not spec.path(value).exists():
             problems.append((f"data.{field}", f"file not found: {spec.path(value)}"))
+    for name, value in spec.data.extra_eval.items():
+        if not spec.path(value).exists():
+            problems.append((f"data.extra_eval.{name}", f"file not found: {spec.path(value)}"))
+    if spec.pipeline:
+        for i, stage in enumerate(spec.pipeline.stages):
+            for field in ("train", "eval"):
+                value = getattr(stage, field)
+                if value is not None and not spec.path(value).exists():
+                    problems.append((f"pipeline.stages[{i}].{field}", f"file not found: {spec.path(value)}"))
+    adapter = spec.model.adapter
+    if adapter and "://" not in adapter and not spec.path(adapter).exists():
+        problems.append(("model.adapter", f"folder not found: {spec.path(adapter)}"))
     if spec.model.tokenizer and not spec.path(spec.model.tokenizer).exists():
         problems.append(("model.tokenizer", f"file not found: {spec.path(spec.model.tokenizer)}"))
     if problems:

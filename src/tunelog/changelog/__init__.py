@@ -62,7 +62,8 @@ def build(runs: list[RunRecord], experiment: str, metric: Optional[str] = None, 
         if parent is not None:
             entry.parent_id, entry.lineage = parent.run_id, how
             entry.parent_name = parent.tags.get(t.TAG_NAME) or parent.name
-            entry.parent_result = parent.metrics.get(metric)
+            parent_ok = parent.tags.get(t.TAG_OUTCOME, "ok") == "ok" and parent.status == "FINISHED"
+            entry.parent_result = parent.metrics.get(metric) if parent_ok else None  # no verdict against a crash
         config_parent = parent if parent is not None and parent.kind not in lineage.CONTAINER_KINDS else None
         entry.changes = lineage.diff(config_parent, run, notable, verbose)
         entries.append(entry)

@@ -7,7 +7,10 @@ most recent), looked for among the `WINDOW` most recent earlier runs so that a h
 """
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Optional
+
+import numpy as np
 
 from ..tracking import DERIVED_PARAMS, TAG_BASED_ON, TAG_PARENT, RunRecord
 from .model import Changes
@@ -16,6 +19,7 @@ WINDOW = 200
 CONTAINER_KINDS = {"sweep", "pipeline", "probe", "changelog"}  # runs that hold others, without a config of their own
 
 
+@lru_cache(maxsize=65536)
 def normalise(value: str) -> str:
     """'1e-4', '0.0001' and '1.0e-04' are the same setting."""
     try:
@@ -32,11 +36,10 @@ def config_of(run: RunRecord) -> dict[str, str]:
 def find_parents(runs: list[RunRecord]) -> dict[str, tuple[Optional[str], str]]:
     """run_id -> (parent run_id or None, how it was found)."""
     by_id = {r.run_id: r for r in runs}
-    configs = {r.run_id: frozenset(config_of(r).items()) for r in runs}
-    keys = {r.run_id: frozenset(k for k, _ in configs[r.run_id]) for r in runs}
+    matrix = _config_matrix(runs)
     parents: dict[str, tuple[Optional[str], str]] = {}
-    earlier: list[RunRecord] = []  # runs with a config, in start order
-    for run in runs:
+    earlier: list[int] = []  # row indices of runs with a config, in start order
+    for i, run in enumerate(runs):
         based_on = run.tags.get(TAG_BASED_ON)
         container = run.tags.get(TAG_PARENT)
         if based_on and based_on in by_id:
@@ -44,23 +47,33 @@ def find_parents(runs: list[RunRecord]) -> dict[str, tuple[Optional[str], str]]:
         elif run.kind == "trial" and container in by_id:
             parents[run.run_id] = (container, "sweep")
         elif run.kind not in CONTAINER_KINDS and earlier:
-            parents[run.run_id] = (_closest(run.run_id, earlier[-WINDOW:], configs, keys), "closest")
+            parents[run.run_id] = (runs[_closest(i, earlier[-WINDOW:], matrix)].run_id, "closest")
         else:
             parents[run.run_id] = (None, "none")
         if run.kind not in CONTAINER_KINDS:
-            earlier.append(run)
+            earlier.append(i)
     return parents
 
 
-def _closest(run_id: str, candidates: list[RunRecord], configs, keys) -> str:
-    """Fewest differing keys: |keys of either| - |identical items|; ties go to the most recent."""
-    mine, my_keys = configs[run_id], keys[run_id]
-    best_id, best_diff = candidates[-1].run_id, None
-    for cand in reversed(candidates):
-        diff = len(my_keys | keys[cand.run_id]) - len(mine & configs[cand.run_id])
-        if best_diff is None or diff < best_diff:
-            best_id, best_diff = cand.run_id, diff
-    return best_id
+def _config_matrix(runs: list[RunRecord]) -> np.ndarray:
+    """One row per run, one column per config key, each cell a value id (-1: the run lacks the key)."""
+    configs = [config_of(r) for r in runs]
+    keys = sorted({k for c in configs for k in c})
+    column = {k: j for j, k in enumerate(keys)}
+    ids: dict[tuple[int, str], int] = {}
+    matrix = np.full((len(runs), len(keys)), -1, dtype=np.int32)
+    for i, config in enumerate(configs):
+        for key, value in config.items():
+            j = column[key]
+            matrix[i, j] = ids.setdefault((j, value), len(ids))
+    return matrix
+
+
+def _closest(row: int, candidates: list[int], matrix: np.ndarray) -> int:
+    """Fewest differing keys (a key present in only one counts); ties go to the most recent."""
+    diffs = (matrix[candidates] != matrix[row]).sum(axis=1)
+    last_min = len(diffs) - 1 - int(np.argmin(diffs[::-1]))
+    return candidates[last_min]
 
 
 def diff(parent: Optional[RunRecord], child: RunRecord, notable: set[str], verbose: bool) -> Changes:
@@ -85,11 +98,9 @@ def diff(parent: Optional[RunRecord], child: RunRecord, notable: set[str], verbo
 def varying_keys(runs: list[RunRecord]) -> set[str]:
     """Keys whose value differs somewhere in the history: the "notable" ones to show as kept."""
     seen: dict[str, set[str]] = {}
+    counts: dict[str, int] = {}
     for run in runs:
         for key, value in config_of(run).items():
             seen.setdefault(key, set()).add(value)
-    counts = {}
-    for run in runs:
-        for key in config_of(run):
             counts[key] = counts.get(key, 0) + 1
     return {k for k, values in seen.items() if len(values) > 1 or counts[k] < len(runs)}

@@ -1,0 +1,63 @@
+"""Changelog speed: build stores of 1,000 and 10,000 runs (20 params, 5 metrics each, logged in
+batches) and time `changelog` (collect from the store, diff, judge, render) over each.
+
+Targets: 10,000 runs in under 10 s; the 10,000/1,000 time ratio is printed (near 10 means linear).
+"""
+from __future__ import annotations
+
+import random
+import time
+
+from _common import temp_store, verdict
+
+
+def fill(tracker, experiment: str, n: int, seed: int = 0) -> None:
+    """n runs that evolve like a real history: each changes one or two settings of a recent run."""
+    from mlflow.entities import Metric, Param, RunTag
+
+    rng = random.Random(seed)
+    client, exp_id = tracker.client, tracker.experiment_id(experiment)
+    configs = [{f"p{i:02d}": str(rng.choice([1, 2, 3, 4])) for i in range(20)}]
+    t0 = 1_700_000_000_000
+    for k in range(n):
+        config = dict(rng.choice(configs[-50:]))
+        for key in rng.sample(sorted(config), rng.choice([1, 2])):
+            config[key] = str(rng.choice([1, 2, 3, 4, 5]))
+        configs.append(config)
+        run = client.create_run(exp_id, start_time=t0 + k * 60_000, run_name=f"run-{k:05d}")
+        loss = 3.0 - sum(int(v) for v in config.values()) / 40 + rng.random() * 0.1
+        metrics = [Metric(m, loss * (1 + i / 10), t0 + k * 60_000, 1) for i, m in enumerate(
+            ["eval/loss", "train/loss", "perf/samples_per_s", "perf/peak_mem_gb", "train/lr"])]
+        client.log_batch(run.info.run_id, metrics=metrics, params=[Param(a, b) for a, b in config.items()],
+                         tags=[RunTag("tunelog.kind", "train"), RunTag("tunelog.outcome", "ok"),
+                               RunTag("tunelog.metric", "eval/loss")], synchronous=True)
+        client.set_terminated(run.info.run_id, end_time=t0 + k * 60_000 + 30_000)
+
+
+def time_changelog(tracker, experiment: str) -> tuple[float, int]:
+    from tunelog import changelog as cl
+
+    start = time.perf_counter()
+    text = cl.to_markdown(cl.collect_and_build(tracker, experiment))
+    return time.perf_counter() - start, len(text)
+
+
+def main() -> None:
+    temp_store()
+    from tunelog.tracking import Tracker
+
+    tracker = Tracker()
+    results = {}
+    for n in (1_000, 10_000):
+        start = time.perf_counter()
+        fill(tracker, f"bench-{n}", n)
+        built = time.perf_counter() - start
+        seconds, size = time_changelog(tracker, f"bench-{n}")
+        results[n] = seconds
+        print(f"{n:>6} runs: store built in {built:.0f} s; changelog {seconds:.2f} s ({size / 1e6:.1f} MB of Markdown)")
+    print(f"ratio 10,000 / 1,000 runs: {results[10_000] / results[1_000]:.1f} (10 is linear)")
+    print(verdict("changelog_10k_seconds", results[10_000], "<=", 10))
+
+
+if __name__ == "__main__":
+    main()
