@@ -4,5 +4,14 @@ from .schedules import Schedule, schedule_names
 from .spec import Spec, load_spec
 from .tracking import Tracker, tracking_uri
 
-__all__ = ["MachineError", "Schedule", "Spec", "SpecError", "Tracker", "TunelogError", "load_spec",
+
+def load_model(uri: str, device=None):
+    """`models:/NAME@champion` -> LoadedModel(model, tokenizer, device): the base model with the adapter
+    applied, in eval mode. See tunelog.promote.load_model."""
+    from .promote import load_model as _load
+
+    return _load(uri, device)
+
+
+__all__ = ["MachineError", "Schedule", "Spec", "SpecError", "Tracker", "TunelogError", "load_model", "load_spec",
            "schedule_names", "tracking_uri"]

@@ -197,6 +197,82 @@ def import_(root: str, experiment: str, metric, direction: str, patterns: tuple[
                f"{len(report.warnings)} skipped with a warning")
 
 
+@cli.command()
+@spec_options
+@force_option
+@click.option("--from-stage", type=click.IntRange(min=1), default=None, help="Rerun from stage K (1-based).")
+@click.option("--from-sweep", default=None, metavar="STUDY", help="Start every stage from STUDY's best trial.")
+@click.option("--storage", default=None, help="Optuna storage of --from-sweep's study.")
+@click.option("--baseline", is_flag=True, help="Also train one stage of the same total steps on the last data.")
+@click.option("--promote", "promote_to", default=None, metavar="MODEL", help="Register the winner as MODEL.")
+def stages(spec_file: str, config: Optional[str], overrides: tuple[str, ...], force: bool, from_stage, from_sweep,
+           storage, baseline: bool, promote_to: Optional[str]) -> None:
+    """Run SPEC's `pipeline:` stages, each starting from the previous stage's adapter.
+
+    Example: tunelog stages examples/demo/demo.yaml --baseline --promote demo-lora
+    """
+    spec = _load(spec_file, config, overrides)
+    if from_sweep:
+        from .sweep import best_trial_overrides
+
+        spec = spec.with_overrides(best_trial_overrides(spec, from_sweep, storage), f"best trial of {from_sweep}")
+        click.echo(f"base config from the best trial of {from_sweep}")
+    lint_gate(spec, force)
+    from .stages import Pipeline
+    from .tracking import Tracker
+
+    tracker = Tracker()
+    outcome = Pipeline(spec, tracker, from_stage=from_stage, baseline=baseline, echo=click.echo).run()
+    for s in outcome.stages:
+        shown = f"{s.result:.4f}" if s.result is not None else "n/a"
+        click.echo(f"  {s.name}: {spec.tracking.metric}={shown} ({'reused ' if s.reused else ''}run {s.run_id})")
+    click.echo(outcome.verdict)
+    if promote_to:
+        from .promote import promote
+
+        winner = outcome.winner(spec.tracking.direction)
+        click.echo(promote(tracker, tracker.get_run(winner.run_id), promote_to).summary())
+
+
+@cli.command("promote")
+@click.option("--experiment", default=None, help="Promote the best run of this experiment.")
+@click.option("--run", "run_id", default=None, help="Promote this run.")
+@click.option("--name", "model", default=None, help="Registered model name (default: the experiment's).")
+@click.option("--metric", default=None, help="Metric to judge by (default: the run's tunelog.metric).")
+def promote_cmd(experiment: Optional[str], run_id: Optional[str], model: Optional[str], metric) -> None:
+    """Register the best run's adapter; move the `champion` alias only if it beats the champion.
+
+    Example: tunelog promote --experiment demo --name demo-lora
+    """
+    from .promote import best_run, promote
+    from .tracking import Tracker
+
+    if bool(experiment) == bool(run_id):
+        raise click.UsageError("give exactly one of --experiment or --run")
+    tracker = Tracker()
+    run = tracker.get_run(run_id) if run_id else best_run(tracker, experiment, metric)
+    if not model:
+        model = experiment or tracker.client.get_experiment(tracker.client.get_run(run.run_id).info.experiment_id).name
+    click.echo(promote(tracker, run, model, metric).summary())
+
+
+@cli.command("reproduce")
+@click.argument("run_id", metavar="RUN")
+def reproduce_cmd(run_id: str) -> None:
+    """Rerun RUN from the spec it logged and print how its final metrics compare.
+
+    Example: tunelog reproduce 3f2a9c...
+    """
+    from .reproduce import reproduce
+    from .tracking import Tracker
+
+    new_id, pairs = reproduce(Tracker(), run_id)
+    click.echo(f"reproduced {run_id} as {new_id}")
+    click.echo(f"{'metric':<28} {'original':>12} {'reproduced':>12} {'difference':>12}")
+    for key, (a, b) in pairs.items():
+        click.echo(f"{key:<28} {a:>12.6g} {b:>12.6g} {b - a:>12.3g}")
+
+
 def lint_gate(spec, force: bool):
     """Lint before any work: errors stop the command unless --force; the report goes on the run."""
     from .errors import LintFailed

@@ -6,12 +6,13 @@ bitsandbytes); the CPU is the fallback, and asking it for 4-bit is a clear error
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable, Optional
 
 import torch
 
 from .errors import MachineError, SpecError
-from .spec import Spec
+from .spec import Spec, is_uri
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -126,6 +127,47 @@ def add_lora(spec: Spec, model: torch.nn.Module) -> torch.nn.Module:
         raise SpecError(spec.source, [("lora.target_modules", str(exc).splitlines()[0])]) from None
 
 
+# resolve(adapter reference) -> (local adapter folder, spec of the run that trained it or None)
+AdapterResolver = Callable[[str], "tuple[Path, Optional[Spec]]"]
+
+
+def local_adapter(spec: Spec) -> AdapterResolver:
+    """A resolver for plain folders only (no tracking store): the adapter was trained on the plain base."""
+
+    def resolve(ref: str) -> tuple[Path, Optional[Spec]]:
+        if is_uri(ref):
+            raise SpecError(spec.source, [("model.adapter", f"{ref} needs the tracking store to resolve")])
+        return spec.path(ref), None
+
+    return resolve
+
+
+def foundation(spec: Spec, tokenizer, device: torch.device, resolve: AdapterResolver) -> torch.nn.Module:
+    """The model the spec's own adapter sits on: the base, with earlier merged stages folded in.
+
+    `adapter_init: continue` trains the earlier adapter further, so its foundation is the earlier
+    run's; `merge` folds the earlier adapter into the weights and starts a fresh one on top.
+    """
+    if not spec.model.adapter:
+        return load_base_model(spec, tokenizer, device)
+    from peft import PeftModel
+
+    adapter_dir, earlier = resolve(spec.model.adapter)
+    below = foundation(earlier, tokenizer, device, resolve) if earlier else load_base_model(spec, tokenizer, device)
+    if spec.model.adapter_init == "continue":
+        return below
+    return PeftModel.from_pretrained(below, str(adapter_dir)).merge_and_unload()
+
+
+def with_trained_adapter(spec: Spec, adapter_dir: Path, tokenizer, device: torch.device,
+                         resolve: AdapterResolver) -> torch.nn.Module:
+    """A run's result: its foundation with the adapter it saved, ready to evaluate or generate."""
+    from peft import PeftModel
+
+    model = PeftModel.from_pretrained(foundation(spec, tokenizer, device, resolve), str(adapter_dir))
+    return model.to(device).eval()
+
+
 @dataclass
 class LoadedModel:
     model: torch.nn.Module
@@ -133,9 +175,18 @@ class LoadedModel:
     device: torch.device
 
 
-def load_for_training(spec: Spec, device: torch.device | None = None) -> LoadedModel:
+def load_for_training(spec: Spec, device: torch.device | None = None,
+                      resolve: AdapterResolver | None = None) -> LoadedModel:
+    """Tokenizer and trainable model: a fresh LoRA adapter, or the spec's earlier one to continue."""
     device = device or pick_device()
     check_machine(spec, device)
     tokenizer = load_tokenizer(spec)
-    model = add_lora(spec, load_base_model(spec, tokenizer, device))
+    resolve = resolve or local_adapter(spec)
+    base = foundation(spec, tokenizer, device, resolve)
+    if spec.model.adapter and spec.model.adapter_init == "continue":
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(base, str(resolve(spec.model.adapter)[0]), is_trainable=True)
+    else:
+        model = add_lora(spec, base)
     return LoadedModel(model=model, tokenizer=tokenizer, device=device)

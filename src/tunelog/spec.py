@@ -7,6 +7,7 @@ YAML. Validation collects every problem and reports each as
 from __future__ import annotations
 
 import copy
+import re
 import hashlib
 import json
 from pathlib import Path
@@ -327,7 +328,7 @@ class Spec(_Section):
         if absolute_paths:
             for section, field in PATH_FIELDS:
                 value = data[section].get(field)
-                if value and "://" not in value:
+                if value and not is_uri(value):
                     data[section][field] = str(self.path(value).resolve())
             data["data"]["extra_eval"] = {k: str(self.path(v).resolve()) for k, v in data["data"]["extra_eval"].items()}
             if data.get("pipeline"):
@@ -364,6 +365,11 @@ class Spec(_Section):
         if self.tracking.note:
             parts.append(self.tracking.note.strip())
         return "\n\n".join(parts) or None
+
+
+def is_uri(text: str) -> bool:
+    """`runs:/ID/adapter`, `models:/NAME@alias`, `s3://...`: not a local path."""
+    return re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:/", text) is not None
 
 
 PATH_FIELDS = (("model", "tokenizer"), ("model", "adapter"), ("data", "train"), ("data", "eval"))
@@ -515,7 +521,7 @@ def _check_files(spec: Spec) -> None:
                 if value is not None and not spec.path(value).exists():
                     problems.append((f"pipeline.stages[{i}].{field}", f"file not found: {spec.path(value)}"))
     adapter = spec.model.adapter
-    if adapter and "://" not in adapter and not spec.path(adapter).exists():
+    if adapter and not is_uri(adapter) and not spec.path(adapter).exists():
         problems.append(("model.adapter", f"folder not found: {spec.path(adapter)}"))
     if spec.model.tokenizer and not spec.path(spec.model.tokenizer).exists():
         problems.append(("model.tokenizer", f"file not found: {spec.path(spec.model.tokenizer)}"))

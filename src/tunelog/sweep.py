@@ -518,3 +518,15 @@ def suggested_ranges(study: optuna.Study, k: int) -> list[str]:
 
     params = {n: ParamSpec.model_validate(p) for n, p in study.user_attrs.get(STUDY_SPACE, {}).items()}
     return space.narrow(params, [tr.params for tr in best_trials(study, k)])[1]
+
+
+def best_trial_overrides(spec: Spec, study_name: str, storage: Optional[str] = None) -> dict[str, Any]:
+    """The best trial's sampled and derived values that target spec fields (`stages --from-sweep`)."""
+    study = load_for_analysis(study_name, storage or default_storage(t.tracking_uri()))
+    top = best_trials(study, 1)
+    if not top:
+        raise SweepStuck(f"study {study_name!r} has no completed feasible trial to start from")
+    values = dict(top[0].params)
+    if spec.search is not None:
+        values.update(space.derive(spec.search, values, spec.source))
+    return space.spec_overrides(values)

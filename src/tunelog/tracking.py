@@ -18,7 +18,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Optional
+from typing import Any, Callable, Iterator, Mapping, Optional
 
 from .errors import TrainingInterrupted
 
@@ -53,6 +53,8 @@ DERIVED_PARAMS = frozenset({"data.n_train", "data.n_eval", "train.total_steps", 
 TAG_IMPORT_KEY = "tunelog.import_key"  # identifies an imported legacy folder, so importing twice adds nothing
 
 DEFAULT_STORE_DIR = "mlruns"
+# MLflow draws a progress bar per artifact download; a stage chain makes many tiny ones.
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 _FLUSH_SECONDS = 2.0
 
 
@@ -428,6 +430,47 @@ class Tracker:
         return run.info.run_id
 
 
+    def download(self, run_id: str, artifact_path: str, dst: str) -> str:
+        """One artifact (file or folder) of a run, into `dst`; returns the local path."""
+        import mlflow
+
+        return mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact_path, dst_path=dst,
+                                                   tracking_uri=self.uri)
+
+    # --- the model registry -----------------------------------------------------
+
+    def registered_version_of(self, name: str, run_id: str) -> Optional[Any]:
+        versions = self.client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
+        return versions[0] if versions else None
+
+    def register_adapter(self, name: str, run_id: str, tags: Mapping[str, Any], description: str) -> Any:
+        """A new version of `name` from the run's adapter, with its tags and description in one call,
+        so a version is either complete or absent."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.create_registered_model(name)
+        except MlflowException:  # already there
+            pass
+        source = f"{self.client.get_run(run_id).info.artifact_uri.rstrip('/')}/{ADAPTER_ARTIFACT}"
+        return self.client.create_model_version(name, source, run_id=run_id, description=description,
+                                                tags={k: str(v) for k, v in tags.items() if v is not None})
+
+    def version_by_alias(self, name: str, alias: str) -> Optional[Any]:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.client.get_model_version_by_alias(name, alias)
+        except MlflowException:
+            return None
+
+    def set_alias(self, name: str, alias: str, version: str) -> None:
+        self.client.set_registered_model_alias(name, alias, version)
+
+    def tag_version(self, name: str, version: str, key: str, value: str) -> None:
+        self.client.set_model_version_tag(name, version, key, value)
+
+
 def _record(run) -> RunRecord:
     return RunRecord(run_id=run.info.run_id, name=run.info.run_name or run.info.run_id[:8], status=run.info.status,
                      start_ms=run.info.start_time or 0, end_ms=run.info.end_time, params=dict(run.data.params),
@@ -467,3 +510,64 @@ def _sigterm_raises() -> Iterator[None]:
     finally:
         signal.signal(signal.SIGTERM, previous)
 
+
+
+def adapter_resolver(spec) -> Callable[[str], tuple[Path, Any]]:
+    """Resolves `model.adapter`: a folder as is; `runs:/RUN/adapter` downloaded with that run's spec.
+
+    Downloads are cached per process, so a chain of stages fetches each adapter once.
+    """
+    from .errors import SpecError
+
+    def resolve(ref: str) -> tuple[Path, Any]:
+        from .spec import is_uri
+
+        if not is_uri(ref):
+            return spec.path(ref), None
+        if not ref.startswith("runs:/"):
+            raise SpecError(spec.source, [("model.adapter", f"{ref}: accepted: a folder or runs:/RUN_ID/adapter")])
+        return _fetch_run_adapter(ref)
+
+    return resolve
+
+
+_FETCHED: dict[str, tuple[Path, Any]] = {}
+
+
+def resolve_model_uri(uri: str) -> str:
+    """models:/NAME@ALIAS or models:/NAME/VERSION to the runs:/RUN/adapter it was registered from."""
+    from .errors import TunelogError
+
+    client = _client(tracking_uri())
+    body = uri[len("models:/"):] if uri.startswith("models:/") else ""
+    try:
+        if "@" in body:
+            name, alias = body.split("@", 1)
+            version = client.get_model_version_by_alias(name, alias)
+        else:
+            name, number = body.rsplit("/", 1)
+            version = client.get_model_version(name, number)
+    except Exception as exc:
+        raise TunelogError(f"cannot resolve {uri!r}: {str(exc).splitlines()[0]}") from None
+    return f"runs:/{version.run_id}/{ADAPTER_ARTIFACT}"
+
+
+def _fetch_run_adapter(ref: str) -> tuple[Path, Any]:
+    import tempfile
+
+    import mlflow
+
+    from .spec import validate
+
+    if ref not in _FETCHED:
+        run_id, _, path = ref[len("runs:/"):].partition("/")
+        folder = Path(tempfile.mkdtemp(prefix="tunelog-adapter-"))
+        local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path or ADAPTER_ARTIFACT,
+                                                    dst_path=str(folder), tracking_uri=tracking_uri())
+        spec_file = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=SPEC_ARTIFACT,
+                                                        dst_path=str(folder), tracking_uri=tracking_uri())
+        import yaml
+
+        raw = yaml.safe_load(Path(spec_file).read_text())
+        _FETCHED[ref] = (Path(local), validate(raw, f"{ref} (spec of run {run_id})", str(Path(local).parent)))
+    return _FETCHED[ref]

@@ -98,6 +98,11 @@ def _anomalies(log: Changelog) -> list[str]:
     return ["## Anomalies", ""] + [f"- **{a.kind}**: {a.message}" for a in log.anomalies] + [""]
 
 
+def entry_markdown(log: Changelog, e: Entry) -> str:
+    """One run's entry on its own (a registered model version's description)."""
+    return "\n".join(_entry(log, e)).rstrip() + "\n"
+
+
 def _entry(log: Changelog, e: Entry) -> list[str]:
     star = " (best)" if e.best else ""
     out = [f"### {e.name}{star}", "", f"Outcome: {e.outcome}{f' ({e.reason})' if e.reason else ''}; "

@@ -24,7 +24,7 @@ from ..model import LoadedModel, load_for_training
 from ..plan import make_plan
 from ..schedules import Schedule
 from ..spec import Spec
-from ..tracking import ADAPTER_ARTIFACT, PLOTS_ARTIFACT, RunLogger
+from ..tracking import ADAPTER_ARTIFACT, PLOTS_ARTIFACT, RunLogger, adapter_resolver
 from . import EvalHook, Result
 
 
@@ -115,11 +115,13 @@ class HFTrainer:
 
     def train(self, spec: Spec, run: RunLogger, on_eval: EvalHook | None = None) -> Result:
         torch.manual_seed(spec.train.seed)  # LoRA init and dropout draw from this
-        loaded = load_for_training(spec)
+        loaded = load_for_training(spec, resolve=adapter_resolver(spec))
         train_data = tokenize(read_texts(spec, spec.data.train, "data.train"), loaded.tokenizer, spec.data.max_length)
         eval_data = None
         if spec.data.eval:
             eval_data = tokenize(read_texts(spec, spec.data.eval, "data.eval"), loaded.tokenizer, spec.data.max_length)
+        extra = {name: tokenize(read_texts(spec, path, f"data.extra_eval.{name}"), loaded.tokenizer,
+                                spec.data.max_length) for name, path in spec.data.extra_eval.items()}
         schedule = make_plan(spec, len(train_data)).schedule
         steps = schedule.total_steps
         run.log_figure(plots.lr_schedule(schedule), f"{PLOTS_ARTIFACT}/lr_schedule.png")
@@ -128,6 +130,7 @@ class HFTrainer:
                         "train.peak_lr_resolved": schedule.peak_lr,
                         "train.device": loaded.device.type})
         loop = _Loop(spec, loaded, train_data, eval_data, schedule, run, on_eval)
+        loop.extra_eval = extra
         try:
             return loop.run()
         except (torch.OutOfMemoryError, MemoryError) as exc:
@@ -149,6 +152,8 @@ class _Loop:
         self.scaler = torch.amp.GradScaler("cuda", enabled=spec.train.precision == "fp16")
         self.ema = AdapterEMA(self.params, spec.train.ema_decay) if spec.train.ema_decay else None
         self.history = History()
+        self.extra_eval: dict[str, TokenizedData] = {}
+        self.extra_results: dict[str, float] = {}
 
     def run(self) -> Result:
         t = self.spec.train
@@ -175,6 +180,8 @@ class _Loop:
         bar.close()
         if outcome == "ok" and self.eval_data is not None:
             self._eval(step)
+        if outcome == "ok":
+            self._eval_extra(step)
         return self._finish(outcome, reason, step)
 
     def _optimizer_step(self, step: int, batches: Iterator[list[int]]) -> tuple[float, float, int, int, float]:
@@ -235,6 +242,14 @@ class _Loop:
         self.run_log.log_metrics({"eval/loss": loss, "eval/perplexity": math.exp(min(loss, 50.0))}, step=step)
         return bool(self.on_eval and self.on_eval(step, loss))
 
+    def _eval_extra(self, step: int) -> None:
+        """The spec's other held-out sets (earlier stages' data, say), once at the end."""
+        with (self.ema.applied() if self.ema else contextlib.nullcontext()):
+            for name, data in self.extra_eval.items():
+                loss = evaluate(self.model, data, self.spec.train.batch_size, self.device, self.autocast)
+                self.extra_results[f"eval/{name}/loss"] = loss
+                self.run_log.log_metrics({f"eval/{name}/loss": loss}, step=step)
+
     def out_of_memory(self, exc: BaseException) -> Result:
         """Release what the failed step held, and end with outcome `oom` instead of a crash."""
         self.optimizer.zero_grad(set_to_none=True)
@@ -254,10 +269,12 @@ class _Loop:
         h = self.history
         final = {"train/final_loss": h.losses[-1], "perf/mean_samples_per_s": self._throughput(),
                  "perf/peak_mem_gb": memory.peak_gb(self.device), "train/steps": float(step)}
+        final.update(self.extra_results)
         if h.eval_losses:
             final["eval/loss"] = h.eval_losses[-1]
             final["eval/perplexity"] = math.exp(min(h.eval_losses[-1], 50.0))
-        self.run_log.log_metrics({k: v for k, v in final.items() if k != "eval/loss" and k != "eval/perplexity"}, step=step)
+        logged_already = {"eval/loss", "eval/perplexity", *self.extra_results}
+        self.run_log.log_metrics({k: v for k, v in final.items() if k not in logged_already}, step=step)
         self.run_log.log_figure(plots.loss_curve(h.steps, h.losses, h.eval_steps, h.eval_losses), f"{PLOTS_ARTIFACT}/loss.png")
         if outcome in ("ok", "pruned"):
             self._save_adapter()

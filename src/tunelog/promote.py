@@ -1,0 +1,101 @@
+"""`promote`: the best run's adapter registered in the MLflow Model Registry.
+
+The `champion` alias moves only to a version that beats the current champion by the
+spec's metric; anything else is registered and tagged `challenger`. Promoting the same run
+twice creates no second version. `load_model` turns `models:/NAME@champion` back into a
+model ready to evaluate or generate.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+from . import tracking as t
+from .errors import TunelogError
+from .tracking import RunRecord, Tracker
+
+PROMOTABLE_KINDS = ("train", "stage", "trial")  # runs that saved an adapter
+
+
+@dataclass
+class Promotion:
+    model: str
+    version: str
+    run_id: str
+    value: float
+    created: bool
+    champion: bool
+    previous: Optional[str]  # the champion's version before, if any
+
+    def summary(self) -> str:
+        if not self.created:
+            return f"run {self.run_id} is already {self.model} version {self.version}; nothing registered"
+        role = "champion" if self.champion else "challenger (the champion stays better)"
+        return f"registered {self.model} version {self.version} from run {self.run_id} ({self.value:.4g}) as {role}"
+
+
+def better(a: float, b: float, direction: str) -> bool:
+    return a < b if direction == "minimize" else a > b
+
+
+def best_run(tracker: Tracker, experiment: str, metric: Optional[str] = None) -> RunRecord:
+    """The best FINISHED run with outcome ok, by its headline metric, among runs with an adapter."""
+    runs = [r for r in tracker.all_runs(experiment) if r.status == "FINISHED" and r.kind in PROMOTABLE_KINDS
+            and r.tags.get(t.TAG_OUTCOME) == "ok"]
+    scored = [(r, r.metrics.get(metric or r.tags.get(t.TAG_METRIC, "eval/loss"))) for r in runs]
+    scored = [(r, v) for r, v in scored if v is not None and math.isfinite(v)]
+    if not scored:
+        raise TunelogError(f"experiment {experiment!r} has no finished run with outcome ok and a result to promote")
+    direction = scored[0][0].tags.get(t.TAG_DIRECTION, "minimize")
+    pick = min if direction == "minimize" else max
+    return pick(scored, key=lambda rv: rv[1])[0]
+
+
+def _description(tracker: Tracker, run: RunRecord) -> str:
+    """The run's changelog entry, as the version's description."""
+    from .changelog import build
+    from .changelog.render import entry_markdown
+
+    experiment = tracker.client.get_experiment(tracker.client.get_run(run.run_id).info.experiment_id).name
+    log = build(tracker.all_runs(experiment), experiment)
+    return entry_markdown(log, log.entry(run.run_id))
+
+
+def promote(tracker: Tracker, run: RunRecord, model: str, metric: Optional[str] = None) -> Promotion:
+    metric = metric or run.tags.get(t.TAG_METRIC, "eval/loss")
+    direction = run.tags.get(t.TAG_DIRECTION, "minimize")
+    value = run.metrics.get(metric)
+    if value is None or not math.isfinite(value):
+        raise TunelogError(f"run {run.run_id} has no finite {metric!r} to promote on")
+    champion = tracker.version_by_alias(model, "champion")
+    existing = tracker.registered_version_of(model, run.run_id)
+    if existing is not None:
+        return Promotion(model, existing.version, run.run_id, value, False,
+                         champion is not None and champion.version == existing.version,
+                         champion.version if champion else None)
+    tags = {"metric": metric, "metric_value": repr(value), "direction": direction, "run_id": run.run_id,
+            "base_model": run.params.get("model.name") if run.params.get("model.name") not in (None, "None")
+            else f"tiny:{run.tags.get(t.TAG_SPEC_HASH, '')}",
+            "spec_hash": run.tags.get(t.TAG_SPEC_HASH)}
+    version = tracker.register_adapter(model, run.run_id, tags, _description(tracker, run))
+    wins = champion is None or better(value, float(champion.tags.get("metric_value", "nan")), direction) or \
+        math.isnan(float(champion.tags.get("metric_value", "nan")))
+    if wins:
+        tracker.set_alias(model, "champion", version.version)
+    else:
+        tracker.tag_version(model, version.version, "challenger", "true")
+    return Promotion(model, version.version, run.run_id, value, True, wins, champion.version if champion else None)
+
+
+def load_model(uri: str, device=None):
+    """`models:/NAME@champion` (or `/VERSION`, or `runs:/RUN/adapter`) -> LoadedModel: the base model
+    with the adapter applied (and any merged earlier stages), in eval mode, plus its tokenizer."""
+    from .model import LoadedModel, load_tokenizer, pick_device, with_trained_adapter
+
+    ref = t.resolve_model_uri(uri) if uri.startswith("models:/") else uri
+    adapter_dir, spec = t._fetch_run_adapter(ref)
+    device = device or pick_device()
+    tokenizer = load_tokenizer(spec)
+    model = with_trained_adapter(spec, adapter_dir, tokenizer, device, t.adapter_resolver(spec))
+    return LoadedModel(model=model, tokenizer=tokenizer, device=device)
