@@ -234,6 +234,39 @@ def stages(spec_file: str, config: Optional[str], overrides: tuple[str, ...], fo
         click.echo(promote(tracker, tracker.get_run(winner.run_id), promote_to).summary())
 
 
+@cli.command()
+@spec_options
+@force_option
+@click.option("--max-memory-gb", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Memory budget (default: the GPU's; required on the CPU).")
+@click.option("--quick", is_flag=True, help="About six candidates.")
+@click.option("--refine", is_flag=True, help="Measure the top three again before choosing.")
+@click.option("-o", "--output", default="train_best.sh", show_default=True, help="Where to write the training script.")
+def probe(spec_file: str, config: Optional[str], overrides: tuple[str, ...], force: bool, max_memory_gb, quick: bool,
+          refine: bool, output: str) -> None:
+    """Find the fastest config of SPEC that fits in memory, on a worst-case batch.
+
+    Example: tunelog probe examples/demo/demo.yaml --max-memory-gb 0.9
+    """
+    spec = _load(spec_file, config, overrides)
+    lint_gate(spec, force)
+    from .probe import Probe
+    from .tracking import Tracker
+
+    result = Probe(spec, Tracker(), max_memory_gb=max_memory_gb, quick=quick, refine=refine, echo=click.echo).run()
+    s = result.summary()
+    click.echo(f"{s['tested']} tested of {s['grid']}, {s['successful']} fit, {len(s['failed_oom'])} out of memory, "
+               f"{len(s['skipped'])} skipped; probe run {result.run_id}")
+    if result.best is None:
+        raise TunelogError("no candidate fit in the memory budget: lower the batch sizes or raise --max-memory-gb")
+    b = result.best
+    click.echo(f"best: {b.values}: {b.samples_per_s:.1f} samples/s, peak {b.peak_gb:.3f} GB, "
+               f"ETA {b.eta_s / 60:.1f} min")
+    Path(output).write_text(result.script)
+    Path(output).chmod(0o755)
+    click.echo(f"wrote {output}")
+
+
 @cli.command("promote")
 @click.option("--experiment", default=None, help="Promote the best run of this experiment.")
 @click.option("--run", "run_id", default=None, help="Promote this run.")

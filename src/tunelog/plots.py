@@ -44,3 +44,33 @@ def lr_schedule(schedule: Schedule, title: str | None = None) -> Figure:
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+def throughput_memory(measured: list[dict], batch_key: str, budget_gb: float | None) -> Figure:
+    """Samples/s and peak memory against batch size, one line per group of the other knobs; OOMs marked."""
+    fig = Figure(figsize=(10, 4), dpi=100)
+    speed, mem = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    groups: dict[str, list[dict]] = {}
+    for m in measured:
+        label = ", ".join(f"{k}={v}" for k, v in sorted(m["values"].items()) if k != batch_key) or "all"
+        groups.setdefault(label, []).append(m)
+    for label, rows in sorted(groups.items()):
+        ok = sorted((r for r in rows if r["outcome"] == "ok"), key=lambda r: r["values"][batch_key])
+        xs = [r["values"][batch_key] for r in ok]
+        speed.plot(xs, [r["samples_per_s"] for r in ok], "o-", label=label)
+        mem.plot(xs, [r["peak_gb"] for r in ok], "o-", label=label)
+        oom = [r for r in rows if r["outcome"] == "oom"]
+        mem.plot([r["values"][batch_key] for r in oom], [r["peak_gb"] for r in oom], "x", color="red", markersize=9)
+    if budget_gb:
+        mem.axhline(budget_gb, color="red", linestyle="--", linewidth=1, label=f"budget {budget_gb:g} GB")
+    for ax, ylabel in ((speed, "samples/s"), (mem, "peak memory (GB)")):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel(batch_key)
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    speed.legend(fontsize=7)
+    mem.legend(fontsize=7)
+    speed.set_title("throughput (worst-case batch)")
+    mem.set_title("peak memory (x: out of memory)")
+    fig.tight_layout()
+    return fig

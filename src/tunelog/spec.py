@@ -270,6 +270,17 @@ class PipelineSpec(_Section):
         return self
 
 
+class ProbeSpec(_Section):
+    """What `probe` tries: knobs by dotted path in the sweep's parameter syntax, and its limits."""
+
+    params: dict[str, ParamSpec] = Field(default_factory=dict)
+    length_field: Optional[str] = None  # JSONL field that measures a sample's cost (audio seconds, say)
+    headroom: float = Field(0.1, ge=0, lt=1)  # share of the memory budget kept free
+    warmup_steps: int = Field(2, ge=0)
+    max_steps: int = Field(12, gt=1)
+    stable_within: float = Field(0.02, gt=0)  # stop measuring once throughput moves less than this
+
+
 class TrackingSpec(_Section):
     experiment: str = "tunelog"
     run_name: Optional[str] = None
@@ -305,6 +316,7 @@ class Spec(_Section):
     rules: list[RuleSpec] = Field(default_factory=list)
     search: Optional[SearchSpec] = None
     pipeline: Optional[PipelineSpec] = None
+    probe: Optional[ProbeSpec] = None
     configs: dict[str, NamedConfig] = Field(default_factory=dict)
 
     # Set by load_spec, not by the YAML: where relative paths are resolved from,
@@ -341,7 +353,7 @@ class Spec(_Section):
     def flat_params(self) -> dict[str, Any]:
         """The config flattened with dots (`train.learning_rate`), the names MLflow compares across runs."""
         data = self.resolved()
-        for section in ("tracking", "rules", "search", "pipeline"):
+        for section in ("tracking", "rules", "search", "pipeline", "probe"):
             data.pop(section, None)
         return flatten(data)
 

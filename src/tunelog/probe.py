@@ -1,0 +1,348 @@
+"""`probe`: the fastest training config that fits in memory, measured on a worst-case batch.
+
+The model loads once; each candidate gets a fresh LoRA adapter on it, a few warm-up steps,
+then steps until the throughput estimate settles. A candidate that runs out of memory
+(CUDA OOM, or on the CPU a peak above --max-memory-gb) is recorded and the probe goes on.
+Candidates that cannot fit are skipped before they run: anything at least as large in
+every memory knob as one that ran out, and anything the measured peaks (a line in batch
+size per group) predict over budget. Knobs that do not change memory (gradient
+accumulation) are tried only on the winner.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import shlex
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import torch
+
+from . import memory
+from . import tracking as t
+from .data import TokenizedData, read_texts, tokenize
+from .errors import SpecError
+from .model import add_lora, check_machine, load_base_model, load_tokenizer, pick_device
+from .spec import ParamSpec, Spec
+from .tracking import Tracker
+
+BATCH = "train.batch_size"
+# memory grows with these (True before False for gradient checkpointing: it saves memory)
+MEMORY_KNOBS = {BATCH: 1, "lora.r": 1, "data.max_length": 1, "model.gradient_checkpointing": -1}
+DEFAULT_PARAMS = {BATCH: ParamSpec(type="categorical", choices=[1, 2, 4, 8, 16, 32, 64]),
+                  "lora.r": ParamSpec(type="categorical", choices=[8, 16, 32])}
+QUICK_CANDIDATES = 6
+
+
+@dataclass
+class Measurement:
+    values: dict[str, Any]
+    outcome: str  # ok, oom, skipped
+    reason: str = ""
+    samples_per_s: float = 0.0
+    tokens_per_s: float = 0.0
+    peak_gb: float = 0.0
+    eta_s: Optional[float] = None
+    steps: int = 0
+    run_id: Optional[str] = None
+
+
+@dataclass
+class ProbeResult:
+    run_id: str
+    measured: list[Measurement] = field(default_factory=list)
+    skipped: list[Measurement] = field(default_factory=list)
+    best: Optional[Measurement] = None
+    grid_size: int = 0
+    script: str = ""
+
+    def summary(self) -> dict[str, Any]:
+        ok = [m for m in self.measured if m.outcome == "ok"]
+        return {"grid": self.grid_size, "tested": len(self.measured), "successful": len(ok),
+                "measured": [{"config": m.values, "outcome": m.outcome, "samples_per_s": m.samples_per_s,
+                              "peak_mem_gb": m.peak_gb, "reason": m.reason} for m in self.measured],
+                "failed_oom": [m.values for m in self.measured if m.outcome == "oom"],
+                "skipped": [{"config": m.values, "why": m.reason} for m in self.skipped],
+                "best": None if self.best is None else {
+                    "config": self.best.values, "samples_per_s": self.best.samples_per_s,
+                    "tokens_per_s": self.best.tokens_per_s, "peak_mem_gb": self.best.peak_gb,
+                    "eta_s": self.best.eta_s}}
+
+
+def values_of(p: ParamSpec) -> list[Any]:
+    """A knob's values to try: categorical choices, or every step of an int/float range."""
+    if p.type == "categorical":
+        return list(p.choices or [])
+    step = p.step or 1
+    n = int(math.floor((p.max - p.min) / step + 1e-9)) + 1  # type: ignore[operator]
+    vals = [p.min + i * step for i in range(n)]  # type: ignore[operator]
+    return [int(v) for v in vals] if p.type == "int" else vals
+
+
+def grid(params: dict[str, ParamSpec]) -> list[dict[str, Any]]:
+    names = sorted(params)
+    return [dict(zip(names, combo)) for combo in itertools.product(*(values_of(params[n]) for n in names))]
+
+
+def memory_rank(name: str, value: Any) -> float:
+    """A knob's value on a scale where larger means more memory."""
+    direction = MEMORY_KNOBS.get(name, 0)
+    return float(value) * direction if direction else 0.0
+
+
+def at_least_as_large(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """True when `a` needs at least the memory of `b` in every memory knob they share."""
+    return all(memory_rank(k, a[k]) >= memory_rank(k, b[k]) for k in a if k in MEMORY_KNOBS and k in b)
+
+
+def group_key(values: dict[str, Any], memory_only: bool = True) -> tuple:
+    """Everything but the batch size (and, by default, knobs that do not touch memory)."""
+    return tuple(sorted((k, v) for k, v in values.items() if k != BATCH and (k in MEMORY_KNOBS or not memory_only)))
+
+
+class Probe:
+    def __init__(self, spec: Spec, tracker: Tracker, max_memory_gb: Optional[float] = None, quick: bool = False,
+                 refine: bool = False, echo: Callable[[str], None] = print):
+        self.spec, self.tracker, self.quick, self.refine, self.echo = spec, tracker, quick, refine, echo
+        self.cfg = spec.probe or type("Defaults", (), {})()
+        self.params = (spec.probe.params if spec.probe and spec.probe.params else DEFAULT_PARAMS)
+        for name in self.params:
+            if name not in spec.flat_params():
+                raise SpecError(spec.source, [(f"probe.params.{name}", "not a spec field (e.g. train.batch_size, "
+                                                                      "lora.r, model.gradient_checkpointing)")])
+        self.headroom = spec.probe.headroom if spec.probe else 0.1
+        self.device = pick_device()
+        if max_memory_gb is None and self.device.type == "cuda":
+            max_memory_gb = torch.cuda.get_device_properties(self.device).total_memory / 1e9
+        self.budget = max_memory_gb
+        self.limit = max_memory_gb * (1 - self.headroom) if max_memory_gb else None
+        self.warmup = spec.probe.warmup_steps if spec.probe else 2
+        self.max_steps = spec.probe.max_steps if spec.probe else 12
+        self.stable = spec.probe.stable_within if spec.probe else 0.02
+
+    # --- the worst case -------------------------------------------------------------
+
+    def worst_case(self, tokenizer, max_length: int) -> tuple[TokenizedData, int]:
+        """The longest sample(s) by tokens (or by `probe.length_field`), and the training set's size."""
+        texts = read_texts(self.spec, self.spec.data.train, "data.train")
+        field_name = self.spec.probe.length_field if self.spec.probe else None
+        if field_name:
+            records = [json.loads(l) for l in self.spec.path(self.spec.data.train).read_text().splitlines() if l.strip()]
+            longest = max(records, key=lambda r: float(r.get(field_name, 0)))[self.spec.data.text_field]
+            data = tokenize([longest], tokenizer, max_length)
+        else:
+            data = tokenize(texts, tokenizer, max_length)
+            data.samples = [max(data.samples, key=len)]
+        return data, len(texts)
+
+    # --- one candidate ----------------------------------------------------------------
+
+    def measure(self, base, tokenizer, values: dict[str, Any], n_samples: int) -> Measurement:
+        spec = self.spec.with_overrides(values, "probe candidate")
+        data, _ = self.worst_case(tokenizer, spec.data.max_length)
+        batch = {k: v.to(self.device) for k, v in data.collate([0] * spec.train.batch_size).items()}
+        tokens = int(batch["attention_mask"].sum())
+        model = optimizer = None
+        memory.reset_peak(self.device)
+        try:
+            if spec.model.gradient_checkpointing:
+                base.gradient_checkpointing_enable()
+            torch.manual_seed(0)
+            model = add_lora(spec, base)
+            model.train()
+            params = [p for p in model.parameters() if p.requires_grad]
+            optimizer = torch.optim.AdamW(params, lr=spec.train.learning_rate)
+            times: list[float] = []
+            for step in range(self.warmup + self.max_steps):
+                start = time.perf_counter()
+                for _ in range(spec.train.grad_accum):
+                    (model(**batch).loss / spec.train.grad_accum).backward()
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                if self.device.type == "cuda":
+                    torch.cuda.synchronize()
+                if step >= self.warmup:
+                    times.append(time.perf_counter() - start)
+                peak = memory.peak_gb(self.device)
+                if self.budget is not None and peak > self.budget:
+                    return Measurement(values, "oom", f"peak {peak:.3f} GB above the {self.budget:g} GB budget",
+                                       peak_gb=peak, steps=step + 1)
+                if len(times) >= 6 and _settled(times, self.stable):
+                    break
+            per_step = sorted(times)[len(times) // 2]  # the median step: robust to a stray slow one
+            samples = spec.train.batch_size * spec.train.grad_accum
+            sps = samples / per_step
+            epochs = spec.train.epochs or 1.0
+            eta = (spec.train.max_steps * samples if spec.train.max_steps else n_samples * epochs) / sps
+            return Measurement(values, "ok", "", sps, tokens * spec.train.grad_accum / per_step,
+                               memory.peak_gb(self.device), eta, len(times))
+        except (torch.OutOfMemoryError, MemoryError) as exc:
+            return Measurement(values, "oom", str(exc).splitlines()[0][:200], peak_gb=memory.peak_gb(self.device))
+        finally:
+            del optimizer
+            if model is not None:
+                model.unload()  # the base model comes back without LoRA layers, ready for the next candidate
+            if spec.model.gradient_checkpointing:
+                base.gradient_checkpointing_disable()
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+
+    # --- choosing what to run -----------------------------------------------------------
+
+    def skip_reason(self, values: dict[str, Any], done: list[Measurement]) -> str:
+        for m in done:
+            if m.outcome == "oom" and at_least_as_large(values, m.values):
+                return f"at least as large in every memory knob as {m.values}, which ran out of memory"
+        predicted = self.predict_peak(values, done)
+        if predicted is not None and self.limit is not None and predicted > self.limit:
+            return (f"predicted peak {predicted:.3f} GB (a line through this group's measured peaks) is over "
+                    f"{self.limit:.3f} GB (budget {self.budget:g} GB less {self.headroom:.0%} headroom)")
+        return ""
+
+    def predict_peak(self, values: dict[str, Any], done: list[Measurement]) -> Optional[float]:
+        same = [m for m in done if m.outcome == "ok" and group_key(m.values) == group_key(values)]
+        if len(same) < 3:  # a line through two points is too weak a reason to skip a candidate
+            return None
+        xs = [float(m.values[BATCH]) for m in same]
+        ys = [m.peak_gb for m in same]
+        mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+        var = sum((x - mx) ** 2 for x in xs)
+        slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / var if var else 0.0
+        return my + slope * (float(values[BATCH]) - mx)
+
+    def plan(self) -> tuple[list[dict[str, Any]], list[str]]:
+        """The memory-knob groups in ascending memory, and the knobs that do not touch memory."""
+        memory_params = {k: v for k, v in self.params.items() if k in MEMORY_KNOBS}
+        free = [k for k in self.params if k not in MEMORY_KNOBS]
+        if BATCH not in memory_params:
+            raise SpecError(self.spec.source, [("probe.params", "must include train.batch_size")])
+        return grid(memory_params), free
+
+    def run(self) -> ProbeResult:
+        check_machine(self.spec, self.device)
+        tags = {t.TAG_KIND: "probe", t.TAG_NAME: f"probe-{self.spec.tracking.experiment}"}
+        with self.tracker.run(self.spec.tracking.experiment, run_name=tags[t.TAG_NAME], tags=tags) as run:
+            result = ProbeResult(run_id=run.run_id, grid_size=len(grid(self.params)))
+            tokenizer = load_tokenizer(self.spec)
+            base = load_base_model(self.spec, tokenizer, self.device)
+            for p in base.parameters():
+                p.requires_grad_(False)
+            n_samples = len(read_texts(self.spec, self.spec.data.train, "data.train"))
+            self._search(base, tokenizer, n_samples, result, run.run_id)
+            self._report(run, result)
+        return result
+
+    def _try(self, base, tokenizer, values, n_samples, result: ProbeResult, parent: str) -> Optional[Measurement]:
+        known = [m for m in result.measured + result.skipped if m.values == values]
+        if known:
+            return known[0]
+        why = self.skip_reason(values, result.measured)
+        if why:
+            result.skipped.append(Measurement(values, "skipped", why))
+            self.echo(f"skip {values}: {why}")
+            return None
+        m = self.measure(base, tokenizer, values, n_samples)
+        m.run_id = self._log_candidate(m, parent)
+        result.measured.append(m)
+        self.echo(f"{m.outcome:<4} {values}: {m.samples_per_s:.1f} samples/s, peak {m.peak_gb:.3f} GB"
+                  + (f" ({m.reason})" if m.reason else ""))
+        return m
+
+    def _search(self, base, tokenizer, n_samples: int, result: ProbeResult, parent: str) -> None:
+        candidates, free = self.plan()
+        defaults = {k: self.spec.flat_params()[k] for k in free}
+        groups: dict[tuple, list[dict]] = {}
+        for c in candidates:
+            groups.setdefault(group_key(c), []).append(c)
+        ordered = sorted(groups.values(), key=lambda g: [memory_rank(k, v) for k, v in sorted(g[0].items())
+                                                        if k != BATCH])
+        budget_left = QUICK_CANDIDATES if self.quick else None
+        best_batch: Optional[int] = None
+        for i, group in enumerate(ordered):
+            group = sorted(group, key=lambda c: c[BATCH])
+            if i > 0 and best_batch is not None:  # other groups: only around the first group's best batch
+                batches = sorted({c[BATCH] for c in group})
+                at = min(range(len(batches)), key=lambda j: abs(batches[j] - best_batch))
+                group = [c for c in group if c[BATCH] in batches[max(0, at - 1): at + 2]]
+            best_here: Optional[Measurement] = None
+            for values in group:
+                if budget_left is not None and budget_left <= 0:
+                    break
+                m = self._try(base, tokenizer, {**values, **defaults}, n_samples, result, parent)
+                if m is None or m.outcome != "ok":
+                    if m is not None and budget_left is not None:
+                        budget_left -= 1
+                    if m is None or m.outcome == "oom":
+                        break  # larger batches of this group need more memory still
+                    continue
+                if budget_left is not None:
+                    budget_left -= 1
+                if best_here and m.samples_per_s < best_here.samples_per_s * (1 + self.stable):
+                    break  # throughput has stopped growing with the batch
+                best_here = m if best_here is None or m.samples_per_s > best_here.samples_per_s else best_here
+            if i == 0 and best_here is not None:
+                best_batch = best_here.values[BATCH]
+        result.best = self._best(result)
+        if result.best is not None and free:
+            for values in grid({k: self.params[k] for k in free}):  # accumulation and other free knobs: on the winner
+                self._try(base, tokenizer, {**result.best.values, **values}, n_samples, result, parent)
+            result.best = self._best(result)
+        if self.refine and result.best is not None:
+            self._refine(base, tokenizer, n_samples, result, parent)
+
+    def _refine(self, base, tokenizer, n_samples, result: ProbeResult, parent: str) -> None:
+        """Measure the top three again and keep the best mean: less noise in the final pick."""
+        top = sorted((m for m in result.measured if m.outcome == "ok"), key=lambda m: -m.samples_per_s)[:3]
+        for m in top:
+            again = self.measure(base, tokenizer, m.values, n_samples)
+            if again.outcome == "ok":
+                m.samples_per_s = (m.samples_per_s + again.samples_per_s) / 2
+                m.tokens_per_s = (m.tokens_per_s + again.tokens_per_s) / 2
+        result.best = self._best(result)
+
+    def _best(self, result: ProbeResult) -> Optional[Measurement]:
+        fits = [m for m in result.measured if m.outcome == "ok" and (self.limit is None or m.peak_gb <= self.limit)]
+        return max(fits, key=lambda m: m.samples_per_s) if fits else None
+
+    # --- recording -----------------------------------------------------------------------
+
+    def _log_candidate(self, m: Measurement, parent: str) -> str:
+        tags = {t.TAG_KIND: "probe", t.TAG_NAME: " ".join(f"{k}={v}" for k, v in m.values.items()),
+                t.TAG_OUTCOME: "ok" if m.outcome == "ok" else "oom", t.TAG_REASON: m.reason}
+        now = int(time.time() * 1000)
+        metrics = [("perf/samples_per_s", m.samples_per_s, now, 0), ("perf/tokens_per_s", m.tokens_per_s, now, 0),
+                   ("perf/peak_mem_gb", m.peak_gb, now, 0)]
+        if m.eta_s is not None:
+            metrics.append(("perf/eta_s", m.eta_s, now, 0))
+        return self.tracker.create_finished_run(self.spec.tracking.experiment, tags[t.TAG_NAME], now, now, "FINISHED",
+                                                m.values, {**tags, t.TAG_PARENT: parent}, metrics)
+
+    def command(self, best: Measurement) -> str:
+        """A ready-to-run training command with the winner's settings, every value shell-quoted."""
+        sets = " ".join(f"--set {shlex.quote(f'{k}={v}')}" for k, v in sorted(best.values.items()))
+        return f"tunelog train {shlex.quote(self.spec.source)} {sets}\n"
+
+    def _report(self, run: t.RunLogger, result: ProbeResult) -> None:
+        from . import plots
+
+        summary = result.summary()
+        run.log_text(json.dumps(summary, indent=2, default=str), "probe_summary.json")
+        run.log_figure(plots.throughput_memory([asdict(m) for m in result.measured], BATCH, self.budget),
+                       f"{t.PLOTS_ARTIFACT}/throughput_memory.png")
+        if result.best is not None:
+            result.script = "#!/usr/bin/env bash\n# the fastest config that fit, found by tunelog probe\n" + \
+                self.command(result.best)
+            run.log_text(result.script, "train_best.sh")
+            run.log_metrics({"probe/best_samples_per_s": result.best.samples_per_s,
+                             "probe/best_peak_mem_gb": result.best.peak_gb})
+        run.log_metrics({"probe/tested": len(result.measured), "probe/skipped": len(result.skipped),
+                         "probe/oom": sum(1 for m in result.measured if m.outcome == "oom")})
+
+
+def _settled(times: list[float], within: float) -> bool:
+    """The mean of the last three steps is within `within` of the three before."""
+    last, before = sum(times[-3:]) / 3, sum(times[-6:-3]) / 3
+    return abs(last - before) / before <= within

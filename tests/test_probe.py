@@ -1,0 +1,89 @@
+"""probe: a worst-case batch, OOM survived under a CPU memory budget, skips that say why, a script that runs."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from mlflow import MlflowClient
+
+from conftest import demo_raw, subprocess_env, write_spec
+from tunelog.probe import Measurement, Probe, at_least_as_large, grid, values_of
+from tunelog.spec import ParamSpec, load_spec
+from tunelog.tracking import Tracker
+
+
+def probe_raw(**train):
+    raw = demo_raw(max_steps=4, eval_every=None, **train)
+    raw["probe"] = {"params": {"train.batch_size": {"type": "categorical", "choices": [2, 8, 64, 512]},
+                               "lora.r": {"type": "categorical", "choices": [4, 16]},
+                               "train.grad_accum": {"type": "categorical", "choices": [1, 2]}},
+                    "max_steps": 6, "headroom": 0.0}
+    return raw
+
+
+def test_grid_and_values():
+    assert values_of(ParamSpec(type="int", min=2, max=8, step=3)) == [2, 5, 8]
+    assert len(grid({"a": ParamSpec(type="categorical", choices=[1, 2]),
+                     "b": ParamSpec(type="categorical", choices=[True, False])})) == 4
+
+
+def test_dominance_follows_memory_direction():
+    oom = {"train.batch_size": 32, "lora.r": 8, "model.gradient_checkpointing": True}
+    assert at_least_as_large({"train.batch_size": 64, "lora.r": 8, "model.gradient_checkpointing": False}, oom)
+    assert not at_least_as_large({"train.batch_size": 64, "lora.r": 4, "model.gradient_checkpointing": True}, oom)
+
+
+def test_skip_reasons_name_the_cause(tmp_path, store):
+    raw = probe_raw()
+    raw["probe"]["headroom"] = 0.1
+    probe = Probe(load_spec(write_spec(tmp_path / "p.yaml", raw)), Tracker(), max_memory_gb=1.0, echo=lambda s: None)
+    done = [Measurement({"train.batch_size": 2, "lora.r": 4}, "ok", peak_gb=0.5),
+            Measurement({"train.batch_size": 5, "lora.r": 4}, "ok", peak_gb=0.55),
+            Measurement({"train.batch_size": 8, "lora.r": 4}, "ok", peak_gb=0.6),
+            Measurement({"train.batch_size": 32, "lora.r": 16}, "oom", peak_gb=1.1)]
+    assert "which ran out of memory" in probe.skip_reason({"train.batch_size": 128, "lora.r": 16}, done)
+    # a line through (2, 0.5), (5, 0.55) and (8, 0.6) predicts 2.6 GB at batch 128, over 0.9 GB (1.0 less 10%)
+    why = probe.skip_reason({"train.batch_size": 128, "lora.r": 4}, done)
+    assert "predicted peak 2.600 GB" in why and "over 0.900 GB" in why
+    assert probe.skip_reason({"train.batch_size": 16, "lora.r": 4}, done) == ""
+
+
+def test_probe_survives_oom_and_writes_a_script_that_runs(tmp_path, store):
+    path = write_spec(tmp_path / "p.yaml", probe_raw())
+    env = subprocess_env(store)
+    roomy = subprocess.run([sys.executable, "-m", "tunelog.cli", "probe", str(path), "-o", str(tmp_path / "r.sh")],
+                           capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
+    assert roomy.returncode == 0, roomy.stderr[-2000:]
+    client = MlflowClient(store)
+    exp = client.get_experiment_by_name("test").experiment_id
+    first = [r for r in client.search_runs([exp], "tags.`tunelog.kind` = 'probe'") if "mlflow.parentRunId" not in r.data.tags]
+    measured = json.loads(open(client.download_artifacts(first[0].info.run_id, "probe_summary.json",
+                                                         str(tmp_path / "roomy"))).read())["measured"]
+    peak = {m["config"]["train.batch_size"]: m["peak_mem_gb"] for m in measured if m["config"]["lora.r"] == 4}
+    budget = peak[8] + 0.3 * (peak[64] - peak[8])  # batch 64 (same process shape, same command) goes over it
+    proc = subprocess.run([sys.executable, "-m", "tunelog.cli", "probe", str(path), "--max-memory-gb", f"{budget:.4f}",
+                           "-o", str(tmp_path / "best.sh")], capture_output=True, text=True, env=env, timeout=600,
+                          cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    parents = [r for r in client.search_runs([exp], "tags.`tunelog.kind` = 'probe'",
+                                             order_by=["attributes.start_time DESC"])
+               if "mlflow.parentRunId" not in r.data.tags]
+    parent = parents[0]  # the CLI's probe, newer than the roomy one
+    summary = json.loads(open(client.download_artifacts(parent.info.run_id, "probe_summary.json", str(tmp_path))).read())
+    assert summary["failed_oom"], summary  # over-budget candidates are recorded, and the probe finished
+    assert summary["best"]["peak_mem_gb"] <= budget
+    assert summary["tested"] < summary["grid"]
+    children = client.search_runs([exp], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    assert len(children) == summary["tested"]
+    assert {"oom", "ok"} == {c.data.tags["tunelog.outcome"] for c in children}
+    assert "plots/throughput_memory.png" in {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
+    script = (tmp_path / "best.sh").read_text()
+    assert script.startswith("#!/usr/bin/env bash") and "--set" in script
+    ran = subprocess.run(["bash", str(tmp_path / "best.sh")], capture_output=True, text=True, env=env, timeout=300,
+                         cwd=tmp_path)
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    assert "outcome ok" in ran.stdout
+    best = summary["best"]["config"]
+    trained = client.search_runs([exp], "tags.`tunelog.kind` = 'train'")[0]
+    assert trained.data.params["train.batch_size"] == str(best["train.batch_size"])
