@@ -155,3 +155,22 @@ def test_stages_without_a_pipeline_is_a_clear_error(tmp_path, store):
     proc = subprocess.run([sys.executable, "-m", "tunelog.cli", "stages", str(path)], capture_output=True, text=True,
                           env=subprocess_env(store), timeout=120)
     assert proc.returncode == 2 and "pipeline: missing" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_mlflow_run_stages_entry_point_promotes_the_winner(tmp_path, store):
+    from conftest import REPO
+
+    path = write_spec(tmp_path / "p.yaml", pipeline_raw())
+    proc = subprocess.run(["mlflow", "run", str(REPO), "-e", "stages", "--env-manager", "local", "--experiment-name",
+                           "test", "-P", f"spec={path}", "-P", "promote=stage-model"],
+                          capture_output=True, text=True, env=subprocess_env(store), timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert [r.data.tags["tunelog.stage"] for r in stage_runs(store)] == ["general", "bokmal", "dialect"]
+    client = MlflowClient(store)
+    pipeline = client.search_runs([client.get_experiment_by_name("test").experiment_id],
+                                  "tags.`tunelog.kind` = 'pipeline'")[0]
+    assert "pipeline/baseline" in pipeline.data.metrics and "pipeline/final" in pipeline.data.metrics
+    champion = client.get_model_version_by_alias("stage-model", "champion")
+    final, base = pipeline.data.metrics["pipeline/final"], pipeline.data.metrics["pipeline/baseline"]
+    assert float(champion.tags["metric_value"]) == pytest.approx(min(final, base))  # whichever won

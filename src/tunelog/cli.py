@@ -241,9 +241,10 @@ def stages(spec_file: str, config: Optional[str], overrides: tuple[str, ...], fo
               help="Memory budget (default: the GPU's; required on the CPU).")
 @click.option("--quick", is_flag=True, help="About six candidates.")
 @click.option("--refine", is_flag=True, help="Measure the top three again before choosing.")
+@click.option("--exhaustive", is_flag=True, help="Measure every candidate (the slow baseline; for comparison).")
 @click.option("-o", "--output", default="train_best.sh", show_default=True, help="Where to write the training script.")
 def probe(spec_file: str, config: Optional[str], overrides: tuple[str, ...], force: bool, max_memory_gb, quick: bool,
-          refine: bool, output: str) -> None:
+          refine: bool, exhaustive: bool, output: str) -> None:
     """Find the fastest config of SPEC that fits in memory, on a worst-case batch.
 
     Example: tunelog probe examples/demo/demo.yaml --max-memory-gb 0.9
@@ -253,7 +254,8 @@ def probe(spec_file: str, config: Optional[str], overrides: tuple[str, ...], for
     from .probe import Probe
     from .tracking import Tracker
 
-    result = Probe(spec, Tracker(), max_memory_gb=max_memory_gb, quick=quick, refine=refine, echo=click.echo).run()
+    result = Probe(spec, Tracker(), max_memory_gb=max_memory_gb, quick=quick, refine=refine, echo=click.echo,
+                   exhaustive=exhaustive).run()
     s = result.summary()
     click.echo(f"{s['tested']} tested of {s['grid']}, {s['successful']} fit, {len(s['failed_oom'])} out of memory, "
                f"{len(s['skipped'])} skipped; probe run {result.run_id}")

@@ -6,7 +6,7 @@ then steps until the throughput estimate settles. A candidate that runs out of m
 Candidates that cannot fit are skipped before they run: anything at least as large in
 every memory knob as one that ran out, and anything the measured peaks (a line in batch
 size per group) predict over budget. Knobs that do not change memory (gradient
-accumulation) are tried only on the winner.
+accumulation) are tried only on the three fastest configs that fit.
 """
 from __future__ import annotations
 
@@ -35,6 +35,7 @@ MEMORY_KNOBS = {BATCH: 1, "lora.r": 1, "data.max_length": 1, "model.gradient_che
 DEFAULT_PARAMS = {BATCH: ParamSpec(type="categorical", choices=[1, 2, 4, 8, 16, 32, 64]),
                   "lora.r": ParamSpec(type="categorical", choices=[8, 16, 32])}
 QUICK_CANDIDATES = 6
+DECLINE = 0.9  # a group's batch walk stops once throughput falls below this share of its best
 
 
 @dataclass
@@ -105,9 +106,9 @@ def group_key(values: dict[str, Any], memory_only: bool = True) -> tuple:
 
 class Probe:
     def __init__(self, spec: Spec, tracker: Tracker, max_memory_gb: Optional[float] = None, quick: bool = False,
-                 refine: bool = False, echo: Callable[[str], None] = print):
+                 refine: bool = False, echo: Callable[[str], None] = print, exhaustive: bool = False):
         self.spec, self.tracker, self.quick, self.refine, self.echo = spec, tracker, quick, refine, echo
-        self.cfg = spec.probe or type("Defaults", (), {})()
+        self.exhaustive = exhaustive  # every candidate, no skipping: the slow baseline the search is judged against
         self.params = (spec.probe.params if spec.probe and spec.probe.params else DEFAULT_PARAMS)
         for name in self.params:
             if name not in spec.flat_params():
@@ -239,7 +240,7 @@ class Probe:
         known = [m for m in result.measured + result.skipped if m.values == values]
         if known:
             return known[0]
-        why = self.skip_reason(values, result.measured)
+        why = "" if self.exhaustive else self.skip_reason(values, result.measured)
         if why:
             result.skipped.append(Measurement(values, "skipped", why))
             self.echo(f"skip {values}: {why}")
@@ -252,6 +253,11 @@ class Probe:
         return m
 
     def _search(self, base, tokenizer, n_samples: int, result: ProbeResult, parent: str) -> None:
+        if self.exhaustive:
+            for values in grid(self.params):
+                self._try(base, tokenizer, values, n_samples, result, parent)
+            result.best = self._best(result)
+            return
         candidates, free = self.plan()
         defaults = {k: self.spec.flat_params()[k] for k in free}
         groups: dict[tuple, list[dict]] = {}
@@ -280,32 +286,39 @@ class Probe:
                     continue
                 if budget_left is not None:
                     budget_left -= 1
-                if best_here and m.samples_per_s < best_here.samples_per_s * (1 + self.stable):
-                    break  # throughput has stopped growing with the batch
+                if best_here and m.samples_per_s < best_here.samples_per_s * DECLINE:
+                    break  # throughput is clearly falling with the batch (a plateau is not enough: noise)
                 best_here = m if best_here is None or m.samples_per_s > best_here.samples_per_s else best_here
             if i == 0 and best_here is not None:
                 best_batch = best_here.values[BATCH]
         result.best = self._best(result)
         if result.best is not None and free:
-            for values in grid({k: self.params[k] for k in free}):  # accumulation and other free knobs: on the winner
-                self._try(base, tokenizer, {**result.best.values, **values}, n_samples, result, parent)
+            # accumulation and other knobs that leave memory alone still move throughput (fewer optimizer
+            # steps per sample): try them on the three fastest configs that fit
+            for top in self._top(result, 3):
+                for values in grid({k: self.params[k] for k in free}):
+                    self._try(base, tokenizer, {**top.values, **values}, n_samples, result, parent)
             result.best = self._best(result)
         if self.refine and result.best is not None:
             self._refine(base, tokenizer, n_samples, result, parent)
 
     def _refine(self, base, tokenizer, n_samples, result: ProbeResult, parent: str) -> None:
         """Measure the top three again and keep the best mean: less noise in the final pick."""
-        top = sorted((m for m in result.measured if m.outcome == "ok"), key=lambda m: -m.samples_per_s)[:3]
-        for m in top:
+        for m in self._top(result, 3):
             again = self.measure(base, tokenizer, m.values, n_samples)
             if again.outcome == "ok":
                 m.samples_per_s = (m.samples_per_s + again.samples_per_s) / 2
                 m.tokens_per_s = (m.tokens_per_s + again.tokens_per_s) / 2
         result.best = self._best(result)
 
-    def _best(self, result: ProbeResult) -> Optional[Measurement]:
+    def _top(self, result: ProbeResult, k: int) -> list[Measurement]:
+        """The k fastest measured candidates that fit the budget less headroom."""
         fits = [m for m in result.measured if m.outcome == "ok" and (self.limit is None or m.peak_gb <= self.limit)]
-        return max(fits, key=lambda m: m.samples_per_s) if fits else None
+        return sorted(fits, key=lambda m: -m.samples_per_s)[:k]
+
+    def _best(self, result: ProbeResult) -> Optional[Measurement]:
+        top = self._top(result, 1)
+        return top[0] if top else None
 
     # --- recording -----------------------------------------------------------------------
 

@@ -1,0 +1,70 @@
+"""Probe efficiency on the demo: `tunelog probe` against an exhaustive grid (`tunelog probe
+--exhaustive`) over the same space and memory budget, in one run of this script. Both are the
+same command in a fresh process (on the CPU the budget is the process's peak RSS, so both must
+have the same process shape), with the same measurement; only the search differs.
+
+Prints: the probe's pick over the grid's best, both read from the grid's own measurements so
+they carry the same noise (target >= 0.97); candidates run over the grid's (<= 1/3); wall time
+over the grid's (<= 1/3); and the spread between two measurements of one candidate (the
+probe's pick, measured by the grid and by the probe) as the noise floor.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from _common import REPO, temp_store, verdict
+
+SPEC = REPO / "examples/demo/demo.yaml"
+
+
+def probe_run(workdir: Path, *args: str) -> tuple[dict, float]:
+    """Run `tunelog probe` in a fresh process; returns its summary JSON and its wall time."""
+    from mlflow import MlflowClient
+
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "tunelog.cli", "probe", str(SPEC), "--force", "-o",
+                           str(workdir / "best.sh"), *args], capture_output=True, text=True, cwd=workdir,
+                          env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(proc.stderr[-2000:])
+    run_id = next(line.split("probe run ")[1].strip() for line in proc.stdout.splitlines() if "probe run " in line)
+    path = MlflowClient().download_artifacts(run_id, "probe_summary.json", tempfile.mkdtemp())
+    return json.loads(Path(path).read_text()), wall
+
+
+def main() -> None:
+    temp_store()
+    work = Path(tempfile.mkdtemp(prefix="tunelog-probe-bench-"))
+    scout, _ = probe_run(work, "--exhaustive")  # every candidate, no budget: peaks for choosing one
+    peaks = sorted(m["peak_mem_gb"] for m in scout["measured"])
+    budget = peaks[len(peaks) // 2] / 0.9  # about half the grid fits under the budget less 10% headroom
+    grid, grid_wall = probe_run(work, "--exhaustive", "--max-memory-gb", f"{budget:.4f}")
+    found, probe_wall = probe_run(work, "--max-memory-gb", f"{budget:.4f}")
+
+    limit = budget * 0.9  # the spec's default 10% headroom
+    fits = [m for m in grid["measured"] if m["outcome"] == "ok" and m["peak_mem_gb"] <= limit]
+    grid_best = max(fits, key=lambda m: m["samples_per_s"])
+    pick = found["best"]["config"]
+    pick_in_grid = next(m for m in grid["measured"] if m["config"] == pick)
+    spread = abs(pick_in_grid["samples_per_s"] - found["best"]["samples_per_s"]) / grid_best["samples_per_s"]
+    print(f"budget {budget:.3f} GB (limit {limit:.3f} with headroom); grid of {grid['grid']} candidates, "
+          f"{len(grid['failed_oom'])} out of memory, {len(fits)} fit")
+    print(f"grid best:  {grid_best['config']} {grid_best['samples_per_s']:.1f} samples/s; wall {grid_wall:.1f} s")
+    print(f"probe pick: {pick} {found['best']['samples_per_s']:.1f} samples/s (grid measured it at "
+          f"{pick_in_grid['samples_per_s']:.1f}); {found['tested']} run, {len(found['skipped'])} skipped; "
+          f"wall {probe_wall:.1f} s")
+    print(f"spread between two measurements of the probe's pick: {spread:.1%}")
+    print(verdict("probe_candidates_ratio", found["tested"] / grid["tested"], "<=", 0.333))
+    print(verdict("probe_wall_ratio", probe_wall / grid_wall, "<=", 0.333))
+    print(verdict("probe_best_ratio", pick_in_grid["samples_per_s"] / grid_best["samples_per_s"], ">=", 0.97))
+
+
+if __name__ == "__main__":
+    main()
