@@ -1,10 +1,8 @@
 """probe: a worst-case batch, OOM survived under a CPU memory budget, skips that say why, a script that runs."""
 import json
-import os
 import subprocess
 import sys
 
-import pytest
 from mlflow import MlflowClient
 
 from conftest import demo_raw, subprocess_env, write_spec

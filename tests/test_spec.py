@@ -1,10 +1,8 @@
 """The spec is validated once at the edge; bad input names the file, the field and what is accepted."""
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-import yaml
 
 from conftest import REPO, demo_raw, subprocess_env, write_spec
 from tunelog.errors import SpecError

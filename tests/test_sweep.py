@@ -1,5 +1,4 @@
 """sweep against a real MLflow store and a real Optuna study on SQLite, training the demo's tiny model."""
-import os
 import signal
 import subprocess
 import sys

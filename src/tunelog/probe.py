@@ -16,7 +16,6 @@ import math
 import shlex
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Optional
 
 import torch

@@ -12,7 +12,6 @@ import math
 import tempfile
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Iterator
 
 import torch
