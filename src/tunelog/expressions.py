@@ -15,6 +15,7 @@ import ast
 import math
 import operator
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Callable, Mapping
 
 
@@ -66,8 +67,12 @@ class Expression:
             raise ExpressionError(f"cannot evaluate {self.text!r}: {exc}") from None
 
 
+@lru_cache(maxsize=4096)
 def parse(text: str) -> Expression:
-    """Parse and check against the whitelist; raises ExpressionError with what is wrong."""
+    """Parse and check against the whitelist; raises ExpressionError with what is wrong.
+
+    Cached: sweeps check the same rules on every trial, and an Expression is never mutated.
+    """
     if not isinstance(text, str) or not text.strip():
         raise ExpressionError(f"expected an expression string, got {text!r}")
     try:

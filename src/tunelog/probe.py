@@ -122,11 +122,20 @@ class Probe:
         self.warmup = spec.probe.warmup_steps if spec.probe else 2
         self.max_steps = spec.probe.max_steps if spec.probe else 12
         self.stable = spec.probe.stable_within if spec.probe else 0.02
+        self._worst: dict[int, tuple[TokenizedData, int]] = {}
 
     # --- the worst case -------------------------------------------------------------
 
     def worst_case(self, tokenizer, max_length: int) -> tuple[TokenizedData, int]:
-        """The longest sample(s) by tokens (or by `probe.length_field`), and the training set's size."""
+        """The longest sample(s) by tokens (or by `probe.length_field`), and the training set's size.
+
+        Computed once per max_length: every candidate of a probe trains on the same batch.
+        """
+        if max_length not in self._worst:
+            self._worst[max_length] = self._find_worst(tokenizer, max_length)
+        return self._worst[max_length]
+
+    def _find_worst(self, tokenizer, max_length: int) -> tuple[TokenizedData, int]:
         texts = read_texts(self.spec, self.spec.data.train, "data.train")
         field_name = self.spec.probe.length_field if self.spec.probe else None
         if field_name:
@@ -230,7 +239,7 @@ class Probe:
             base = load_base_model(self.spec, tokenizer, self.device)
             for p in base.parameters():
                 p.requires_grad_(False)
-            n_samples = len(read_texts(self.spec, self.spec.data.train, "data.train"))
+            n_samples = self.worst_case(tokenizer, self.spec.data.max_length)[1]
             self._search(base, tokenizer, n_samples, result, run.run_id)
             self._report(run, result)
         return result

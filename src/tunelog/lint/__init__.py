@@ -114,8 +114,7 @@ def rule_env(facts: Facts) -> dict[str, Any]:
 def check_rule(rule: RuleSpec, env: dict[str, Any], source: str, where: str) -> Optional[bool]:
     """True when the rule is broken, False when kept, None when it names something `env` lacks."""
     texts = [t for t in [rule.reject, rule.if_, *rule.require] if t]
-    exprs = [parse(t) for t in texts]
-    if any(n not in env for e in exprs for n in e.names):
+    if any(n not in env for text in texts for n in parse(text).names):
         return None
     try:
         if rule.reject is not None:
