@@ -220,9 +220,13 @@ def test_mlflow_run_sweep_entry_point(tmp_path, store):
     search = {"n_trials": 2, "params": {"lora.r": {"type": "categorical", "choices": [4, 8]}}}
     path = write_spec(tmp_path / "m.yaml", sweep_raw(tmp_path, search))
     proc = subprocess.run(["mlflow", "run", str(REPO), "-e", "sweep", "--env-manager", "local",
-                           "--experiment-name", "test", "-P", f"spec={path}", "-P", "quick=false"],
+                           "--experiment-name", "test", "-P", f"spec={path}", "-P", "quick=false",
+                           "-P", f"changelog={tmp_path / 'CHANGELOG.md'}"],
                           capture_output=True, text=True, env=subprocess_env(store), timeout=300, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     sweep_runs = runs(store, **{"tunelog.kind": "sweep"})
     assert len(sweep_runs) == 1 and sweep_runs[0].info.status == "FINISHED"
     assert len(runs(store, **{"mlflow.parentRunId": sweep_runs[0].info.run_id})) == 2
+    champion = MlflowClient(store).get_model_version_by_alias("demo-lora", "champion")  # left behind: a champion
+    assert champion.run_id == sweep_runs[0].data.tags["tunelog.best_run_id"]
+    assert (tmp_path / "CHANGELOG.md").read_text().startswith("# Changelog: test")  # ...and the story

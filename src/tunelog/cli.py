@@ -73,9 +73,12 @@ def train(spec_file: str, config: Optional[str], overrides: tuple[str, ...], for
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Local worker processes.")
 @click.option("--refine-from", default=None, metavar="STUDY", help="Narrow the space around STUDY's best trials.")
 @click.option("--top-k", type=click.IntRange(min=1), default=5, show_default=True, help="Trials --refine-from keeps.")
+@click.option("--promote", "promote_to", default=None, metavar="MODEL", help="Register the best trial as MODEL.")
+@click.option("--changelog", "changelog_to", default=None, metavar="FILE", help="Write the experiment's changelog.")
 @click.option("--worker", is_flag=True, hidden=True)
 def sweep(spec_file: str, config: Optional[str], overrides: tuple[str, ...], force: bool, n_trials, timeout,
-          quick: bool, storage, study, workers: int, refine_from, top_k: int, worker: bool) -> None:
+          quick: bool, storage, study, workers: int, refine_from, top_k: int, promote_to: Optional[str],
+          changelog_to: Optional[str], worker: bool) -> None:
     """Run an Optuna study over SPEC's `search:` space; every trial is a child MLflow run.
 
     Rerunning the same command resumes the study; --workers N runs N local processes,
@@ -102,6 +105,21 @@ def sweep(spec_file: str, config: Optional[str], overrides: tuple[str, ...], for
     if summary.best_trial is not None:
         click.echo(f"best: trial {summary.best_trial} {spec.tracking.metric}={summary.best_value:.4f} "
                    f"{summary.best_params} (run {summary.best_run_id})")
+    _leave_behind(runner.tracker, spec.tracking.experiment, summary.best_run_id, promote_to, changelog_to)
+
+
+def _leave_behind(tracker, experiment: str, best_run_id: Optional[str], promote_to: Optional[str],
+                  changelog_to: Optional[str]) -> None:
+    """What a finished sweep or pipeline can leave: the winner registered, the story written."""
+    if promote_to and best_run_id:
+        from .promote import promote
+
+        click.echo(promote(tracker, tracker.get_run(best_run_id), promote_to).summary())
+    if changelog_to:
+        from . import changelog as cl
+
+        Path(changelog_to).write_text(cl.to_markdown(cl.collect_and_build(tracker, experiment)))
+        click.echo(f"wrote {changelog_to}")
 
 
 @cli.command()
