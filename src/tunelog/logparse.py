@@ -17,7 +17,7 @@ from typing import Iterable, Optional
 
 NUMBER = r"[-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?|[-+]?(?:nan|inf|NaN|Inf|infinity)"
 _PAIR = re.compile(rf"([A-Za-z_][\w./\-]*)\s*[=:]\s*({NUMBER})(?![\w.:/-])")
-_STEP = re.compile(r"\b(?:global_step|step|batch|iter(?:ation)?)\s*[=:#]?\s*(\d+)\b", re.I)
+_STEP = re.compile(r"\b(?:global_step|step|batch|iter(?:ation)?)\s*[=:#]?\s*(\d+)\b|\b(\d+)/\d+\s*\[", re.I)
 _TIME = re.compile(r"^\s*\[?(\d{4}-\d{2}-\d{2})[ T](\d{2}:\d{2}:\d{2})(?:[.,]\d+)?\]?\s*")
 _DICT = re.compile(r"\{[^{}]*\}")
 _RESULT = re.compile(rf"^\W*((?:final|best|test|result)\b[\w /-]*?)\s*[:=]\s*({NUMBER})\s*$", re.I)
@@ -80,8 +80,8 @@ class LogParser:
             if key.lower() in STEP_KEYS:
                 step = int(metrics.pop(key))
         if step is None and metrics:
-            match = _STEP.search(body)
-            step = int(match.group(1)) if match else None
+            match = _STEP.search(body)  # `step 5`, `batch 5`, or tqdm's `5/100 [`
+            step = int(match.group(1) or match.group(2)) if match else None
         return ms, step, metrics
 
     @staticmethod

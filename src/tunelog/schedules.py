@@ -76,8 +76,8 @@ def _progress(sched: Schedule, step: int) -> float:
     """
     anchor = max(sched.warmup_steps, 1)
     span = sched.total_steps - anchor
-    if span <= 0:
-        return 1.0
+    if span <= 0:  # training ends at (or before) the peak: there is no decay phase
+        return 0.0 if step <= anchor else 1.0
     return min(1.0, max(0.0, (step - anchor) / span))
 
 

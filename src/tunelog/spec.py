@@ -281,6 +281,32 @@ class ProbeSpec(_Section):
     stable_within: float = Field(0.02, gt=0)  # stop measuring once throughput moves less than this
 
 
+class TrainerSpec(_Section):
+    """Which trainer runs the config: the built-in `hf`, or the user's own script (`command`).
+
+    `argv` items may hold placeholders for any spec field (`{trainer.args.network_dim}`,
+    `{train.learning_rate}`) and `{output_dir}`; `args` holds the script's own knobs so
+    sweeps and probes can target them (`trainer.args.network_dim`).
+    """
+
+    type: Literal["hf", "command"] = "hf"
+    argv: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)
+    cwd: Optional[str] = None
+    args: dict[str, Any] = Field(default_factory=dict)
+    metrics_file: Optional[str] = None  # JSONL the script writes, relative to {output_dir}
+    patterns: list[str] = Field(default_factory=list)  # extra metric regexes (named groups key, value, step)
+    artifacts: list[str] = Field(default_factory=lambda: ["*.safetensors", "*.log"])
+    timeout: Optional[float] = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _argv(self) -> "TrainerSpec":
+        if self.type == "command" and not self.argv:
+            raise ValueError("trainer.argv is empty: give the command to run, e.g. [python, train.py, --lr, "
+                             "'{train.learning_rate}']")
+        return self
+
+
 class TrackingSpec(_Section):
     experiment: str = "tunelog"
     run_name: Optional[str] = None
@@ -317,6 +343,7 @@ class Spec(_Section):
     search: Optional[SearchSpec] = None
     pipeline: Optional[PipelineSpec] = None
     probe: Optional[ProbeSpec] = None
+    trainer: TrainerSpec = Field(default_factory=TrainerSpec)
     configs: dict[str, NamedConfig] = Field(default_factory=dict)
 
     # Set by load_spec, not by the YAML: where relative paths are resolved from,

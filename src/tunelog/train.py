@@ -64,6 +64,6 @@ def run_training(spec: Spec, tracker: Tracker, kind: str = "train", parent_run_i
         if on_start:
             on_start(run.run_id)
         record_spec(spec, run)
-        result = get_trainer("hf").train(spec, run, on_eval=on_eval)
+        result = get_trainer(spec.trainer.type).train(spec, run, on_eval=on_eval)
         run.set_outcome(result.outcome, result.reason)
         return run.run_id, result

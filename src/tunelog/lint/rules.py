@@ -49,6 +49,9 @@ def _lr(x: float) -> str:
 def peak_vs_configured(f: Facts) -> Iterator[Finding]:
     """A formula-driven schedule whose real peak is far from the learning_rate the spec states."""
     configured, peak = f.spec.train.learning_rate, f.peak
+    if peak <= 0:
+        yield Finding("peak-lr-mismatch", "error", "the schedule never rises above 0", "check train.schedule")
+        return
     ratio = peak / configured
     if max(ratio, 1 / ratio) < PEAK_RATIO_WARN:
         return

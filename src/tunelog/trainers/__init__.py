@@ -47,9 +47,11 @@ def get_trainer(name: str) -> Trainer:
 
 
 def _register_builtins() -> None:
+    from .command import CommandTrainer
     from .hf import HFTrainer
 
     register_trainer("hf", HFTrainer)
+    register_trainer("command", CommandTrainer)
 
 
 _register_builtins()

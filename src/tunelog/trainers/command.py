@@ -1,0 +1,158 @@
+"""The command trainer: the user's own training script, driven as it is.
+
+The argv is rendered from the spec (placeholders `{dotted.field}` and `{output_dir}`),
+each item one argument, never through a shell. Output is read line by line as it comes,
+metrics parsed by `logparse` (and read from a JSONL file when the spec names one) and
+logged to the run live. The script runs in its own process group, so a timeout, a
+divergence or a SIGTERM to tunelog stops it and everything it started.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+from ..errors import SpecError
+from ..logparse import LogParser
+from ..spec import Spec
+from ..tracking import RunLogger
+from . import EvalHook, Result
+
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_][\w.]*)\}")
+_OOM = re.compile(r"out of memory|OutOfMemoryError|CUBLAS_STATUS_ALLOC_FAILED|std::bad_alloc", re.I)
+
+
+def render_argv(spec: Spec, output_dir: Path) -> list[str]:
+    """Placeholders filled from the spec's fields; a name the spec lacks is a spec error naming it."""
+    values: dict[str, Any] = {**spec.flat_params(), "output_dir": str(output_dir), "python": sys.executable}
+    problems = []
+
+    def fill(match: re.Match) -> str:
+        name = match.group(1)
+        if name not in values:
+            problems.append(name)
+            return match.group(0)
+        return str(values[name])
+
+    argv = [_PLACEHOLDER.sub(fill, item) for item in spec.trainer.argv]
+    if problems:
+        raise SpecError(spec.source, [("trainer.argv", f"unknown placeholder(s) {', '.join(sorted(set(problems)))}; "
+                                                       f"use a spec field such as {{train.learning_rate}}, "
+                                                       f"{{trainer.args.NAME}}, {{output_dir}} or {{python}}")])
+    return argv
+
+
+class CommandTrainer:
+    """Registered as `command`."""
+
+    def train(self, spec: Spec, run: RunLogger, on_eval: Optional[EvalHook] = None) -> Result:
+        output_dir = Path(tempfile.mkdtemp(prefix="tunelog-cmd-"))
+        argv = render_argv(spec, output_dir)
+        run.log_params({"trainer.rendered_argv": json.dumps(argv)})
+        parser = LogParser(spec.trainer.patterns)
+        env = {**os.environ, **spec.trainer.env, "TUNELOG_OUTPUT_DIR": str(output_dir)}
+        cwd = str(spec.path(spec.trainer.cwd)) if spec.trainer.cwd else spec.base_dir
+        start = time.monotonic()
+        proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                bufsize=1, start_new_session=True)  # its own process group: stoppable as a whole
+        watch = _Watch(proc, spec.trainer.timeout)
+        final: dict[str, float] = {}
+        outcome, reason, oom_line, steps = "ok", "", "", 0
+        try:
+            for line in proc.stdout:  # type: ignore[union-attr]
+                if _OOM.search(line):
+                    oom_line = line.strip()[:300]
+                _, step, metrics = parser.parse_line(line)
+                if not metrics:
+                    continue
+                steps = max(steps, step or steps + 1)
+                run.log_metrics({k: v for k, v in metrics.items() if math.isfinite(v)}, step=step or steps)
+                final.update(metrics)
+                if any("loss" in k and not math.isfinite(v) for k, v in metrics.items()):
+                    outcome, reason = "diverged", f"non-finite loss at step {step or steps}: {line.strip()[:200]}"
+                    _stop(proc)
+                    break
+            code = proc.wait()
+        except BaseException:  # Ctrl-C, SIGTERM (TrainingInterrupted) or a crash here: the child goes too
+            _stop(proc)
+            raise
+        finally:
+            watch.cancel()
+        final.update(_metrics_file(spec, output_dir, run))
+        if watch.fired:
+            outcome, reason = "failed", f"timeout after {spec.trainer.timeout:g}s"
+        elif outcome == "ok" and code != 0:
+            outcome, reason = ("oom", oom_line) if oom_line else ("failed", f"exit code {code}")
+        self._artifacts(spec, output_dir, run)
+        final["train/seconds"] = time.monotonic() - start
+        return Result(outcome=outcome, reason=reason, steps=steps, metrics=final)
+
+    @staticmethod
+    def _artifacts(spec: Spec, output_dir: Path, run: RunLogger) -> None:
+        for pattern in spec.trainer.artifacts:
+            for path in sorted(output_dir.rglob(pattern)):
+                run.log_artifact(path, "outputs")
+
+
+def _metrics_file(spec: Spec, output_dir: Path, run: RunLogger) -> dict[str, float]:
+    """Metrics the script wrote as JSONL (`{"step": 10, "loss": 0.5}` per line)."""
+    if not spec.trainer.metrics_file:
+        return {}
+    path = output_dir / spec.trainer.metrics_file
+    final: dict[str, float] = {}
+    if path.is_file():
+        for number, line in enumerate(path.read_text().splitlines(), start=1):
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            step = int(record.pop("step", number))
+            numbers = {k: float(v) for k, v in record.items() if isinstance(v, (int, float))}
+            run.log_metrics({k: v for k, v in numbers.items() if math.isfinite(v)}, step=step)
+            final.update(numbers)
+    return final
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """SIGTERM to the child's whole process group, SIGKILL if it lingers."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    except ProcessLookupError:
+        pass
+
+
+class _Watch:
+    """Stops the child when its timeout passes."""
+
+    def __init__(self, proc: subprocess.Popen, timeout: Optional[float]):
+        self.fired = False
+        self._timer = threading.Timer(timeout, self._fire, args=(proc,)) if timeout else None
+        if self._timer:
+            self._timer.daemon = True
+            self._timer.start()
+
+    def _fire(self, proc: subprocess.Popen) -> None:
+        self.fired = True
+        _stop(proc)
+
+    def cancel(self) -> None:
+        if self._timer:
+            self._timer.cancel()
+
+
+__all__ = ["CommandTrainer", "render_argv"]
