@@ -101,7 +101,7 @@ def test_sweep_over_the_script_with_seven_rules(tmp_path, store):
     done = [t for t in study.trials if t.state == TrialState.COMPLETE]
     rejected = [t for t in study.trials if t.user_attrs.get("tunelog.outcome") == "rejected"]
     diverged = [t for t in study.trials if t.user_attrs.get("tunelog.outcome") == "diverged"]
-    assert done and rejected and len(study.trials) == 14
+    assert done and rejected and diverged and len(study.trials) == 14  # seeded: AdamW8bit at a high LR diverges
     assert len(spec.search.constraints) == 7
     for t in done:
         run = client.get_run(t.user_attrs["tunelog.run_id"])
