@@ -99,6 +99,7 @@ class LogParser:
         """Every metric line of a log; steps counted per key where the line names none."""
         log = ParsedLog()
         counters: dict[str, int] = {}
+        last: dict[str, int] = {}  # a key's steps only grow: a per-epoch tqdm bar restarts its N/M counter
         for line in lines:
             log.lines += 1
             ms, step, metrics = self.parse_line(line)
@@ -110,7 +111,11 @@ class LogParser:
             log.metric_lines += 1
             for key, value in metrics.items():
                 counters[key] = counters.get(key, 0) + 1
-                log.series.append((key, value, step if step is not None else counters[key], ms))
+                at = step if step is not None else counters[key]
+                if key in last and at <= last[key]:
+                    at = last[key] + 1
+                last[key] = at
+                log.series.append((key, value, at, ms))
         return log
 
 
