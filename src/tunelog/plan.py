@@ -51,3 +51,10 @@ def make_plan(spec: Spec, n_samples: int) -> TrainingPlan:
                         num_cycles=t.num_cycles, power=t.power, div_factor=t.div_factor)
     return TrainingPlan(n_samples=n_samples, effective_batch=t.batch_size * t.grad_accum,
                         steps_per_epoch=per_epoch, total_steps=total, schedule=schedule)
+
+
+def plan_for(spec: Spec) -> TrainingPlan:
+    """The plan of a spec as written: its training file's sample count read from disk."""
+    from .data import read_texts
+
+    return make_plan(spec, len(read_texts(spec, spec.data.train, "data.train")))

@@ -25,7 +25,7 @@ from . import tracking as t
 from .data import TokenizedData, read_texts, tokenize
 from .errors import SpecError
 from .model import add_lora, check_machine, load_base_model, load_tokenizer, pick_device
-from .spec import ParamSpec, Spec
+from .spec import ParamSpec, ProbeSpec, Spec
 from .tracking import Tracker
 
 BATCH = "train.batch_size"
@@ -108,20 +108,19 @@ class Probe:
                  refine: bool = False, echo: Callable[[str], None] = print, exhaustive: bool = False):
         self.spec, self.tracker, self.quick, self.refine, self.echo = spec, tracker, quick, refine, echo
         self.exhaustive = exhaustive  # every candidate, no skipping: the slow baseline the search is judged against
-        self.params = (spec.probe.params if spec.probe and spec.probe.params else DEFAULT_PARAMS)
+        self.cfg = spec.probe or ProbeSpec()  # the spec's probe section, its defaults when absent
+        self.params = self.cfg.params or DEFAULT_PARAMS
         for name in self.params:
             if name not in spec.flat_params():
                 raise SpecError(spec.source, [(f"probe.params.{name}", "not a spec field (e.g. train.batch_size, "
                                                                       "lora.r, model.gradient_checkpointing)")])
-        self.headroom = spec.probe.headroom if spec.probe else 0.1
+        self.headroom = self.cfg.headroom
         self.device = pick_device()
         if max_memory_gb is None and self.device.type == "cuda":
             max_memory_gb = torch.cuda.get_device_properties(self.device).total_memory / 1e9
         self.budget = max_memory_gb
         self.limit = max_memory_gb * (1 - self.headroom) if max_memory_gb else None
-        self.warmup = spec.probe.warmup_steps if spec.probe else 2
-        self.max_steps = spec.probe.max_steps if spec.probe else 12
-        self.stable = spec.probe.stable_within if spec.probe else 0.02
+        self.warmup, self.max_steps, self.stable = self.cfg.warmup_steps, self.cfg.max_steps, self.cfg.stable_within
         self._worst: dict[int, tuple[TokenizedData, int]] = {}
 
     # --- the worst case -------------------------------------------------------------
@@ -137,7 +136,7 @@ class Probe:
 
     def _find_worst(self, tokenizer, max_length: int) -> tuple[TokenizedData, int]:
         texts = read_texts(self.spec, self.spec.data.train, "data.train")
-        field_name = self.spec.probe.length_field if self.spec.probe else None
+        field_name = self.cfg.length_field
         if field_name:
             records = [json.loads(l) for l in self.spec.path(self.spec.data.train).read_text().splitlines() if l.strip()]
             longest = max(records, key=lambda r: float(r.get(field_name, 0)))[self.spec.data.text_field]

@@ -13,9 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from . import tracking as t
-from .data import read_texts
 from .errors import SpecError
-from .plan import make_plan
+from .plan import plan_for
 from .spec import Spec, StageSpec
 from .tracking import Tracker
 from .train import run_training
@@ -116,7 +115,7 @@ class Pipeline:
         steps = 0
         for i in range(len(self.spec.pipeline.stages)):  # type: ignore[union-attr]
             spec = stage_spec(self.spec, i, None)
-            steps += make_plan(spec, len(read_texts(spec, spec.data.train, "data.train"))).total_steps
+            steps += plan_for(spec).total_steps
         return steps
 
     def _baseline(self, pipeline_run: str) -> StageOutcome:

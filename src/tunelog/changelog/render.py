@@ -103,15 +103,20 @@ def entry_markdown(log: Changelog, e: Entry) -> str:
     return "\n".join(_entry(log, e)).rstrip() + "\n"
 
 
+def _vs_parent(e: Entry) -> str:
+    """` (+0.12 vs parent)` when both results are finite numbers, else nothing."""
+    if e.result is None or e.parent_result is None or not (math.isfinite(e.result) and math.isfinite(e.parent_result)):
+        return ""
+    delta = e.result - e.parent_result
+    return f" ({'+' if delta >= 0 else ''}{_num(delta)} vs parent)"
+
+
 def _entry(log: Changelog, e: Entry) -> list[str]:
     star = " (best)" if e.best else ""
-    out = [f"### {e.name}{star}", "", f"Outcome: {e.outcome}{f' ({e.reason})' if e.reason else ''}; "
-                                      f"{log.metric}: {_num(e.result)}"
-           + (f" ({'+' if (e.result or 0) >= (e.parent_result or 0) else ''}{_num((e.result or 0) - e.parent_result)}"
-              f" vs parent)" if e.result is not None and e.parent_result is not None
-              and math.isfinite(e.result) and math.isfinite(e.parent_result) else "")
-           + f"; duration {_duration(e.duration_s)}"
-           + (f"; peak memory {e.peak_mem_gb:.2f} GB" if e.peak_mem_gb is not None else ""), ""]
+    reason = f" ({e.reason})" if e.reason else ""
+    memory = f"; peak memory {e.peak_mem_gb:.2f} GB" if e.peak_mem_gb is not None else ""
+    out = [f"### {e.name}{star}", "", f"Outcome: {e.outcome}{reason}; {log.metric}: {_num(e.result)}"
+                                      f"{_vs_parent(e)}; duration {_duration(e.duration_s)}{memory}", ""]
     if e.parent_id is None:
         out += ["Baseline: no earlier run to compare with.", ""]
     elif e.lineage == "sweep":

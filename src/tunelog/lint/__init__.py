@@ -11,10 +11,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from ..data import read_texts
 from ..errors import SpecError
 from ..expressions import ExpressionError, parse
-from ..plan import TrainingPlan, make_plan
+from ..plan import TrainingPlan, plan_for
 from ..spec import RuleSpec, Spec
 
 SEVERITIES = ("error", "warning", "info")
@@ -92,8 +91,7 @@ def model_hidden_size(spec: Spec) -> Optional[int]:
 
 
 def facts_for(spec: Spec) -> Facts:
-    n = len(read_texts(spec, spec.data.train, "data.train"))
-    return Facts(spec=spec, plan=make_plan(spec, n), hidden_size=model_hidden_size(spec))
+    return Facts(spec=spec, plan=plan_for(spec), hidden_size=model_hidden_size(spec))
 
 
 def rule_env(facts: Facts) -> dict[str, Any]:
