@@ -1,6 +1,9 @@
 """Log parsing speed: lines per second through `LogParser.parse` on a mixed training log (tqdm
 progress lines with loss=, key=value lines, Hugging Face dict lines, and plain text), next to a
 plain baseline that only runs one key=value regex over the same lines. Target: 200,000 lines/s.
+
+The ratio to the plain regex is printed too: the absolute rate moves with the machine (on a shared
+2-core box the plain regex alone ranges 150,000-210,000 lines/s between runs), the ratio much less.
 """
 from __future__ import annotations
 

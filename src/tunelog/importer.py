@@ -102,7 +102,7 @@ def read_folder(folder: Path, parser: LogParser) -> Legacy:
         log_text = log_file.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise ValueError(f"log {log_file.name} is not text") from None
-    log = parser.parse(log_text.splitlines())
+    log = parser.parse_text(log_text)
     if not log.metric_lines:
         raise ValueError(f"log {log_file.name}: no metric lines in {log.lines} lines")
     note_file = _first(folder, NOTE_FILES)
