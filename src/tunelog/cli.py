@@ -280,8 +280,8 @@ def probe(spec_file: str, config: Optional[str], overrides: tuple[str, ...], for
     if result.best is None:
         raise TunelogError("no candidate fit in the memory budget: lower the batch sizes or raise --max-memory-gb")
     b = result.best
-    click.echo(f"best: {b.values}: {b.samples_per_s:.1f} samples/s, peak {b.peak_gb:.3f} GB, "
-               f"ETA {b.eta_s / 60:.1f} min")
+    eta = "unknown (no dataset size)" if b.eta_s is None else f"{b.eta_s / 60:.1f} min"
+    click.echo(f"best: {b.values}: {b.samples_per_s:.1f} samples/s, peak {b.peak_gb:.3f} GB, ETA {eta}")
     Path(output).write_text(result.script)
     Path(output).chmod(0o755)
     click.echo(f"wrote {output}")

@@ -7,6 +7,10 @@ Candidates that cannot fit are skipped before they run: anything at least as lar
 every memory knob as one that ran out, and anything the measured peaks (a line in batch
 size per group) predict over budget. Knobs that do not change memory (gradient
 accumulation) are tried only on the three fastest configs that fit.
+
+How a candidate is measured is a `Measurer`: `InProcess` here (the built-in trainer's model,
+loaded once) or `probe_command.CommandMeasurer` (the user's own script, run per candidate).
+The search, the skipping and the records are the same for both.
 """
 from __future__ import annotations
 
@@ -16,7 +20,8 @@ import math
 import shlex
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Optional
+from statistics import median
+from typing import Any, Callable, Optional, Protocol
 
 import torch
 
@@ -40,7 +45,7 @@ DECLINE = 0.9  # a group's batch walk stops once throughput falls below this sha
 @dataclass
 class Measurement:
     values: dict[str, Any]
-    outcome: str  # ok, oom, skipped
+    outcome: str  # ok, oom, failed (crashed, diverged, gave nothing to time), skipped
     reason: str = ""
     samples_per_s: float = 0.0
     tokens_per_s: float = 0.0
@@ -65,6 +70,7 @@ class ProbeResult:
                 "measured": [{"config": m.values, "outcome": m.outcome, "samples_per_s": m.samples_per_s,
                               "peak_mem_gb": m.peak_gb, "reason": m.reason} for m in self.measured],
                 "failed_oom": [m.values for m in self.measured if m.outcome == "oom"],
+                "failed": [{"config": m.values, "why": m.reason} for m in self.measured if m.outcome == "failed"],
                 "skipped": [{"config": m.values, "why": m.reason} for m in self.skipped],
                 "best": None if self.best is None else {
                     "config": self.best.values, "samples_per_s": self.best.samples_per_s,
@@ -87,70 +93,86 @@ def grid(params: dict[str, ParamSpec]) -> list[dict[str, Any]]:
     return [dict(zip(names, combo)) for combo in itertools.product(*(values_of(params[n]) for n in names))]
 
 
-def memory_rank(name: str, value: Any) -> float:
+def memory_rank(name: str, value: Any, knobs: dict[str, int] = MEMORY_KNOBS) -> float:
     """A knob's value on a scale where larger means more memory."""
-    direction = MEMORY_KNOBS.get(name, 0)
+    direction = knobs.get(name, 0)
     return float(value) * direction if direction else 0.0
 
 
-def at_least_as_large(a: dict[str, Any], b: dict[str, Any]) -> bool:
+def at_least_as_large(a: dict[str, Any], b: dict[str, Any], knobs: dict[str, int] = MEMORY_KNOBS) -> bool:
     """True when `a` needs at least the memory of `b` in every memory knob they share."""
-    return all(memory_rank(k, a[k]) >= memory_rank(k, b[k]) for k in a if k in MEMORY_KNOBS and k in b)
+    return all(memory_rank(k, a[k], knobs) >= memory_rank(k, b[k], knobs) for k in a if k in knobs and k in b)
 
 
-def group_key(values: dict[str, Any], memory_only: bool = True) -> tuple:
-    """Everything but the batch size (and, by default, knobs that do not touch memory)."""
-    return tuple(sorted((k, v) for k, v in values.items() if k != BATCH and (k in MEMORY_KNOBS or not memory_only)))
+def group_key(values: dict[str, Any], knobs: dict[str, int] = MEMORY_KNOBS) -> tuple:
+    """The memory knobs but the batch size: candidates that differ only in batch size share a group."""
+    return tuple(sorted((k, v) for k, v in values.items() if k != BATCH and k in knobs))
 
 
-class Probe:
-    def __init__(self, spec: Spec, tracker: Tracker, max_memory_gb: Optional[float] = None, quick: bool = False,
-                 refine: bool = False, echo: Callable[[str], None] = print, exhaustive: bool = False):
-        self.spec, self.tracker, self.quick, self.refine, self.echo = spec, tracker, quick, refine, echo
-        self.exhaustive = exhaustive  # every candidate, no skipping: the slow baseline the search is judged against
-        self.cfg = spec.probe or ProbeSpec()  # the spec's probe section, its defaults when absent
-        self.params = self.cfg.params or DEFAULT_PARAMS
-        for name in self.params:
-            if name not in spec.flat_params():
-                raise SpecError(spec.source, [(f"probe.params.{name}", "not a spec field (e.g. train.batch_size, "
-                                                                      "lora.r, model.gradient_checkpointing)")])
-        self.headroom = self.cfg.headroom
-        self.device = pick_device()
-        if max_memory_gb is None and self.device.type == "cuda":
-            max_memory_gb = torch.cuda.get_device_properties(self.device).total_memory / 1e9
-        self.budget = max_memory_gb
-        self.limit = max_memory_gb * (1 - self.headroom) if max_memory_gb else None
-        self.warmup, self.max_steps, self.stable = self.cfg.warmup_steps, self.cfg.max_steps, self.cfg.stable_within
+class Measurer(Protocol):
+    """Measures one candidate; `prepare` runs once per probe (loads what can be shared)."""
+
+    def prepare(self) -> Optional[int]:
+        """Sets up once; returns the training set's size (for the ETA) where known."""
+
+    def measure(self, values: dict[str, Any]) -> Measurement: ...
+
+    def command(self, best: Measurement) -> str:
+        """A ready-to-run shell command that trains with the winner's settings."""
+
+
+def eta_seconds(spec: Spec, samples_per_s: float, n_samples: Optional[int]) -> Optional[float]:
+    """The full training's time at this throughput: max_steps x samples per step, else dataset x epochs."""
+    per_step = spec.train.batch_size * spec.train.grad_accum
+    if spec.train.max_steps:
+        return spec.train.max_steps * per_step / samples_per_s
+    if n_samples is None:
+        return None
+    return n_samples * (spec.train.epochs or 1.0) / samples_per_s
+
+
+class InProcess:
+    """The built-in trainer's candidates, measured in this process on one loaded base model."""
+
+    def __init__(self, probe: "Probe"):
+        self.probe, self.spec, self.cfg, self.device = probe, probe.spec, probe.cfg, probe.device
         self._worst: dict[int, tuple[TokenizedData, int]] = {}
+        self.base = self.tokenizer = None
+        self.n_samples: Optional[int] = None
 
-    # --- the worst case -------------------------------------------------------------
+    def prepare(self) -> Optional[int]:
+        check_machine(self.spec, self.device)
+        self.tokenizer = load_tokenizer(self.spec)
+        self.base = load_base_model(self.spec, self.tokenizer, self.device)
+        for p in self.base.parameters():
+            p.requires_grad_(False)
+        self.n_samples = self.worst_case(self.spec.data.max_length)[1]
+        return self.n_samples
 
-    def worst_case(self, tokenizer, max_length: int) -> tuple[TokenizedData, int]:
+    def worst_case(self, max_length: int) -> tuple[TokenizedData, int]:
         """The longest sample(s) by tokens (or by `probe.length_field`), and the training set's size.
 
         Computed once per max_length: every candidate of a probe trains on the same batch.
         """
         if max_length not in self._worst:
-            self._worst[max_length] = self._find_worst(tokenizer, max_length)
+            self._worst[max_length] = self._find_worst(max_length)
         return self._worst[max_length]
 
-    def _find_worst(self, tokenizer, max_length: int) -> tuple[TokenizedData, int]:
+    def _find_worst(self, max_length: int) -> tuple[TokenizedData, int]:
         texts = read_texts(self.spec, self.spec.data.train, "data.train")
         field_name = self.cfg.length_field
         if field_name:
             records = [json.loads(l) for l in self.spec.path(self.spec.data.train).read_text().splitlines() if l.strip()]
             longest = max(records, key=lambda r: float(r.get(field_name, 0)))[self.spec.data.text_field]
-            data = tokenize([longest], tokenizer, max_length)
+            data = tokenize([longest], self.tokenizer, max_length)
         else:
-            data = tokenize(texts, tokenizer, max_length)
+            data = tokenize(texts, self.tokenizer, max_length)
             data.samples = [max(data.samples, key=len)]
         return data, len(texts)
 
-    # --- one candidate ----------------------------------------------------------------
-
-    def measure(self, base, tokenizer, values: dict[str, Any], n_samples: int) -> Measurement:
-        spec = self.spec.with_overrides(values, "probe candidate")
-        data, _ = self.worst_case(tokenizer, spec.data.max_length)
+    def measure(self, values: dict[str, Any]) -> Measurement:
+        spec, base, budget = self.spec.with_overrides(values, "probe candidate"), self.base, self.probe.budget
+        data, _ = self.worst_case(spec.data.max_length)
         batch = {k: v.to(self.device) for k, v in data.collate([0] * spec.train.batch_size).items()}
         tokens = int(batch["attention_mask"].sum())
         model = optimizer = None
@@ -164,7 +186,7 @@ class Probe:
             params = [p for p in model.parameters() if p.requires_grad]
             optimizer = torch.optim.AdamW(params, lr=spec.train.learning_rate)
             times: list[float] = []
-            for step in range(self.warmup + self.max_steps):
+            for step in range(self.cfg.warmup_steps + self.cfg.max_steps):
                 start = time.perf_counter()
                 for _ in range(spec.train.grad_accum):
                     (model(**batch).loss / spec.train.grad_accum).backward()
@@ -172,21 +194,18 @@ class Probe:
                 optimizer.zero_grad(set_to_none=True)
                 if self.device.type == "cuda":
                     torch.cuda.synchronize()
-                if step >= self.warmup:
+                if step >= self.cfg.warmup_steps:
                     times.append(time.perf_counter() - start)
                 peak = memory.peak_gb(self.device)
-                if self.budget is not None and peak > self.budget:
-                    return Measurement(values, "oom", f"peak {peak:.3f} GB above the {self.budget:g} GB budget",
+                if budget is not None and peak > budget:
+                    return Measurement(values, "oom", f"peak {peak:.3f} GB above the {budget:g} GB budget",
                                        peak_gb=peak, steps=step + 1)
-                if len(times) >= 6 and _settled(times, self.stable):
+                if len(times) >= 6 and _settled(times, self.cfg.stable_within):
                     break
-            per_step = sorted(times)[len(times) // 2]  # the median step: robust to a stray slow one
-            samples = spec.train.batch_size * spec.train.grad_accum
-            sps = samples / per_step
-            epochs = spec.train.epochs or 1.0
-            eta = (spec.train.max_steps * samples if spec.train.max_steps else n_samples * epochs) / sps
+            per_step = median(times)  # robust to a stray slow step
+            sps = spec.train.batch_size * spec.train.grad_accum / per_step
             return Measurement(values, "ok", "", sps, tokens * spec.train.grad_accum / per_step,
-                               memory.peak_gb(self.device), eta, len(times))
+                               memory.peak_gb(self.device), eta_seconds(spec, sps, self.n_samples), len(times))
         except (torch.OutOfMemoryError, MemoryError) as exc:
             return Measurement(values, "oom", str(exc).splitlines()[0][:200], peak_gb=memory.peak_gb(self.device))
         finally:
@@ -198,11 +217,47 @@ class Probe:
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
 
+    def command(self, best: Measurement) -> str:
+        """`tunelog train` with the winner's settings, every value shell-quoted."""
+        sets = " ".join(f"--set {shlex.quote(f'{k}={v}')}" for k, v in sorted(best.values.items()))
+        return f"tunelog train {shlex.quote(self.spec.source)} {sets}\n"
+
+
+class Probe:
+    def __init__(self, spec: Spec, tracker: Tracker, max_memory_gb: Optional[float] = None, quick: bool = False,
+                 refine: bool = False, echo: Callable[[str], None] = print, exhaustive: bool = False):
+        self.spec, self.tracker, self.quick, self.refine, self.echo = spec, tracker, quick, refine, echo
+        self.exhaustive = exhaustive  # every candidate, no skipping: the slow baseline the search is judged against
+        self.cfg = spec.probe or ProbeSpec()  # the spec's probe section, its defaults when absent
+        self.knobs = {**MEMORY_KNOBS, **{name: 1 for name in self.cfg.memory_knobs}}
+        self.params = self.cfg.params or DEFAULT_PARAMS
+        if spec.trainer.type == "command" and not self.cfg.params:
+            self.params = {BATCH: DEFAULT_PARAMS[BATCH]}  # the script's own knobs are the user's to name
+        for name in self.params:
+            if name not in spec.flat_params():
+                raise SpecError(spec.source, [(f"probe.params.{name}", "not a spec field (e.g. train.batch_size, "
+                                                                      "lora.r, model.gradient_checkpointing)")])
+        self.headroom = self.cfg.headroom
+        self.device = pick_device()
+        if max_memory_gb is None and self.device.type == "cuda":
+            max_memory_gb = torch.cuda.get_device_properties(self.device).total_memory / 1e9
+        self.budget = max_memory_gb
+        self.limit = max_memory_gb * (1 - self.headroom) if max_memory_gb else None
+        if spec.trainer.type == "command":
+            from .probe_command import CommandMeasurer
+
+            self.measurer: Measurer = CommandMeasurer(self)
+        else:
+            self.measurer = InProcess(self)
+
+    def measure(self, values: dict[str, Any]) -> Measurement:
+        return self.measurer.measure(values)
+
     # --- choosing what to run -----------------------------------------------------------
 
     def skip_reason(self, values: dict[str, Any], done: list[Measurement]) -> str:
         for m in done:
-            if m.outcome == "oom" and at_least_as_large(values, m.values):
+            if m.outcome == "oom" and at_least_as_large(values, m.values, self.knobs):
                 return f"at least as large in every memory knob as {m.values}, which ran out of memory"
         predicted = self.predict_peak(values, done)
         if predicted is not None and self.limit is not None and predicted > self.limit:
@@ -211,7 +266,7 @@ class Probe:
         return ""
 
     def predict_peak(self, values: dict[str, Any], done: list[Measurement]) -> Optional[float]:
-        same = [m for m in done if m.outcome == "ok" and group_key(m.values) == group_key(values)]
+        same = [m for m in done if m.outcome == "ok" and group_key(m.values, self.knobs) == group_key(values, self.knobs)]
         if len(same) < 3:  # a line through two points is too weak a reason to skip a candidate
             return None
         xs = [float(m.values[BATCH]) for m in same]
@@ -223,27 +278,22 @@ class Probe:
 
     def plan(self) -> tuple[list[dict[str, Any]], list[str]]:
         """The memory-knob groups in ascending memory, and the knobs that do not touch memory."""
-        memory_params = {k: v for k, v in self.params.items() if k in MEMORY_KNOBS}
-        free = [k for k in self.params if k not in MEMORY_KNOBS]
+        memory_params = {k: v for k, v in self.params.items() if k in self.knobs}
+        free = [k for k in self.params if k not in self.knobs]
         if BATCH not in memory_params:
             raise SpecError(self.spec.source, [("probe.params", "must include train.batch_size")])
         return grid(memory_params), free
 
     def run(self) -> ProbeResult:
-        check_machine(self.spec, self.device)
         tags = {t.TAG_KIND: "probe", t.TAG_NAME: f"probe-{self.spec.tracking.experiment}"}
         with self.tracker.run(self.spec.tracking.experiment, run_name=tags[t.TAG_NAME], tags=tags) as run:
             result = ProbeResult(run_id=run.run_id, grid_size=len(grid(self.params)))
-            tokenizer = load_tokenizer(self.spec)
-            base = load_base_model(self.spec, tokenizer, self.device)
-            for p in base.parameters():
-                p.requires_grad_(False)
-            n_samples = self.worst_case(tokenizer, self.spec.data.max_length)[1]
-            self._search(base, tokenizer, n_samples, result, run.run_id)
+            self.measurer.prepare()
+            self._search(result, run.run_id)
             self._report(run, result)
         return result
 
-    def _try(self, base, tokenizer, values, n_samples, result: ProbeResult, parent: str) -> Optional[Measurement]:
+    def _try(self, values: dict[str, Any], result: ProbeResult, parent: str) -> Optional[Measurement]:
         known = [m for m in result.measured + result.skipped if m.values == values]
         if known:
             return known[0]
@@ -252,25 +302,25 @@ class Probe:
             result.skipped.append(Measurement(values, "skipped", why))
             self.echo(f"skip {values}: {why}")
             return None
-        m = self.measure(base, tokenizer, values, n_samples)
+        m = self.measure(values)
         m.run_id = self._log_candidate(m, parent)
         result.measured.append(m)
         self.echo(f"{m.outcome:<4} {values}: {m.samples_per_s:.1f} samples/s, peak {m.peak_gb:.3f} GB"
                   + (f" ({m.reason})" if m.reason else ""))
         return m
 
-    def _search(self, base, tokenizer, n_samples: int, result: ProbeResult, parent: str) -> None:
+    def _search(self, result: ProbeResult, parent: str) -> None:
         if self.exhaustive:
             for values in grid(self.params):
-                self._try(base, tokenizer, values, n_samples, result, parent)
+                self._try(values, result, parent)
             result.best = self._best(result)
             return
         candidates, free = self.plan()
         defaults = {k: self.spec.flat_params()[k] for k in free}
         groups: dict[tuple, list[dict]] = {}
         for c in candidates:
-            groups.setdefault(group_key(c), []).append(c)
-        ordered = sorted(groups.values(), key=lambda g: [memory_rank(k, v) for k, v in sorted(g[0].items())
+            groups.setdefault(group_key(c, self.knobs), []).append(c)
+        ordered = sorted(groups.values(), key=lambda g: [memory_rank(k, v, self.knobs) for k, v in sorted(g[0].items())
                                                         if k != BATCH])
         budget_left = QUICK_CANDIDATES if self.quick else None
         best_batch: Optional[int] = None
@@ -284,7 +334,7 @@ class Probe:
             for values in group:
                 if budget_left is not None and budget_left <= 0:
                     break
-                m = self._try(base, tokenizer, {**values, **defaults}, n_samples, result, parent)
+                m = self._try({**values, **defaults}, result, parent)
                 if m is None or m.outcome != "ok":
                     if m is not None and budget_left is not None:
                         budget_left -= 1
@@ -304,15 +354,15 @@ class Probe:
             # steps per sample): try them on the three fastest configs that fit
             for top in self._top(result, 3):
                 for values in grid({k: self.params[k] for k in free}):
-                    self._try(base, tokenizer, {**top.values, **values}, n_samples, result, parent)
+                    self._try({**top.values, **values}, result, parent)
             result.best = self._best(result)
         if self.refine and result.best is not None:
-            self._refine(base, tokenizer, n_samples, result, parent)
+            self._refine(base, tokenizer, result, parent)
 
-    def _refine(self, base, tokenizer, n_samples, result: ProbeResult, parent: str) -> None:
+    def _refine(self, result: ProbeResult, parent: str) -> None:
         """Measure the top three again and keep the best mean: less noise in the final pick."""
         for m in self._top(result, 3):
-            again = self.measure(base, tokenizer, m.values, n_samples)
+            again = self.measure(m.values)
             if again.outcome == "ok":
                 m.samples_per_s = (m.samples_per_s + again.samples_per_s) / 2
                 m.tokens_per_s = (m.tokens_per_s + again.tokens_per_s) / 2
@@ -331,7 +381,7 @@ class Probe:
 
     def _log_candidate(self, m: Measurement, parent: str) -> str:
         tags = {t.TAG_KIND: "probe", t.TAG_NAME: " ".join(f"{k}={v}" for k, v in m.values.items()),
-                t.TAG_OUTCOME: "ok" if m.outcome == "ok" else "oom", t.TAG_REASON: m.reason}
+                t.TAG_OUTCOME: m.outcome, t.TAG_REASON: m.reason}
         now = int(time.time() * 1000)
         metrics = [("perf/samples_per_s", m.samples_per_s, now, 0), ("perf/tokens_per_s", m.tokens_per_s, now, 0),
                    ("perf/peak_mem_gb", m.peak_gb, now, 0)]
@@ -339,11 +389,6 @@ class Probe:
             metrics.append(("perf/eta_s", m.eta_s, now, 0))
         return self.tracker.create_finished_run(self.spec.tracking.experiment, tags[t.TAG_NAME], now, now, "FINISHED",
                                                 m.values, {**tags, t.TAG_PARENT: parent}, metrics)
-
-    def command(self, best: Measurement) -> str:
-        """A ready-to-run training command with the winner's settings, every value shell-quoted."""
-        sets = " ".join(f"--set {shlex.quote(f'{k}={v}')}" for k, v in sorted(best.values.items()))
-        return f"tunelog train {shlex.quote(self.spec.source)} {sets}\n"
 
     def _report(self, run: t.RunLogger, result: ProbeResult) -> None:
         from . import plots
@@ -354,7 +399,7 @@ class Probe:
                        f"{t.PLOTS_ARTIFACT}/throughput_memory.png")
         if result.best is not None:
             result.script = "#!/usr/bin/env bash\n# the fastest config that fit, found by tunelog probe\n" + \
-                self.command(result.best)
+                self.measurer.command(result.best)
             run.log_text(result.script, "train_best.sh")
             run.log_metrics({"probe/best_samples_per_s": result.best.samples_per_s,
                              "probe/best_peak_mem_gb": result.best.peak_gb})

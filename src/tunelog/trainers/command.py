@@ -18,11 +18,13 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from ..errors import SpecError
 from ..logparse import LogParser
+from ..memory import ProcessTreeMemory
 from ..spec import Spec
 from ..tracking import RunLogger
 from . import EvalHook, Result
@@ -31,8 +33,11 @@ _PLACEHOLDER = re.compile(r"\{([A-Za-z_][\w.]*)\}")
 _OOM = re.compile(r"out of memory|OutOfMemoryError|CUBLAS_STATUS_ALLOC_FAILED|std::bad_alloc", re.I)
 
 
-def render_argv(spec: Spec, output_dir: Path) -> list[str]:
-    """Placeholders filled from the spec's fields; a name the spec lacks is a spec error naming it."""
+def render_argv(spec: Spec, output_dir: Path, argv: Optional[list[str]] = None) -> list[str]:
+    """Placeholders filled from the spec's fields; a name the spec lacks is a spec error naming it.
+
+    Each item stays one argument whatever its value holds (blanks, quotes, `;`): nothing goes through a
+    shell, so a value cannot split into two arguments or run anything."""
     values: dict[str, Any] = {**spec.flat_params(), "output_dir": str(output_dir), "python": sys.executable}
     problems = []
 
@@ -43,12 +48,76 @@ def render_argv(spec: Spec, output_dir: Path) -> list[str]:
             return match.group(0)
         return str(values[name])
 
-    argv = [_PLACEHOLDER.sub(fill, item) for item in spec.trainer.argv]
+    rendered = [_PLACEHOLDER.sub(fill, item) for item in (spec.trainer.argv if argv is None else argv)]
     if problems:
         raise SpecError(spec.source, [("trainer.argv", f"unknown placeholder(s) {', '.join(sorted(set(problems)))}; "
                                                        f"use a spec field such as {{train.learning_rate}}, "
                                                        f"{{trainer.args.NAME}}, {{output_dir}} or {{python}}")])
-    return argv
+    return rendered
+
+
+@dataclass
+class Ran:
+    """How one execution of the user's command ended."""
+
+    outcome: str  # ok, oom, diverged, failed
+    reason: str
+    steps: int
+    final: dict[str, float]
+    seconds: float
+    peak_gb: float = 0.0  # the process tree's peak: GPU memory where it used the GPU, else RSS (sampled)
+
+
+LineHook = Callable[[Optional[int], dict[str, float]], None]
+"""Called with (step, metrics) for each metric line as the script prints it."""
+
+
+def run_command(spec: Spec, argv: list[str], output_dir: Path, on_metrics: LineHook,
+                memory_budget_gb: Optional[float] = None) -> Ran:
+    """Runs the script to its end (or a stop), parsing its output live and sampling its memory.
+
+    With `memory_budget_gb` (the probe's budget) a script whose process tree goes over it is stopped
+    and its outcome is oom, as if the GPU had run out.
+    """
+    parser = LogParser(spec.trainer.patterns)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1",  # lines as they happen: live metrics and step timing
+           **spec.trainer.env, "TUNELOG_OUTPUT_DIR": str(output_dir)}
+    cwd = str(spec.path(spec.trainer.cwd)) if spec.trainer.cwd else spec.base_dir
+    start = time.monotonic()
+    proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            bufsize=1, start_new_session=True)  # its own process group: stoppable as a whole
+    watch = _Watch(proc, spec.trainer.timeout)
+    sampler = ProcessTreeMemory(proc.pid, memory_budget_gb, on_over=lambda: _stop(proc))
+    final: dict[str, float] = {}
+    outcome, reason, oom_line, steps = "ok", "", "", 0
+    try:
+        for line in proc.stdout:  # type: ignore[union-attr]
+            if _OOM.search(line):
+                oom_line = line.strip()[:300]
+            _, step, metrics = parser.parse_line(line)
+            if not metrics:
+                continue
+            steps = max(steps, step or steps + 1)
+            on_metrics(step or steps, metrics)
+            final.update(metrics)
+            if any("loss" in k and not math.isfinite(v) for k, v in metrics.items()):
+                outcome, reason = "diverged", f"non-finite loss at step {step or steps}: {line.strip()[:200]}"
+                _stop(proc)
+                break
+        code = proc.wait()
+    except BaseException:  # Ctrl-C, SIGTERM (TrainingInterrupted) or a crash here: the child goes too
+        _stop(proc)
+        raise
+    finally:
+        watch.cancel()
+        sampler.stop()
+    if sampler.over:
+        outcome, reason = "oom", sampler.over
+    elif watch.fired:
+        outcome, reason = "failed", f"timeout after {spec.trainer.timeout:g}s"
+    elif outcome == "ok" and code != 0:
+        outcome, reason = ("oom", oom_line) if oom_line else ("failed", f"exit code {code}")
+    return Ran(outcome, reason, steps, final, time.monotonic() - start, sampler.peak_gb)
 
 
 class CommandTrainer:
@@ -58,43 +127,17 @@ class CommandTrainer:
         output_dir = Path(tempfile.mkdtemp(prefix="tunelog-cmd-"))
         argv = render_argv(spec, output_dir)
         run.log_params({"trainer.rendered_argv": json.dumps(argv)})
-        parser = LogParser(spec.trainer.patterns)
-        env = {**os.environ, **spec.trainer.env, "TUNELOG_OUTPUT_DIR": str(output_dir)}
-        cwd = str(spec.path(spec.trainer.cwd)) if spec.trainer.cwd else spec.base_dir
-        start = time.monotonic()
-        proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                bufsize=1, start_new_session=True)  # its own process group: stoppable as a whole
-        watch = _Watch(proc, spec.trainer.timeout)
-        final: dict[str, float] = {}
-        outcome, reason, oom_line, steps = "ok", "", "", 0
-        try:
-            for line in proc.stdout:  # type: ignore[union-attr]
-                if _OOM.search(line):
-                    oom_line = line.strip()[:300]
-                _, step, metrics = parser.parse_line(line)
-                if not metrics:
-                    continue
-                steps = max(steps, step or steps + 1)
-                run.log_metrics({k: v for k, v in metrics.items() if math.isfinite(v)}, step=step or steps)
-                final.update(metrics)
-                if any("loss" in k and not math.isfinite(v) for k, v in metrics.items()):
-                    outcome, reason = "diverged", f"non-finite loss at step {step or steps}: {line.strip()[:200]}"
-                    _stop(proc)
-                    break
-            code = proc.wait()
-        except BaseException:  # Ctrl-C, SIGTERM (TrainingInterrupted) or a crash here: the child goes too
-            _stop(proc)
-            raise
-        finally:
-            watch.cancel()
-        final.update(_metrics_file(spec, output_dir, run))
-        if watch.fired:
-            outcome, reason = "failed", f"timeout after {spec.trainer.timeout:g}s"
-        elif outcome == "ok" and code != 0:
-            outcome, reason = ("oom", oom_line) if oom_line else ("failed", f"exit code {code}")
+
+        def log(step: Optional[int], metrics: dict[str, float]) -> None:
+            run.log_metrics({k: v for k, v in metrics.items() if math.isfinite(v)}, step=step)
+
+        ran = run_command(spec, argv, output_dir, log)
+        final = {**ran.final, **_metrics_file(spec, output_dir, run)}
         self._artifacts(spec, output_dir, run)
-        final["train/seconds"] = time.monotonic() - start
-        return Result(outcome=outcome, reason=reason, steps=steps, metrics=final)
+        totals = {"train/seconds": ran.seconds, "perf/peak_mem_gb": ran.peak_gb}
+        run.log_metrics(totals)
+        final.update(totals)
+        return Result(outcome=ran.outcome, reason=ran.reason, steps=ran.steps, metrics=final)
 
     @staticmethod
     def _artifacts(spec: Spec, output_dir: Path, run: RunLogger) -> None:
@@ -155,4 +198,4 @@ class _Watch:
             self._timer.cancel()
 
 
-__all__ = ["CommandTrainer", "render_argv"]
+__all__ = ["CommandTrainer", "Ran", "render_argv", "run_command"]
