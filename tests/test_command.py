@@ -67,6 +67,23 @@ def test_unknown_placeholder_is_a_spec_error(tmp_path, store):
         raise AssertionError("expected a SpecError")
 
 
+def test_values_stay_one_argument_and_are_shell_quoted_inside_a_shell_script(tmp_path, store):
+    from tunelog.trainers.command import render_argv
+
+    hostile = "a b; touch pwned 'x'"
+    spec = example(tmp_path).with_overrides({"trainer.args.optimizer": hostile})
+    argv = render_argv(spec.model_copy(update={"trainer": spec.trainer.model_copy(update={
+        "argv": ["echo", "--optimizer_type", "{trainer.args.optimizer}"]})}), tmp_path)
+    assert argv == ["echo", "--optimizer_type", hostile]  # one item, as it is: no shell will read it
+    shell = spec.model_copy(update={"trainer": spec.trainer.model_copy(update={
+        "argv": ["bash", "-c", "printf %s {trainer.args.optimizer} > {output_dir}/seen.txt"]})})
+    _, result = run_training(shell, Tracker())
+    assert result.outcome == "ok" and not (tmp_path / "pwned").exists() and not Path("pwned").exists()
+    rendered = render_argv(shell, tmp_path)
+    subprocess.run(rendered, check=True, cwd=tmp_path)
+    assert (tmp_path / "seen.txt").read_text() == hostile  # bash read the value back as one quoted word
+
+
 def test_sigterm_to_tunelog_stops_the_script_and_kills_the_run(tmp_path, store):
     pid_file = tmp_path / "child.pid"
     spec = example(tmp_path, sleep=0.5, pid_file=pid_file)

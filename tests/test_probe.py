@@ -85,3 +85,36 @@ def test_probe_survives_oom_and_writes_a_script_that_runs(tmp_path, store):
     best = summary["best"]["config"]
     trained = client.search_runs([exp], "tags.`tunelog.kind` = 'train'")[0]
     assert trained.data.params["train.batch_size"] == str(best["train.batch_size"])
+
+
+def test_gradient_checkpointing_is_not_skipped_after_an_oom_without_it(tmp_path, store):
+    """Checkpointing lowers memory: after batch 64 ran out without it, batch 64 with it still deserves a try."""
+    raw = probe_raw()
+    raw["probe"]["params"]["model.gradient_checkpointing"] = {"type": "categorical", "choices": [False, True]}
+    probe = Probe(load_spec(write_spec(tmp_path / "p.yaml", raw)), Tracker(), max_memory_gb=1.0, echo=lambda s: None)
+    oom = Measurement({"train.batch_size": 64, "lora.r": 4, "model.gradient_checkpointing": False}, "oom")
+    assert probe.skip_reason({"train.batch_size": 64, "lora.r": 4, "model.gradient_checkpointing": True}, [oom]) == ""
+    assert "ran out of memory" in probe.skip_reason(
+        {"train.batch_size": 128, "lora.r": 4, "model.gradient_checkpointing": False}, [oom])
+
+
+def test_length_field_and_max_length_shape_the_worst_case_batch(tmp_path, store):
+    """The worst case is the longest sample by the named field (audio seconds), cut at each candidate's max_length."""
+    rows = [{"text": "kort", "seconds": 9.5},  # few tokens, but the longest audio: the worst case by seconds
+            {"text": " ".join(["ein lang tekst med mange ord"] * 6), "seconds": 1.0},
+            {"text": "middels lang tekst", "seconds": 3.0}]
+    data = tmp_path / "train.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    raw = probe_raw()
+    raw["data"].update({"train": str(data), "format": "jsonl", "text_field": "text"})
+    raw["probe"]["length_field"] = "seconds"
+    probe = Probe(load_spec(write_spec(tmp_path / "p.yaml", raw)), Tracker(), echo=lambda s: None)
+    probe.measurer.prepare()
+    by_seconds, n = probe.measurer.worst_case(64)
+    assert n == 3 and probe.measurer.tokenizer.decode(by_seconds.samples[0], skip_special_tokens=True).strip() == "kort"
+    raw["probe"]["length_field"] = None  # by tokens: the long text, cut at max_length
+    probe = Probe(load_spec(write_spec(tmp_path / "q.yaml", raw)), Tracker(), echo=lambda s: None)
+    probe.measurer.prepare()
+    assert len(probe.measurer.worst_case(12)[0].samples[0]) == 12
+    m = probe.measure({"train.batch_size": 2, "lora.r": 4, "train.grad_accum": 1, "data.max_length": 12})
+    assert m.outcome == "ok" and round(m.tokens_per_s / m.samples_per_s) == 12  # tokens per sample, as cut

@@ -20,7 +20,6 @@ import math
 import shlex
 import time
 from dataclasses import asdict, dataclass, field
-from statistics import median
 from typing import Any, Callable, Optional, Protocol
 
 import torch
@@ -176,6 +175,7 @@ class InProcess:
         batch = {k: v.to(self.device) for k, v in data.collate([0] * spec.train.batch_size).items()}
         tokens = int(batch["attention_mask"].sum())
         model = optimizer = None
+        memory.release(self.device)
         memory.reset_peak(self.device)
         try:
             if spec.model.gradient_checkpointing:
@@ -186,7 +186,7 @@ class InProcess:
             params = [p for p in model.parameters() if p.requires_grad]
             optimizer = torch.optim.AdamW(params, lr=spec.train.learning_rate)
             times: list[float] = []
-            for step in range(self.cfg.warmup_steps + self.cfg.max_steps):
+            for step in itertools.count():
                 start = time.perf_counter()
                 for _ in range(spec.train.grad_accum):
                     (model(**batch).loss / spec.train.grad_accum).backward()
@@ -200,9 +200,9 @@ class InProcess:
                 if budget is not None and peak > budget:
                     return Measurement(values, "oom", f"peak {peak:.3f} GB above the {budget:g} GB budget",
                                        peak_gb=peak, steps=step + 1)
-                if len(times) >= 6 and _settled(times, self.cfg.stable_within):
+                if _enough(times, self.cfg):
                     break
-            per_step = median(times)  # robust to a stray slow step
+            per_step = step_time(times)
             sps = spec.train.batch_size * spec.train.grad_accum / per_step
             return Measurement(values, "ok", "", sps, tokens * spec.train.grad_accum / per_step,
                                memory.peak_gb(self.device), eta_seconds(spec, sps, self.n_samples), len(times))
@@ -214,8 +214,7 @@ class InProcess:
                 model.unload()  # the base model comes back without LoRA layers, ready for the next candidate
             if spec.model.gradient_checkpointing:
                 base.gradient_checkpointing_disable()
-            if self.device.type == "cuda":
-                torch.cuda.empty_cache()
+            memory.release(self.device)
 
     def command(self, best: Measurement) -> str:
         """`tunelog train` with the winner's settings, every value shell-quoted."""
@@ -357,7 +356,7 @@ class Probe:
                     self._try({**top.values, **values}, result, parent)
             result.best = self._best(result)
         if self.refine and result.best is not None:
-            self._refine(base, tokenizer, result, parent)
+            self._refine(result, parent)
 
     def _refine(self, result: ProbeResult, parent: str) -> None:
         """Measure the top three again and keep the best mean: less noise in the final pick."""
@@ -407,7 +406,26 @@ class Probe:
                          "probe/oom": sum(1 for m in result.measured if m.outcome == "oom")})
 
 
-def _settled(times: list[float], within: float) -> bool:
-    """The mean of the last three steps is within `within` of the three before."""
-    last, before = sum(times[-3:]) / 3, sum(times[-6:-3]) / 3
-    return abs(last - before) / before <= within
+def step_time(times: list[float]) -> float:
+    """The lower quartile of the measured step times.
+
+    Interference (another process, a page fault, the OS) only ever makes a step slower, so the
+    faster steps are the config's own speed; the lower quartile keeps that and still ignores a
+    single lucky step. On a shared 2-core machine the median moved 5-15% between two
+    measurements of one config, too much to rank configs a few percent apart.
+    """
+    ordered = sorted(times)
+    return ordered[(len(ordered) - 1) // 4]
+
+
+def _enough(times: list[float], cfg: ProbeSpec) -> bool:
+    """Stop once the estimate has settled (or the step cap is hit), after at least `min_seconds` measured;
+    a step slower than `min_seconds` on its own ends the measurement at the cap."""
+    n = len(times)
+    if n >= 5 * cfg.max_steps:
+        return True
+    if sum(times) < cfg.min_seconds:
+        return False
+    if n >= cfg.max_steps:
+        return True
+    return n >= 6 and abs(step_time(times) - step_time(times[:-3])) <= cfg.stable_within * step_time(times[:-3])

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from .data import read_texts
 from .errors import TunelogError
-from .probe import Measurement, eta_seconds
+from .probe import Measurement, eta_seconds, step_time
 from .trainers.command import render_argv, run_command
 
 if TYPE_CHECKING:
@@ -94,7 +94,7 @@ class _StepTimes:
             self.memory_gb = max(self.memory_gb or 0.0, metrics[self.memory_metric])
 
     def samples_per_s(self, warmup: int, samples_per_step: int) -> Optional[float]:
-        """The printed rate's median after warm-up, else samples per step over the median step time."""
+        """The printed rate's median after warm-up, else samples per step over the (lower-quartile) step time."""
         printed = [rate for step, rate in self.rates if step > warmup]
         if printed:
             return median(printed)
@@ -102,4 +102,4 @@ class _StepTimes:
         per_step = [(t1 - t0) / (s1 - s0) for (s0, t0), (s1, t1) in zip(timed, timed[1:])]
         if not per_step:
             return None
-        return samples_per_step / median(per_step)
+        return samples_per_step / step_time(per_step)

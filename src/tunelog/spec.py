@@ -279,6 +279,7 @@ class ProbeSpec(_Section):
     warmup_steps: int = Field(2, ge=0)
     max_steps: int = Field(12, gt=1)
     stable_within: float = Field(0.02, gt=0)  # stop measuring once throughput moves less than this
+    min_seconds: float = Field(1.0, ge=0)  # measure each candidate at least this long (short steps are noisy)
     memory_knobs: list[str] = Field(default_factory=list)  # more knobs memory grows with (a script's own multiplier)
     # a command trainer's probe: argv added to each probe run (the train.max_steps override is always set),
     # and metrics it prints with its throughput (samples/s) and peak memory (GB), else timed and sampled

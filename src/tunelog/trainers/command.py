@@ -12,6 +12,7 @@ import json
 import math
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -30,25 +31,32 @@ from ..tracking import RunLogger
 from . import EvalHook, Result
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][\w.]*)\}")
+_SHELLS = {"sh", "bash", "dash", "zsh", "ksh"}
 _OOM = re.compile(r"out of memory|OutOfMemoryError|CUBLAS_STATUS_ALLOC_FAILED|std::bad_alloc", re.I)
 
 
 def render_argv(spec: Spec, output_dir: Path, argv: Optional[list[str]] = None) -> list[str]:
     """Placeholders filled from the spec's fields; a name the spec lacks is a spec error naming it.
 
-    Each item stays one argument whatever its value holds (blanks, quotes, `;`): nothing goes through a
-    shell, so a value cannot split into two arguments or run anything."""
+    Each item stays one argument whatever its value holds (blanks, quotes, `;`): tunelog starts no
+    shell, so a value cannot split into two arguments or run anything. Where the user's argv is
+    itself a shell script (`[bash, -c, "python train.py --lr {train.learning_rate}"]`), the values
+    in that script are shell-quoted, since that is the program that will read them."""
     values: dict[str, Any] = {**spec.flat_params(), "output_dir": str(output_dir), "python": sys.executable}
+    items = list(spec.trainer.argv if argv is None else argv)
     problems = []
 
-    def fill(match: re.Match) -> str:
-        name = match.group(1)
-        if name not in values:
-            problems.append(name)
-            return match.group(0)
-        return str(values[name])
+    def filler(quote: bool) -> Callable[[re.Match], str]:
+        def fill(match: re.Match) -> str:
+            name = match.group(1)
+            if name not in values:
+                problems.append(name)
+                return match.group(0)
+            return shlex.quote(str(values[name])) if quote else str(values[name])
+        return fill
 
-    rendered = [_PLACEHOLDER.sub(fill, item) for item in (spec.trainer.argv if argv is None else argv)]
+    script = 2 if len(items) > 2 and Path(items[0]).name in _SHELLS and items[1] == "-c" else -1
+    rendered = [_PLACEHOLDER.sub(filler(i == script), item) for i, item in enumerate(items)]
     if problems:
         raise SpecError(spec.source, [("trainer.argv", f"unknown placeholder(s) {', '.join(sorted(set(problems)))}; "
                                                        f"use a spec field such as {{train.learning_rate}}, "
