@@ -3,7 +3,8 @@ progress lines with loss=, key=value lines, Hugging Face dict lines, and plain t
 plain baseline that only runs one key=value regex over the same lines. Target: 200,000 lines/s.
 
 The ratio to the plain regex is printed too: the absolute rate moves with the machine (on a shared
-2-core box the plain regex alone ranges 150,000-210,000 lines/s between runs), the ratio much less.
+2-core box the plain regex alone ranges 150,000-210,000 lines/s between runs). The log's lines come
+in a few shapes, as a training log's do (tunelog parses each shape once, see `logparse`).
 """
 from __future__ import annotations
 

@@ -203,6 +203,10 @@ def test_log_parser_styles():
     assert p.parse_line("iteration #12 validation 5 wer: 0.3") == (None, 12, {"wer": 0.3})
     assert p.parse_line("[2024-01-01 10:00:01] Final eval loss: 1.23") == (1704103201000, None, {"final_eval_loss": 1.23})
     assert p.parse_line("epoch=1 loss=nan")[2]["epoch"] == 1 and math.isnan(p.parse_line("loss=NaN")[2]["loss"])
+    # lines of one shape (digits aside) share a parse plan; keys and values still come from each line
+    assert p.parse_line("layer3_loss=0.5 step 7")[1:] == (7, {"layer3_loss": 0.5})
+    assert p.parse_line("layer4_loss=0.6 step 8")[1:] == (8, {"layer4_loss": 0.6})
+    assert p.parse_line("Final top5 acc: 0.91")[2] == {"final_top5_acc": 0.91}
     log = p.parse(["step=10 loss=2.0", "noise", " 3/9 [00:01<00:02, loss=1.5]", "loss=1.0", "Best loss: 0.9"])
     assert log.lines == 5 and log.metric_lines == 4
     assert [(k, v, s) for k, v, s, _ in log.series] == [("loss", 2.0, 10), ("loss", 1.5, 11), ("loss", 1.0, 12),
