@@ -5,7 +5,7 @@ import sys
 
 from mlflow import MlflowClient
 
-from conftest import demo_raw, subprocess_env, write_spec
+from conftest import REPO, demo_raw, subprocess_env, write_spec
 from tunelog.probe import Measurement, Probe, at_least_as_large, grid, values_of
 from tunelog.spec import ParamSpec, load_spec
 from tunelog.tracking import Tracker
@@ -60,14 +60,16 @@ def test_probe_survives_oom_and_writes_a_script_that_runs(tmp_path, store):
                                                          str(tmp_path / "roomy"))).read())["measured"]
     peak = {m["config"]["train.batch_size"]: m["peak_mem_gb"] for m in measured if m["config"]["lora.r"] == 4}
     budget = peak[8] + 0.3 * (peak[64] - peak[8])  # batch 64 (same process shape, same command) goes over it
-    proc = subprocess.run([sys.executable, "-m", "tunelog.cli", "probe", str(path), "--max-memory-gb", f"{budget:.4f}",
-                           "-o", str(tmp_path / "best.sh")], capture_output=True, text=True, env=env, timeout=600,
-                          cwd=tmp_path)
+    # the budgeted probe as users start it: `mlflow run . -e probe` (the entry point's process is a CLI's twin)
+    proc = subprocess.run(["mlflow", "run", str(REPO), "-e", "probe", "--env-manager", "local", "--experiment-name",
+                           "test", "-P", f"spec={path}", "-P", f"max_memory_gb={budget:.4f}",
+                           "-P", f"output={tmp_path / 'best.sh'}"], capture_output=True, text=True, env=env,
+                          timeout=600, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     parents = [r for r in client.search_runs([exp], "tags.`tunelog.kind` = 'probe'",
                                              order_by=["attributes.start_time DESC"])
                if "mlflow.parentRunId" not in r.data.tags]
-    parent = parents[0]  # the CLI's probe, newer than the roomy one
+    parent = parents[0]  # the `mlflow run` probe, newer than the roomy one
     summary = json.loads(open(client.download_artifacts(parent.info.run_id, "probe_summary.json", str(tmp_path))).read())
     assert summary["failed_oom"], summary  # over-budget candidates are recorded, and the probe finished
     assert summary["best"]["peak_mem_gb"] <= budget
