@@ -200,3 +200,26 @@ def test_gpu_memory_by_pid_from_nvidia_smi_csv():
     csv = "4101, 20480\n4102, 1024\n999, 70000\n4103, [N/A]\n"
     assert gpu_gb_of(csv, [4101, 4102, 4103]) == (20480 + 1024) * 2**20 / 1e9  # the tree's PIDs, not pid 999
     assert gpu_gb_of("", [4101]) == 0.0
+
+
+def test_second_objective_logs_the_pareto_front(tmp_path, store):
+    """loss against wall time: the sweep run holds the trials no other feasible trial beats in both."""
+    spec = example(tmp_path).with_overrides({
+        "search.n_trials": 8, "search.study": "pareto",
+        "search.second_objective": {"metric": "train/seconds", "direction": "minimize"}})
+    summary = Sweep(spec, Tracker(), SweepOptions(echo=lambda s: None)).run()
+    client = MlflowClient(store)
+    import json
+
+    front = json.loads(Path(client.download_artifacts(summary.sweep_run_id, "pareto_front.json", str(tmp_path)))
+                       .read_text())
+    study = optuna.load_study(study_name="pareto", storage=open_storage(default_storage(store)))
+    done = [(t.values[0], t.values[1]) for t in study.trials if t.state == TrialState.COMPLETE]
+    on_front = [(row["loss"], row["train/seconds"]) for row in front]
+    assert on_front and set(on_front) <= set(done)
+    for point in done:  # on the front, or beaten in both by a point of it
+        assert point in on_front or any(f[0] <= point[0] and f[1] <= point[1] for f in on_front)
+    for f in on_front:  # nothing beats a front point in both
+        assert not any(p != f and p[0] <= f[0] and p[1] <= f[1] for p in done)
+    assert all(client.get_run(row["run_id"]).data.metrics["loss"] == row["loss"] for row in front)
+    assert "plots/pareto_front.png" in {a.path for a in client.list_artifacts(summary.sweep_run_id, "plots")}

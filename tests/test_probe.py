@@ -74,6 +74,7 @@ def test_probe_survives_oom_and_writes_a_script_that_runs(tmp_path, store):
     assert summary["failed_oom"], summary  # over-budget candidates are recorded, and the probe finished
     assert summary["best"]["peak_mem_gb"] <= budget
     assert summary["tested"] < summary["grid"]
+    assert summary["best"]["config"] in [r["config"] for r in summary["runoff"]]  # finalists measured side by side
     children = client.search_runs([exp], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
     assert len(children) == summary["tested"]
     assert {"oom", "ok"} == {c.data.tags["tunelog.outcome"] for c in children}

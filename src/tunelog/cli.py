@@ -258,7 +258,7 @@ def stages(spec_file: str, config: Optional[str], overrides: tuple[str, ...], fo
 @click.option("--max-memory-gb", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Memory budget (default: the GPU's; required on the CPU).")
 @click.option("--quick", is_flag=True, help="About six candidates.")
-@click.option("--refine", is_flag=True, help="Measure the top three again before choosing.")
+@click.option("--refine", is_flag=True, help="Also try the best's neighbours in each knob; two runoff rounds.")
 @click.option("--exhaustive", is_flag=True, help="Measure every candidate (the slow baseline; for comparison).")
 @click.option("-o", "--output", default="train_best.sh", show_default=True, help="Where to write the training script.")
 def probe(spec_file: str, config: Optional[str], overrides: tuple[str, ...], force: bool, max_memory_gb, quick: bool,

@@ -62,6 +62,7 @@ class ProbeResult:
     best: Optional[Measurement] = None
     grid_size: int = 0
     script: str = ""
+    runoff: list[dict[str, Any]] = field(default_factory=list)  # the finalists measured again, side by side
 
     def summary(self) -> dict[str, Any]:
         ok = [m for m in self.measured if m.outcome == "ok"]
@@ -74,7 +75,8 @@ class ProbeResult:
                 "best": None if self.best is None else {
                     "config": self.best.values, "samples_per_s": self.best.samples_per_s,
                     "tokens_per_s": self.best.tokens_per_s, "peak_mem_gb": self.best.peak_gb,
-                    "eta_s": self.best.eta_s}}
+                    "eta_s": self.best.eta_s},
+                "runoff": self.runoff}
 
 
 def values_of(p: ParamSpec) -> list[Any]:
@@ -356,16 +358,42 @@ class Probe:
                     self._try({**top.values, **values}, result, parent)
             result.best = self._best(result)
         if self.refine and result.best is not None:
-            self._refine(result, parent)
+            for values in self._neighbours(result.best.values):
+                self._try(values, result, parent)
+        self._runoff(result, rounds=2 if self.refine else 1)
 
-    def _refine(self, result: ProbeResult, parent: str) -> None:
-        """Measure the top three again and keep the best mean: less noise in the final pick."""
-        for m in self._top(result, 3):
-            again = self.measure(m.values)
-            if again.outcome == "ok":
-                m.samples_per_s = (m.samples_per_s + again.samples_per_s) / 2
-                m.tokens_per_s = (m.tokens_per_s + again.tokens_per_s) / 2
-        result.best = self._best(result)
+    def _neighbours(self, values: dict[str, Any]) -> list[dict[str, Any]]:
+        """`--refine`: the configs one step away from `values` in one knob (the next value up or down)."""
+        out = []
+        for name, param in self.params.items():
+            choices = values_of(param)
+            if values.get(name) not in choices:
+                continue
+            at = choices.index(values[name])
+            out += [{**values, name: choices[j]} for j in (at - 1, at + 1) if 0 <= j < len(choices)]
+        return out
+
+    def _runoff(self, result: ProbeResult, rounds: int) -> None:
+        """The three fastest, measured again back to back (`rounds` times, interleaved); the pick is theirs.
+
+        Candidates are measured minutes apart, and a shared machine's speed drifts by 10-20% over
+        minutes: the first measurements rank configs from different moments. Measured within a few
+        seconds of each other, the finalists compare on the same footing."""
+        top = self._top(result, 3)
+        if len(top) < 2:
+            result.best = top[0] if top else None
+            return
+        fresh: dict[int, list[float]] = {i: [] for i in range(len(top))}
+        for _ in range(rounds):
+            for i, m in enumerate(top):
+                again = self.measure(m.values)
+                if again.outcome == "ok":
+                    fresh[i].append(again.samples_per_s)
+        scores = {i: sum(v) / len(v) for i, v in fresh.items() if v}
+        winner = max(scores, key=scores.get) if scores else 0
+        result.runoff = [{"config": m.values, "samples_per_s": scores.get(i)} for i, m in enumerate(top)]
+        result.best = top[winner]
+        self.echo("runoff: " + ", ".join(f"{m.values} {scores.get(i, 0.0):.1f} samples/s" for i, m in enumerate(top)))
 
     def _top(self, result: ProbeResult, k: int) -> list[Measurement]:
         """The k fastest measured candidates that fit the budget less headroom."""

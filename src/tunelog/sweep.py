@@ -9,6 +9,7 @@ Studies live in storage beside the MLflow store (SQLite) or at `--storage URL`
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import subprocess
@@ -431,6 +432,20 @@ def best_trials(study: optuna.Study, k: int) -> list[optuna.trial.FrozenTrial]:
     return sorted(done, key=lambda tr: tr.values[0], reverse=reverse)[:k]
 
 
+def pareto_front(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """Complete, feasible trials that no other such trial matches or beats in every objective
+    (rejected and infeasible trials never push a trial off the front)."""
+    signs = [1 if d == optuna.study.StudyDirection.MINIMIZE else -1 for d in study.directions]
+    done = [tr for tr in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if all(v <= 0 for v in tr.constraints.values()) and all(math.isfinite(v) for v in tr.values)]
+    keys = [tuple(s * v for s, v in zip(signs, tr.values)) for tr in done]
+
+    def dominated(k: tuple) -> bool:
+        return any(o != k and all(a <= b for a, b in zip(o, k)) for o in keys)
+
+    return [tr for tr, k in zip(done, keys) if not dominated(k)]
+
+
 def counts(study: optuna.Study) -> dict[str, int]:
     out = {"complete": 0, "pruned": 0, "rejected": 0, "failed": 0, "diverged": 0, "oom": 0, "running": 0}
     for tr in study.get_trials(deepcopy=False):
@@ -468,8 +483,30 @@ def analyze(study: optuna.Study, tracker: Tracker, run: t.RunLogger, spec: Spec)
         run.log_metrics({"sweep/best_value": best.values[0]})
         run.set_tags({"tunelog.best_trial": best.number, "tunelog.best_run_id": summary.best_run_id})
         _mark_best(study, tracker, summary.best_run_id)
+    if spec.search and spec.search.second_objective:
+        _log_pareto(study, run, [spec.tracking.metric, spec.search.second_objective.metric])
     _log_plots(study, run, len(directions(spec)))
     return summary
+
+
+def _log_pareto(study: optuna.Study, run: t.RunLogger, names: list[str]) -> None:
+    """The trade-off a second objective asks about: the front's trials (JSON) and the front (PNG)."""
+    front = sorted(pareto_front(study), key=lambda tr: tr.values[0])
+    rows = [{"trial": tr.number, **dict(zip(names, tr.values)), "run_id": tr.user_attrs.get(ATTR_RUN),
+             "params": tr.params} for tr in front]
+    run.log_text(json.dumps(rows, indent=2, default=str), "pareto_front.json")
+    run.log_metrics({"sweep/pareto_size": len(front)})
+    if not front:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from optuna.visualization import matplotlib as ovm
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "experimental" notice from optuna's matplotlib backend
+        ax = ovm.plot_pareto_front(study, target_names=names)
+    run.log_figure(ax.figure, f"{t.PLOTS_ARTIFACT}/pareto_front.png")
 
 
 def _mark_best(study: optuna.Study, tracker: Tracker, best_run_id: Optional[str]) -> None:
@@ -499,7 +536,7 @@ def _log_plots(study: optuna.Study, run: t.RunLogger, n_objectives: int) -> None
             importances = {}
         if importances:
             run.log_text(json.dumps(importances, indent=2), "param_importances.json")
-            ax = ovm.plot_param_importances(study, target=target)
+            ax = ovm.plot_param_importances(study, target=target, target_name="objective")
             run.log_figure(ax.figure, f"{t.PLOTS_ARTIFACT}/param_importances.png")
             plt.close(ax.figure)
 
