@@ -230,3 +230,21 @@ def test_mlflow_run_sweep_entry_point(tmp_path, store):
     champion = MlflowClient(store).get_model_version_by_alias("demo-lora", "champion")  # left behind: a champion
     assert champion.run_id == sweep_runs[0].data.tags["tunelog.best_run_id"]
     assert (tmp_path / "CHANGELOG.md").read_text().startswith("# Changelog: test")  # ...and the story
+
+
+def test_best_trial_overrides_for_stages_from_sweep(tmp_path, store):
+    """`stages --from-sweep`: the best trial's spec fields, sampled and derived; helper variables stay out."""
+    from optuna.distributions import FloatDistribution
+
+    from tunelog.sweep import best_trial_overrides
+
+    search = {"study": "s", "params": {"train.learning_rate": {"type": "float", "min": 1e-4, "max": 1e-2, "log": True},
+                                       "alpha_ratio": {"type": "float", "min": 0.5, "max": 2.0}},
+              "derived": {"lora.alpha": "lora.r * alpha_ratio"}}
+    spec = load_spec(write_spec(tmp_path / "s.yaml", sweep_raw(tmp_path, search)))
+    study = optuna.create_study(study_name="s", storage=open_storage(default_storage(store)))
+    dists = {"train.learning_rate": FloatDistribution(1e-4, 1e-2, log=True), "alpha_ratio": FloatDistribution(0.5, 2.0)}
+    for lr, ratio, loss in [(1e-3, 1.0, 2.0), (3e-3, 2.0, 1.5), (5e-3, 0.5, 1.8)]:
+        study.add_trial(optuna.trial.create_trial(params={"train.learning_rate": lr, "alpha_ratio": ratio},
+                                                  distributions=dists, values=[loss]))
+    assert best_trial_overrides(spec, "s") == {"train.learning_rate": 3e-3, "lora.alpha": spec.lora.r * 2.0}

@@ -11,7 +11,7 @@ import hashlib
 import math
 import random
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Optional
 
 from .errors import SpecError
 from .expressions import ExpressionError, parse
@@ -46,9 +46,11 @@ def check_targets(spec: Spec) -> None:
         raise SpecError(spec.source, problems)
 
 
-def derive(search: SearchSpec, sampled: dict[str, Any], source: str) -> dict[str, Any]:
-    """Evaluate derived params in the order written; each may use sampled and earlier derived names."""
-    env = dict(sampled)
+def derive(search: SearchSpec, sampled: dict[str, Any], source: str,
+           fixed: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+    """Evaluate derived params in the order written; each may use sampled and earlier derived names,
+    and the spec's fixed fields (`fixed`, e.g. `lora.r` when the sweep does not sample it)."""
+    env = {**(fixed or {}), **sampled}
     out: dict[str, Any] = {}
     for name, text in search.derived.items():
         try:

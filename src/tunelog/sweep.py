@@ -307,7 +307,7 @@ class Sweep:
         """One trial from sample to tell; returns (outcome, the rule that rejected it or '')."""
         trial.set_user_attr(ATTR_OWNER, f"{socket.gethostname()}:{os.getpid()}")
         sampled = suggest(trial, self.search)
-        values = {**sampled, **space.derive(self.search, sampled, self.spec.source)}
+        values = {**sampled, **space.derive(self.search, sampled, self.spec.source, self.spec.flat_params())}
         spec = self.trial_spec(trial, values)
         env = {**rule_env(Facts(spec, make_plan(spec, self.n_samples), self.hidden)), **values}
         verdict = space.judge(spec, env, self.search.seed, space.config_key(values))
@@ -565,5 +565,5 @@ def best_trial_overrides(spec: Spec, study_name: str, storage: Optional[str] = N
         raise SweepStuck(f"study {study_name!r} has no completed feasible trial to start from")
     values = dict(top[0].params)
     if spec.search is not None:
-        values.update(space.derive(spec.search, values, spec.source))
+        values.update(space.derive(spec.search, values, spec.source, spec.flat_params()))
     return space.spec_overrides(values)
