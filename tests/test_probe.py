@@ -121,3 +121,14 @@ def test_length_field_and_max_length_shape_the_worst_case_batch(tmp_path, store)
     assert len(probe.measurer.worst_case(12)[0].samples[0]) == 12
     m = probe.measure({"train.batch_size": 2, "lora.r": 4, "train.grad_accum": 1, "data.max_length": 12})
     assert m.outcome == "ok" and round(m.tokens_per_s / m.samples_per_s) == 12  # tokens per sample, as cut
+
+
+def test_unknown_memory_knob_is_a_spec_error(tmp_path, store):
+    import pytest
+
+    from tunelog.errors import SpecError
+
+    raw = probe_raw()
+    raw["probe"]["memory_knobs"] = ["trainer.args.network_dimm"]
+    with pytest.raises(SpecError, match=r"probe.memory_knobs.*network_dimm"):
+        Probe(load_spec(write_spec(tmp_path / "p.yaml", raw)), Tracker(), echo=lambda s: None)

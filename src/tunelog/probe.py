@@ -177,7 +177,7 @@ class InProcess:
         batch = {k: v.to(self.device) for k, v in data.collate([0] * spec.train.batch_size).items()}
         tokens = int(batch["attention_mask"].sum())
         model = optimizer = None
-        memory.release(self.device)
+        memory.release(self.device)  # the last candidate's (or the model load's) freed memory goes back first
         memory.reset_peak(self.device)
         try:
             if spec.model.gradient_checkpointing:
@@ -216,7 +216,6 @@ class InProcess:
                 model.unload()  # the base model comes back without LoRA layers, ready for the next candidate
             if spec.model.gradient_checkpointing:
                 base.gradient_checkpointing_disable()
-            memory.release(self.device)
 
     def command(self, best: Measurement) -> str:
         """`tunelog train` with the winner's settings, every value shell-quoted."""
@@ -234,10 +233,13 @@ class Probe:
         self.params = self.cfg.params or DEFAULT_PARAMS
         if spec.trainer.type == "command" and not self.cfg.params:
             self.params = {BATCH: DEFAULT_PARAMS[BATCH]}  # the script's own knobs are the user's to name
-        for name in self.params:
-            if name not in spec.flat_params():
-                raise SpecError(spec.source, [(f"probe.params.{name}", "not a spec field (e.g. train.batch_size, "
-                                                                      "lora.r, model.gradient_checkpointing)")])
+        fields = spec.flat_params()
+        unknown = [(f"probe.params.{n}", "not a spec field (e.g. train.batch_size, lora.r, "
+                                         "model.gradient_checkpointing)") for n in self.params if n not in fields]
+        unknown += [("probe.memory_knobs", f"{n!r} is not a spec field (e.g. trainer.args.network_dim)")
+                    for n in self.cfg.memory_knobs if n not in fields]
+        if unknown:
+            raise SpecError(spec.source, unknown)
         self.headroom = self.cfg.headroom
         self.device = pick_device()
         if max_memory_gb is None and self.device.type == "cuda":
