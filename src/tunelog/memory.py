@@ -97,10 +97,11 @@ class ProcessTreeMemory:
     def _loop(self) -> None:
         ticks = 0
         while not self._done.is_set():
-            pids = self._tree()
-            if pids:
-                self.peak_rss_gb = max(self.peak_rss_gb, _rss_gb(pids))
+            procs = self._tree()
+            if procs:
+                self.peak_rss_gb = max(self.peak_rss_gb, _rss_gb(procs))
                 if self._smi and ticks % 10 == 0:  # nvidia-smi takes tens of ms: every tenth sample
+                    pids = [p.pid for p in procs]
                     self.peak_gpu_gb = max(self.peak_gpu_gb, gpu_gb_of(_nvidia_smi(self._smi), pids))
             if self.budget_gb is not None and self.over is None and self.peak_gb > self.budget_gb:
                 self.over = f"peak {self.peak_gb:.3f} GB above the {self.budget_gb:g} GB budget"
@@ -109,23 +110,24 @@ class ProcessTreeMemory:
             ticks += 1
             self._done.wait(self.interval)
 
-    def _tree(self) -> list[int]:
+    def _tree(self) -> list:
+        """The child and its descendants, as psutil processes (empty once it has ended)."""
         import psutil
 
         try:
             root = psutil.Process(self.pid)
-            return [self.pid] + [c.pid for c in root.children(recursive=True)]
+            return [root, *root.children(recursive=True)]
         except psutil.Error:
             return []
 
 
-def _rss_gb(pids: list[int]) -> float:
+def _rss_gb(procs: list) -> float:
     import psutil
 
     total = 0
-    for pid in pids:
+    for proc in procs:
         try:
-            total += psutil.Process(pid).memory_info().rss
+            total += proc.memory_info().rss
         except psutil.Error:  # it ended between the listing and the reading
             pass
     return total / _GB

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Optional
 from .data import read_texts
 from .errors import TunelogError
 from .probe import Measurement, eta_seconds, step_time
-from .trainers.command import render_argv, run_command
+from .trainers.command import render_argv, run_command, script_cwd
 
 if TYPE_CHECKING:
     from .probe import Probe
@@ -70,9 +70,8 @@ class CommandMeasurer:
         """The user's own command with the winner's settings (no probe step cap), every item shell-quoted."""
         spec = self.spec.with_overrides(best.values, "probe best")
         output_dir = Path.cwd() / "probe-best-output"
-        cwd = spec.path(spec.trainer.cwd) if spec.trainer.cwd else Path(spec.base_dir)
         argv = " ".join(shlex.quote(item) for item in render_argv(spec, output_dir))
-        return f"cd {shlex.quote(str(cwd))} && {argv}\n"
+        return f"cd {shlex.quote(str(script_cwd(spec)))} && {argv}\n"
 
 
 class _StepTimes:

@@ -64,6 +64,11 @@ def render_argv(spec: Spec, output_dir: Path, argv: Optional[list[str]] = None) 
     return rendered
 
 
+def script_cwd(spec: Spec) -> Path:
+    """Where the script runs: `trainer.cwd`, else the spec's folder (relative argv paths start there)."""
+    return spec.path(spec.trainer.cwd) if spec.trainer.cwd else Path(spec.base_dir)
+
+
 @dataclass
 class Ran:
     """How one execution of the user's command ended."""
@@ -90,9 +95,8 @@ def run_command(spec: Spec, argv: list[str], output_dir: Path, on_metrics: LineH
     parser = LogParser(spec.trainer.patterns)
     env = {**os.environ, "PYTHONUNBUFFERED": "1",  # lines as they happen: live metrics and step timing
            **spec.trainer.env, "TUNELOG_OUTPUT_DIR": str(output_dir)}
-    cwd = str(spec.path(spec.trainer.cwd)) if spec.trainer.cwd else spec.base_dir
     start = time.monotonic()
-    proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    proc = subprocess.Popen(argv, cwd=script_cwd(spec), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             bufsize=1, start_new_session=True)  # its own process group: stoppable as a whole
     watch = _Watch(proc, spec.trainer.timeout)
     sampler = ProcessTreeMemory(proc.pid, memory_budget_gb, on_over=lambda: _stop(proc))
@@ -206,4 +210,4 @@ class _Watch:
             self._timer.cancel()
 
 
-__all__ = ["CommandTrainer", "Ran", "render_argv", "run_command"]
+__all__ = ["CommandTrainer", "Ran", "render_argv", "run_command", "script_cwd"]
