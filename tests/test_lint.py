@@ -11,8 +11,10 @@ from tunelog.lint import lint_spec
 from tunelog.spec import load_spec, validate
 
 
-def lint_of(tmp_path, train=None, lora=None, rules=None, model=None):
+def lint_of(tmp_path, train=None, lora=None, rules=None, model=None, search=None):
     raw = demo_raw(**(train or {}))
+    if search is not None:
+        raw["search"] = search
     raw["train"].pop("eval_every", None)
     raw["lora"].update(lora or {})
     raw["model"]["tiny"].update(model or {})
@@ -83,13 +85,15 @@ def test_user_rules_in_the_spec_language(tmp_path):
          "reason": "a high alpha ratio needs long training", "severity": "warning"},
         {"name": "sweep-only", "reject": "text_encoder_lr_ratio > 1", "reason": "needs a sweep param"},
     ]
+    search = {"params": {"text_encoder_lr_ratio": {"type": "float", "min": 0.5, "max": 2.0}}}
     report = lint_of(tmp_path, train={"learning_rate": 2e-4, "optimizer": "adamw8bit", "max_steps": 25},
-                     rules=rules)
+                     rules=rules, search=search)
     found = {f.rule: f for f in report.findings}
     assert found["8bit-high-lr"].severity == "error" and found["8bit-high-lr"].message == "8-bit unstable at high LR"
     assert found["long-if-high-alpha"].severity == "warning"
     assert found["sweep-only"].severity == "info" and "text_encoder_lr_ratio" in found["sweep-only"].message
-    quiet = lint_of(tmp_path, train={"learning_rate": 1e-4, "optimizer": "adamw8bit", "max_steps": 200}, rules=rules)
+    quiet = lint_of(tmp_path, train={"learning_rate": 1e-4, "optimizer": "adamw8bit", "max_steps": 200}, rules=rules,
+                    search=search)
     assert {"8bit-high-lr", "long-if-high-alpha"}.isdisjoint(ids(quiet))
 
 

@@ -51,10 +51,15 @@ def test_derived_params_are_computed_in_order(tmp_path):
     assert out == {"lora.alpha": 16.0, "te_lr": 5e-5}
 
 
-def test_derived_with_unknown_name_is_a_spec_error(tmp_path):
-    spec = with_search(tmp_path, {**BASE, "derived": {"lora.alpha": "rank * 2"}})
-    with pytest.raises(SpecError, match="search.derived.lora.alpha: unknown name"):
-        derive(spec.search, {"lora.r": 8}, "spec.yaml")
+def test_derived_with_unknown_name_is_a_spec_error_at_load(tmp_path):
+    with pytest.raises(SpecError, match=r"search.derived.lora.alpha: unknown name\(s\) rank in 'rank \* 2'; names in "
+                                        r"scope: .*alpha_ratio"):
+        with_search(tmp_path, {**BASE, "derived": {"lora.alpha": "rank * 2"}})
+
+
+def test_derived_params_run_in_dependency_order(tmp_path):
+    spec = with_search(tmp_path, {**BASE, "derived": {"te_lr": "lora.alpha * 1e-5", "lora.alpha": "lora.r * 2"}})
+    assert derive(spec.search, {"lora.r": 8}, "spec.yaml") == {"lora.alpha": 16, "te_lr": 16e-5}
 
 
 def test_hard_rules_and_conditional_rules(tmp_path):

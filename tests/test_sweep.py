@@ -169,28 +169,49 @@ def test_two_workers_share_one_study(tmp_path, store):
     assert len(children) == 6 and len({c.data.tags["tunelog.trial"] for c in children}) == 6
 
 
-def test_sigkilled_worker_is_resumed(tmp_path, store):
-    search = {"n_trials": 3, "sampler": "random", "params": {
-        "train.learning_rate": {"type": "float", "min": 1e-3, "max": 1e-2, "log": True}}}
-    path = write_spec(tmp_path / "k.yaml", sweep_raw(tmp_path, search, max_steps=400))
-    argv = [sys.executable, "-m", "tunelog.cli", "sweep", str(path)]
-    proc = subprocess.Popen(argv, env=subprocess_env(store), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    client, deadline, victim = MlflowClient(store), time.time() + 180, None
-    while time.time() < deadline and victim is None:  # wait until trial 1 is training
-        time.sleep(0.3)
+def wait_for_training_trial(store, number, proc, seconds=600):
+    """The run id of trial `number` once it has logged a training loss; waits on state, not on time."""
+    client, deadline = MlflowClient(store), time.monotonic() + seconds
+    while time.monotonic() < deadline and proc.poll() is None:
         exp = client.get_experiment_by_name("test")
         for r in (client.search_runs([exp.experiment_id]) if exp else []):
-            if r.data.tags.get("tunelog.trial") == "1" and client.get_metric_history(r.info.run_id, "train/loss"):
-                victim = r.info.run_id
-    assert victim, "trial 1 never started"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert client.get_run(victim).info.status == "RUNNING"  # what a killed worker leaves behind
-    again = subprocess.run(argv, capture_output=True, text=True, env=subprocess_env(store), timeout=300)
+            if r.data.tags.get("tunelog.trial") == str(number) and client.get_metric_history(r.info.run_id, "train/loss"):
+                return r.info.run_id
+        time.sleep(0.3)
+    raise AssertionError(f"trial {number} never started training (sweep exit code {proc.poll()})")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_interrupted_trial_runs_again_on_resume(tmp_path, store, sig):
+    """A killed sweep (SIGKILL: the worker dies; SIGTERM: it stops cleanly) loses no trial: the interrupted
+    one is queued again with its params and does not count against the budget."""
+    search = {"n_trials": 2, "sampler": "random", "params": {
+        "train.learning_rate": {"type": "float", "min": 1e-3, "max": 1e-2, "log": True}}}
+    long_path = write_spec(tmp_path / "k.yaml", sweep_raw(tmp_path, search, max_steps=100_000))
+    proc = subprocess.Popen([sys.executable, "-m", "tunelog.cli", "sweep", str(long_path)], env=subprocess_env(store),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        victim = wait_for_training_trial(store, 0, proc)
+        proc.send_signal(sig)
+        code = proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    client = MlflowClient(store)
+    if sig == signal.SIGTERM:
+        assert code == 143 and client.get_run(victim).info.status == "KILLED"
+    else:
+        assert client.get_run(victim).info.status == "RUNNING"  # what a killed worker leaves behind
+    short_path = write_spec(tmp_path / "k.yaml", sweep_raw(tmp_path, search, max_steps=2))  # same space, short
+    again = subprocess.run([sys.executable, "-m", "tunelog.cli", "sweep", str(short_path)], capture_output=True,
+                           text=True, env=subprocess_env(store), timeout=600)
     assert again.returncode == 0, again.stderr[-2000:]
-    assert "trial 1: its worker died" in again.stdout
+    assert "resuming study s: 0 finished, 1 re-queued, 2 to go" in again.stdout
     study = study_of(store)
-    assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE]
+    assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE]
+    assert study.trials[0].user_attrs["tunelog.outcome"] == "interrupted"
+    assert study.trials[1].params == study.trials[0].params  # the interrupted config, run again
     assert client.get_run(victim).info.status == "KILLED"
     assert all(r.info.status != "RUNNING" for r in runs(store))
 

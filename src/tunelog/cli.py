@@ -68,16 +68,18 @@ def train(spec_file: str, config: Optional[str], overrides: tuple[str, ...], for
 @click.option("--n-trials", type=click.IntRange(min=1), default=None, help="Trials in the study (default: search.n_trials).")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None, help="Stop after this many seconds.")
 @click.option("--quick", is_flag=True, help="search.quick: fewer, cheaper trials.")
-@click.option("--storage", default=None, help="Optuna storage URL (default: SQLite beside the MLflow store).")
+@click.option("--storage", default=None, help="Optuna storage: a journal file path or a database URL "
+                                              "(default: optuna.journal beside the MLflow store).")
 @click.option("--study", default=None, help="Study name (default: search.study or EXPERIMENT-sweep).")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Local worker processes.")
+@click.option("--force-resume", is_flag=True, help="Go on with a study started with another search space.")
 @click.option("--refine-from", default=None, metavar="STUDY", help="Narrow the space around STUDY's best trials.")
 @click.option("--top-k", type=click.IntRange(min=1), default=5, show_default=True, help="Trials --refine-from keeps.")
 @click.option("--promote", "promote_to", default=None, metavar="MODEL", help="Register the best trial as MODEL.")
 @click.option("--changelog", "changelog_to", default=None, metavar="FILE", help="Write the experiment's changelog.")
 @click.option("--worker", is_flag=True, hidden=True)
 def sweep(spec_file: str, config: Optional[str], overrides: tuple[str, ...], force: bool, n_trials, timeout,
-          quick: bool, storage, study, workers: int, refine_from, top_k: int, promote_to: Optional[str],
+          quick: bool, storage, study, workers: int, force_resume: bool, refine_from, top_k: int, promote_to: Optional[str],
           changelog_to: Optional[str], worker: bool) -> None:
     """Run an Optuna study over SPEC's `search:` space; every trial is a child MLflow run.
 
@@ -93,7 +95,7 @@ def sweep(spec_file: str, config: Optional[str], overrides: tuple[str, ...], for
     from .tracking import Tracker
 
     opts = SweepOptions(n_trials=n_trials, timeout=timeout, quick=quick, storage=storage, study=study,
-                        workers=workers, refine_from=refine_from, top_k=top_k, echo=click.echo)
+                        workers=workers, force_resume=force_resume, refine_from=refine_from, top_k=top_k, echo=click.echo)
     runner = Sweep(spec, Tracker(), opts)
     if worker:
         runner.work()
@@ -326,11 +328,44 @@ def reproduce_cmd(run_id: str) -> None:
         click.echo(f"{key:<28} {a:>12.6g} {b:>12.6g} {b - a:>12.3g}")
 
 
+@cli.command()
+@click.option("--older-than", "older_than", default="30m", show_default=True, metavar="AGE",
+              help="Only runs with nothing logged for this long: 90s, 30m, 2h.")
+@click.option("--yes", is_flag=True, help="Close them (without it: only list what would be closed).")
+def gc(older_than: str, yes: bool) -> None:
+    """Close runs left RUNNING with no live process (KILLED, with the reason); a dry run unless --yes.
+
+    Example: tunelog gc --older-than 30m --yes
+    """
+    from .tracking import Tracker
+
+    tracker = Tracker()
+    stale = tracker.stale_runs(_seconds(older_than))
+    for record, why in stale:
+        if yes:
+            tracker.close_run(record.run_id, "KILLED", "failed", why)
+        click.echo(f"{'closed' if yes else 'would close'} {record.run_id} ({record.name}): {why}")
+    click.echo(f"{len(stale)} stale run(s) in {tracker.uri}" + ("" if yes or not stale else "; --yes closes them"))
+
+
+def _seconds(age: str) -> float:
+    """`90s`, `30m`, `2h`, `1d` or plain seconds."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    text = age.strip().lower()
+    try:
+        return float(text[:-1]) * units[text[-1]] if text and text[-1] in units else float(text)
+    except ValueError:
+        raise click.BadParameter(f"expected an age such as 90s, 30m, 2h (got {age!r})", param_hint="--older-than")
+
+
 def lint_gate(spec, force: bool):
-    """Lint before any work: errors stop the command unless --force; the report goes on the run."""
+    """Before any work or run: the model must be reachable, and lint errors stop the command unless
+    --force; the report goes on the run."""
     from .errors import LintFailed
+    from .hub import check_model_source
     from .lint import lint_spec
 
+    check_model_source(spec)
     report = lint_spec(spec)
     if report.has_errors and not force:
         raise LintFailed(report.to_text() + "\nlint found errors: fix them, or pass --force to run anyway")

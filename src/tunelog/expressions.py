@@ -8,6 +8,12 @@ comprehensions, no calls but the few math functions below.
     expr = parse("train.learning_rate > 1.2e-4 and train.optimizer == 'adamw8bit'")
     expr.names                      # {'train.learning_rate', 'train.optimizer'}
     expr.evaluate({"train.learning_rate": 2e-4, "train.optimizer": "adamw8bit"})  # True
+
+A spec may come from a stranger, so size is bounded as well as syntax: the text (MAX_CHARS),
+the tree's depth and size (MAX_DEPTH, MAX_NODES, checked without recursion before anything recurses), every
+string or list a step builds (MAX_SEQUENCE items, checked before it is built), and every
+integer (MAX_INT_BITS, checked before a power is computed). An accepted expression
+therefore evaluates in well under 10 ms.
 """
 from __future__ import annotations
 
@@ -21,6 +27,13 @@ from typing import Any, Callable, Mapping
 
 class ExpressionError(ValueError):
     """A syntax, name or type problem; the caller adds which rule it was."""
+
+
+MAX_CHARS = 10_000  # a rule is a line or two; this is a hundred times that
+MAX_DEPTH = 100  # nesting of the syntax tree (a 5,000-term sum is 5,000 deep)
+MAX_NODES = 2_000  # parts of the syntax tree: bounds the time one evaluation takes
+MAX_SEQUENCE = 10_000  # items in a string or list any step may produce
+MAX_INT_BITS = 4_096  # an integer result (2 ** 4096 is far past any float)
 
 
 FUNCTIONS: dict[str, Callable[..., Any]] = {
@@ -75,13 +88,42 @@ def parse(text: str) -> Expression:
     """
     if not isinstance(text, str) or not text.strip():
         raise ExpressionError(f"expected an expression string, got {text!r}")
+    if len(text) > MAX_CHARS:
+        raise ExpressionError(f"expression of {len(text):,} characters refused; accepted: at most {MAX_CHARS:,} "
+                              f"({_short(text)})")
     try:
         tree = ast.parse(text.strip(), mode="eval").body
     except SyntaxError as exc:
-        raise ExpressionError(f"syntax error in {text!r}: {exc.msg}") from None
+        raise ExpressionError(f"syntax error in {_short(text)!r}: {exc.msg}") from None
+    except (RecursionError, MemoryError):
+        raise ExpressionError(f"expression nested more than {MAX_DEPTH} deep refused ({_short(text)}); "
+                              f"split it into derived params") from None
+    _check_depth(tree, text)
     names: set[str] = set()
     _check(tree, names, text)
     return Expression(text=text.strip(), tree=tree, names=frozenset(names))
+
+
+def _short(text: str, limit: int = 80) -> str:
+    """An expression as an error message quotes it: whole when short, its start when not."""
+    text = text.strip()
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} chars)"
+
+
+def _check_depth(tree: ast.AST, text: str) -> None:
+    """Refuse trees deeper than MAX_DEPTH or larger than MAX_NODES, walking with a stack: recursion is
+    what depth would break."""
+    stack, seen = [(tree, 1)], 0
+    while stack:
+        node, depth = stack.pop()
+        seen += 1
+        if seen > MAX_NODES:
+            raise ExpressionError(f"expression of more than {MAX_NODES:,} parts refused ({_short(text)}); "
+                                  f"split it into derived params")
+        if depth > MAX_DEPTH:
+            raise ExpressionError(f"expression nested more than {MAX_DEPTH} deep refused ({_short(text)}); "
+                                  f"split it into derived params")
+        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
 
 
 def _check(node: ast.AST, names: set[str], text: str) -> None:
@@ -126,9 +168,8 @@ class _Evaluator:
             return CONSTANTS[name] if name in CONSTANTS else self.env[name]
         if isinstance(node, ast.BinOp):
             left, right = self.visit(node.left), self.visit(node.right)
-            if isinstance(node.op, ast.Pow) and isinstance(right, (int, float)) and abs(right) > 1000:
-                raise ExpressionError("exponent above 1000 refused")  # 9 ** 10 ** 9 would hang
-            return _BINARY[type(node.op)](left, right)
+            _guard(node.op, left, right)
+            return _bounded(_BINARY[type(node.op)](left, right))
         if isinstance(node, ast.UnaryOp):
             return _UNARY[type(node.op)](self.visit(node.operand))
         if isinstance(node, ast.BoolOp):
@@ -148,5 +189,31 @@ class _Evaluator:
         if isinstance(node, (ast.List, ast.Tuple, ast.Set)):
             return [self.visit(e) for e in node.elts]
         if isinstance(node, ast.Call):
-            return FUNCTIONS[node.func.id](*(self.visit(a) for a in node.args))  # type: ignore[attr-defined]
+            return _bounded(FUNCTIONS[node.func.id](*(self.visit(a) for a in node.args)))  # type: ignore[attr-defined]
         raise ExpressionError(f"{type(node).__name__} is not allowed")  # unreachable after _check
+
+
+def _guard(op: ast.operator, left: Any, right: Any) -> None:
+    """Refuse, before computing it, a step whose result would be huge or whose meaning is not arithmetic."""
+    if isinstance(op, ast.Mult):
+        seq, count = (left, right) if isinstance(left, (str, list)) else (right, left)
+        if isinstance(seq, (str, list)) and isinstance(count, int) and len(seq) * max(count, 0) > MAX_SEQUENCE:
+            raise ExpressionError(f"repetition of {len(seq):,} items x {count:,} refused; accepted: a result of at "
+                                  f"most {MAX_SEQUENCE:,} items")
+    elif isinstance(op, ast.Mod) and isinstance(left, str):
+        raise ExpressionError("string formatting with % is not allowed; accepted: % between numbers")
+    elif isinstance(op, ast.Pow) and isinstance(right, (int, float)) and not isinstance(right, bool):
+        if abs(right) > 1000:
+            raise ExpressionError("exponent above 1000 refused")  # 9 ** 10 ** 9 would hang
+        if isinstance(left, int) and isinstance(right, int) and right > 0 and \
+                abs(left).bit_length() * right > MAX_INT_BITS:
+            raise ExpressionError(f"power with a result over {MAX_INT_BITS} bits refused")
+
+
+def _bounded(value: Any) -> Any:
+    """Refuse a result too large to keep computing with (a long concatenation, a huge integer)."""
+    if isinstance(value, (str, list)) and len(value) > MAX_SEQUENCE:
+        raise ExpressionError(f"a result of {len(value):,} items refused; accepted: at most {MAX_SEQUENCE:,}")
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > MAX_INT_BITS:
+        raise ExpressionError(f"an integer over {MAX_INT_BITS} bits refused")
+    return value

@@ -15,9 +15,9 @@ from .train import run_training
 def reproduce(tracker: Tracker, run_id: str) -> tuple[str, dict[str, tuple[float, float]]]:
     """Returns the new run's id and {metric: (original, reproduced)} for the metrics both have."""
     original = tracker.get_run(run_id)
-    folder = tempfile.mkdtemp(prefix="tunelog-reproduce-")
-    spec_file = tracker.download(run_id, t.SPEC_ARTIFACT, folder)
-    spec = validate(yaml.safe_load(Path(spec_file).read_text()), f"spec of run {run_id}", folder)
+    with tempfile.TemporaryDirectory(prefix="tunelog-reproduce-") as folder:
+        spec_file = tracker.download(run_id, t.SPEC_ARTIFACT, folder)
+        spec = validate(yaml.safe_load(Path(spec_file).read_text()), f"spec of run {run_id}", folder)
     spec = spec.with_overrides({"tracking.run_name": f"reproduce-{original.name}"})
     new_id, result = run_training(spec, tracker, kind=original.kind or "train", based_on=run_id,
                                   extra_tags={"tunelog.reproduces": run_id})

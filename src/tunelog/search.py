@@ -15,6 +15,7 @@ from typing import Any, Optional
 
 from .errors import SpecError
 from .expressions import ExpressionError, parse
+from .scope import derived_order
 from .spec import ParamSpec, RuleSpec, SearchSpec, Spec
 
 
@@ -48,13 +49,13 @@ def check_targets(spec: Spec) -> None:
 
 def derive(search: SearchSpec, sampled: dict[str, Any], source: str,
            fixed: Optional[dict[str, Any]] = None) -> dict[str, Any]:
-    """Evaluate derived params in the order written; each may use sampled and earlier derived names,
+    """Evaluate derived params in dependency order; each may use sampled names, other derived params
     and the spec's fixed fields (`fixed`, e.g. `lora.r` when the sweep does not sample it)."""
     env = {**(fixed or {}), **sampled}
     out: dict[str, Any] = {}
-    for name, text in search.derived.items():
+    for name in derived_order(search.derived, source):
         try:
-            value = parse(text).evaluate(env)
+            value = parse(search.derived[name]).evaluate(env)
         except ExpressionError as exc:
             raise SpecError(source, [(f"search.derived.{name}", str(exc))]) from None
         env[name] = out[name] = value

@@ -305,6 +305,7 @@ class TrainerSpec(_Section):
     patterns: list[str] = Field(default_factory=list)  # extra metric regexes (named groups key, value, step)
     artifacts: list[str] = Field(default_factory=lambda: ["*.safetensors", "*.log"])
     timeout: Optional[float] = Field(None, gt=0)
+    keep_output: bool = False  # keep the script's output folder after its artifacts are logged
 
     @model_validator(mode="after")
     def _argv(self) -> "TrainerSpec":
@@ -506,17 +507,51 @@ def parse_set_options(items: tuple[str, ...] | list[str]) -> dict[str, Any]:
     return out
 
 
+MAX_SPEC_BYTES = 1_000_000  # a spec is a few kB; a megabyte is a mistake or an attack
+MAX_SPEC_VALUES = 100_000  # values after YAML aliases are expanded (an alias bomb expands to billions)
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
+    """The spec file as data; anything that is not a reasonable YAML mapping is one SpecError line."""
     p = Path(path)
     if not p.is_file():
         raise SpecError(str(path), [("", "file not found")])
+    size = p.stat().st_size
+    if size > MAX_SPEC_BYTES:
+        raise SpecError(str(path), [("", f"file of {size:,} bytes refused; accepted: a YAML spec of at most "
+                                         f"{MAX_SPEC_BYTES:,} bytes")])
     try:
-        raw = yaml.safe_load(p.read_text())
+        text = p.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(str(path), [("", f"not UTF-8 text (byte {exc.start}: {exc.object[exc.start:exc.start + 1]!r});"
+                                         f" accepted: a YAML file saved as UTF-8")]) from None
+    try:
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise SpecError(str(path), [("", f"not valid YAML: {exc}".replace("\n", " "))]) from None
+    except RecursionError:
+        raise SpecError(str(path), [("", "YAML nested too deeply; accepted: a spec of plain sections")]) from None
     if not isinstance(raw, dict):
         raise SpecError(str(path), [("", "expected a mapping of sections (model, data, lora, train, tracking, configs)")])
+    if _expanded_size(raw) > MAX_SPEC_VALUES:
+        raise SpecError(str(path), [("", f"expands to more than {MAX_SPEC_VALUES:,} values (YAML aliases?); "
+                                         f"accepted: a spec without alias bombs")])
     return raw
+
+
+def _expanded_size(data: Any) -> int:
+    """Values in the data as if every alias were copied out, counted without recursion and
+    stopping early: PyYAML shares an aliased node, so the bomb is small until something walks it."""
+    count, stack = 0, [data]
+    while stack and count <= MAX_SPEC_VALUES:
+        node = stack.pop()
+        count += 1
+        if isinstance(node, dict):
+            stack.extend(node.keys())
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return count
 
 
 def validate(raw: dict[str, Any], file: str, base_dir: str, config: Optional[str] = None,
@@ -547,6 +582,9 @@ def validate(raw: dict[str, Any], file: str, base_dir: str, config: Optional[str
     except ValidationError as err:
         raise SpecError(file, _format_errors(err, "--set " if overrides else "")) from None
     spec = spec.model_copy(update={"source": file, "base_dir": base_dir, "config_name": config})
+    from .scope import check_names
+
+    check_names(spec)
     _check_files(spec)
     return spec
 

@@ -8,10 +8,10 @@ Studies live in storage beside the MLflow store (SQLite) or at `--storage URL`
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -27,6 +27,7 @@ from optuna.trial import TrialState
 from . import search as space
 from . import tracking as t
 from .errors import SpecError, SweepStuck, TrainingInterrupted, TunelogError
+from .owner import owner_dead, owner_tag
 from .lint import Facts, model_hidden_size, rule_env
 from .plan import make_plan
 from .spec import SearchSpec, Spec
@@ -41,6 +42,9 @@ ATTR_CONFIG = "tunelog.config"
 STUDY_RUN = "tunelog.sweep_run_id"
 STUDY_SPACE = "tunelog.search"
 STUDY_ENQUEUED = "tunelog.enqueued"
+STUDY_HASH = "tunelog.space_hash"  # what the study searches: a different space under its name is refused
+STUDY_REQUEUED = "tunelog.requeued"  # numbers of interrupted trials already queued again
+INTERRUPTED = "interrupted"  # Ctrl-C, SIGTERM or a dead worker: the trial runs again on resume
 HEARTBEAT_SECONDS, GRACE_SECONDS = 10, 60
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -58,6 +62,7 @@ class SweepOptions:
     storage: Optional[str] = None
     study: Optional[str] = None
     workers: int = 1
+    force_resume: bool = False
     refine_from: Optional[str] = None
     top_k: int = 5
     echo: Callable[[str], None] = print
@@ -183,9 +188,29 @@ class Sweep:
         study = optuna.create_study(study_name=self.study_name, storage=self.storage, load_if_exists=True,
                                     sampler=make_sampler(self.search, self.n_trials),
                                     pruner=make_pruner(self.spec, plan.total_steps), directions=directions(self.spec))
+        self._check_space(study)
         if STUDY_SPACE not in study.user_attrs:
             study.set_user_attr(STUDY_SPACE, {k: v.model_dump() for k, v in self.search.params.items()})
         return study
+
+    def space_hash(self) -> str:
+        """What the study searches: params, derived params and every rule that rejects (not the budget,
+        not `--quick`'s cheaper training), so the README's `--quick` then full run share one study."""
+        what = {"params": {k: v.model_dump() for k, v in self.search.params.items()},
+                "derived": self.search.derived, "soft": [r.model_dump() for r in self.search.soft],
+                "rules": [r.model_dump() for r in space.hard_rules(self.spec)]}
+        return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+    def _check_space(self, study: optuna.Study) -> None:
+        """Resuming is for the same search: another space under an old name would inherit its trials."""
+        new, old = self.space_hash(), study.user_attrs.get(STUDY_HASH)
+        if old and old != new and not self.opts.force_resume:
+            raise SpecError(self.spec.source, [("search", f"study {self.study_name!r} was started with another search "
+                                                          f"space (hash {old}, this spec's is {new}); accepted: "
+                                                          f"--study NEW for a new study, or --force-resume to go "
+                                                          f"on with this one")])
+        if old != new:
+            study.set_user_attr(STUDY_HASH, new)
 
     def _enqueue_named_configs(self, study: optuna.Study) -> None:
         """The spec's named configs run first, then the sampler takes over (once per study)."""
@@ -202,12 +227,12 @@ class Sweep:
                 study.enqueue_trial(kept, user_attrs={ATTR_CONFIG: name})
 
     def recover(self, study: optuna.Study) -> list[int]:
-        """Fail trials whose worker died (same host: its pid is gone; elsewhere: heartbeat stale); close their runs."""
-        host = socket.gethostname()
+        """Trials whose worker died (same host: its pid is gone; elsewhere: heartbeat stale) end as interrupted,
+        their runs closed KILLED; every interrupted trial is queued again once, with the same params."""
         failed = []
         for tr in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            owner_host, _, pid = str(tr.user_attrs.get(ATTR_OWNER, "")).rpartition(":")
-            if owner_host == host and pid.isdigit() and not _pid_alive(int(pid)):
+            if owner_dead(tr.user_attrs.get(ATTR_OWNER, "")):
+                study._storage.set_trial_user_attr(tr._trial_id, ATTR_OUTCOME, INTERRUPTED)  # no public setter
                 study.tell(tr.number, state=TrialState.FAIL, skip_if_finished=True)
                 failed.append(tr.number)
         if isinstance(self.storage, optuna.storages.RDBStorage):
@@ -216,14 +241,28 @@ class Sweep:
             run_id = tr.user_attrs.get(ATTR_RUN)
             if run_id and self.tracker.close_run(run_id, "KILLED", "failed", "worker died mid-trial; failed on resume"):
                 self.opts.echo(f"trial {tr.number}: its worker died; trial failed and run {run_id} closed KILLED")
-        return failed
+        return self._requeue_interrupted(study)
+
+    def _requeue_interrupted(self, study: optuna.Study) -> list[int]:
+        """An interrupted trial did not finish, so it does not count: its params run again (Optuna's queue)."""
+        done = set(study.user_attrs.get(STUDY_REQUEUED, []))
+        again = [tr for tr in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+                 if tr.user_attrs.get(ATTR_OUTCOME) == INTERRUPTED and tr.number not in done and tr.params]
+        for tr in again:
+            attrs = {k: v for k, v in tr.user_attrs.items() if k == ATTR_CONFIG}
+            study.enqueue_trial(tr.params, user_attrs={**attrs, "tunelog.requeued_from": tr.number},
+                                skip_if_exists=False)
+        if again:
+            study.set_user_attr(STUDY_REQUEUED, sorted(done | {tr.number for tr in again}))
+        return [tr.number for tr in again]
 
     # the sweep run and the loop
 
     def sweep_run_tags(self) -> dict[str, Any]:
         tags = {t.TAG_KIND: "sweep", t.TAG_STUDY: self.study_name, t.TAG_NAME: self.study_name,
                 t.TAG_METRIC: self.spec.tracking.metric, t.TAG_DIRECTION: self.spec.tracking.direction,
-                "tunelog.storage": self.storage_url, "tunelog.refined_from": self.opts.refine_from}
+                "tunelog.storage": self.storage_url, "tunelog.refined_from": self.opts.refine_from,
+                "tunelog.n_trials": self.n_trials, STUDY_HASH: self.space_hash()}
         if self.narrowed:
             tags[t.TAG_NOTE] = "Refined search space:\n" + "\n".join(f"- {line}" for line in self.narrowed)
         return tags
@@ -236,9 +275,15 @@ class Sweep:
         with self.tracker.run(self.spec.tracking.experiment, run_name=self.study_name, tags=self.sweep_run_tags(),
                               resume_run_id=existing) as run:
             study.set_user_attr(STUDY_RUN, run.run_id)
-            run.log_params({f"search.{k}": json.dumps(v.model_dump(exclude_none=True)) for k, v in
-                            self.search.params.items()} | {"search.n_trials": self.n_trials})
-            self.recover(study)
+            # the budget is a tag and a metric: a resumed sweep may be given another one
+            run.log_new_params({f"search.{k}": json.dumps(v.model_dump(exclude_none=True)) for k, v in
+                                self.search.params.items()})
+            run.log_metrics({"sweep/n_trials": self.n_trials})
+            requeued = self.recover(study)
+            finished = used_budget(study)
+            if finished or requeued:
+                self.opts.echo(f"resuming study {self.study_name}: {finished} finished, {len(requeued)} re-queued, "
+                               f"{max(0, self.n_trials - finished)} to go")
             self._enqueue_named_configs(study)
             if self.opts.workers > 1:
                 self._spawn_workers(run.run_id)
@@ -283,7 +328,7 @@ class Sweep:
                 self.opts.echo(f"timeout of {self.opts.timeout:g}s reached")
                 break
             trial = study.ask()
-            if trial.number >= self.n_trials:  # another worker took the last slot between count and ask
+            if used_budget(study, before=trial.number) >= self.n_trials:  # another worker took the last slot
                 trial.set_user_attr(ATTR_OUTCOME, "over_budget")
                 study.tell(trial, state=TrialState.FAIL)
                 break
@@ -305,7 +350,7 @@ class Sweep:
 
     def run_trial(self, study: optuna.Study, trial: optuna.Trial, sweep_run_id: str) -> tuple[str, str]:
         """One trial from sample to tell; returns (outcome, the rule that rejected it or '')."""
-        trial.set_user_attr(ATTR_OWNER, f"{socket.gethostname()}:{os.getpid()}")
+        trial.set_user_attr(ATTR_OWNER, owner_tag())
         sampled = suggest(trial, self.search)
         values = {**sampled, **space.derive(self.search, sampled, self.spec.source, self.spec.flat_params())}
         spec = self.trial_spec(trial, values)
@@ -346,7 +391,7 @@ class Sweep:
                                               extra_tags=tags, on_eval=on_eval,
                                               on_start=lambda rid: trial.set_user_attr(ATTR_RUN, rid))
         except (KeyboardInterrupt, TrainingInterrupted):
-            trial.set_user_attr(ATTR_OUTCOME, "failed")
+            trial.set_user_attr(ATTR_OUTCOME, INTERRUPTED)  # not counted; queued again on resume
             study.tell(trial, state=TrialState.FAIL)
             raise
         except Exception as exc:  # the run is already closed FAILED by the tracker; the sweep goes on
@@ -403,25 +448,14 @@ class _Heartbeat:
             self._thread.join()
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie (killed, not yet reaped) is dead for our purpose
-        return Path(f"/proc/{pid}/stat").read_text().split(") ")[-1][:1] != "Z"
-    except OSError:
-        return True
-
-
 # --- reading a study back -------------------------------------------------------
 
-def used_budget(study: optuna.Study) -> int:
-    """Trials that count against n_trials: started or finished, not merely queued, not over budget."""
+def used_budget(study: optuna.Study, before: Optional[int] = None) -> int:
+    """Trials that count against n_trials: started or finished; not merely queued, not over budget,
+    not interrupted (those run again). With `before`, only trials numbered below it."""
     return sum(1 for tr in study.get_trials(deepcopy=False)
-               if tr.state != TrialState.WAITING and tr.user_attrs.get(ATTR_OUTCOME) != "over_budget")
+               if tr.state != TrialState.WAITING and tr.user_attrs.get(ATTR_OUTCOME) not in ("over_budget", INTERRUPTED)
+               and (before is None or tr.number < before))
 
 
 def best_trials(study: optuna.Study, k: int) -> list[optuna.trial.FrozenTrial]:
@@ -447,10 +481,14 @@ def pareto_front(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
 
 
 def counts(study: optuna.Study) -> dict[str, int]:
-    out = {"complete": 0, "pruned": 0, "rejected": 0, "failed": 0, "diverged": 0, "oom": 0, "running": 0}
+    out = {"complete": 0, "pruned": 0, "rejected": 0, "failed": 0, "diverged": 0, "oom": 0, "running": 0,
+           INTERRUPTED: 0}
     for tr in study.get_trials(deepcopy=False):
         outcome = tr.user_attrs.get(ATTR_OUTCOME)
         if outcome == "over_budget":
+            continue
+        if outcome == INTERRUPTED and tr.state == TrialState.FAIL:
+            out[INTERRUPTED] += 1
             continue
         if tr.state == TrialState.COMPLETE:
             out["complete"] += 1

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import threading
 import time
 from contextlib import contextmanager
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Optional
 
 from .errors import TrainingInterrupted
+from .owner import owner_dead, owner_tag
 
 # --- the tracking contract -------------------------------------------------
 TAG_KIND = "tunelog.kind"  # train, trial, sweep, probe, stage, pipeline, import
@@ -50,6 +52,7 @@ PLOTS_ARTIFACT = "plots"
 # out of "what changed" between runs.
 DERIVED_PARAMS = frozenset({"data.n_train", "data.n_eval", "train.total_steps", "train.warmup_steps_resolved",
                             "train.peak_lr_resolved", "train.device"})
+TAG_OWNER = "tunelog.owner"  # host:pid of the process that opened the run (`tunelog gc` checks it)
 TAG_IMPORT_KEY = "tunelog.import_key"  # identifies an imported legacy folder, so importing twice adds nothing
 
 DEFAULT_STORE_DIR = "mlruns"
@@ -142,6 +145,14 @@ class RunLogger:
 
         items = [Param(k, _param_value(v)) for k, v in params.items()]
         self.client.log_batch(self.run_id, params=items, synchronous=True)
+
+    def log_new_params(self, params: Mapping[str, Any]) -> None:
+        """Params the run does not have yet (a resumed run keeps the values it was started with:
+        MLflow refuses to change a param)."""
+        have = self.client.get_run(self.run_id).data.params
+        new = {k: v for k, v in params.items() if k not in have}
+        if new:
+            self.log_params(new)
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         from mlflow.entities import RunTag
@@ -283,6 +294,7 @@ class Tracker:
         `resume_run_id` reopens an earlier run (a resumed sweep) instead of creating one.
         """
         all_tags = {k: str(v) for k, v in (tags or {}).items() if v is not None}
+        all_tags[TAG_OWNER] = owner_tag()
         if parent_run_id:
             all_tags[TAG_PARENT] = parent_run_id
         joined = self._env_run_id(parent_run_id) or resume_run_id
@@ -331,6 +343,31 @@ class Tracker:
         RunLogger(self.client, run_id, "").set_outcome(outcome, reason)
         self.client.set_terminated(run_id, status=status)
         return True
+
+    def stale_runs(self, older_than_s: float) -> list[tuple[RunRecord, str]]:
+        """Runs left RUNNING with no live process: (record, why), across every experiment.
+
+        A run whose owner process lives on this host is never stale. Otherwise it is stale when
+        nothing was logged to it (start, or its latest metric) for `older_than_s`: a run that a
+        failed `mlflow run` environment build, a SIGKILL or a lost machine left behind.
+        """
+        now_ms = time.time() * 1000
+        experiments = [e.experiment_id for e in self.client.search_experiments()]
+        running = self.client.search_runs(experiments, "attributes.status = 'RUNNING'", max_results=50_000) \
+            if experiments else []
+        stale = []
+        for run in running:
+            owner = run.data.tags.get(TAG_OWNER, "")
+            if owner and not owner_dead(owner) and owner.rpartition(":")[0] == socket.gethostname():
+                continue  # its process is alive here
+            stamps = [m.timestamp for m in getattr(run.data, "_metric_objs", [])] + [run.info.start_time or 0]
+            idle_s = (now_ms - max(stamps)) / 1000
+            if idle_s < older_than_s:
+                continue
+            who = f"process {owner} is gone" if owner else "no tunelog process recorded"
+            stale.append((_record(run), f"left RUNNING: {who}, nothing logged for {idle_s / 60:.0f} min; "
+                                        f"closed by tunelog gc"))
+        return stale
 
     def get_run(self, run_id: str) -> RunRecord:
         """A run by id; a clear error when the store has no such run."""
@@ -553,6 +590,8 @@ def resolve_model_uri(uri: str) -> str:
 
 
 def _fetch_run_adapter(ref: str) -> tuple[Path, Any]:
+    import atexit
+    import shutil
     import tempfile
 
     import mlflow
@@ -562,6 +601,7 @@ def _fetch_run_adapter(ref: str) -> tuple[Path, Any]:
     if ref not in _FETCHED:
         run_id, _, path = ref[len("runs:/"):].partition("/")
         folder = Path(tempfile.mkdtemp(prefix="tunelog-adapter-"))
+        atexit.register(shutil.rmtree, folder, True)  # cached for this process, gone with it
         local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path or ADAPTER_ARTIFACT,
                                                     dst_path=str(folder), tracking_uri=tracking_uri())
         spec_file = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=SPEC_ARTIFACT,

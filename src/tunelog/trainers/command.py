@@ -13,6 +13,7 @@ import math
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -136,7 +137,25 @@ class CommandTrainer:
     """Registered as `command`."""
 
     def train(self, spec: Spec, run: RunLogger, on_eval: Optional[EvalHook] = None) -> Result:
-        output_dir = Path(tempfile.mkdtemp(prefix="tunelog-cmd-"))
+        """Runs the script in a fresh output folder, logs what it wrote, then removes the folder.
+
+        The folder holds whatever the script saved (weights included): left behind, a 40-trial
+        sweep would leave 40 copies in the temp dir. It stays only with `trainer.keep_output`
+        or when logging its artifacts failed, and then its path is printed.
+        """
+        output_dir = Path(tempfile.mkdtemp(prefix=f"tunelog-cmd-{run.run_id[:8]}-"))
+        logged = False
+        try:
+            result = self._run(spec, run, output_dir)
+            logged = True
+            return result
+        finally:
+            if spec.trainer.keep_output or not logged:
+                print(f"command output kept in {output_dir}", file=sys.stderr)
+            else:
+                shutil.rmtree(output_dir, ignore_errors=True)
+
+    def _run(self, spec: Spec, run: RunLogger, output_dir: Path) -> Result:
         argv = render_argv(spec, output_dir)
         run.log_params({"trainer.rendered_argv": json.dumps(argv)})
 

@@ -1,0 +1,34 @@
+"""Which process owns a trial or a run (`host:pid`), and whether that process still lives.
+
+A sweep that resumes and `tunelog gc` both need to tell a run that is still training
+from one whose process was killed: the owner is recorded when the work starts.
+"""
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+
+def owner_tag() -> str:
+    """This process, as recorded on what it starts."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def owner_dead(owner: str) -> bool:
+    """True only when the owner is on this host and its process is gone; False when alive or unknowable."""
+    host, _, pid = str(owner or "").rpartition(":")
+    return host == socket.gethostname() and pid.isdigit() and not pid_alive(int(pid))
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie (killed, not yet reaped) is dead for our purpose
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[-1][:1] != "Z"
+    except OSError:
+        return True
