@@ -15,6 +15,8 @@ from .errors import MachineError
 def check_model_source(spec: Any, timeout: float = 10.0) -> None:
     """Raises MachineError when `model.name` is neither a local folder, nor cached, nor fetchable."""
     name = spec.model.name
+    if spec.trainer.type != "hf":  # the user's script loads its own model; model.name is its label
+        return
     if name is None or Path(name).expanduser().exists() or spec.path(name).exists():
         return
     from huggingface_hub import HfApi, try_to_load_from_cache
