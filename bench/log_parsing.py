@@ -11,9 +11,9 @@ from __future__ import annotations
 import re
 import time
 
-from _common import verdict
+from _common import sized, verdict
 
-N = 200_000
+N = sized(200_000, 5_000)
 
 
 def make_lines(n: int) -> list[str]:

@@ -20,9 +20,30 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import REPO, temp_store, verdict
+from _common import REPO, SMOKE, temp_store, verdict
 
 SPEC = REPO / "examples/demo/demo.yaml"
+
+
+def smoke_spec() -> Path:
+    """The demo with a 2 x 2 probe grid and short steps: the bench's whole path in seconds."""
+    import yaml
+
+    raw = yaml.safe_load(SPEC.read_text())
+    for key in ("train", "eval"):
+        raw["data"][key] = str(REPO / "examples/demo" / raw["data"][key])
+    raw["model"]["tokenizer"] = str(REPO / "examples/demo/tokenizer.json")
+    raw.pop("pipeline", None)
+    raw["probe"] = {"params": {"train.batch_size": {"type": "categorical", "choices": [2, 4]},
+                               "lora.r": {"type": "categorical", "choices": [4, 8]}},
+                    "max_steps": 2, "min_seconds": 0}
+    path = Path(tempfile.mkdtemp(prefix="tunelog-probe-smoke-")) / "spec.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+if SMOKE:
+    SPEC = smoke_spec()
 
 
 def probe_run(workdir: Path, *args: str) -> tuple[dict, float]:

@@ -9,9 +9,9 @@ from __future__ import annotations
 import statistics
 import time
 
-from _common import demo_spec, temp_store, verdict
+from _common import demo_spec, sized, temp_store, verdict
 
-BLOCKS, STEPS_PER_BLOCK = 12, 15
+BLOCKS, STEPS_PER_BLOCK = sized((12, 15), (2, 3))
 
 
 class DroppingLogger:

@@ -9,9 +9,9 @@ from __future__ import annotations
 import statistics
 import time
 
-from _common import demo_spec, temp_store, verdict
+from _common import demo_spec, sized, temp_store, verdict
 
-STEPS, REPEATS = 150, 2
+STEPS, REPEATS = sized((150, 2), (10, 1))
 
 
 def plain_loop(spec) -> float:

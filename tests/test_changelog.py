@@ -170,7 +170,7 @@ def test_changelog_output_is_byte_identical_and_json_matches(imported, store, tm
     for i in range(2):
         out = tmp_path / f"c{i}.md"
         proc = subprocess.run([sys.executable, "-m", "tunelog.cli", "changelog", "--experiment", "speech", "-o",
-                               str(out)], capture_output=True, text=True, env=env, timeout=120)
+                               str(out)], capture_output=True, text=True, env=env, timeout=600)
         assert proc.returncode == 0, proc.stderr
         outs.append(out.read_bytes())
     assert outs[0] == outs[1]
@@ -181,7 +181,7 @@ def test_changelog_output_is_byte_identical_and_json_matches(imported, store, tm
     assert "No changes: a repeat of 06_ema." in text
     assert "- Changed: `batch_size`: 16 -> 32" in text
     proc = subprocess.run([sys.executable, "-m", "tunelog.cli", "changelog", "--experiment", "speech", "--format",
-                           "json", "--no-log"], capture_output=True, text=True, env=env, timeout=120)
+                           "json", "--no-log"], capture_output=True, text=True, env=env, timeout=600)
     data = json.loads(proc.stdout)
     assert data["metric"] == "val_loss" and len(data["entries"]) == 19
     changelog_runs = [r for r in Tracker().all_runs("speech") if r.kind == "changelog"]
@@ -227,7 +227,7 @@ def test_three_demo_trainings_with_based_on_links(tmp_path, store):
     third_spec = spec.with_overrides({"lora.r": 16, "train.learning_rate": 2e-3, "tracking.run_name": "rank16-lr"})
     third, _ = run_training(third_spec, tracker)
     proc = subprocess.run([sys.executable, "-m", "tunelog.cli", "based-on", third, second], capture_output=True,
-                          text=True, env=subprocess_env(store), timeout=120)
+                          text=True, env=subprocess_env(store), timeout=600)
     assert proc.returncode == 0 and Tracker().get_run(third).tags[TAG_BASED_ON] == second
     text = cl.to_markdown(cl.collect_and_build(Tracker(), "test"))
     sections = [line for line in text.splitlines() if line.startswith("#")]
@@ -241,7 +241,7 @@ def test_three_demo_trainings_with_based_on_links(tmp_path, store):
 
 def test_based_on_refuses_unknown_runs(store):
     proc = subprocess.run([sys.executable, "-m", "tunelog.cli", "based-on", "nope", "nada"], capture_output=True,
-                          text=True, env=subprocess_env(store), timeout=120)
+                          text=True, env=subprocess_env(store), timeout=600)
     assert proc.returncode == 1 and "no run 'nope'" in proc.stderr and "Traceback" not in proc.stderr
 
 

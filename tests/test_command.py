@@ -84,21 +84,28 @@ def test_values_stay_one_argument_and_are_shell_quoted_inside_a_shell_script(tmp
     assert (tmp_path / "seen.txt").read_text() == hostile  # bash read the value back as one quoted word
 
 
+def started(pid_file: Path) -> bool:
+    return pid_file.exists() and bool(pid_file.read_text().strip())
+
+
 def test_sigterm_to_tunelog_stops_the_script_and_kills_the_run(tmp_path, store):
     pid_file = tmp_path / "child.pid"
     spec = example(tmp_path, sleep=0.5, pid_file=pid_file)
     proc = subprocess.Popen([sys.executable, "-m", "tunelog.cli", "train", spec.source], env=subprocess_env(store),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while time.time() < deadline and not pid_file.exists():
-        time.sleep(0.2)
-    assert pid_file.exists(), "the script never started"
-    time.sleep(1.0)
-    child = int(pid_file.read_text())
-    proc.send_signal(signal.SIGTERM)
-    proc.communicate(timeout=60)
+    try:  # waits on state (the script's pid file), not on time; the process is ours to stop
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline and proc.poll() is None and not started(pid_file):
+            time.sleep(0.2)
+        assert pid_file.exists(), f"the script never started: {proc.communicate()[1][-2000:]}"
+        child = int(pid_file.read_text())
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
     assert proc.returncode == 143
-    time.sleep(0.5)
     try:
         os.kill(child, 0)
         alive = Path(f"/proc/{child}/stat").read_text().split(") ")[-1][:1] != "Z"
@@ -153,7 +160,7 @@ def test_probe_of_a_command_trainer_under_a_cpu_budget(tmp_path, store):
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     env = subprocess_env(store)
     proc = subprocess.run([sys.executable, "-m", "tunelog.cli", "probe", str(path), "--max-memory-gb", "0.2",
-                           "-o", str(tmp_path / "best.sh")], capture_output=True, text=True, env=env, timeout=300,
+                           "-o", str(tmp_path / "best.sh")], capture_output=True, text=True, env=env, timeout=600,
                           cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     client = MlflowClient(store)
@@ -172,7 +179,7 @@ def test_probe_of_a_command_trainer_under_a_cpu_budget(tmp_path, store):
     assert summary["tested"] < summary["grid"]
     script = (tmp_path / "best.sh").read_text()
     assert "--train_batch_size 8" in script and "--network_dim 32" in script and "--max_train_steps" not in script
-    ran = subprocess.run(["bash", str(tmp_path / "best.sh")], capture_output=True, text=True, timeout=120,
+    ran = subprocess.run(["bash", str(tmp_path / "best.sh")], capture_output=True, text=True, timeout=600,
                          cwd=tmp_path)
     assert ran.returncode == 0, ran.stderr[-2000:]
     assert (tmp_path / "probe-best-output/last.safetensors").is_file()

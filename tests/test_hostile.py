@@ -193,7 +193,7 @@ def test_model_with_the_hub_out_of_reach(tmp_path, store):
     path = write_spec(tmp_path / "hub.yaml", raw)
     env = {**subprocess_env(store), "HF_HUB_OFFLINE": "0", "HF_ENDPOINT": "http://127.0.0.1:9"}  # nothing listens
     proc = subprocess.run([sys.executable, "-m", "tunelog.cli", "train", str(path)], capture_output=True, text=True,
-                          env=env, timeout=300)
+                          env=env, timeout=600)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "hub is out of reach" in proc.stderr and "no-such-org/no-such-model" in proc.stderr
     assert store_is_empty(store)

@@ -116,7 +116,7 @@ def test_fastspeech2_fixed_has_no_error_and_schedule_prints_hand_values(tmp_path
     png = tmp_path / "lr.png"
     proc = subprocess.run([sys.executable, "-m", "tunelog.cli", "schedule", str(path), "--at",
                            "1000,8000,100000,300000,500000", "-o", str(png)], capture_output=True, text=True,
-                          env=subprocess_env("sqlite:///unused.db"), timeout=120)
+                          env=subprocess_env("sqlite:///unused.db"), timeout=600)
     assert proc.returncode == 0, proc.stderr
     table = {int(a): float(b) for a, b in (l.split() for l in proc.stdout.splitlines() if l.strip()[:1].isdigit())}
     expected = {1000: 1e-4 * 1000 / 8000, 8000: 1e-4, 100_000: 1e-4, 300_000: 1e-4 * 0.5, 500_000: 1e-4 * 0.25}
@@ -127,7 +127,7 @@ def test_fastspeech2_fixed_has_no_error_and_schedule_prints_hand_values(tmp_path
 
 def run_cli(store, *args):
     return subprocess.run([sys.executable, "-m", "tunelog.cli", *args], capture_output=True, text=True,
-                          env=subprocess_env(store), timeout=300)
+                          env=subprocess_env(store), timeout=600)
 
 
 def test_lint_cli_exit_codes_and_json(store):

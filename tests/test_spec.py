@@ -120,7 +120,7 @@ def test_cli_bad_spec_prints_one_line_and_exits_2(tmp_path, store, mutate, field
     mutate(raw)
     path = write_spec(tmp_path / "bad.yaml", raw)
     proc = subprocess.run([sys.executable, "-m", "tunelog.cli", "train", str(path)], capture_output=True,
-                          text=True, env=subprocess_env(store), timeout=120)
+                          text=True, env=subprocess_env(store), timeout=600)
     assert proc.returncode == 2
     lines = [l for l in proc.stderr.splitlines() if l.strip()]
     assert len(lines) == 1, proc.stderr
@@ -130,5 +130,5 @@ def test_cli_bad_spec_prints_one_line_and_exits_2(tmp_path, store, mutate, field
 
 def test_cli_missing_spec_file_exits_2(tmp_path, store):
     proc = subprocess.run([sys.executable, "-m", "tunelog.cli", "train", str(tmp_path / "nope.yaml")],
-                          capture_output=True, text=True, env=subprocess_env(store), timeout=120)
+                          capture_output=True, text=True, env=subprocess_env(store), timeout=600)
     assert proc.returncode == 2 and "file not found" in proc.stderr and "Traceback" not in proc.stderr

@@ -135,7 +135,7 @@ def test_champion_loads_in_a_fresh_process_with_the_runs_logits(tmp_path, store)
               "with torch.no_grad():\n    torch.save(m.model(input_ids=ids).logits, sys.argv[1])\n")
     out = tmp_path / "logits.pt"
     proc = subprocess.run([sys.executable, "-c", script, str(out)], capture_output=True, text=True,
-                          env=subprocess_env(store), timeout=300)
+                          env=subprocess_env(store), timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert torch.equal(torch.load(out), expected)
     assert not torch.equal(expected, _tiny_model(spec, tokenizer)(input_ids=ids).logits)  # the adapter matters
@@ -153,7 +153,7 @@ def test_reproduce_gives_the_same_final_loss(tmp_path, store):
 def test_stages_without_a_pipeline_is_a_clear_error(tmp_path, store):
     path = write_spec(tmp_path / "n.yaml", demo_raw())
     proc = subprocess.run([sys.executable, "-m", "tunelog.cli", "stages", str(path)], capture_output=True, text=True,
-                          env=subprocess_env(store), timeout=120)
+                          env=subprocess_env(store), timeout=600)
     assert proc.returncode == 2 and "pipeline: missing" in proc.stderr and "Traceback" not in proc.stderr
 
 

@@ -146,7 +146,7 @@ def test_rejecting_everything_stops_with_a_clear_message(tmp_path, store):
         "constraints": [{"name": "nothing-fits", "reject": "train.learning_rate > 0", "reason": "always"}]}
     path = write_spec(tmp_path / "stuck.yaml", sweep_raw(tmp_path, search))
     proc = subprocess.run([sys.executable, "-m", "tunelog.cli", "sweep", str(path)], capture_output=True, text=True,
-                          env=subprocess_env(store), timeout=300)
+                          env=subprocess_env(store), timeout=600)
     assert proc.returncode == 2
     assert "rejected the last 6 configs in a row (most often: nothing-fits (6x))" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -193,7 +193,7 @@ def test_interrupted_trial_runs_again_on_resume(tmp_path, store, sig):
     try:
         victim = wait_for_training_trial(store, 0, proc)
         proc.send_signal(sig)
-        code = proc.wait(timeout=120)
+        code = proc.wait(timeout=600)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -231,7 +231,7 @@ def test_refine_narrows_around_the_best(tmp_path, store):
         assert t.params["lora.r"] in {p["lora.r"] for p in seen}
         assert 1e-4 <= t.params["train.learning_rate"] <= 1e-1
     proc = subprocess.run([sys.executable, "-m", "tunelog.cli", "analyze", "s"], capture_output=True, text=True,
-                          env=subprocess_env(store), timeout=120)
+                          env=subprocess_env(store), timeout=600)
     assert proc.returncode == 0 and "1. trial" in proc.stdout and "suggested next ranges" in proc.stdout
     assert first.best_trial is not None and lows
 
@@ -243,7 +243,7 @@ def test_mlflow_run_sweep_entry_point(tmp_path, store):
     proc = subprocess.run(["mlflow", "run", str(REPO), "-e", "sweep", "--env-manager", "local",
                            "--experiment-name", "test", "-P", f"spec={path}", "-P", "quick=false",
                            "-P", f"changelog={tmp_path / 'CHANGELOG.md'}"],
-                          capture_output=True, text=True, env=subprocess_env(store), timeout=300, cwd=tmp_path)
+                          capture_output=True, text=True, env=subprocess_env(store), timeout=600, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     sweep_runs = runs(store, **{"tunelog.kind": "sweep"})
     assert len(sweep_runs) == 1 and sweep_runs[0].info.status == "FINISHED"

@@ -30,7 +30,7 @@ def losses(client, run_id, key="train/loss"):
 
 def test_cli_train_produces_a_complete_run(tmp_path, store, quick_spec):
     proc = subprocess.run([sys.executable, "-m", "tunelog.cli", "train", str(quick_spec), "--config", "balanced"],
-                          capture_output=True, text=True, env=subprocess_env(store), timeout=300)
+                          capture_output=True, text=True, env=subprocess_env(store), timeout=600)
     assert proc.returncode == 0, proc.stderr
     client = MlflowClient(store)
     run = client.search_runs([client.get_experiment_by_name("test").experiment_id])[0]
@@ -142,18 +142,23 @@ def test_sigterm_mid_training_leaves_the_run_killed(tmp_path, store):
     proc = subprocess.Popen([sys.executable, "-m", "tunelog.cli", "train", str(spec_path)],
                             env=subprocess_env(store), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     client = MlflowClient(store)
-    deadline = time.time() + 120
+    deadline = time.monotonic() + 600
     run_id = None
-    while time.time() < deadline:  # wait until training is under way: step metrics reach the store
-        exp = client.get_experiment_by_name("test")
-        runs = client.search_runs([exp.experiment_id]) if exp else []
-        if runs and client.get_metric_history(runs[0].info.run_id, "train/loss"):
-            run_id = runs[0].info.run_id
-            break
-        time.sleep(0.5)
-    assert run_id, "training never started"
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=60)
+    try:  # waits on state (step metrics in the store), not on time; the process is ours to stop
+        while time.monotonic() < deadline and proc.poll() is None:
+            exp = client.get_experiment_by_name("test")
+            runs = client.search_runs([exp.experiment_id]) if exp else []
+            if runs and client.get_metric_history(runs[0].info.run_id, "train/loss"):
+                run_id = runs[0].info.run_id
+                break
+            time.sleep(0.5)
+        assert run_id, f"training never started: {proc.communicate()[1][-2000:]}"
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
     assert proc.returncode == 143, err
     got = client.get_run(run_id)
     assert got.info.status == "KILLED"
@@ -165,7 +170,7 @@ def test_mlflow_run_entry_point_joins_its_run(tmp_path, store):
     spec_path = write_spec(tmp_path / "spec.yaml", demo_raw(max_steps=20))
     proc = subprocess.run(["mlflow", "run", str(REPO), "-e", "train", "--env-manager", "local",
                            "--experiment-name", "projects", "-P", f"spec={spec_path}"],
-                          capture_output=True, text=True, env=subprocess_env(store), timeout=300, cwd=tmp_path)
+                          capture_output=True, text=True, env=subprocess_env(store), timeout=600, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     client = MlflowClient(store)
     runs = client.search_runs([client.get_experiment_by_name("projects").experiment_id])
