@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 import pytest
 from mlflow import MlflowClient
 
-from conftest import demo_raw, subprocess_env, write_spec
+from conftest import run_cli, demo_raw, subprocess_env, write_spec
 from tunelog import changelog as cl
 from tunelog.importer import import_tree
 from tunelog.logparse import LogParser
@@ -169,8 +169,7 @@ def test_changelog_output_is_byte_identical_and_json_matches(imported, store, tm
     outs = []
     for i in range(2):
         out = tmp_path / f"c{i}.md"
-        proc = subprocess.run([sys.executable, "-m", "tunelog.cli", "changelog", "--experiment", "speech", "-o",
-                               str(out)], capture_output=True, text=True, env=env, timeout=600)
+        proc = run_cli("changelog", "--experiment", "speech", "-o", str(out))
         assert proc.returncode == 0, proc.stderr
         outs.append(out.read_bytes())
     assert outs[0] == outs[1]
@@ -180,8 +179,7 @@ def test_changelog_output_is_byte_identical_and_json_matches(imported, store, tm
         assert heading in text
     assert "No changes: a repeat of 06_ema." in text
     assert "- Changed: `batch_size`: 16 -> 32" in text
-    proc = subprocess.run([sys.executable, "-m", "tunelog.cli", "changelog", "--experiment", "speech", "--format",
-                           "json", "--no-log"], capture_output=True, text=True, env=env, timeout=600)
+    proc = run_cli("changelog", "--experiment", "speech", "--format", "json", "--no-log")
     data = json.loads(proc.stdout)
     assert data["metric"] == "val_loss" and len(data["entries"]) == 19
     changelog_runs = [r for r in Tracker().all_runs("speech") if r.kind == "changelog"]
@@ -226,8 +224,7 @@ def test_three_demo_trainings_with_based_on_links(tmp_path, store):
     second, _ = run_training(second_spec, tracker, based_on=first)
     third_spec = spec.with_overrides({"lora.r": 16, "train.learning_rate": 2e-3, "tracking.run_name": "rank16-lr"})
     third, _ = run_training(third_spec, tracker)
-    proc = subprocess.run([sys.executable, "-m", "tunelog.cli", "based-on", third, second], capture_output=True,
-                          text=True, env=subprocess_env(store), timeout=600)
+    proc = run_cli("based-on", third, second)
     assert proc.returncode == 0 and Tracker().get_run(third).tags[TAG_BASED_ON] == second
     text = cl.to_markdown(cl.collect_and_build(Tracker(), "test"))
     sections = [line for line in text.splitlines() if line.startswith("#")]
@@ -240,8 +237,7 @@ def test_three_demo_trainings_with_based_on_links(tmp_path, store):
 
 
 def test_based_on_refuses_unknown_runs(store):
-    proc = subprocess.run([sys.executable, "-m", "tunelog.cli", "based-on", "nope", "nada"], capture_output=True,
-                          text=True, env=subprocess_env(store), timeout=600)
+    proc = run_cli("based-on", "nope", "nada")
     assert proc.returncode == 1 and "no run 'nope'" in proc.stderr and "Traceback" not in proc.stderr
 
 

@@ -6,7 +6,7 @@ import sys
 import pytest
 from mlflow import MlflowClient
 
-from conftest import REPO, demo_raw, subprocess_env, write_spec
+from conftest import REPO, run_cli, demo_raw, subprocess_env, write_spec
 from tunelog.lint import lint_spec
 from tunelog.spec import load_spec, validate
 
@@ -114,9 +114,7 @@ def test_fastspeech2_fixed_has_no_error_and_schedule_prints_hand_values(tmp_path
     path = REPO / "examples/fastspeech2/fastspeech2_fixed.yaml"
     assert not lint_spec(load_spec(path)).has_errors
     png = tmp_path / "lr.png"
-    proc = subprocess.run([sys.executable, "-m", "tunelog.cli", "schedule", str(path), "--at",
-                           "1000,8000,100000,300000,500000", "-o", str(png)], capture_output=True, text=True,
-                          env=subprocess_env("sqlite:///unused.db"), timeout=600)
+    proc = run_cli("schedule", str(path), "--at", "1000,8000,100000,300000,500000", "-o", str(png))
     assert proc.returncode == 0, proc.stderr
     table = {int(a): float(b) for a, b in (l.split() for l in proc.stdout.splitlines() if l.strip()[:1].isdigit())}
     expected = {1000: 1e-4 * 1000 / 8000, 8000: 1e-4, 100_000: 1e-4, 300_000: 1e-4 * 0.5, 500_000: 1e-4 * 0.25}
@@ -125,32 +123,27 @@ def test_fastspeech2_fixed_has_no_error_and_schedule_prints_hand_values(tmp_path
     assert png.stat().st_size > 10_000
 
 
-def run_cli(store, *args):
-    return subprocess.run([sys.executable, "-m", "tunelog.cli", *args], capture_output=True, text=True,
-                          env=subprocess_env(store), timeout=600)
-
-
 def test_lint_cli_exit_codes_and_json(store):
-    bad = run_cli(store, "lint", str(REPO / "examples/fastspeech2/fastspeech2_ported.yaml"), "--format", "json")
+    bad = run_cli("lint", str(REPO / "examples/fastspeech2/fastspeech2_ported.yaml"), "--format", "json")
     assert bad.returncode == 1
     data = json.loads(bad.stdout)
     assert data["counts"]["error"] == 2 and data["plan"]["total_steps"] == 900_000
-    good = run_cli(store, "lint", str(REPO / "examples/fastspeech2/fastspeech2_fixed.yaml"))
+    good = run_cli("lint", str(REPO / "examples/fastspeech2/fastspeech2_fixed.yaml"))
     assert good.returncode == 0 and "0 errors" in good.stdout
 
 
 def test_train_refuses_lint_errors_unless_forced(tmp_path, store):
     path = write_spec(tmp_path / "bad.yaml", demo_raw(end_lr=1.0, learning_rate=1e-3, max_steps=5))
-    refused = run_cli(store, "train", str(path))
+    refused = run_cli("train", str(path))
     assert refused.returncode == 2 and "end-lr-above-peak" in refused.stderr and "--force" in refused.stderr
     assert MlflowClient(store).get_experiment_by_name("test") is None  # nothing was started
-    forced = run_cli(store, "train", str(path), "--force")
+    forced = run_cli("train", str(path), "--force")
     assert forced.returncode in (0, 3), forced.stderr
 
 
 def test_train_records_lint_warnings_on_the_run(tmp_path, store):
     path = write_spec(tmp_path / "warn.yaml", demo_raw(learning_rate=5e-3, max_steps=5))
-    proc = run_cli(store, "train", str(path))
+    proc = run_cli("train", str(path))
     assert proc.returncode == 0, proc.stderr
     client = MlflowClient(store)
     run = client.search_runs([client.get_experiment_by_name("test").experiment_id])[0]

@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from conftest import REPO, demo_raw, subprocess_env, write_spec
+from conftest import run_cli, REPO, demo_raw, subprocess_env, write_spec
 from tunelog.errors import SpecError
 from tunelog.spec import load_spec
 
@@ -119,8 +119,7 @@ def test_cli_bad_spec_prints_one_line_and_exits_2(tmp_path, store, mutate, field
     raw = demo_raw()
     mutate(raw)
     path = write_spec(tmp_path / "bad.yaml", raw)
-    proc = subprocess.run([sys.executable, "-m", "tunelog.cli", "train", str(path)], capture_output=True,
-                          text=True, env=subprocess_env(store), timeout=600)
+    proc = run_cli("train", str(path))
     assert proc.returncode == 2
     lines = [l for l in proc.stderr.splitlines() if l.strip()]
     assert len(lines) == 1, proc.stderr
@@ -129,6 +128,5 @@ def test_cli_bad_spec_prints_one_line_and_exits_2(tmp_path, store, mutate, field
 
 
 def test_cli_missing_spec_file_exits_2(tmp_path, store):
-    proc = subprocess.run([sys.executable, "-m", "tunelog.cli", "train", str(tmp_path / "nope.yaml")],
-                          capture_output=True, text=True, env=subprocess_env(store), timeout=600)
+    proc = run_cli("train", str(tmp_path / "nope.yaml"))
     assert proc.returncode == 2 and "file not found" in proc.stderr and "Traceback" not in proc.stderr

@@ -7,7 +7,7 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from conftest import DEMO, demo_raw, subprocess_env, write_spec
+from conftest import run_cli, DEMO, demo_raw, subprocess_env, write_spec
 from tunelog.promote import load_model, promote
 from tunelog.reproduce import reproduce
 from tunelog.spec import load_spec
@@ -152,8 +152,7 @@ def test_reproduce_gives_the_same_final_loss(tmp_path, store):
 
 def test_stages_without_a_pipeline_is_a_clear_error(tmp_path, store):
     path = write_spec(tmp_path / "n.yaml", demo_raw())
-    proc = subprocess.run([sys.executable, "-m", "tunelog.cli", "stages", str(path)], capture_output=True, text=True,
-                          env=subprocess_env(store), timeout=600)
+    proc = run_cli("stages", str(path))
     assert proc.returncode == 2 and "pipeline: missing" in proc.stderr and "Traceback" not in proc.stderr
 
 

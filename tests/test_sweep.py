@@ -9,7 +9,7 @@ import pytest
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
-from conftest import REPO, demo_raw, subprocess_env, write_spec
+from conftest import REPO, demo_raw, run_cli, subprocess_env, write_spec
 from tunelog.spec import load_spec
 from tunelog.sweep import Sweep, SweepOptions, default_storage, open_storage
 from tunelog.tracking import Tracker
@@ -145,8 +145,7 @@ def test_rejecting_everything_stops_with_a_clear_message(tmp_path, store):
         "train.learning_rate": {"type": "float", "min": 1e-4, "max": 1e-3}},
         "constraints": [{"name": "nothing-fits", "reject": "train.learning_rate > 0", "reason": "always"}]}
     path = write_spec(tmp_path / "stuck.yaml", sweep_raw(tmp_path, search))
-    proc = subprocess.run([sys.executable, "-m", "tunelog.cli", "sweep", str(path)], capture_output=True, text=True,
-                          env=subprocess_env(store), timeout=600)
+    proc = run_cli("sweep", str(path))
     assert proc.returncode == 2
     assert "rejected the last 6 configs in a row (most often: nothing-fits (6x))" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -204,8 +203,7 @@ def test_interrupted_trial_runs_again_on_resume(tmp_path, store, sig):
     else:
         assert client.get_run(victim).info.status == "RUNNING"  # what a killed worker leaves behind
     short_path = write_spec(tmp_path / "k.yaml", sweep_raw(tmp_path, search, max_steps=2))  # same space, short
-    again = subprocess.run([sys.executable, "-m", "tunelog.cli", "sweep", str(short_path)], capture_output=True,
-                           text=True, env=subprocess_env(store), timeout=600)
+    again = run_cli("sweep", str(short_path))
     assert again.returncode == 0, again.stderr[-2000:]
     assert "resuming study s: 0 finished, 1 re-queued, 2 to go" in again.stdout
     study = study_of(store)
@@ -230,8 +228,7 @@ def test_refine_narrows_around_the_best(tmp_path, store):
     for t in new.trials:
         assert t.params["lora.r"] in {p["lora.r"] for p in seen}
         assert 1e-4 <= t.params["train.learning_rate"] <= 1e-1
-    proc = subprocess.run([sys.executable, "-m", "tunelog.cli", "analyze", "s"], capture_output=True, text=True,
-                          env=subprocess_env(store), timeout=600)
+    proc = run_cli("analyze", "s")
     assert proc.returncode == 0 and "1. trial" in proc.stdout and "suggested next ranges" in proc.stdout
     assert first.best_trial is not None and lows
 

@@ -8,7 +8,7 @@ import time
 import pytest
 from mlflow import MlflowClient
 
-from conftest import REPO, demo_raw, subprocess_env, write_spec
+from conftest import run_cli, REPO, demo_raw, subprocess_env, write_spec
 from tunelog.errors import MachineError
 from tunelog.spec import load_spec, validate
 from tunelog.tracking import TAG_KIND, TAG_OUTCOME, TAG_REASON, Tracker
@@ -29,8 +29,7 @@ def losses(client, run_id, key="train/loss"):
 
 
 def test_cli_train_produces_a_complete_run(tmp_path, store, quick_spec):
-    proc = subprocess.run([sys.executable, "-m", "tunelog.cli", "train", str(quick_spec), "--config", "balanced"],
-                          capture_output=True, text=True, env=subprocess_env(store), timeout=600)
+    proc = run_cli("train", str(quick_spec), "--config", "balanced")
     assert proc.returncode == 0, proc.stderr
     client = MlflowClient(store)
     run = client.search_runs([client.get_experiment_by_name("test").experiment_id])[0]
