@@ -247,9 +247,9 @@ def test_fast_sql_collection_equals_the_mlflow_search_api(imported, store):
     tracker.client.delete_run(Tracker().find_runs("speech", {"tunelog.name": "03_lr_2e-3"})[0].run_id)
 
     def comparable(records):
-        return [(r.run_id, r.name, r.status, r.start_ms, r.end_ms, r.params, r.tags,
+        return [(r.run_id, r.name, r.status, r.start_ms, r.end_ms, r.params, r.tags, r.experiment_id, r.experiment_name,
                  {k: repr(v) for k, v in r.metrics.items()}) for r in records]
 
-    fast, api = tracker._all_runs_sql(exp), tracker._all_runs_api(exp)
+    fast, api = tracker._all_runs_sql(exp, "speech"), tracker._all_runs_api(exp, "speech")
     assert len(fast) == 18  # the deleted run is left out by both
     assert comparable(fast) == comparable(api)

@@ -307,7 +307,7 @@ def promote_cmd(experiment: Optional[str], run_id: Optional[str], model: Optiona
     tracker = Tracker()
     run = tracker.get_run(run_id) if run_id else best_run(tracker, experiment, metric)
     if not model:
-        model = experiment or tracker.client.get_experiment(tracker.client.get_run(run.run_id).info.experiment_id).name
+        model = experiment or run.experiment_name
     click.echo(promote(tracker, run, model, metric).summary())
 
 

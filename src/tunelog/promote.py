@@ -15,9 +15,6 @@ from . import tracking as t
 from .errors import TunelogError
 from .tracking import RunRecord, Tracker
 
-PROMOTABLE_KINDS = ("train", "stage", "trial")  # runs that saved an adapter
-
-
 @dataclass
 class Promotion:
     model: str
@@ -35,21 +32,15 @@ class Promotion:
         return f"registered {self.model} version {self.version} from run {self.run_id} ({self.value:.4g}) as {role}"
 
 
-def better(a: float, b: float, direction: str) -> bool:
-    return a < b if direction == "minimize" else a > b
-
-
 def best_run(tracker: Tracker, experiment: str, metric: Optional[str] = None) -> RunRecord:
     """The best FINISHED run with outcome ok, by its headline metric, among runs with an adapter."""
-    runs = [r for r in tracker.all_runs(experiment) if r.status == "FINISHED" and r.kind in PROMOTABLE_KINDS
+    runs = [r for r in tracker.all_runs(experiment) if r.status == "FINISHED" and r.kind in t.ADAPTER_KINDS
             and r.tags.get(t.TAG_OUTCOME) == "ok"]
-    scored = [(r, r.metrics.get(metric or r.tags.get(t.TAG_METRIC, "eval/loss"))) for r in runs]
-    scored = [(r, v) for r, v in scored if v is not None and math.isfinite(v)]
-    if not scored:
+    direction = runs[0].direction if runs else t.MINIMIZE
+    best = t.best_of(runs, lambda r: r.metrics.get(metric or r.metric), direction)
+    if best is None:
         raise TunelogError(f"experiment {experiment!r} has no finished run with outcome ok and a result to promote")
-    direction = scored[0][0].tags.get(t.TAG_DIRECTION, "minimize")
-    pick = min if direction == "minimize" else max
-    return pick(scored, key=lambda rv: rv[1])[0]
+    return best
 
 
 def _description(tracker: Tracker, run: RunRecord) -> str:
@@ -57,14 +48,13 @@ def _description(tracker: Tracker, run: RunRecord) -> str:
     from .changelog import build
     from .changelog.render import entry_markdown
 
-    experiment = tracker.client.get_experiment(tracker.client.get_run(run.run_id).info.experiment_id).name
-    log = build(tracker.all_runs(experiment), experiment)
+    log = build(tracker.all_runs(run.experiment_name), run.experiment_name)
     return entry_markdown(log, log.entry(run.run_id))
 
 
 def promote(tracker: Tracker, run: RunRecord, model: str, metric: Optional[str] = None) -> Promotion:
-    metric = metric or run.tags.get(t.TAG_METRIC, "eval/loss")
-    direction = run.tags.get(t.TAG_DIRECTION, "minimize")
+    metric = metric or run.metric
+    direction = run.direction
     value = run.metrics.get(metric)
     if value is None or not math.isfinite(value):
         raise TunelogError(f"run {run.run_id} has no finite {metric!r} to promote on")
@@ -79,8 +69,7 @@ def promote(tracker: Tracker, run: RunRecord, model: str, metric: Optional[str] 
             else f"tiny:{run.tags.get(t.TAG_SPEC_HASH, '')}",
             "spec_hash": run.tags.get(t.TAG_SPEC_HASH)}
     version = tracker.register_adapter(model, run.run_id, tags, _description(tracker, run))
-    wins = champion is None or better(value, float(champion.tags.get("metric_value", "nan")), direction) or \
-        math.isnan(float(champion.tags.get("metric_value", "nan")))
+    wins = champion is None or t.better(value, float(champion.tags.get("metric_value", "nan")), direction)
     if wins:
         tracker.set_alias(model, "champion", version.version)
     else:
@@ -91,11 +80,12 @@ def promote(tracker: Tracker, run: RunRecord, model: str, metric: Optional[str] 
 def load_model(uri: str, device=None):
     """`models:/NAME@champion` (or `/VERSION`, or `runs:/RUN/adapter`) -> LoadedModel: the base model
     with the adapter applied (and any merged earlier stages), in eval mode, plus its tokenizer."""
+    from .adapters import adapter_resolver, fetch_run_adapter
     from .model import LoadedModel, load_tokenizer, pick_device, with_trained_adapter
 
     ref = t.resolve_model_uri(uri) if uri.startswith("models:/") else uri
-    adapter_dir, spec = t._fetch_run_adapter(ref)
+    adapter_dir, spec = fetch_run_adapter(ref)
     device = device or pick_device()
     tokenizer = load_tokenizer(spec)
-    model = with_trained_adapter(spec, adapter_dir, tokenizer, device, t.adapter_resolver(spec))
+    model = with_trained_adapter(spec, adapter_dir, tokenizer, device, adapter_resolver(spec))
     return LoadedModel(model=model, tokenizer=tokenizer, device=device)

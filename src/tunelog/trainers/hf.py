@@ -23,7 +23,8 @@ from ..model import LoadedModel, load_for_training
 from ..plan import make_plan
 from ..schedules import Schedule
 from ..spec import Spec
-from ..tracking import ADAPTER_ARTIFACT, PLOTS_ARTIFACT, RunLogger, adapter_resolver
+from ..adapters import adapter_resolver
+from ..tracking import ADAPTER_ARTIFACT, PLOTS_ARTIFACT, RunLogger
 from . import EvalHook, Result
 
 

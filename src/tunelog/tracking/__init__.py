@@ -1,0 +1,33 @@
+"""The only package that talks to MLflow, and the tracking contract it writes.
+
+- `contract`: tag names, outcomes, run kinds, artifact names, `RunRecord`, `better`/`best_of`;
+- `run`: the run context (always closed), buffered metrics, SIGTERM as KILLED;
+- `store`: where the store is, reading runs back (one query per table on SQL stores), gc;
+- `registry`: model versions, aliases, `models:/` URIs.
+
+`Tracker` joins the three halves over one MLflow client. See docs/tracking-contract.md.
+"""
+from __future__ import annotations
+
+from .contract import *  # noqa: F401,F403  (the contract's names: t.TAG_KIND, t.KIND_SWEEP...)
+from .contract import RunRecord, best_of, better
+from .registry import RegistryOps, resolve_model_uri
+from .run import RunLogger, RunWrites
+from .store import StoreReads, client_for, default_store_dir, download_artifacts, tracking_uri, tune_sqlite
+
+
+class Tracker(StoreReads, RunWrites, RegistryOps):
+    """Opens runs in the resolved store (joining the run `mlflow run` created) and reads them back."""
+
+    def __init__(self, uri: str | None = None):
+        self.uri = uri or tracking_uri()
+        if self.uri.startswith("sqlite:"):
+            tune_sqlite()
+        self.client = client_for(self.uri)
+        self._joined_env_run = False
+        self._experiments: dict[str, str] = {}
+        self._experiment_names: dict[str, str] = {}
+
+
+__all__ = ["RunLogger", "RunRecord", "Tracker", "best_of", "better", "client_for", "default_store_dir",
+           "download_artifacts", "resolve_model_uri", "tracking_uri", "tune_sqlite"]

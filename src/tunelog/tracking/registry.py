@@ -1,0 +1,61 @@
+"""The Model Registry: versions, aliases and model URIs (registry stages are deprecated: aliases)."""
+from __future__ import annotations
+
+from typing import Any, Mapping, Optional
+
+from ..errors import TunelogError
+from .contract import ADAPTER_ARTIFACT
+from .store import client_for, tracking_uri
+
+
+class RegistryOps:
+    """The registry half of `Tracker`: needs `self.client`."""
+
+    client: Any
+
+    def registered_version_of(self, name: str, run_id: str) -> Optional[Any]:
+        versions = self.client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
+        return versions[0] if versions else None
+
+    def register_adapter(self, name: str, run_id: str, tags: Mapping[str, Any], description: str) -> Any:
+        """A new version of `name` from the run's adapter, with its tags and description in one call,
+        so a version is either complete or absent."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.create_registered_model(name)
+        except MlflowException:  # already there
+            pass
+        source = f"{self.client.get_run(run_id).info.artifact_uri.rstrip('/')}/{ADAPTER_ARTIFACT}"
+        return self.client.create_model_version(name, source, run_id=run_id, description=description,
+                                                tags={k: str(v) for k, v in tags.items() if v is not None})
+
+    def version_by_alias(self, name: str, alias: str) -> Optional[Any]:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.client.get_model_version_by_alias(name, alias)
+        except MlflowException:
+            return None
+
+    def set_alias(self, name: str, alias: str, version: str) -> None:
+        self.client.set_registered_model_alias(name, alias, version)
+
+    def tag_version(self, name: str, version: str, key: str, value: str) -> None:
+        self.client.set_model_version_tag(name, version, key, value)
+
+
+def resolve_model_uri(uri: str) -> str:
+    """models:/NAME@ALIAS or models:/NAME/VERSION to the runs:/RUN/adapter it was registered from."""
+    client = client_for(tracking_uri())
+    body = uri[len("models:/"):] if uri.startswith("models:/") else ""
+    try:
+        if "@" in body:
+            name, alias = body.split("@", 1)
+            version = client.get_model_version_by_alias(name, alias)
+        else:
+            name, number = body.rsplit("/", 1)
+            version = client.get_model_version(name, number)
+    except Exception as exc:
+        raise TunelogError(f"cannot resolve {uri!r}: {str(exc).splitlines()[0]}") from None
+    return f"runs:/{version.run_id}/{ADAPTER_ARTIFACT}"

@@ -1,0 +1,286 @@
+"""Writing runs: the run context that always closes, buffered step metrics, SIGTERM as KILLED.
+
+Guarantees:
+- a run ends FINISHED, FAILED or KILLED: an exception, Ctrl-C or SIGTERM never
+  leaves it RUNNING;
+- step metrics are buffered and written by a low-priority background thread in
+  batches, so logging every step costs the training loop a list append.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Optional
+
+from ..errors import TrainingInterrupted
+from ..owner import owner_tag
+from .contract import OUTCOMES, TAG_OUTCOME, TAG_OWNER, TAG_PARENT, TAG_REASON, TAG_RUN_NAME
+
+_FLUSH_SECONDS = 2.0
+
+
+class RunLogger:
+    """One open MLflow run: params, tags, buffered metrics and artifacts."""
+
+    def __init__(self, client, run_id: str, experiment_id: str):
+        self.client = client
+        self.run_id = run_id
+        self.experiment_id = experiment_id
+        self._pending: list[Any] = []
+        self._lock = threading.Lock()
+        self._writer: _BackgroundWriter | None = None
+
+    # params and tags are few: logged synchronously so readers see them at once
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, _param_value(v)) for k, v in params.items()]
+        self.client.log_batch(self.run_id, params=items, synchronous=True)
+
+    def log_new_params(self, params: Mapping[str, Any]) -> None:
+        """Params the run does not have yet (a resumed run keeps the values it was started with:
+        MLflow refuses to change a param)."""
+        have = self.client.get_run(self.run_id).data.params
+        new = {k: v for k, v in params.items() if k not in have}
+        if new:
+            self.log_params(new)
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        from mlflow.entities import RunTag
+
+        items = [RunTag(k, str(v)) for k, v in tags.items() if v is not None]
+        if items:
+            self.client.log_batch(self.run_id, tags=items, synchronous=True)
+
+    def set_outcome(self, outcome: str, reason: str | None = None) -> None:
+        if outcome not in OUTCOMES:
+            raise ValueError(f"outcome {outcome!r}; accepted: {', '.join(OUTCOMES)}")
+        self.set_tags({TAG_OUTCOME: outcome, TAG_REASON: reason or ""})
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        """Buffer step metrics; a background writer hands them to the store in batches."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        with self._lock:
+            self._pending.extend(Metric(k, float(v), now, step or 0) for k, v in metrics.items())
+        if self._writer is None:
+            self._writer = _BackgroundWriter(self)
+
+    def _take_pending(self) -> list[Any]:
+        with self._lock:
+            batch, self._pending = self._pending, []
+        return batch
+
+    def _put_back(self, batch: list[Any]) -> None:
+        with self._lock:
+            self._pending[:0] = batch
+
+    def _write(self, batch: list[Any]) -> None:
+        if batch:
+            self.client.log_batch(self.run_id, metrics=batch, synchronous=True)
+
+    def flush(self) -> None:
+        """Write everything buffered so far (the writer thread stops; a later log_metrics starts another)."""
+        if self._writer is not None:
+            self._writer.stop()
+            self._writer = None
+        self._write(self._take_pending())
+
+    def log_artifacts(self, local_dir: str | Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifacts(self.run_id, str(local_dir), artifact_path)
+
+    def log_artifact(self, local_file: str | Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, str(local_file), artifact_path)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self.client.log_text(self.run_id, text, artifact_file)
+
+    def log_figure(self, figure, artifact_file: str) -> None:
+        self.client.log_figure(self.run_id, figure, artifact_file)
+
+
+class _BackgroundWriter:
+    """Writes a run's buffered metrics every few seconds from a low-priority thread.
+
+    The thread lowers its own scheduling priority (Linux applies nice per thread), so
+    the SQLite writes use CPU the training loop leaves idle instead of taking it from it.
+    """
+
+    def __init__(self, run: RunLogger, interval: float = _FLUSH_SECONDS):
+        self.run = run
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="tunelog-metrics", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 15)
+        except (AttributeError, OSError):  # not Linux, or not permitted: run at normal priority
+            pass
+        while not self._stop.wait(self.interval):
+            batch = self.run._take_pending()
+            try:
+                self.run._write(batch)
+            except Exception:  # keep training; the batch goes back and the final flush retries (and raises)
+                self.run._put_back(batch)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _param_value(value: Any) -> str:
+    text = str(value)
+    return text if len(text) <= 6000 else text[:5997] + "..."
+
+
+class RunWrites:
+    """The writing half of `Tracker`: needs `self.client`, `self.uri`, `self._experiments`, `self._joined_env_run`."""
+
+    client: Any
+    uri: str
+    _experiments: dict[str, str]
+    _joined_env_run: bool
+
+    def experiment_id(self, name: str) -> str:
+        if name not in self._experiments:
+            self._experiments[name] = self._get_or_create_experiment(name)
+        return self._experiments[name]
+
+    def _get_or_create_experiment(self, name: str) -> str:
+        from mlflow.exceptions import MlflowException
+
+        found = self.client.get_experiment_by_name(name)
+        if found is not None:
+            return found.experiment_id
+        location = None
+        if self.uri.startswith("sqlite:///"):  # a local store: artifacts beside the SQLite file
+            location = (Path(self.uri[len("sqlite:///"):]).resolve().parent / "artifacts").as_uri()
+        try:
+            return self.client.create_experiment(name, artifact_location=location)
+        except MlflowException:  # another worker created it first
+            found = self.client.get_experiment_by_name(name)
+            if found is None:
+                raise
+            return found.experiment_id
+
+    def _env_run_id(self, parent_run_id: str | None) -> Optional[str]:
+        """`mlflow run` hands its run to the entry point; only the top-level run of a process joins it."""
+        run_id = os.environ.get("MLFLOW_RUN_ID")
+        if run_id and parent_run_id is None and not self._joined_env_run:
+            self._joined_env_run = True
+            return run_id
+        return None
+
+    @contextmanager
+    def run(self, experiment: str, run_name: str | None = None, tags: Mapping[str, Any] | None = None,
+            parent_run_id: str | None = None, resume_run_id: str | None = None) -> Iterator[RunLogger]:
+        """An MLflow run that always ends FINISHED, FAILED or KILLED, whatever happens inside.
+
+        `resume_run_id` reopens an earlier run (a resumed sweep) instead of creating one.
+        """
+        all_tags = {k: str(v) for k, v in (tags or {}).items() if v is not None}
+        all_tags[TAG_OWNER] = owner_tag()
+        if parent_run_id:
+            all_tags[TAG_PARENT] = parent_run_id
+        joined = self._env_run_id(parent_run_id) or resume_run_id
+        if joined:
+            self.client.update_run(joined, status="RUNNING")
+            info = self.client.get_run(joined).info
+            run = RunLogger(self.client, joined, info.experiment_id)
+            run.set_tags({**all_tags, **({TAG_RUN_NAME: run_name} if run_name else {})})
+        else:
+            created = self.client.create_run(self.experiment_id(experiment), tags=all_tags, run_name=run_name)
+            run = RunLogger(self.client, created.info.run_id, created.info.experiment_id)
+        status = "FAILED"
+        with _sigterm_raises():
+            try:
+                yield run
+                status = "FINISHED"
+            except (KeyboardInterrupt, TrainingInterrupted) as exc:
+                status = "KILLED"
+                _record_failure(run, f"interrupted ({type(exc).__name__})")
+                raise
+            except BaseException as exc:
+                _record_failure(run, f"{type(exc).__name__}: {exc}".splitlines()[0][:500])
+                raise
+            finally:
+                _close(run, status)
+
+    def log_closed_run(self, experiment: str, run_name: str, tags: Mapping[str, Any], params: Mapping[str, Any],
+                       parent_run_id: str | None = None) -> str:
+        """A light run recorded and closed at once (a rejected sweep trial): tags and params, no metrics."""
+        from mlflow.entities import Param, RunTag
+
+        all_tags = {k: str(v) for k, v in tags.items() if v is not None}
+        if parent_run_id:
+            all_tags[TAG_PARENT] = parent_run_id
+        run = self.client.create_run(self.experiment_id(experiment), run_name=run_name)
+        self.client.log_batch(run.info.run_id, params=[Param(k, _param_value(v)) for k, v in params.items()],
+                              tags=[RunTag(k, v) for k, v in all_tags.items()], synchronous=True)
+        self.client.set_terminated(run.info.run_id, status="FINISHED")
+        return run.info.run_id
+
+    def create_finished_run(self, experiment: str, run_name: str, start_ms: int, end_ms: int, status: str,
+                            params: Mapping[str, Any], tags: Mapping[str, Any],
+                            metrics: list[tuple[str, float, int, int]]) -> str:
+        """A run written in one go with its own times (an imported legacy run); metrics as (key, value, ms, step)."""
+        from mlflow.entities import Metric, Param, RunTag
+
+        run = self.client.create_run(self.experiment_id(experiment), start_time=start_ms, run_name=run_name)
+        self.client.log_batch(run.info.run_id, params=[Param(k, _param_value(v)) for k, v in params.items()],
+                              tags=[RunTag(k, str(v)) for k, v in tags.items() if v is not None],
+                              metrics=[Metric(k, v, ts, step) for k, v, ts, step in metrics], synchronous=True)
+        self.client.set_terminated(run.info.run_id, status=status, end_time=end_ms)
+        return run.info.run_id
+
+    def close_run(self, run_id: str, status: str, outcome: str, reason: str) -> bool:
+        """Close a run some dead process left RUNNING; False when it was already closed."""
+        if self.client.get_run(run_id).info.status != "RUNNING":
+            return False
+        RunLogger(self.client, run_id, "").set_outcome(outcome, reason)
+        self.client.set_terminated(run_id, status=status)
+        return True
+
+    def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
+        RunLogger(self.client, run_id, "").set_tags(tags)
+
+
+def _record_failure(run: RunLogger, reason: str) -> None:
+    """Outcome `failed` unless the body already recorded a more precise one (oom, diverged...)."""
+    try:
+        current = run.client.get_run(run.run_id).data.tags.get(TAG_OUTCOME)
+        if current in (None, "", "ok"):
+            run.set_outcome("failed", reason)
+    except Exception:  # never let bookkeeping hide the original error
+        pass
+
+
+def _close(run: RunLogger, status: str) -> None:
+    try:
+        run.flush()
+    finally:
+        run.client.set_terminated(run.run_id, status=status)
+
+
+@contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """Turn SIGTERM into an exception in the main thread so the run is closed KILLED."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise TrainingInterrupted("terminated by SIGTERM")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

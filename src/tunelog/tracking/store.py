@@ -1,0 +1,202 @@
+"""Where the store is, and reading it back: runs as plain records, fast on SQL stores.
+
+Readers (changelog, promote, gc, reproduce) see `RunRecord`s, never MLflow objects.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+from ..errors import TunelogError
+from ..owner import owner_dead
+from .contract import TAG_OWNER, TAG_RUN_NAME, RunRecord
+
+DEFAULT_STORE_DIR = "mlruns"
+# MLflow draws a progress bar per artifact download; a stage chain makes many tiny ones.
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+def default_store_dir() -> Path:
+    return Path(os.environ.get("TUNELOG_STORE_DIR", DEFAULT_STORE_DIR)).resolve()
+
+
+def tracking_uri() -> str:
+    """`MLFLOW_TRACKING_URI` when set (a server, PostgreSQL...), else SQLite under ./mlruns."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    store = default_store_dir()
+    store.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{store / 'mlflow.db'}"
+
+
+_SQLITE_TUNED = False
+
+
+def tune_sqlite() -> None:
+    """WAL journal and synchronous=NORMAL on every SQLite connection this process opens.
+
+    A commit then costs a fraction of a millisecond instead of an fsync; WAL also lets
+    sweep workers read while one writes. Durable across crashes of the program; the
+    last transactions may be lost on power loss, which experiment tracking can afford.
+    """
+    global _SQLITE_TUNED
+    if _SQLITE_TUNED:
+        return
+    import sqlite3
+
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    @event.listens_for(Engine, "connect")
+    def _pragmas(dbapi_conn, _record) -> None:
+        if isinstance(dbapi_conn, sqlite3.Connection):
+            cursor = dbapi_conn.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.close()
+
+    _SQLITE_TUNED = True
+
+
+def client_for(uri: str):
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def download_artifacts(run_id: str, artifact_path: str, dst: str, uri: Optional[str] = None) -> str:
+    """One artifact (file or folder) of a run, into `dst`; returns the local path."""
+    import mlflow
+
+    return mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact_path, dst_path=dst,
+                                               tracking_uri=uri or tracking_uri())
+
+
+class StoreReads:
+    """The reading half of `Tracker`: needs `self.client` and `self.uri`."""
+
+    client: Any
+    uri: str
+    _experiment_names: dict[str, str]
+
+    def experiment_name(self, experiment_id: str) -> str:
+        if experiment_id not in self._experiment_names:
+            self._experiment_names[experiment_id] = self.client.get_experiment(experiment_id).name
+        return self._experiment_names[experiment_id]
+
+    def _record(self, run, experiment_name: Optional[str] = None) -> RunRecord:
+        return RunRecord(run_id=run.info.run_id, name=run.info.run_name or run.info.run_id[:8],
+                         status=run.info.status, start_ms=run.info.start_time or 0, end_ms=run.info.end_time,
+                         params=dict(run.data.params), metrics=dict(run.data.metrics), tags=dict(run.data.tags),
+                         experiment_id=run.info.experiment_id,
+                         experiment_name=experiment_name or self.experiment_name(run.info.experiment_id))
+
+    def get_run(self, run_id: str) -> RunRecord:
+        """A run by id; a clear error when the store has no such run."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self._record(self.client.get_run(run_id))
+        except MlflowException:
+            raise TunelogError(f"no run {run_id!r} in {self.uri}") from None
+
+    def find_runs(self, experiment: str, tags: Mapping[str, str]) -> list[RunRecord]:
+        """Runs of `experiment` carrying every tag given (oldest first)."""
+        found = self.client.get_experiment_by_name(experiment)
+        if found is None:
+            return []
+        query = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
+        runs = self.client.search_runs([found.experiment_id], filter_string=query, max_results=50_000,
+                                       order_by=["attributes.start_time ASC"])
+        return [self._record(run) for run in runs]
+
+    def all_runs(self, experiment: str) -> list[RunRecord]:
+        """Every active run of an experiment, oldest first, as plain records.
+
+        On a SQL store the four tables are read with one query each, about ten times faster
+        than MLflow's run search for a 10,000-run history; any surprise in the schema falls
+        back to the search API, which gives the same records (a test holds the two equal).
+        """
+        found = self.client.get_experiment_by_name(experiment)
+        if found is None:
+            names = [e.name for e in self.client.search_experiments()]
+            raise TunelogError(f"no experiment {experiment!r} in {self.uri}; experiments: {', '.join(names) or 'none'}")
+        if self.uri.split(":", 1)[0].split("+")[0] in ("sqlite", "postgresql", "mysql", "mssql"):
+            try:
+                return self._all_runs_sql(found.experiment_id, experiment)
+            except Exception:  # an MLflow schema this code does not know: take the slow, supported road
+                pass
+        return self._all_runs_api(found.experiment_id, experiment)
+
+    def _all_runs_sql(self, experiment_id: str, experiment: str) -> list[RunRecord]:
+        import math
+
+        from sqlalchemy import create_engine, text
+
+        engine = create_engine(self.uri)
+        active = "r.experiment_id = :e AND r.lifecycle_stage = 'active'"
+        with engine.connect() as con:
+            def rows(table: str, columns: str):
+                return con.execute(text(f"SELECT x.run_uuid, {columns} FROM {table} x JOIN runs r "
+                                        f"ON x.run_uuid = r.run_uuid WHERE {active}"), {"e": int(experiment_id)})
+
+            runs = con.execute(text(f"SELECT r.run_uuid, r.name, r.status, r.start_time, r.end_time FROM runs r "
+                                    f"WHERE {active} ORDER BY r.start_time ASC, r.run_uuid ASC"),
+                               {"e": int(experiment_id)}).all()
+            params: dict[str, dict[str, str]] = {r[0]: {} for r in runs}
+            tags: dict[str, dict[str, str]] = {r[0]: {} for r in runs}
+            metrics: dict[str, dict[str, float]] = {r[0]: {} for r in runs}
+            for run_id, key, value in rows("params", "x.key, x.value"):
+                params[run_id][key] = value
+            for run_id, key, value in rows("tags", "x.key, x.value"):
+                tags[run_id][key] = value
+            for run_id, key, value, is_nan in rows("latest_metrics", "x.key, x.value, x.is_nan"):
+                metrics[run_id][key] = math.nan if is_nan else float(value)
+        engine.dispose()
+        return [RunRecord(run_id=rid, name=tags[rid].get(TAG_RUN_NAME) or name or rid[:8], status=status,
+                          start_ms=start or 0, end_ms=end, params=params[rid], metrics=metrics[rid], tags=tags[rid],
+                          experiment_id=str(experiment_id), experiment_name=experiment)
+                for rid, name, status, start, end in runs]
+
+    def _all_runs_api(self, experiment_id: str, experiment: str) -> list[RunRecord]:
+        records, token = [], None
+        while True:
+            page = self.client.search_runs([experiment_id], max_results=50_000, page_token=token,
+                                           order_by=["attributes.start_time ASC", "attributes.run_id ASC"])
+            records.extend(self._record(run, experiment) for run in page)
+            token = page.token
+            if not token:
+                return records
+
+    def stale_runs(self, older_than_s: float) -> list[tuple[RunRecord, str]]:
+        """Runs left RUNNING with no live process: (record, why), across every experiment.
+
+        A run whose owner process lives on this host is never stale. Otherwise it is stale when
+        nothing was logged to it (start, or its latest metric) for `older_than_s`: a run that a
+        failed `mlflow run` environment build, a SIGKILL or a lost machine left behind.
+        """
+        now_ms = time.time() * 1000
+        experiments = [e.experiment_id for e in self.client.search_experiments()]
+        running = self.client.search_runs(experiments, "attributes.status = 'RUNNING'", max_results=50_000) \
+            if experiments else []
+        stale = []
+        for run in running:
+            owner = run.data.tags.get(TAG_OWNER, "")
+            if owner and not owner_dead(owner) and owner.rpartition(":")[0] == socket.gethostname():
+                continue  # its process is alive here
+            stamps = [m.timestamp for m in getattr(run.data, "_metric_objs", [])] + [run.info.start_time or 0]
+            idle_s = (now_ms - max(stamps)) / 1000
+            if idle_s < older_than_s:
+                continue
+            who = f"process {owner} is gone" if owner else "no tunelog process recorded"
+            stale.append((self._record(run), f"left RUNNING: {who}, nothing logged for {idle_s / 60:.0f} min; "
+                                        f"closed by tunelog gc"))
+        return stale
+
+    def download(self, run_id: str, artifact_path: str, dst: str) -> str:
+        """One artifact (file or folder) of a run, into `dst`; returns the local path."""
+        return download_artifacts(run_id, artifact_path, dst, self.uri)
