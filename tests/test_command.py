@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import optuna
+import pytest
 import yaml
 from mlflow import MlflowClient
 from optuna.trial import TrialState
@@ -230,3 +231,43 @@ def test_second_objective_logs_the_pareto_front(tmp_path, store):
         assert not any(p != f and p[0] <= f[0] and p[1] <= f[1] for p in done)
     assert all(client.get_run(row["run_id"]).data.metrics["loss"] == row["loss"] for row in front)
     assert "plots/pareto_front.png" in {a.path for a in client.list_artifacts(summary.sweep_run_id, "plots")}
+
+
+VAL_SCRIPT = """
+import sys, time
+lr = float(sys.argv[1])
+for step in range(1, 6):
+    print(f"step {step} train_loss={1.0 / step:.4f} val_loss={lr * step:.4f}", flush=True)
+    time.sleep(0.05)
+"""
+
+
+def test_sweep_over_a_script_prunes_on_its_printed_val_loss(tmp_path, store):
+    """The script prints a validation loss that worsens with the LR: the median pruner stops such trials
+    after their first report, and their script with them."""
+    script = tmp_path / "val.py"
+    script.write_text(VAL_SCRIPT)
+    (tmp_path / "train.txt").write_text("a\nb\n")
+    raw = {"model": {"name": "my-script-model"}, "data": {"train": "train.txt"},
+           "trainer": {"type": "command", "argv": ["{python}", str(script), "{train.learning_rate}"]},
+           "tracking": {"experiment": "val", "metric": "val_loss"},
+           "train": {"learning_rate": 1.0},
+           "search": {"study": "val", "sampler": "random", "seed": 0, "n_trials": 6,
+                      "pruner": {"type": "median", "startup_trials": 1},
+                      "params": {"train.learning_rate": {"type": "float", "min": 1.0, "max": 10.0}}}}
+    path = tmp_path / "val.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    Sweep(load_spec(path), Tracker(), SweepOptions(echo=lambda s: None)).run()
+    study = optuna.load_study(study_name="val", storage=open_storage(default_storage(store)))
+    first = study.trials[0]
+    pruned = [t for t in study.trials if t.state == TrialState.PRUNED]
+    assert first.state == TrialState.COMPLETE and pruned
+    client = MlflowClient(store)
+    for t in pruned:
+        assert t.params["train.learning_rate"] > first.params["train.learning_rate"]  # worse at step 1
+        run = client.get_run(t.user_attrs["tunelog.run_id"])
+        assert run.data.tags["tunelog.outcome"] == "pruned"
+        assert len(client.get_metric_history(run.info.run_id, "val_loss")) < 5  # stopped before its end
+    for t in study.trials:
+        if t.state == TrialState.COMPLETE:
+            assert t.values[0] == pytest.approx(5 * t.params["train.learning_rate"], rel=1e-3)

@@ -174,7 +174,7 @@ def changelog(experiment: str, output: Optional[str], fmt: str, metric, directio
     else:
         click.echo(text, nl=False)
     if not no_log:
-        with tracker.run(experiment, run_name="changelog", tags={t.TAG_KIND: "changelog"}) as run:
+        with tracker.run(experiment, run_name="changelog", tags={t.TAG_KIND: t.KIND_CHANGELOG}) as run:
             run.log_text(text, "CHANGELOG.json" if fmt == "json" else "CHANGELOG.md")
 
 

@@ -41,6 +41,12 @@ class SweepStuck(TunelogError):
     exit_code = 2
 
 
+class TrainingFailed(TunelogError):
+    """Training ended with an outcome other than ok (diverged, oom, failed): not the spec's fault."""
+
+    exit_code = 3
+
+
 class TrainingInterrupted(TunelogError):
     """Raised in the main thread on SIGTERM so that runs end KILLED, not RUNNING."""
 

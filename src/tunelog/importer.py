@@ -136,7 +136,7 @@ def _based_on(run: Legacy, names: set[str]) -> Optional[str]:
 
 
 def import_tree(root: Path, tracker: t.Tracker, experiment: str, metric: Optional[str] = None,
-                patterns: tuple[str, ...] = (), direction: str = "minimize") -> ImportReport:
+                patterns: tuple[str, ...] = (), direction: str = t.MINIMIZE) -> ImportReport:
     report, parser = ImportReport(), LogParser(patterns)
     legacies: list[Legacy] = []
     for folder in sorted(p for p in Path(root).iterdir() if p.is_dir()):
@@ -146,7 +146,7 @@ def import_tree(root: Path, tracker: t.Tracker, experiment: str, metric: Optiona
             report.warnings.append(f"{folder.name}: skipped: {exc}")
     metric = metric or next((m for m in METRIC_CANDIDATES if any(m in r.log.final() for r in legacies)), "loss")
     names = {r.folder.name for r in legacies}
-    earlier = tracker.find_runs(experiment, {t.TAG_KIND: "import"})
+    earlier = tracker.find_runs(experiment, {t.TAG_KIND: t.KIND_IMPORT})
     run_ids = {r.tags.get(t.TAG_NAME): r.run_id for r in earlier}
     done = {r.tags.get(t.TAG_IMPORT_KEY) for r in earlier}
     for run in sorted(legacies, key=lambda r: (r.log.first_ms or 0, r.folder.name)):  # parents before children
@@ -156,7 +156,7 @@ def import_tree(root: Path, tracker: t.Tracker, experiment: str, metric: Optiona
         outcome, reason = _outcome(run)
         parent = _based_on(run, names)
         start = run.log.first_ms or int(run.folder.stat().st_mtime * 1000)
-        tags = {t.TAG_KIND: "import", t.TAG_NAME: run.folder.name, t.TAG_IMPORT_KEY: run.key, t.TAG_OUTCOME: outcome,
+        tags = {t.TAG_KIND: t.KIND_IMPORT, t.TAG_NAME: run.folder.name, t.TAG_IMPORT_KEY: run.key, t.TAG_OUTCOME: outcome,
                 t.TAG_REASON: reason, t.TAG_METRIC: metric, t.TAG_DIRECTION: direction, t.TAG_NOTE: run.note or None,
                 t.TAG_BASED_ON: run_ids.get(parent) if parent else None, "tunelog.source": str(run.folder)}
         metrics = [(k, v if math.isfinite(v) else float("nan"), ts if ts is not None else start, step)

@@ -288,7 +288,7 @@ class Probe:
         return grid(memory_params), free
 
     def run(self) -> ProbeResult:
-        tags = {t.TAG_KIND: "probe", t.TAG_NAME: f"probe-{self.spec.tracking.experiment}"}
+        tags = {t.TAG_KIND: t.KIND_PROBE, t.TAG_NAME: f"probe-{self.spec.tracking.experiment}"}
         with self.tracker.run(self.spec.tracking.experiment, run_name=tags[t.TAG_NAME], tags=tags) as run:
             result = ProbeResult(run_id=run.run_id, grid_size=len(grid(self.params)))
             self.measurer.prepare()
@@ -409,7 +409,7 @@ class Probe:
     # --- recording -----------------------------------------------------------------------
 
     def _log_candidate(self, m: Measurement, parent: str) -> str:
-        tags = {t.TAG_KIND: "probe", t.TAG_NAME: " ".join(f"{k}={v}" for k, v in m.values.items()),
+        tags = {t.TAG_KIND: t.KIND_PROBE, t.TAG_NAME: " ".join(f"{k}={v}" for k, v in m.values.items()),
                 t.TAG_OUTCOME: m.outcome, t.TAG_REASON: m.reason}
         now = int(time.time() * 1000)
         metrics = [("perf/samples_per_s", m.samples_per_s, now, 0), ("perf/tokens_per_s", m.tokens_per_s, now, 0),

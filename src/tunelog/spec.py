@@ -296,7 +296,7 @@ class TrainerSpec(_Section):
     sweeps and probes can target them (`trainer.args.network_dim`).
     """
 
-    type: Literal["hf", "command"] = "hf"
+    type: str = "hf"  # a registered trainer: hf (built in), command (your script), or one you register
     argv: list[str] = Field(default_factory=list)
     env: dict[str, str] = Field(default_factory=dict)
     cwd: Optional[str] = None
@@ -306,6 +306,17 @@ class TrainerSpec(_Section):
     artifacts: list[str] = Field(default_factory=lambda: ["*.safetensors", "*.log"])
     timeout: Optional[float] = Field(None, gt=0)
     keep_output: bool = False  # keep the script's output folder after its artifacts are logged
+    # metrics the script prints that a sweep's pruner may judge (besides eval/..., val_..., validation_...)
+    eval_metrics: list[str] = Field(default_factory=list)
+
+    @field_validator("type")
+    @classmethod
+    def _known_type(cls, name: str) -> str:
+        from .trainers import trainer_names
+
+        if name not in trainer_names():
+            raise ValueError(f"unknown trainer {name!r}; accepted: {', '.join(trainer_names())}")
+        return name
 
     @model_validator(mode="after")
     def _argv(self) -> "TrainerSpec":

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from . import tracking as t
-from .errors import SpecError
+from .errors import SpecError, TrainingFailed
 from .plan import plan_for
 from .spec import Spec, StageSpec
 from .tracking import Tracker
@@ -42,8 +42,7 @@ class PipelineOutcome:
         last = self.stages[-1]
         if self.baseline is None or self.baseline.result is None or last.result is None:
             return last
-        better = self.baseline.result < last.result if direction == "minimize" else self.baseline.result > last.result
-        return self.baseline if better else last
+        return self.baseline if t.better(self.baseline.result, last.result, direction) else last
 
 
 def stage_spec(base: Spec, index: int, previous_run: Optional[str]) -> Spec:
@@ -78,11 +77,11 @@ class Pipeline:
 
     def _finished_twin(self, spec: Spec) -> Optional[t.RunRecord]:
         twins = [r for r in self.tracker.find_runs(spec.tracking.experiment, {
-            t.TAG_KIND: "stage", t.TAG_SPEC_HASH: spec.spec_hash(), t.TAG_OUTCOME: "ok"}) if r.status == "FINISHED"]
+            t.TAG_KIND: t.KIND_STAGE, t.TAG_SPEC_HASH: spec.spec_hash(), t.TAG_OUTCOME: "ok"}) if r.status == "FINISHED"]
         return twins[-1] if twins else None
 
     def run(self) -> PipelineOutcome:
-        tags = {t.TAG_KIND: "pipeline", t.TAG_NAME: self.name, t.TAG_METRIC: self.metric,
+        tags = {t.TAG_KIND: t.KIND_PIPELINE, t.TAG_NAME: self.name, t.TAG_METRIC: self.metric,
                 t.TAG_DIRECTION: self.spec.tracking.direction}
         with self.tracker.run(self.spec.tracking.experiment, run_name=self.name, tags=tags) as run:
             outcome = PipelineOutcome(run_id=run.run_id, stages=[])
@@ -104,11 +103,11 @@ class Pipeline:
             self.echo(f"stage {index + 1} {name}: reusing finished run {twin.run_id}")
             return StageOutcome(name, twin.run_id, True, twin.metrics.get(self.metric), twin.metrics)
         self.echo(f"stage {index + 1} {name}: training")
-        run_id, result = run_training(spec, self.tracker, kind="stage", parent_run_id=pipeline_run, based_on=previous,
+        run_id, result = run_training(spec, self.tracker, kind=t.KIND_STAGE, parent_run_id=pipeline_run, based_on=previous,
                                       extra_tags={TAG_STAGE: name, "tunelog.stage_index": index + 1})
         if result.outcome != "ok":
-            raise SpecError(spec.source, [(f"pipeline.stages[{index}]", f"stage {name} ended {result.outcome}: "
-                                                                        f"{result.reason}; later stages not run")])
+            raise TrainingFailed(f"pipeline.stages[{index}]: stage {name} ended {result.outcome}: {result.reason}; "
+                                 f"later stages not run (run {run_id})")
         return StageOutcome(name, run_id, False, result.metrics.get(self.metric), result.metrics)
 
     def total_steps(self) -> int:
@@ -125,7 +124,7 @@ class Pipeline:
         steps = self.total_steps()
         spec = last.with_overrides({"train.max_steps": steps, "tracking.run_name": f"baseline-{stages[-1].name}"})
         self.echo(f"baseline: one stage of {steps} steps on {stages[-1].name}")
-        run_id, result = run_training(spec, self.tracker, kind="train", parent_run_id=pipeline_run,
+        run_id, result = run_training(spec, self.tracker, kind=t.KIND_TRAIN, parent_run_id=pipeline_run,
                                       extra_tags={t.TAG_PHASE: "baseline"})
         return StageOutcome(spec.tracking.run_name or "baseline", run_id, False, result.metrics.get(self.metric),
                             result.metrics)

@@ -259,7 +259,7 @@ class Sweep:
     # the sweep run and the loop
 
     def sweep_run_tags(self) -> dict[str, Any]:
-        tags = {t.TAG_KIND: "sweep", t.TAG_STUDY: self.study_name, t.TAG_NAME: self.study_name,
+        tags = {t.TAG_KIND: t.KIND_SWEEP, t.TAG_STUDY: self.study_name, t.TAG_NAME: self.study_name,
                 t.TAG_METRIC: self.spec.tracking.metric, t.TAG_DIRECTION: self.spec.tracking.direction,
                 "tunelog.storage": self.storage_url, "tunelog.refined_from": self.opts.refine_from,
                 "tunelog.n_trials": self.n_trials, STUDY_HASH: self.space_hash()}
@@ -358,7 +358,7 @@ class Sweep:
         verdict = space.judge(spec, env, self.search.seed, space.config_key(values))
         for rule, value in verdict.broken.items():
             trial.set_constraint(rule, value)  # the sampler learns where the rules bite
-        tags = {t.TAG_KIND: "trial", t.TAG_STUDY: self.study_name, t.TAG_TRIAL: trial.number,
+        tags = {t.TAG_KIND: t.KIND_TRIAL, t.TAG_STUDY: self.study_name, t.TAG_TRIAL: trial.number,
                 t.TAG_NAME: spec.tracking.run_name, t.TAG_CONFIG: trial.user_attrs.get(ATTR_CONFIG)}
         if verdict.rejected:
             return self._reject(study, trial, spec, values, verdict, tags, sweep_run_id), verdict.rule
@@ -387,7 +387,7 @@ class Sweep:
 
         try:
             with _Heartbeat(self.storage, trial):
-                run_id, result = run_training(spec, self.tracker, kind="trial", parent_run_id=sweep_run_id,
+                run_id, result = run_training(spec, self.tracker, kind=t.KIND_TRIAL, parent_run_id=sweep_run_id,
                                               extra_tags=tags, on_eval=on_eval,
                                               on_start=lambda rid: trial.set_user_attr(ATTR_RUN, rid))
         except (KeyboardInterrupt, TrainingInterrupted):

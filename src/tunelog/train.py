@@ -49,7 +49,7 @@ def lint_tags(spec: Spec, report: Optional["LintReport"]) -> dict:
     return {TAG_LINT: ", ".join(sorted({w.rule for w in report.of("warning")})), t.TAG_NOTE: note}
 
 
-def run_training(spec: Spec, tracker: Tracker, kind: str = "train", parent_run_id: Optional[str] = None,
+def run_training(spec: Spec, tracker: Tracker, kind: str = t.KIND_TRAIN, parent_run_id: Optional[str] = None,
                  based_on: Optional[str] = None, extra_tags: Optional[dict] = None,
                  lint: Optional["LintReport"] = None, on_start: Optional[Callable[[str], None]] = None,
                  on_eval: Optional[EvalHook] = None) -> tuple[str, Result]:

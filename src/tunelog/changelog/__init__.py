@@ -15,7 +15,7 @@ from . import lineage, verdicts
 from .model import Anomaly, Changelog, Changes, Effect, Entry
 from .render import to_json, to_markdown
 
-SKIP_KINDS = {"changelog"}
+SKIP_KINDS = {t.KIND_CHANGELOG}
 
 
 def headline(runs: list[RunRecord], metric: Optional[str], direction: Optional[str]) -> tuple[str, str]:
@@ -24,14 +24,14 @@ def headline(runs: list[RunRecord], metric: Optional[str], direction: Optional[s
     metric = metric or (named.most_common(1)[0][0] if named else "eval/loss")
     dirs = Counter(r.tags[t.TAG_DIRECTION] for r in runs if r.tags.get(t.TAG_METRIC) == metric
                    and r.tags.get(t.TAG_DIRECTION))
-    return metric, direction or (dirs.most_common(1)[0][0] if dirs else "minimize")
+    return metric, direction or (dirs.most_common(1)[0][0] if dirs else t.MINIMIZE)
 
 
 def _group(run: RunRecord, by_id: dict[str, RunRecord]) -> str:
     if run.tags.get(t.TAG_PHASE):
         return f"Phase: {run.tags[t.TAG_PHASE]}"
     container = by_id.get(run.tags.get(t.TAG_PARENT, ""))
-    if container is not None and container.kind in ("sweep", "pipeline"):
+    if container is not None and container.kind in (t.KIND_SWEEP, t.KIND_PIPELINE):
         return f"{container.kind.capitalize()}: {container.tags.get(t.TAG_NAME) or container.name}"
     return "Runs"
 

@@ -13,10 +13,11 @@ from typing import Optional
 import numpy as np
 
 from ..tracking import DERIVED_PARAMS, TAG_BASED_ON, TAG_PARENT, RunRecord
+from .. import tracking as t
 from .model import Changes
 
 WINDOW = 200
-CONTAINER_KINDS = {"sweep", "pipeline", "probe", "changelog"}  # runs that hold others, without a config of their own
+CONTAINER_KINDS = {t.KIND_SWEEP, t.KIND_PIPELINE, t.KIND_PROBE, t.KIND_CHANGELOG}  # runs that hold others, without a config of their own
 
 
 @lru_cache(maxsize=65536)
@@ -44,7 +45,7 @@ def find_parents(runs: list[RunRecord]) -> dict[str, tuple[Optional[str], str]]:
         container = run.tags.get(TAG_PARENT)
         if based_on and based_on in by_id:
             parents[run.run_id] = (based_on, "based_on")
-        elif run.kind == "trial" and container in by_id:
+        elif run.kind == t.KIND_TRIAL and container in by_id:
             parents[run.run_id] = (container, "sweep")
         elif run.kind not in CONTAINER_KINDS and earlier:
             parents[run.run_id] = (runs[_closest(i, earlier[-WINDOW:], matrix)].run_id, "closest")

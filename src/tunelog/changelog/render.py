@@ -11,6 +11,7 @@ from dataclasses import asdict
 from datetime import datetime, timezone
 from typing import Optional
 
+from .. import tracking as t
 from .model import Changelog, Entry
 
 
@@ -36,7 +37,7 @@ def _date(ms: int) -> str:
 
 
 def _better(direction: str) -> str:
-    return "lower is better" if direction == "minimize" else "higher is better"
+    return "higher is better" if direction == t.MAXIMIZE else "lower is better"
 
 
 def to_json(log: Changelog) -> str:
@@ -86,7 +87,7 @@ def _effects(log: Changelog) -> list[str]:
         if not rows:
             continue
         out += [f"## {title}", "", f"| change | runs | mean effect on {log.metric} vs parent |", "| --- | --- | --- |"]
-        sign = -1 if log.direction == "minimize" else 1
+        sign = 1 if log.direction == t.MAXIMIZE else -1
         out += [f"| `{r.change}` | {r.runs} | {sign * r.mean_gain:+.4g} |" for r in rows]
         out.append("")
     return out

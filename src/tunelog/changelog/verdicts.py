@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 from typing import Optional
 
+from .. import tracking as t
 from .model import Anomaly, Effect, Entry
 
 REPEAT_TOLERANCE = 0.05  # a repeat whose result moves more than 5% from its twin is an anomaly
@@ -15,7 +16,7 @@ FAR_WORSE = 0.25  # a result 25% worse than the parent's is flagged
 
 def gain(parent: float, child: float, direction: str) -> float:
     """Improvement from parent to child in the headline metric's own sense (> 0 is better)."""
-    return parent - child if direction == "minimize" else child - parent
+    return child - parent if direction == t.MAXIMIZE else parent - child
 
 
 def best_entry(entries: list[Entry], direction: str) -> Optional[Entry]:
@@ -23,8 +24,9 @@ def best_entry(entries: list[Entry], direction: str) -> Optional[Entry]:
           and math.isfinite(e.result)]
     if not ok:
         return None
-    pick = min if direction == "minimize" else max
-    return pick(ok, key=lambda e: (e.result, e.start_ms) if direction == "minimize" else (e.result, -e.start_ms))
+    if direction == t.MAXIMIZE:
+        return max(ok, key=lambda e: (e.result, -e.start_ms))
+    return min(ok, key=lambda e: (e.result, e.start_ms))  # ties: the earliest run that reached it
 
 
 def anomalies(entries: list[Entry], direction: str, tolerance: float = REPEAT_TOLERANCE) -> list[Anomaly]:
@@ -77,4 +79,4 @@ def timeline(entries: list[Entry], best: Optional[Entry]) -> list[str]:
         seen.add(node.run_id)
         chain.append(node.run_id)
         node = by_id.get(node.parent_id) if node.parent_id else None
-    return [rid for rid in reversed(chain) if by_id[rid].kind not in ("sweep", "pipeline")]
+    return [rid for rid in reversed(chain) if by_id[rid].kind not in (t.KIND_SWEEP, t.KIND_PIPELINE)]

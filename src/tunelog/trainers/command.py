@@ -82,8 +82,9 @@ class Ran:
     peak_gb: float = 0.0  # the process tree's peak: GPU memory where it used the GPU, else RSS (sampled)
 
 
-LineHook = Callable[[Optional[int], dict[str, float]], None]
-"""Called with (step, metrics) for each metric line as the script prints it."""
+LineHook = Callable[[Optional[int], dict[str, float]], Optional[bool]]
+"""Called with (step, metrics) for each metric line as the script prints it; True stops the script (pruned)."""
+_EVAL_NAME = re.compile(r"^(eval|val|valid|validation)[/_.]", re.I)
 
 
 def run_command(spec: Spec, argv: list[str], output_dir: Path, on_metrics: LineHook,
@@ -111,8 +112,12 @@ def run_command(spec: Spec, argv: list[str], output_dir: Path, on_metrics: LineH
             if not metrics:
                 continue
             steps = max(steps, step or steps + 1)
-            on_metrics(step or steps, metrics)
+            stop = on_metrics(step or steps, metrics)
             final.update(metrics)
+            if stop:
+                outcome, reason = "pruned", f"pruned at step {step or steps}: {line.strip()[:200]}"
+                _stop(proc)
+                break
             if any("loss" in k and not math.isfinite(v) for k, v in metrics.items()):
                 outcome, reason = "diverged", f"non-finite loss at step {step or steps}: {line.strip()[:200]}"
                 _stop(proc)
@@ -146,7 +151,7 @@ class CommandTrainer:
         output_dir = Path(tempfile.mkdtemp(prefix=f"tunelog-cmd-{run.run_id[:8]}-"))
         logged = False
         try:
-            result = self._run(spec, run, output_dir)
+            result = self._run(spec, run, output_dir, on_eval)
             logged = True
             return result
         finally:
@@ -155,12 +160,20 @@ class CommandTrainer:
             else:
                 shutil.rmtree(output_dir, ignore_errors=True)
 
-    def _run(self, spec: Spec, run: RunLogger, output_dir: Path) -> Result:
+    def _run(self, spec: Spec, run: RunLogger, output_dir: Path, on_eval: Optional[EvalHook]) -> Result:
         argv = render_argv(spec, output_dir)
         run.log_params({"trainer.rendered_argv": json.dumps(argv)})
 
-        def log(step: Optional[int], metrics: dict[str, float]) -> None:
+        evals = set(spec.trainer.eval_metrics)
+
+        def log(step: Optional[int], metrics: dict[str, float]) -> bool:
+            """Logs the line's metrics; an eval-style one goes to `on_eval` (a sweep's pruner), which may stop."""
             run.log_metrics({k: v for k, v in metrics.items() if math.isfinite(v)}, step=step)
+            if on_eval is None:
+                return False
+            value = next((v for k, v in metrics.items() if (k in evals or _EVAL_NAME.match(k)) and math.isfinite(v)),
+                         None)
+            return value is not None and bool(on_eval(step or 0, value))
 
         ran = run_command(spec, argv, output_dir, log)
         final = {**ran.final, **_metrics_file(spec, output_dir, run)}
