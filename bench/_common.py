@@ -1,4 +1,5 @@
 """Shared by the benchmarks: the demo spec, a temp MLflow store, and the closing line format."""
+
 from __future__ import annotations
 
 import os
@@ -40,4 +41,6 @@ def demo_spec(**train):
 def verdict(name: str, value: float, op: str, target: float) -> str:
     ok = value <= target if op == "<=" else value >= target
     smoke = " (smoke run: sizes too small to mean anything)" if SMOKE else ""
-    return f"{smoke.strip() + chr(10) if smoke else ''}{name} {value:.3f} target {op} {target}: {'ok' if ok else 'miss'}"
+    return (
+        f"{smoke.strip() + chr(10) if smoke else ''}{name} {value:.3f} target {op} {target}: {'ok' if ok else 'miss'}"
+    )

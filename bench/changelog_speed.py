@@ -3,6 +3,7 @@ batches) and time `changelog` (collect from the store, diff, judge, render) over
 
 Targets: 10,000 runs in under 10 s; the 10,000/1,000 time ratio is printed (near 10 means linear).
 """
+
 from __future__ import annotations
 
 import random
@@ -26,11 +27,21 @@ def fill(tracker, experiment: str, n: int, seed: int = 0) -> None:
         configs.append(config)
         run = client.create_run(exp_id, start_time=t0 + k * 60_000, run_name=f"run-{k:05d}")
         loss = 3.0 - sum(int(v) for v in config.values()) / 40 + rng.random() * 0.1
-        metrics = [Metric(m, loss * (1 + i / 10), t0 + k * 60_000, 1) for i, m in enumerate(
-            ["eval/loss", "train/loss", "perf/samples_per_s", "perf/peak_mem_gb", "train/lr"])]
-        client.log_batch(run.info.run_id, metrics=metrics, params=[Param(a, b) for a, b in config.items()],
-                         tags=[RunTag("tunelog.kind", "train"), RunTag("tunelog.outcome", "ok"),
-                               RunTag("tunelog.metric", "eval/loss")], synchronous=True)
+        metrics = [
+            Metric(m, loss * (1 + i / 10), t0 + k * 60_000, 1)
+            for i, m in enumerate(["eval/loss", "train/loss", "perf/samples_per_s", "perf/peak_mem_gb", "train/lr"])
+        ]
+        client.log_batch(
+            run.info.run_id,
+            metrics=metrics,
+            params=[Param(a, b) for a, b in config.items()],
+            tags=[
+                RunTag("tunelog.kind", "train"),
+                RunTag("tunelog.outcome", "ok"),
+                RunTag("tunelog.metric", "eval/loss"),
+            ],
+            synchronous=True,
+        )
         client.set_terminated(run.info.run_id, end_time=t0 + k * 60_000 + 30_000)
 
 

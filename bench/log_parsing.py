@@ -6,6 +6,7 @@ The ratio to the plain regex is printed too: the absolute rate moves with the ma
 2-core box the plain regex alone ranges 150,000-210,000 lines/s between runs). The log's lines come
 in a few shapes, as a training log's do (tunelog parses each shape once, see `logparse`).
 """
+
 from __future__ import annotations
 
 import re
@@ -42,8 +43,10 @@ def main() -> None:
     start = time.perf_counter()
     log = LogParser().parse(lines)
     ours = N / (time.perf_counter() - start)
-    print(f"{N} lines: plain key=value regex {plain:,.0f} lines/s ({found} pairs); "
-          f"tunelog LogParser {ours:,.0f} lines/s ({len(log.series)} metric points, {log.metric_lines} metric lines)")
+    print(
+        f"{N} lines: plain key=value regex {plain:,.0f} lines/s ({found} pairs); "
+        f"tunelog LogParser {ours:,.0f} lines/s ({len(log.series)} metric points, {log.metric_lines} metric lines)"
+    )
     print(f"ratio tunelog / plain regex: {ours / plain:.2f}")
     print(verdict("log_parsing_lines_per_s", ours, ">=", 200_000))
 

@@ -10,6 +10,7 @@ last ratio the two configs are measured again side by side, alternating, three r
 one process: this machine's speed drifts 10-20% over the minutes a grid takes, so the grid's
 own figures compare moments as much as configs (that ratio is printed too).
 """
+
 from __future__ import annotations
 
 import json
@@ -34,9 +35,14 @@ def smoke_spec() -> Path:
         raw["data"][key] = str(REPO / "examples/demo" / raw["data"][key])
     raw["model"]["tokenizer"] = str(REPO / "examples/demo/tokenizer.json")
     raw.pop("pipeline", None)
-    raw["probe"] = {"params": {"train.batch_size": {"type": "categorical", "choices": [2, 4]},
-                               "lora.r": {"type": "categorical", "choices": [4, 8]}},
-                    "max_steps": 2, "min_seconds": 0}
+    raw["probe"] = {
+        "params": {
+            "train.batch_size": {"type": "categorical", "choices": [2, 4]},
+            "lora.r": {"type": "categorical", "choices": [4, 8]},
+        },
+        "max_steps": 2,
+        "min_seconds": 0,
+    }
     path = Path(tempfile.mkdtemp(prefix="tunelog-probe-smoke-")) / "spec.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path
@@ -51,9 +57,13 @@ def probe_run(workdir: Path, *args: str) -> tuple[dict, float]:
     from mlflow import MlflowClient
 
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "tunelog.cli", "probe", str(SPEC), "--force", "-o",
-                           str(workdir / "best.sh"), *args], capture_output=True, text=True, cwd=workdir,
-                          env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+    proc = subprocess.run(
+        [sys.executable, "-m", "tunelog.cli", "probe", str(SPEC), "--force", "-o", str(workdir / "best.sh"), *args],
+        capture_output=True,
+        text=True,
+        cwd=workdir,
+        env={**os.environ, "PYTHONPATH": str(REPO / "src")},
+    )
     wall = time.perf_counter() - start
     if proc.returncode != 0:
         raise SystemExit(proc.stderr[-2000:])
@@ -94,14 +104,20 @@ def main() -> None:
     pick = found["best"]["config"]
     pick_in_grid = next(m for m in grid["measured"] if m["config"] == pick)
     spread = abs(pick_in_grid["samples_per_s"] - found["best"]["samples_per_s"]) / grid_best["samples_per_s"]
-    print(f"budget {budget:.3f} GB (limit {limit:.3f} with headroom); grid of {grid['grid']} candidates, "
-          f"{len(grid['failed_oom'])} out of memory, {len(fits)} fit")
+    print(
+        f"budget {budget:.3f} GB (limit {limit:.3f} with headroom); grid of {grid['grid']} candidates, "
+        f"{len(grid['failed_oom'])} out of memory, {len(fits)} fit"
+    )
     print(f"grid best:  {grid_best['config']} {grid_best['samples_per_s']:.1f} samples/s; wall {grid_wall:.1f} s")
-    print(f"probe pick: {pick} {found['best']['samples_per_s']:.1f} samples/s (grid measured it at "
-          f"{pick_in_grid['samples_per_s']:.1f}); {found['tested']} run, {len(found['skipped'])} skipped; "
-          f"wall {probe_wall:.1f} s")
+    print(
+        f"probe pick: {pick} {found['best']['samples_per_s']:.1f} samples/s (grid measured it at "
+        f"{pick_in_grid['samples_per_s']:.1f}); {found['tested']} run, {len(found['skipped'])} skipped; "
+        f"wall {probe_wall:.1f} s"
+    )
     print(f"spread between two measurements of the probe's pick: {spread:.1%}")
-    print(f"pick / grid best by the grid's own figures: {pick_in_grid['samples_per_s'] / grid_best['samples_per_s']:.3f}")
+    print(
+        f"pick / grid best by the grid's own figures: {pick_in_grid['samples_per_s'] / grid_best['samples_per_s']:.3f}"
+    )
     if pick == grid_best["config"]:
         ratio = 1.0
     else:

@@ -7,6 +7,7 @@ warmup) so that hundreds of trials take seconds; the trials go through the sweep
 (`suggest`, `search.judge`, named constraints, rejected trials told PRUNED). Targets: trial
 ratio <= 0.5; rejected trial < 50 ms.
 """
+
 from __future__ import annotations
 
 import math
@@ -20,24 +21,36 @@ from _common import REPO, sized, temp_store, verdict
 SEEDS = range(sized(9, 1))
 CAP = sized(600, 30)  # trials; a run that never gets within 1% counts as CAP
 SEARCH = {
-    "study": "bench", "n_trials": CAP,
-    "params": {"train.learning_rate": {"type": "float", "min": 1e-5, "max": 1e-2, "log": True},
-               "lora.r": {"type": "categorical", "choices": [4, 8, 16, 32]},
-               "alpha_ratio": {"type": "float", "min": 0.25, "max": 4.0},
-               "train.warmup_ratio": {"type": "float", "min": 0.0, "max": 0.3}},
+    "study": "bench",
+    "n_trials": CAP,
+    "params": {
+        "train.learning_rate": {"type": "float", "min": 1e-5, "max": 1e-2, "log": True},
+        "lora.r": {"type": "categorical", "choices": [4, 8, 16, 32]},
+        "alpha_ratio": {"type": "float", "min": 0.25, "max": 4.0},
+        "train.warmup_ratio": {"type": "float", "min": 0.0, "max": 0.3},
+    },
     "constraints": [
-        {"name": "big-rank-high-lr", "reject": "lora.r >= 16 and train.learning_rate > 1e-3",
-         "reason": "overshoots"},
-        {"name": "high-alpha-warmup", "if": "alpha_ratio >= 3", "require": ["train.warmup_ratio >= 0.15"],
-         "reason": "needs warmup"}],
+        {"name": "big-rank-high-lr", "reject": "lora.r >= 16 and train.learning_rate > 1e-3", "reason": "overshoots"},
+        {
+            "name": "high-alpha-warmup",
+            "if": "alpha_ratio >= 3",
+            "require": ["train.warmup_ratio >= 0.15"],
+            "reason": "needs warmup",
+        },
+    ],
 }
 FLOOR = 10.0  # the objective's minimum; within 1% means below 10.1
 
 
 def objective(p: dict) -> float:
     """A smooth bowl with its feasible minimum at lr 5e-4, r 8, alpha ratio 2, warmup 0.1."""
-    return (FLOOR + (math.log10(p["train.learning_rate"]) + 3.3) ** 2 + 0.3 * (math.log2(p["lora.r"]) - 3) ** 2
-            + 0.15 * (p["alpha_ratio"] - 2.0) ** 2 + 4.0 * (p["train.warmup_ratio"] - 0.1) ** 2)
+    return (
+        FLOOR
+        + (math.log10(p["train.learning_rate"]) + 3.3) ** 2
+        + 0.3 * (math.log2(p["lora.r"]) - 3) ** 2
+        + 0.15 * (p["alpha_ratio"] - 2.0) ** 2
+        + 4.0 * (p["train.warmup_ratio"] - 0.1) ** 2
+    )
 
 
 def load_bench_spec(sampler: str, seed: int):
@@ -62,7 +75,7 @@ def trials_to_reach(sampler: str, seed: int) -> int:
     import optuna
     from optuna.trial import TrialState
 
-    from tunelog import search as space
+    from tunelog import rules, space
     from tunelog.sweep import make_sampler, suggest
 
     spec = load_bench_spec(sampler, seed)
@@ -70,7 +83,7 @@ def trials_to_reach(sampler: str, seed: int) -> int:
     for n in range(1, CAP + 1):
         trial = study.ask()
         values = {**(sampled := suggest(trial, spec.search)), **space.derive(spec.search, sampled, spec.source)}
-        judged = space.judge(spec, values, seed, space.config_key(values))
+        judged = rules.judge(spec, values, seed, rules.config_key(values))
         for rule, broken in judged.broken.items():
             trial.set_constraint(rule, broken)
         if judged.rejected:
@@ -89,8 +102,9 @@ def rejected_trial_ms(store: str) -> float:
     from tunelog.tracking import Tracker
 
     spec = load_bench_spec("tpe", 0)
-    always = spec.search.constraints + [spec.search.constraints[0].model_copy(
-        update={"name": "reject-all", "reject": "train.learning_rate > 0"})]
+    always = spec.search.constraints + [
+        spec.search.constraints[0].model_copy(update={"name": "reject-all", "reject": "train.learning_rate > 0"})
+    ]
     spec = spec.model_copy(update={"search": spec.search.model_copy(update={"constraints": always})})
     sweep = Sweep(spec, Tracker(), SweepOptions(echo=lambda s: None, study="bench-reject"))
     study = sweep.study()

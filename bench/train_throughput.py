@@ -4,6 +4,7 @@ logged) over a plain peft + torch loop with the same model, batch, data and prec
 Both are timed the same way: from the end of step 1 to the end of the last step, so model
 loading and the first step's warm-up are left out of both. Target: ratio >= 0.95.
 """
+
 from __future__ import annotations
 
 import statistics
@@ -21,17 +22,39 @@ def plain_loop(spec) -> float:
     from torch.utils.data import DataLoader
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-    tok = PreTrainedTokenizerFast(tokenizer_file=str(spec.path(spec.model.tokenizer)), bos_token="<s>",
-                                  eos_token="</s>", pad_token="<pad>", unk_token="<unk>")
+    tok = PreTrainedTokenizerFast(
+        tokenizer_file=str(spec.path(spec.model.tokenizer)),
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+    )
     t = spec.model.tiny
     torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(
-        vocab_size=len(tok), hidden_size=t.hidden_size, intermediate_size=t.intermediate_size,
-        num_hidden_layers=t.num_layers, num_attention_heads=t.num_heads, num_key_value_heads=t.num_heads,
-        max_position_embeddings=t.max_position, pad_token_id=tok.pad_token_id, tie_word_embeddings=True))
-    model = get_peft_model(model, LoraConfig(r=spec.lora.r, lora_alpha=spec.lora.alpha, lora_dropout=spec.lora.dropout,
-                                             target_modules=spec.lora.target_modules, task_type="CAUSAL_LM"))
-    texts = [l.strip() for l in spec.path(spec.data.train).read_text().splitlines() if l.strip()]
+    model = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=len(tok),
+            hidden_size=t.hidden_size,
+            intermediate_size=t.intermediate_size,
+            num_hidden_layers=t.num_layers,
+            num_attention_heads=t.num_heads,
+            num_key_value_heads=t.num_heads,
+            max_position_embeddings=t.max_position,
+            pad_token_id=tok.pad_token_id,
+            tie_word_embeddings=True,
+        )
+    )
+    model = get_peft_model(
+        model,
+        LoraConfig(
+            r=spec.lora.r,
+            lora_alpha=spec.lora.alpha,
+            lora_dropout=spec.lora.dropout,
+            target_modules=spec.lora.target_modules,
+            task_type="CAUSAL_LM",
+        ),
+    )
+    texts = [line.strip() for line in spec.path(spec.data.train).read_text().splitlines() if line.strip()]
 
     def collate(batch):
         enc = tok(batch, truncation=True, max_length=spec.data.max_length, padding=True, return_tensors="pt")
@@ -81,8 +104,10 @@ def main() -> None:
         ours.append(tunelog_run(spec, store))
     p, o = statistics.mean(plain), statistics.mean(ours)
     print(f"{STEPS} steps x batch {spec.train.batch_size}, {REPEATS} alternating repeats")
-    print(f"plain peft+torch: {p:.1f} samples/s {['%.1f' % x for x in plain]}; "
-          f"tunelog: {o:.1f} samples/s {['%.1f' % x for x in ours]}")
+    print(
+        f"plain peft+torch: {p:.1f} samples/s {[f'{x:.1f}' for x in plain]}; "
+        f"tunelog: {o:.1f} samples/s {[f'{x:.1f}' for x in ours]}"
+    )
     print(verdict("train_throughput", o / p, ">=", 0.95))
 
 

@@ -3,6 +3,7 @@
 MLflow's conda environment installs the dependencies, not this package, so the
 scripts must find `src/tunelog` by path.
 """
+
 from __future__ import annotations
 
 import sys

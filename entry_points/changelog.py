@@ -1,4 +1,5 @@
 """MLproject entry point `changelog`: tunelog changelog --experiment NAME -o FILE."""
+
 import sys
 
 from _tunelog import run

@@ -1,4 +1,5 @@
 """MLproject entry point `probe`: tunelog probe SPEC --max-memory-gb GB [--quick] -o SCRIPT."""
+
 import sys
 
 from _tunelog import run

@@ -1,4 +1,5 @@
 """MLproject entry point `promote`: tunelog promote --experiment NAME --name MODEL."""
+
 import sys
 
 from _tunelog import run

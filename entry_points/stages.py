@@ -1,4 +1,5 @@
 """MLproject entry point `stages`: tunelog stages SPEC [--baseline] [--promote MODEL]."""
+
 import sys
 
 from _tunelog import run

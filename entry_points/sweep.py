@@ -1,4 +1,5 @@
 """MLproject entry point `sweep`: tunelog sweep SPEC [--n-trials N] [--quick]."""
+
 import sys
 
 from _tunelog import run

@@ -1,4 +1,5 @@
 """MLproject entry point `train` (and `main`): tunelog train SPEC [--config NAME]."""
+
 import sys
 
 from _tunelog import run

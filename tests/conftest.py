@@ -1,4 +1,5 @@
 """Shared fixtures: a real MLflow store (SQLite in a temp dir) and a quick demo spec."""
+
 from __future__ import annotations
 
 import contextlib

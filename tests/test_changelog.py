@@ -1,14 +1,13 @@
 """changelog and import: a legacy speech-decoder history imported and judged; demo runs rendered."""
+
 import json
 import math
-import subprocess
-import sys
 from datetime import datetime, timedelta
 
 import pytest
 from mlflow import MlflowClient
 
-from conftest import run_cli, demo_raw, subprocess_env, write_spec
+from conftest import demo_raw, run_cli, write_spec
 from tunelog import changelog as cl
 from tunelog.importer import import_tree
 from tunelog.logparse import LogParser
@@ -16,8 +15,16 @@ from tunelog.spec import load_spec
 from tunelog.tracking import TAG_BASED_ON, Tracker
 from tunelog.train import run_training
 
-BASE = {"lr": 0.001, "batch_size": 16, "optimizer": "adam", "scheduler": "noam", "ema": False, "dropout": 0.1,
-        "layers": 4, "warmup": 4000}
+BASE = {
+    "lr": 0.001,
+    "batch_size": 16,
+    "optimizer": "adam",
+    "scheduler": "noam",
+    "ema": False,
+    "dropout": 0.1,
+    "layers": 4,
+    "warmup": 4000,
+}
 T0 = datetime(2024, 3, 1, 8, 0, 0)
 
 # name, config (from BASE), final val_loss (None: none logged), log style, extra log text
@@ -34,8 +41,13 @@ HISTORY += [
     ("07_ema_repeat", dict(R06), 2.90, "kv", ""),
     ("08_dropout_0.2", {**R06, "dropout": 0.2}, 1.65, "kv", ""),
     ("09_layers_6", {**R06, "dropout": 0.2, "layers": 6}, 1.60, "batch", ""),
-    ("10_batch_128", {**R06, "dropout": 0.2, "layers": 6, "batch_size": 128}, None, "kv",
-     "RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB\n"),
+    (
+        "10_batch_128",
+        {**R06, "dropout": 0.2, "layers": 6, "batch_size": 128},
+        None,
+        "kv",
+        "RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB\n",
+    ),
     ("11_batch_64", {**R06, "dropout": 0.2, "layers": 6, "batch_size": 64}, 1.55, "kv", ""),
 ]
 R11 = HISTORY[-1][1]
@@ -156,8 +168,19 @@ def test_changelog_data_of_the_legacy_history(imported, store):
     assert ("02_lr_5e-3", "diverged") in kinds and ("10_batch_128", "oom") in kinds
     assert ("15_no_ema", "far-worse") in kinds
     assert [log.entry(r).name for r in log.timeline] == [
-        "01_baseline", "04_recovery", "05_cosine", "06_ema", "07_ema_repeat", "08_dropout_0.2", "09_layers_6",
-        "10_batch_128", "11_batch_64", "12_warmup_8000", "13_lr_5e-4", "16_final_tune"]
+        "01_baseline",
+        "04_recovery",
+        "05_cosine",
+        "06_ema",
+        "07_ema_repeat",
+        "08_dropout_0.2",
+        "09_layers_6",
+        "10_batch_128",
+        "11_batch_64",
+        "12_warmup_8000",
+        "13_lr_5e-4",
+        "16_final_tune",
+    ]
     worked = {w.change for w in log.worked}
     assert "scheduler: noam -> cosine" in worked and "dropout: 0.2 -> 0.15" in worked
     assert "scheduler: cosine -> linear" in {d.change for d in log.didnt}
@@ -165,7 +188,6 @@ def test_changelog_data_of_the_legacy_history(imported, store):
 
 
 def test_changelog_output_is_byte_identical_and_json_matches(imported, store, tmp_path):
-    env = subprocess_env(store)
     outs = []
     for i in range(2):
         out = tmp_path / f"c{i}.md"
@@ -174,8 +196,15 @@ def test_changelog_output_is_byte_identical_and_json_matches(imported, store, tm
         outs.append(out.read_bytes())
     assert outs[0] == outs[1]
     text = outs[0].decode()
-    for heading in ("# Changelog: speech", "## Timeline", "## What worked", "## What didn't", "## Anomalies",
-                    "## Final best configuration", "### 16_final_tune (best)"):
+    for heading in (
+        "# Changelog: speech",
+        "## Timeline",
+        "## What worked",
+        "## What didn't",
+        "## Anomalies",
+        "## Final best configuration",
+        "### 16_final_tune (best)",
+    ):
         assert heading in text
     assert "No changes: a repeat of 06_ema." in text
     assert "- Changed: `batch_size`: 16 -> 32" in text
@@ -190,16 +219,25 @@ def test_log_parser_styles():
     p = LogParser()
     assert p.parse_line("2024-01-01 10:00:00 step=5 loss=1.5 lr=1e-4") == (1704103200000, 5, {"loss": 1.5, "lr": 1e-4})
     assert p.parse_line("{'loss': 0.5, 'learning_rate': 2e-05, 'epoch': 0.3}")[2] == {
-        "loss": 0.5, "learning_rate": 2e-05, "epoch": 0.3}
+        "loss": 0.5,
+        "learning_rate": 2e-05,
+        "epoch": 0.3,
+    }
     assert p.parse_line(" 40%|####      | 40/100 [00:04<00:06, 9.8it/s, loss=0.93, lr=3e-4]")[2] == {
-        "loss": 0.93, "lr": 3e-4}
+        "loss": 0.93,
+        "lr": 3e-4,
+    }
     assert p.parse_line("batch 120, loss: 2.25") == (None, 120, {"loss": 2.25})
     assert p.parse_line("Best validation loss: 1.234")[2] == {"best_validation_loss": 1.234}
     assert p.parse_line("loading model from /tmp/x") == (None, None, {})
     assert p.parse_line("steps:  40%|####  | 40/100 [00:04<00:06, 9.8it/s, loss=0.9]") == (None, 40, {"loss": 0.9})
     assert p.parse_line('{"step": 7, "loss": 0.25, "tag": "x"}') == (None, 7, {"loss": 0.25})  # JSON lines too
     assert p.parse_line("iteration #12 validation 5 wer: 0.3") == (None, 12, {"wer": 0.3})
-    assert p.parse_line("[2024-01-01 10:00:01] Final eval loss: 1.23") == (1704103201000, None, {"final_eval_loss": 1.23})
+    assert p.parse_line("[2024-01-01 10:00:01] Final eval loss: 1.23") == (
+        1704103201000,
+        None,
+        {"final_eval_loss": 1.23},
+    )
     assert p.parse_line("epoch=1 loss=nan")[2]["epoch"] == 1 and math.isnan(p.parse_line("loss=NaN")[2]["loss"])
     # lines of one shape (digits aside) share a parse plan; keys and values still come from each line
     assert p.parse_line("layer3_loss=0.5 step 7")[1:] == (7, {"layer3_loss": 0.5})
@@ -207,8 +245,12 @@ def test_log_parser_styles():
     assert p.parse_line("Final top5 acc: 0.91")[2] == {"final_top5_acc": 0.91}
     log = p.parse(["step=10 loss=2.0", "noise", " 3/9 [00:01<00:02, loss=1.5]", "loss=1.0", "Best loss: 0.9"])
     assert log.lines == 5 and log.metric_lines == 4
-    assert [(k, v, s) for k, v, s, _ in log.series] == [("loss", 2.0, 10), ("loss", 1.5, 11), ("loss", 1.0, 12),
-                                                        ("best_loss", 0.9, 1)]  # a restarted bar never goes back
+    assert [(k, v, s) for k, v, s, _ in log.series] == [
+        ("loss", 2.0, 10),
+        ("loss", 1.5, 11),
+        ("loss", 1.0, 12),
+        ("best_loss", 0.9, 1),
+    ]  # a restarted bar never goes back
     custom = LogParser([r"acc@1 (?P<value>[\d.]+)(?P<key>)"])
     assert custom.parse_line("it 3 acc@1 0.75")[2] == {}  # an empty key group names nothing
     custom = LogParser([r"(?P<key>wer)\s+(?P<value>[\d.]+)%"])
@@ -218,8 +260,9 @@ def test_log_parser_styles():
 def test_three_demo_trainings_with_based_on_links(tmp_path, store):
     spec = load_spec(write_spec(tmp_path / "d.yaml", demo_raw(max_steps=6, eval_every=None)))
     tracker = Tracker()
-    first, _ = run_training(spec.model_copy(update={"tracking": spec.tracking.model_copy(
-        update={"run_name": "baseline"})}), tracker)
+    first, _ = run_training(
+        spec.model_copy(update={"tracking": spec.tracking.model_copy(update={"run_name": "baseline"})}), tracker
+    )
     second_spec = spec.with_overrides({"lora.r": 16, "tracking.run_name": "rank16"})
     second, _ = run_training(second_spec, tracker, based_on=first)
     third_spec = spec.with_overrides({"lora.r": 16, "train.learning_rate": 2e-3, "tracking.run_name": "rank16-lr"})
@@ -247,8 +290,21 @@ def test_fast_sql_collection_equals_the_mlflow_search_api(imported, store):
     tracker.client.delete_run(Tracker().find_runs("speech", {"tunelog.name": "03_lr_2e-3"})[0].run_id)
 
     def comparable(records):
-        return [(r.run_id, r.name, r.status, r.start_ms, r.end_ms, r.params, r.tags, r.experiment_id, r.experiment_name,
-                 {k: repr(v) for k, v in r.metrics.items()}) for r in records]
+        return [
+            (
+                r.run_id,
+                r.name,
+                r.status,
+                r.start_ms,
+                r.end_ms,
+                r.params,
+                r.tags,
+                r.experiment_id,
+                r.experiment_name,
+                {k: repr(v) for k, v in r.metrics.items()},
+            )
+            for r in records
+        ]
 
     fast, api = tracker._all_runs_sql(exp, "speech"), tracker._all_runs_api(exp, "speech")
     assert len(fast) == 18  # the deleted run is left out by both

@@ -1,4 +1,5 @@
 """The command trainer over a script that behaves like a diffusion-LoRA trainer (tests/fixtures)."""
+
 import os
 import signal
 import subprocess
@@ -73,11 +74,24 @@ def test_values_stay_one_argument_and_are_shell_quoted_inside_a_shell_script(tmp
 
     hostile = "a b; touch pwned 'x'"
     spec = example(tmp_path).with_overrides({"trainer.args.optimizer": hostile})
-    argv = render_argv(spec.model_copy(update={"trainer": spec.trainer.model_copy(update={
-        "argv": ["echo", "--optimizer_type", "{trainer.args.optimizer}"]})}), tmp_path)
+    argv = render_argv(
+        spec.model_copy(
+            update={
+                "trainer": spec.trainer.model_copy(
+                    update={"argv": ["echo", "--optimizer_type", "{trainer.args.optimizer}"]}
+                )
+            }
+        ),
+        tmp_path,
+    )
     assert argv == ["echo", "--optimizer_type", hostile]  # one item, as it is: no shell will read it
-    shell = spec.model_copy(update={"trainer": spec.trainer.model_copy(update={
-        "argv": ["bash", "-c", "printf %s {trainer.args.optimizer} > {output_dir}/seen.txt"]})})
+    shell = spec.model_copy(
+        update={
+            "trainer": spec.trainer.model_copy(
+                update={"argv": ["bash", "-c", "printf %s {trainer.args.optimizer} > {output_dir}/seen.txt"]}
+            )
+        }
+    )
     _, result = run_training(shell, Tracker())
     assert result.outcome == "ok" and not (tmp_path / "pwned").exists() and not Path("pwned").exists()
     rendered = render_argv(shell, tmp_path)
@@ -92,8 +106,13 @@ def started(pid_file: Path) -> bool:
 def test_sigterm_to_tunelog_stops_the_script_and_kills_the_run(tmp_path, store):
     pid_file = tmp_path / "child.pid"
     spec = example(tmp_path, sleep=0.5, pid_file=pid_file)
-    proc = subprocess.Popen([sys.executable, "-m", "tunelog.cli", "train", spec.source], env=subprocess_env(store),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tunelog.cli", "train", spec.source],
+        env=subprocess_env(store),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:  # waits on state (the script's pid file), not on time; the process is ours to stop
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline and proc.poll() is None and not started(pid_file):
@@ -133,7 +152,8 @@ def test_sweep_over_the_script_with_seven_rules(tmp_path, store):
         assert len(client.get_metric_history(run.info.run_id, "loss")) >= 10  # parsed live from the tqdm lines
     for t in rejected:
         assert client.get_run(t.user_attrs["tunelog.run_id"]).data.tags["tunelog.reason"].split(":")[0] in {
-            c.name for c in spec.search.constraints}
+            c.name for c in spec.search.constraints
+        }
     for t in diverged:
         assert t.state == TrialState.FAIL
         assert client.get_run(t.user_attrs["tunelog.run_id"]).data.tags["tunelog.outcome"] == "diverged"
@@ -160,28 +180,44 @@ def test_probe_of_a_command_trainer_under_a_cpu_budget(tmp_path, store):
     raw["probe"].update({"headroom": 0.0, "max_steps": 4})
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     env = subprocess_env(store)
-    proc = subprocess.run([sys.executable, "-m", "tunelog.cli", "probe", str(path), "--max-memory-gb", "0.2",
-                           "-o", str(tmp_path / "best.sh")], capture_output=True, text=True, env=env, timeout=600,
-                          cwd=tmp_path)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tunelog.cli",
+            "probe",
+            str(path),
+            "--max-memory-gb",
+            "0.2",
+            "-o",
+            str(tmp_path / "best.sh"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     client = MlflowClient(store)
     exp = client.get_experiment_by_name("diffusion-lora").experiment_id
-    parent = next(r for r in client.search_runs([exp], "tags.`tunelog.kind` = 'probe'")
-                  if "mlflow.parentRunId" not in r.data.tags)
+    parent = next(
+        r for r in client.search_runs([exp], "tags.`tunelog.kind` = 'probe'") if "mlflow.parentRunId" not in r.data.tags
+    )
     summary = probe_summary(client, parent.info.run_id, tmp_path)
     # 0.5 MB x batch x dim held: dim 32 fits up to batch 8 (128 MB + the interpreter), 64 up to batch 4
     assert {"train.batch_size": 8, "trainer.args.network_dim": 64} in summary["failed_oom"]
     assert summary["best"]["config"] == {"train.batch_size": 8, "trainer.args.network_dim": 32}
     assert 0.12 < summary["best"]["peak_mem_gb"] <= 0.2  # the tree's sampled RSS, not this process's
     assert summary["best"]["eta_s"] > 0  # captions.txt's size x epochs over the measured samples/s
-    skipped = {(s["config"]["train.batch_size"], s["config"]["trainer.args.network_dim"]): s["why"]
-               for s in summary["skipped"]}
+    skipped = {
+        (s["config"]["train.batch_size"], s["config"]["trainer.args.network_dim"]): s["why"] for s in summary["skipped"]
+    }
     assert "predicted peak" in skipped[(16, 32)]  # a line through batch 1..8's sampled peaks: never run
     assert summary["tested"] < summary["grid"]
     script = (tmp_path / "best.sh").read_text()
     assert "--train_batch_size 8" in script and "--network_dim 32" in script and "--max_train_steps" not in script
-    ran = subprocess.run(["bash", str(tmp_path / "best.sh")], capture_output=True, text=True, timeout=600,
-                         cwd=tmp_path)
+    ran = subprocess.run(["bash", str(tmp_path / "best.sh")], capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert ran.returncode == 0, ran.stderr[-2000:]
     assert (tmp_path / "probe-best-output/last.safetensors").is_file()
 
@@ -212,15 +248,20 @@ def test_gpu_memory_by_pid_from_nvidia_smi_csv():
 
 def test_second_objective_logs_the_pareto_front(tmp_path, store):
     """loss against wall time: the sweep run holds the trials no other feasible trial beats in both."""
-    spec = example(tmp_path).with_overrides({
-        "search.n_trials": 8, "search.study": "pareto",
-        "search.second_objective": {"metric": "train/seconds", "direction": "minimize"}})
+    spec = example(tmp_path).with_overrides(
+        {
+            "search.n_trials": 8,
+            "search.study": "pareto",
+            "search.second_objective": {"metric": "train/seconds", "direction": "minimize"},
+        }
+    )
     summary = Sweep(spec, Tracker(), SweepOptions(echo=lambda s: None)).run()
     client = MlflowClient(store)
     import json
 
-    front = json.loads(Path(client.download_artifacts(summary.sweep_run_id, "pareto_front.json", str(tmp_path)))
-                       .read_text())
+    front = json.loads(
+        Path(client.download_artifacts(summary.sweep_run_id, "pareto_front.json", str(tmp_path))).read_text()
+    )
     study = optuna.load_study(study_name="pareto", storage=open_storage(default_storage(store)))
     done = [(t.values[0], t.values[1]) for t in study.trials if t.state == TrialState.COMPLETE]
     on_front = [(row["loss"], row["train/seconds"]) for row in front]
@@ -248,13 +289,21 @@ def test_sweep_over_a_script_prunes_on_its_printed_val_loss(tmp_path, store):
     script = tmp_path / "val.py"
     script.write_text(VAL_SCRIPT)
     (tmp_path / "train.txt").write_text("a\nb\n")
-    raw = {"model": {"name": "my-script-model"}, "data": {"train": "train.txt"},
-           "trainer": {"type": "command", "argv": ["{python}", str(script), "{train.learning_rate}"]},
-           "tracking": {"experiment": "val", "metric": "val_loss"},
-           "train": {"learning_rate": 1.0},
-           "search": {"study": "val", "sampler": "random", "seed": 0, "n_trials": 6,
-                      "pruner": {"type": "median", "startup_trials": 1},
-                      "params": {"train.learning_rate": {"type": "float", "min": 1.0, "max": 10.0}}}}
+    raw = {
+        "model": {"name": "my-script-model"},
+        "data": {"train": "train.txt"},
+        "trainer": {"type": "command", "argv": ["{python}", str(script), "{train.learning_rate}"]},
+        "tracking": {"experiment": "val", "metric": "val_loss"},
+        "train": {"learning_rate": 1.0},
+        "search": {
+            "study": "val",
+            "sampler": "random",
+            "seed": 0,
+            "n_trials": 6,
+            "pruner": {"type": "median", "startup_trials": 1},
+            "params": {"train.learning_rate": {"type": "float", "min": 1.0, "max": 10.0}},
+        },
+    }
     path = tmp_path / "val.yaml"
     path.write_text(yaml.safe_dump(raw))
     Sweep(load_spec(path), Tracker(), SweepOptions(echo=lambda s: None)).run()

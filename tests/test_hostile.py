@@ -3,6 +3,7 @@
 Each case runs the real `tunelog` command in this process (click's main, as the console script
 does) against a real SQLite store, and checks what a user would see.
 """
+
 import os
 import socket
 import subprocess
@@ -55,18 +56,22 @@ def spec_with(tmp_path, name="s.yaml", **sections):
 
 # --- 1. expressions --------------------------------------------------------------
 
-@pytest.mark.parametrize("expr, needle", [
-    ("'a' * 10 ** 10 == 'b'", "repetition of 1 items x 10,000,000,000 refused"),
-    ("[1] * 10 ** 9 == [2]", "repetition of 1 items x 1,000,000,000 refused"),
-    ("+".join(["1"] * 100_000) + " > 0", "refused; accepted: at most 10,000"),
-    ("+".join(["1"] * 3_000) + " > 0", "nested more than 100 deep refused"),
-    ("(9 ** 999) ** 999 > 1", "power with a result over 4096 bits refused"),
-    ("'%999999999d' % 1 == 'x'", "string formatting with % is not allowed"),
-    ("__import__('os').system('true')", "unknown function"),
-    ("learning_rate.__class__ == 1", "unknown name(s) learning_rate.__class__"),
-    ("(lambda: 1) == 1", "Lambda is not allowed"),
-    ("[x for x in [1]] == [1]", "ListComp is not allowed"),
-])
+
+@pytest.mark.parametrize(
+    "expr, needle",
+    [
+        ("'a' * 10 ** 10 == 'b'", "repetition of 1 items x 10,000,000,000 refused"),
+        ("[1] * 10 ** 9 == [2]", "repetition of 1 items x 1,000,000,000 refused"),
+        ("+".join(["1"] * 100_000) + " > 0", "refused; accepted: at most 10,000"),
+        ("+".join(["1"] * 3_000) + " > 0", "nested more than 100 deep refused"),
+        ("(9 ** 999) ** 999 > 1", "power with a result over 4096 bits refused"),
+        ("'%999999999d' % 1 == 'x'", "string formatting with % is not allowed"),
+        ("__import__('os').system('true')", "unknown function"),
+        ("learning_rate.__class__ == 1", "unknown name(s) learning_rate.__class__"),
+        ("(lambda: 1) == 1", "Lambda is not allowed"),
+        ("[x for x in [1]] == [1]", "ListComp is not allowed"),
+    ],
+)
 def test_rule_attacks_are_one_line_errors(tmp_path, store, capsys, expr, needle):
     path = spec_with(tmp_path, rules=[{"name": "evil", "reject": expr}])
     line = assert_refused(capsys, store, ["lint", path], needle)
@@ -74,6 +79,7 @@ def test_rule_attacks_are_one_line_errors(tmp_path, store, capsys, expr, needle)
 
 
 # --- 2. spec files -------------------------------------------------------------------
+
 
 def test_non_utf8_spec(tmp_path, store, capsys):
     path = tmp_path / "latin1.yaml"
@@ -112,19 +118,31 @@ def test_derived_cycle_is_refused_before_any_trial(tmp_path, store, capsys):
     assert_refused(capsys, store, ["sweep", path], "cycle: lora.alpha -> lora.dropout -> lora.alpha")
 
 
-@pytest.mark.parametrize("where, section", [
-    ("rules[0] (typo)", {"rules": [{"name": "typo", "reject": "learnig_rate > 1e-3"}]}),
-    ("search.constraints[0] (typo)", {"search": {**SEARCH, "constraints": [{"name": "typo",
-                                                                             "reject": "learnig_rate > 1e-3"}]}}),
-    ("search.derived.lora.alpha", {"search": {**SEARCH, "derived": {"lora.alpha": "learnig_rate * 1e4"}}}),
-])
+@pytest.mark.parametrize(
+    "where, section",
+    [
+        ("rules[0] (typo)", {"rules": [{"name": "typo", "reject": "learnig_rate > 1e-3"}]}),
+        (
+            "search.constraints[0] (typo)",
+            {"search": {**SEARCH, "constraints": [{"name": "typo", "reject": "learnig_rate > 1e-3"}]}},
+        ),
+        ("search.derived.lora.alpha", {"search": {**SEARCH, "derived": {"lora.alpha": "learnig_rate * 1e4"}}}),
+    ],
+)
 def test_unknown_names_are_refused_at_load(tmp_path, store, capsys, where, section):
-    line = assert_refused(capsys, store, ["sweep", spec_with(tmp_path, **section)], where,
-                          "unknown name(s) learnig_rate", "names in scope:")
+    line = assert_refused(
+        capsys,
+        store,
+        ["sweep", spec_with(tmp_path, **section)],
+        where,
+        "unknown name(s) learnig_rate",
+        "names in scope:",
+    )
     assert "learning_rate" in line.split("names in scope:")[1]
 
 
 # --- 3. the command trainer leaves no folder behind ---------------------------------------
+
 
 def test_command_sweep_leaves_no_output_folder(tmp_path, store, capsys, monkeypatch):
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
@@ -140,6 +158,7 @@ def test_command_sweep_leaves_no_output_folder(tmp_path, store, capsys, monkeypa
 
 
 # --- 4. a study remembers its search space -----------------------------------------------
+
 
 def small_sweep(tmp_path, **search):
     raw = demo_raw(max_steps=2, eval_every=None)
@@ -169,6 +188,7 @@ def test_another_space_under_the_same_study_name(tmp_path, store, capsys):
 
 # --- 5. resuming with another budget; models that cannot be had; runs left RUNNING ------------
 
+
 def test_resume_with_a_larger_budget(tmp_path, store, capsys):
     path = small_sweep(tmp_path)
     assert tunelog(capsys, "sweep", path, "--n-trials", 1)[0] == 0
@@ -192,8 +212,9 @@ def test_model_with_the_hub_out_of_reach(tmp_path, store):
     raw["model"] = {"name": "no-such-org/no-such-model"}
     path = write_spec(tmp_path / "hub.yaml", raw)
     env = {**subprocess_env(store), "HF_HUB_OFFLINE": "0", "HF_ENDPOINT": "http://127.0.0.1:9"}  # nothing listens
-    proc = subprocess.run([sys.executable, "-m", "tunelog.cli", "train", str(path)], capture_output=True, text=True,
-                          env=env, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "tunelog.cli", "train", str(path)], capture_output=True, text=True, env=env, timeout=600
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "hub is out of reach" in proc.stderr and "no-such-org/no-such-model" in proc.stderr
     assert store_is_empty(store)

@@ -1,12 +1,11 @@
 """lint: one spec that trips each rule and one that does not; the FastSpeech2 case; the gate on train."""
+
 import json
-import subprocess
-import sys
 
 import pytest
 from mlflow import MlflowClient
 
-from conftest import REPO, run_cli, demo_raw, subprocess_env, write_spec
+from conftest import REPO, demo_raw, run_cli, write_spec
 from tunelog.lint import lint_spec
 from tunelog.spec import load_spec, validate
 
@@ -29,31 +28,74 @@ def ids(report, severity=None):
 
 # (rule id, severity, overrides that trip it, overrides that keep it quiet)
 CASES = [
-    ("peak-lr-mismatch", "error", dict(train={"learning_rate": 1e-4, "lr_formula": "d ** -0.5", "lr_vars": {"d": 256}}),
-     dict(train={"learning_rate": 1e-4})),
+    (
+        "peak-lr-mismatch",
+        "error",
+        dict(train={"learning_rate": 1e-4, "lr_formula": "d ** -0.5", "lr_vars": {"d": 256}}),
+        dict(train={"learning_rate": 1e-4}),
+    ),
     ("lr-range", "error", dict(train={"learning_rate": 0.1}), dict(train={"learning_rate": 3e-4})),
     ("lr-range", "warning", dict(train={"learning_rate": 5e-3}), dict(train={"learning_rate": 1e-3})),
-    ("warmup-length", "error", dict(train={"learning_rate": 1e-4, "warmup_steps": 30, "warmup_ratio": None}),
-     dict(train={"learning_rate": 1e-4, "warmup_steps": 3, "warmup_ratio": None})),
-    ("warmup-length", "warning", dict(train={"learning_rate": 1e-4, "max_steps": 10000, "warmup_steps": 10,
-                                             "warmup_ratio": None}),
-     dict(train={"learning_rate": 1e-4, "max_steps": 10000, "warmup_steps": 100, "warmup_ratio": None})),
-    ("anneal-steps", "warning", dict(train={"learning_rate": 1e-4, "schedule": "step_anneal", "anneal_steps": [10, 40]}),
-     dict(train={"learning_rate": 1e-4, "schedule": "step_anneal", "anneal_steps": [10, 20]})),
-    ("end-lr-above-peak", "error", dict(train={"learning_rate": 1e-4, "end_lr": 2e-4}),
-     dict(train={"learning_rate": 1e-4, "end_lr": 1e-5})),
-    ("lora-shape", "warning", dict(train={"learning_rate": 1.5e-3}, lora={"r": 16, "alpha": 16}),
-     dict(train={"learning_rate": 1.5e-3}, lora={"r": 16, "alpha": 32})),
-    ("lora-shape", "error", dict(train={"learning_rate": 1e-4}, lora={"r": 256, "alpha": 512}),
-     dict(train={"learning_rate": 1e-4}, lora={"r": 64, "alpha": 128})),
-    ("optimizer-lr", "warning", dict(train={"learning_rate": 1.5e-3, "optimizer": "adamw8bit", "batch_size": 32}),
-     dict(train={"learning_rate": 1.5e-3, "optimizer": "adamw", "batch_size": 32})),
-    ("optimizer-lr", "warning", dict(train={"learning_rate": 1.5e-3, "batch_size": 8, "grad_accum": 1}),
-     dict(train={"learning_rate": 1.5e-3, "batch_size": 8, "grad_accum": 4})),
-    ("optimizer-lr", "warning", dict(train={"learning_rate": 1e-4, "precision": "fp16", "adam_eps": 1e-10}),
-     dict(train={"learning_rate": 1e-4, "precision": "fp16", "adam_eps": 1e-8})),
-    ("optimizer-lr", "warning", dict(train={"learning_rate": 1e-4, "weight_decay": 0.5}),
-     dict(train={"learning_rate": 1e-4, "weight_decay": 0.01})),
+    (
+        "warmup-length",
+        "error",
+        dict(train={"learning_rate": 1e-4, "warmup_steps": 30, "warmup_ratio": None}),
+        dict(train={"learning_rate": 1e-4, "warmup_steps": 3, "warmup_ratio": None}),
+    ),
+    (
+        "warmup-length",
+        "warning",
+        dict(train={"learning_rate": 1e-4, "max_steps": 10000, "warmup_steps": 10, "warmup_ratio": None}),
+        dict(train={"learning_rate": 1e-4, "max_steps": 10000, "warmup_steps": 100, "warmup_ratio": None}),
+    ),
+    (
+        "anneal-steps",
+        "warning",
+        dict(train={"learning_rate": 1e-4, "schedule": "step_anneal", "anneal_steps": [10, 40]}),
+        dict(train={"learning_rate": 1e-4, "schedule": "step_anneal", "anneal_steps": [10, 20]}),
+    ),
+    (
+        "end-lr-above-peak",
+        "error",
+        dict(train={"learning_rate": 1e-4, "end_lr": 2e-4}),
+        dict(train={"learning_rate": 1e-4, "end_lr": 1e-5}),
+    ),
+    (
+        "lora-shape",
+        "warning",
+        dict(train={"learning_rate": 1.5e-3}, lora={"r": 16, "alpha": 16}),
+        dict(train={"learning_rate": 1.5e-3}, lora={"r": 16, "alpha": 32}),
+    ),
+    (
+        "lora-shape",
+        "error",
+        dict(train={"learning_rate": 1e-4}, lora={"r": 256, "alpha": 512}),
+        dict(train={"learning_rate": 1e-4}, lora={"r": 64, "alpha": 128}),
+    ),
+    (
+        "optimizer-lr",
+        "warning",
+        dict(train={"learning_rate": 1.5e-3, "optimizer": "adamw8bit", "batch_size": 32}),
+        dict(train={"learning_rate": 1.5e-3, "optimizer": "adamw", "batch_size": 32}),
+    ),
+    (
+        "optimizer-lr",
+        "warning",
+        dict(train={"learning_rate": 1.5e-3, "batch_size": 8, "grad_accum": 1}),
+        dict(train={"learning_rate": 1.5e-3, "batch_size": 8, "grad_accum": 4}),
+    ),
+    (
+        "optimizer-lr",
+        "warning",
+        dict(train={"learning_rate": 1e-4, "precision": "fp16", "adam_eps": 1e-10}),
+        dict(train={"learning_rate": 1e-4, "precision": "fp16", "adam_eps": 1e-8}),
+    ),
+    (
+        "optimizer-lr",
+        "warning",
+        dict(train={"learning_rate": 1e-4, "weight_decay": 0.5}),
+        dict(train={"learning_rate": 1e-4, "weight_decay": 0.01}),
+    ),
 ]
 
 
@@ -79,21 +121,31 @@ def test_plan_reports_effective_batch_and_steps(tmp_path):
 
 def test_user_rules_in_the_spec_language(tmp_path):
     rules = [
-        {"name": "8bit-high-lr", "reject": "learning_rate > 1.2e-4 and optimizer == 'adamw8bit'",
-         "reason": "8-bit unstable at high LR"},
-        {"name": "long-if-high-alpha", "if": "alpha_ratio >= 0.75", "require": ["total_steps >= 100", "lora.r >= 8"],
-         "reason": "a high alpha ratio needs long training", "severity": "warning"},
+        {
+            "name": "8bit-high-lr",
+            "reject": "learning_rate > 1.2e-4 and optimizer == 'adamw8bit'",
+            "reason": "8-bit unstable at high LR",
+        },
+        {
+            "name": "long-if-high-alpha",
+            "if": "alpha_ratio >= 0.75",
+            "require": ["total_steps >= 100", "lora.r >= 8"],
+            "reason": "a high alpha ratio needs long training",
+            "severity": "warning",
+        },
         {"name": "sweep-only", "reject": "text_encoder_lr_ratio > 1", "reason": "needs a sweep param"},
     ]
     search = {"params": {"text_encoder_lr_ratio": {"type": "float", "min": 0.5, "max": 2.0}}}
-    report = lint_of(tmp_path, train={"learning_rate": 2e-4, "optimizer": "adamw8bit", "max_steps": 25},
-                     rules=rules, search=search)
+    report = lint_of(
+        tmp_path, train={"learning_rate": 2e-4, "optimizer": "adamw8bit", "max_steps": 25}, rules=rules, search=search
+    )
     found = {f.rule: f for f in report.findings}
     assert found["8bit-high-lr"].severity == "error" and found["8bit-high-lr"].message == "8-bit unstable at high LR"
     assert found["long-if-high-alpha"].severity == "warning"
     assert found["sweep-only"].severity == "info" and "text_encoder_lr_ratio" in found["sweep-only"].message
-    quiet = lint_of(tmp_path, train={"learning_rate": 1e-4, "optimizer": "adamw8bit", "max_steps": 200}, rules=rules,
-                    search=search)
+    quiet = lint_of(
+        tmp_path, train={"learning_rate": 1e-4, "optimizer": "adamw8bit", "max_steps": 200}, rules=rules, search=search
+    )
     assert {"8bit-high-lr", "long-if-high-alpha"}.isdisjoint(ids(quiet))
 
 
@@ -116,7 +168,9 @@ def test_fastspeech2_fixed_has_no_error_and_schedule_prints_hand_values(tmp_path
     png = tmp_path / "lr.png"
     proc = run_cli("schedule", str(path), "--at", "1000,8000,100000,300000,500000", "-o", str(png))
     assert proc.returncode == 0, proc.stderr
-    table = {int(a): float(b) for a, b in (l.split() for l in proc.stdout.splitlines() if l.strip()[:1].isdigit())}
+    table = {
+        int(a): float(b) for a, b in (line.split() for line in proc.stdout.splitlines() if line.strip()[:1].isdigit())
+    }
     expected = {1000: 1e-4 * 1000 / 8000, 8000: 1e-4, 100_000: 1e-4, 300_000: 1e-4 * 0.5, 500_000: 1e-4 * 0.25}
     for step, lr in expected.items():
         assert table[step] == pytest.approx(lr, rel=1e-5), step

@@ -1,4 +1,5 @@
 """probe: a worst-case batch, OOM survived under a CPU memory budget, skips that say why, a script that runs."""
+
 import json
 import subprocess
 import sys
@@ -13,17 +14,31 @@ from tunelog.tracking import Tracker
 
 def probe_raw(**train):
     raw = demo_raw(max_steps=4, eval_every=None, **train)
-    raw["probe"] = {"params": {"train.batch_size": {"type": "categorical", "choices": [2, 8, 64, 512]},
-                               "lora.r": {"type": "categorical", "choices": [4, 16]},
-                               "train.grad_accum": {"type": "categorical", "choices": [1, 2]}},
-                    "max_steps": 6, "headroom": 0.0}
+    raw["probe"] = {
+        "params": {
+            "train.batch_size": {"type": "categorical", "choices": [2, 8, 64, 512]},
+            "lora.r": {"type": "categorical", "choices": [4, 16]},
+            "train.grad_accum": {"type": "categorical", "choices": [1, 2]},
+        },
+        "max_steps": 6,
+        "headroom": 0.0,
+    }
     return raw
 
 
 def test_grid_and_values():
     assert values_of(ParamSpec(type="int", min=2, max=8, step=3)) == [2, 5, 8]
-    assert len(grid({"a": ParamSpec(type="categorical", choices=[1, 2]),
-                     "b": ParamSpec(type="categorical", choices=[True, False])})) == 4
+    assert (
+        len(
+            grid(
+                {
+                    "a": ParamSpec(type="categorical", choices=[1, 2]),
+                    "b": ParamSpec(type="categorical", choices=[True, False]),
+                }
+            )
+        )
+        == 4
+    )
 
 
 def test_dominance_follows_memory_direction():
@@ -36,10 +51,12 @@ def test_skip_reasons_name_the_cause(tmp_path, store):
     raw = probe_raw()
     raw["probe"]["headroom"] = 0.1
     probe = Probe(load_spec(write_spec(tmp_path / "p.yaml", raw)), Tracker(), max_memory_gb=1.0, echo=lambda s: None)
-    done = [Measurement({"train.batch_size": 2, "lora.r": 4}, "ok", peak_gb=0.5),
-            Measurement({"train.batch_size": 5, "lora.r": 4}, "ok", peak_gb=0.55),
-            Measurement({"train.batch_size": 8, "lora.r": 4}, "ok", peak_gb=0.6),
-            Measurement({"train.batch_size": 32, "lora.r": 16}, "oom", peak_gb=1.1)]
+    done = [
+        Measurement({"train.batch_size": 2, "lora.r": 4}, "ok", peak_gb=0.5),
+        Measurement({"train.batch_size": 5, "lora.r": 4}, "ok", peak_gb=0.55),
+        Measurement({"train.batch_size": 8, "lora.r": 4}, "ok", peak_gb=0.6),
+        Measurement({"train.batch_size": 32, "lora.r": 16}, "oom", peak_gb=1.1),
+    ]
     assert "which ran out of memory" in probe.skip_reason({"train.batch_size": 128, "lora.r": 16}, done)
     # a line through (2, 0.5), (5, 0.55) and (8, 0.6) predicts 2.6 GB at batch 128, over 0.9 GB (1.0 less 10%)
     why = probe.skip_reason({"train.batch_size": 128, "lora.r": 4}, done)
@@ -51,32 +68,67 @@ def test_probe_survives_oom_and_writes_a_script_that_runs(tmp_path, store):
     """Load-proof: two batch sizes far apart in memory, so a budget between them holds however busy the
     machine is, and the walk always reaches the large one (a throughput fall is judged only after it ran)."""
     raw = probe_raw()
-    raw["probe"]["params"] = {"train.batch_size": {"type": "categorical", "choices": [2, 256]},
-                              "lora.r": {"type": "categorical", "choices": [4]}}
+    raw["probe"]["params"] = {
+        "train.batch_size": {"type": "categorical", "choices": [2, 256]},
+        "lora.r": {"type": "categorical", "choices": [4]},
+    }
     path = write_spec(tmp_path / "p.yaml", raw)
     env = subprocess_env(store)
-    roomy = subprocess.run([sys.executable, "-m", "tunelog.cli", "probe", str(path), "-o", str(tmp_path / "r.sh")],
-                           capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
+    roomy = subprocess.run(
+        [sys.executable, "-m", "tunelog.cli", "probe", str(path), "-o", str(tmp_path / "r.sh")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        cwd=tmp_path,
+    )
     assert roomy.returncode == 0, roomy.stderr[-2000:]
     client = MlflowClient(store)
     exp = client.get_experiment_by_name("test").experiment_id
-    first = [r for r in client.search_runs([exp], "tags.`tunelog.kind` = 'probe'") if "mlflow.parentRunId" not in r.data.tags]
-    measured = json.loads(open(client.download_artifacts(first[0].info.run_id, "probe_summary.json",
-                                                         str(tmp_path / "roomy"))).read())["measured"]
+    first = [
+        r for r in client.search_runs([exp], "tags.`tunelog.kind` = 'probe'") if "mlflow.parentRunId" not in r.data.tags
+    ]
+    measured = json.loads(
+        open(client.download_artifacts(first[0].info.run_id, "probe_summary.json", str(tmp_path / "roomy"))).read()
+    )["measured"]
     peak = {m["config"]["train.batch_size"]: m["peak_mem_gb"] for m in measured}
     assert set(peak) == {2, 256} and peak[256] > peak[2]  # with no budget, both were measured
     budget = peak[2] + 0.3 * (peak[256] - peak[2])  # batch 256 (same process shape, same command) goes over it
     # the budgeted probe as users start it: `mlflow run . -e probe` (the entry point's process is a CLI's twin)
-    proc = subprocess.run(["mlflow", "run", str(REPO), "-e", "probe", "--env-manager", "local", "--experiment-name",
-                           "test", "-P", f"spec={path}", "-P", f"max_memory_gb={budget:.4f}",
-                           "-P", f"output={tmp_path / 'best.sh'}"], capture_output=True, text=True, env=env,
-                          timeout=600, cwd=tmp_path)
+    proc = subprocess.run(
+        [
+            "mlflow",
+            "run",
+            str(REPO),
+            "-e",
+            "probe",
+            "--env-manager",
+            "local",
+            "--experiment-name",
+            "test",
+            "-P",
+            f"spec={path}",
+            "-P",
+            f"max_memory_gb={budget:.4f}",
+            "-P",
+            f"output={tmp_path / 'best.sh'}",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    parents = [r for r in client.search_runs([exp], "tags.`tunelog.kind` = 'probe'",
-                                             order_by=["attributes.start_time DESC"])
-               if "mlflow.parentRunId" not in r.data.tags]
+    parents = [
+        r
+        for r in client.search_runs([exp], "tags.`tunelog.kind` = 'probe'", order_by=["attributes.start_time DESC"])
+        if "mlflow.parentRunId" not in r.data.tags
+    ]
     parent = parents[0]  # the `mlflow run` probe, newer than the roomy one
-    summary = json.loads(open(client.download_artifacts(parent.info.run_id, "probe_summary.json", str(tmp_path))).read())
+    summary = json.loads(
+        open(client.download_artifacts(parent.info.run_id, "probe_summary.json", str(tmp_path))).read()
+    )
     assert [c["train.batch_size"] for c in summary["failed_oom"]] == [256], summary  # recorded; the probe went on
     assert summary["best"]["config"]["train.batch_size"] == 2 and summary["best"]["peak_mem_gb"] <= budget
     for m in summary["measured"]:  # what was measured agrees with what was recorded
@@ -87,8 +139,9 @@ def test_probe_survives_oom_and_writes_a_script_that_runs(tmp_path, store):
     assert "plots/throughput_memory.png" in {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
     script = (tmp_path / "best.sh").read_text()
     assert script.startswith("#!/usr/bin/env bash") and "--set" in script
-    ran = subprocess.run(["bash", str(tmp_path / "best.sh")], capture_output=True, text=True, env=env, timeout=600,
-                         cwd=tmp_path)
+    ran = subprocess.run(
+        ["bash", str(tmp_path / "best.sh")], capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path
+    )
     assert ran.returncode == 0, ran.stderr[-2000:]
     assert "outcome ok" in ran.stdout
     trained = client.search_runs([exp], "tags.`tunelog.kind` = 'train'")[0]
@@ -103,14 +156,17 @@ def test_gradient_checkpointing_is_not_skipped_after_an_oom_without_it(tmp_path,
     oom = Measurement({"train.batch_size": 64, "lora.r": 4, "model.gradient_checkpointing": False}, "oom")
     assert probe.skip_reason({"train.batch_size": 64, "lora.r": 4, "model.gradient_checkpointing": True}, [oom]) == ""
     assert "ran out of memory" in probe.skip_reason(
-        {"train.batch_size": 128, "lora.r": 4, "model.gradient_checkpointing": False}, [oom])
+        {"train.batch_size": 128, "lora.r": 4, "model.gradient_checkpointing": False}, [oom]
+    )
 
 
 def test_length_field_and_max_length_shape_the_worst_case_batch(tmp_path, store):
     """The worst case is the longest sample by the named field (audio seconds), cut at each candidate's max_length."""
-    rows = [{"text": "kort", "seconds": 9.5},  # few tokens, but the longest audio: the worst case by seconds
-            {"text": " ".join(["ein lang tekst med mange ord"] * 6), "seconds": 1.0},
-            {"text": "middels lang tekst", "seconds": 3.0}]
+    rows = [
+        {"text": "kort", "seconds": 9.5},  # few tokens, but the longest audio: the worst case by seconds
+        {"text": " ".join(["ein lang tekst med mange ord"] * 6), "seconds": 1.0},
+        {"text": "middels lang tekst", "seconds": 3.0},
+    ]
     data = tmp_path / "train.jsonl"
     data.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     raw = probe_raw()

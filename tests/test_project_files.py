@@ -1,7 +1,8 @@
 """The project's own files stay true: MLproject, conda.yaml, README, CLI help."""
-import re
-import tomllib
 
+import re
+
+import tomllib
 import yaml
 from click.testing import CliRunner
 
@@ -34,7 +35,7 @@ def test_readme_opens_with_the_two_commands():
 
 def test_every_command_has_help_with_an_example():
     runner = CliRunner()
-    for name, command in cli.commands.items():
+    for name in cli.commands:
         result = runner.invoke(cli, [name, "--help"])
         assert result.exit_code == 0, name
         assert "Example:" in result.output, f"`tunelog {name} --help` shows no example"

@@ -1,4 +1,5 @@
 """Every schedule against values computed by hand at chosen steps."""
+
 import math
 
 import pytest
@@ -13,8 +14,16 @@ def lr(name, step, **kw):
 
 
 def test_all_named_schedules_exist():
-    assert set(schedule_names()) >= {"constant", "linear", "cosine", "warmup_cosine", "cosine_with_restarts",
-                                     "polynomial", "onecycle", "step_anneal"}
+    assert set(schedule_names()) >= {
+        "constant",
+        "linear",
+        "cosine",
+        "warmup_cosine",
+        "cosine_with_restarts",
+        "polynomial",
+        "onecycle",
+        "step_anneal",
+    }
 
 
 @pytest.mark.parametrize("name", ["constant", "linear", "cosine", "polynomial", "step_anneal"])
@@ -76,8 +85,14 @@ def test_step_anneal_multiplies_at_each_anneal_step():
 
 
 def test_fastspeech_shaped_schedule_hand_values():
-    s = Schedule("step_anneal", peak_lr=1e-4, total_steps=900_000, warmup_steps=8000,
-                 anneal_steps=(200_000, 400_000, 600_000), anneal_rate=0.5)
+    s = Schedule(
+        "step_anneal",
+        peak_lr=1e-4,
+        total_steps=900_000,
+        warmup_steps=8000,
+        anneal_steps=(200_000, 400_000, 600_000),
+        anneal_rate=0.5,
+    )
     assert s.lr_at(1000) == pytest.approx(1.25e-5)
     assert s.lr_at(8000) == pytest.approx(1e-4)
     assert s.lr_at(100_000) == pytest.approx(1e-4)

@@ -1,10 +1,8 @@
 """The spec is validated once at the edge; bad input names the file, the field and what is accepted."""
-import subprocess
-import sys
 
 import pytest
 
-from conftest import run_cli, REPO, demo_raw, subprocess_env, write_spec
+from conftest import REPO, demo_raw, run_cli, write_spec
 from tunelog.errors import SpecError
 from tunelog.spec import load_spec
 
@@ -79,6 +77,7 @@ def test_missing_data_file(tmp_path):
 def test_unknown_schedule_and_optimizer_say_what_is_accepted(tmp_path):
     def mutate(r):
         r["train"].update(schedule="exponential", optimizer="adam")
+
     problems = dict(problems_for(tmp_path, mutate))
     assert "'adamw', 'adamw8bit' or 'sgd'" in problems["train.optimizer"]
     assert "accepted: constant, cosine" in problems["train.schedule"]
@@ -88,13 +87,15 @@ def test_all_problems_collected_at_once(tmp_path):
     def mutate(r):
         r["train"].update(batch_size=0, grad_accum=-1)
         r["lora"].update(dropout=1.5)
+
     paths = {p for p, _ in problems_for(tmp_path, mutate)}
     assert paths == {"train.batch_size", "train.grad_accum", "lora.dropout"}
 
 
 def test_bad_preset_is_reported_even_when_not_selected(tmp_path):
-    problems = problems_for(tmp_path, lambda r: r.setdefault("configs", {}).update(
-        broken={"overrides": {"train.batch_size": -1}}))
+    problems = problems_for(
+        tmp_path, lambda r: r.setdefault("configs", {}).update(broken={"overrides": {"train.batch_size": -1}})
+    )
     assert problems[0][0].startswith("configs.broken.overrides: train.batch_size")
 
 
@@ -109,19 +110,22 @@ def test_warmup_steps_and_ratio_are_exclusive(tmp_path):
     assert "warmup_steps or warmup_ratio, not both" in problems[0][1]
 
 
-@pytest.mark.parametrize("mutate, field", [
-    (lambda r: r["train"].update(bogus=1), "train.bogus"),
-    (lambda r: r["train"].update(learning_rate="fast"), "train.learning_rate"),
-    (lambda r: r["train"].update(batch_size=-2), "train.batch_size"),
-    (lambda r: r["data"].update(train="missing.txt"), "data.train"),
-])
+@pytest.mark.parametrize(
+    "mutate, field",
+    [
+        (lambda r: r["train"].update(bogus=1), "train.bogus"),
+        (lambda r: r["train"].update(learning_rate="fast"), "train.learning_rate"),
+        (lambda r: r["train"].update(batch_size=-2), "train.batch_size"),
+        (lambda r: r["data"].update(train="missing.txt"), "data.train"),
+    ],
+)
 def test_cli_bad_spec_prints_one_line_and_exits_2(tmp_path, store, mutate, field):
     raw = demo_raw()
     mutate(raw)
     path = write_spec(tmp_path / "bad.yaml", raw)
     proc = run_cli("train", str(path))
     assert proc.returncode == 2
-    lines = [l for l in proc.stderr.splitlines() if l.strip()]
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, proc.stderr
     assert lines[0].startswith(f"{path}: {field}:")
     assert "Traceback" not in proc.stderr

@@ -1,4 +1,5 @@
 """stages, promote, load_model and reproduce, on the demo's tiny model and a real MLflow store and registry."""
+
 import json
 import subprocess
 import sys
@@ -7,7 +8,7 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from conftest import run_cli, DEMO, demo_raw, subprocess_env, write_spec
+from conftest import DEMO, demo_raw, run_cli, subprocess_env, write_spec
 from tunelog.promote import load_model, promote
 from tunelog.reproduce import reproduce
 from tunelog.spec import load_spec
@@ -20,9 +21,19 @@ def pipeline_raw(init2="continue", steps=(6, 5, 4)):
     raw = demo_raw(eval_every=None)
     raw["train"].pop("max_steps")
     names = ["general", "bokmal", "dialect"]
-    raw["pipeline"] = {"name": "p", "stages": [
-        {"name": n, "train": str(DEMO / f"data/{n}/train.txt"), "eval": str(DEMO / f"data/{n}/eval.txt"),
-         "max_steps": k, **({"init": init2} if n == "bokmal" else {})} for n, k in zip(names, steps)]}
+    raw["pipeline"] = {
+        "name": "p",
+        "stages": [
+            {
+                "name": n,
+                "train": str(DEMO / f"data/{n}/train.txt"),
+                "eval": str(DEMO / f"data/{n}/eval.txt"),
+                "max_steps": k,
+                **({"init": init2} if n == "bokmal" else {}),
+            }
+            for n, k in zip(names, steps)
+        ],
+    }
     return raw
 
 
@@ -42,7 +53,10 @@ def test_three_stages_with_lineage_forgetting_table_and_baseline(tmp_path, store
     assert runs[2].data.tags[TAG_BASED_ON] == runs[1].info.run_id
     assert all(r.data.tags["mlflow.parentRunId"] == outcome.run_id for r in runs)
     assert set(k for k in runs[2].data.metrics if k.endswith("/loss") and k.count("/") == 2) == {
-        "eval/general/loss", "eval/bokmal/loss", "eval/dialect/loss"}  # own and earlier sets
+        "eval/general/loss",
+        "eval/bokmal/loss",
+        "eval/dialect/loss",
+    }  # own and earlier sets
     assert "eval/dialect/loss" not in runs[1].data.metrics
     assert runs[1].data.params["model.adapter"] == f"runs:/{runs[0].info.run_id}/adapter"
     client = MlflowClient(store)
@@ -74,7 +88,7 @@ def eval_loss(loaded, path):
     from tunelog.data import tokenize
     from tunelog.trainers.hf import evaluate
 
-    texts = [l for l in path.read_text().splitlines() if l.strip()]
+    texts = [line for line in path.read_text().splitlines() if line.strip()]
     data = tokenize(texts, loaded.tokenizer, 48)
     return evaluate(loaded.model, data, 8, loaded.device, lambda: torch.autocast("cpu", enabled=False))
 
@@ -129,13 +143,16 @@ def test_champion_loads_in_a_fresh_process_with_the_runs_logits(tmp_path, store)
     ids = tokenizer(["Æ e heime i dag ."], return_tensors="pt")["input_ids"]
     with torch.no_grad():
         expected = reference(input_ids=ids).logits
-    script = ("import sys, torch, tunelog\n"
-              "m = tunelog.load_model('models:/logits-model@champion')\n"
-              "ids = m.tokenizer(['Æ e heime i dag .'], return_tensors='pt')['input_ids']\n"
-              "with torch.no_grad():\n    torch.save(m.model(input_ids=ids).logits, sys.argv[1])\n")
+    script = (
+        "import sys, torch, tunelog\n"
+        "m = tunelog.load_model('models:/logits-model@champion')\n"
+        "ids = m.tokenizer(['Æ e heime i dag .'], return_tensors='pt')['input_ids']\n"
+        "with torch.no_grad():\n    torch.save(m.model(input_ids=ids).logits, sys.argv[1])\n"
+    )
     out = tmp_path / "logits.pt"
-    proc = subprocess.run([sys.executable, "-c", script, str(out)], capture_output=True, text=True,
-                          env=subprocess_env(store), timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-c", script, str(out)], capture_output=True, text=True, env=subprocess_env(store), timeout=600
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert torch.equal(torch.load(out), expected)
     assert not torch.equal(expected, _tiny_model(spec, tokenizer)(input_ids=ids).logits)  # the adapter matters
@@ -161,14 +178,34 @@ def test_mlflow_run_stages_entry_point_promotes_the_winner(tmp_path, store):
     from conftest import REPO
 
     path = write_spec(tmp_path / "p.yaml", pipeline_raw())
-    proc = subprocess.run(["mlflow", "run", str(REPO), "-e", "stages", "--env-manager", "local", "--experiment-name",
-                           "test", "-P", f"spec={path}", "-P", "promote=stage-model"],
-                          capture_output=True, text=True, env=subprocess_env(store), timeout=600, cwd=tmp_path)
+    proc = subprocess.run(
+        [
+            "mlflow",
+            "run",
+            str(REPO),
+            "-e",
+            "stages",
+            "--env-manager",
+            "local",
+            "--experiment-name",
+            "test",
+            "-P",
+            f"spec={path}",
+            "-P",
+            "promote=stage-model",
+        ],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(store),
+        timeout=600,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert [r.data.tags["tunelog.stage"] for r in stage_runs(store)] == ["general", "bokmal", "dialect"]
     client = MlflowClient(store)
-    pipeline = client.search_runs([client.get_experiment_by_name("test").experiment_id],
-                                  "tags.`tunelog.kind` = 'pipeline'")[0]
+    pipeline = client.search_runs(
+        [client.get_experiment_by_name("test").experiment_id], "tags.`tunelog.kind` = 'pipeline'"
+    )[0]
     assert "pipeline/baseline" in pipeline.data.metrics and "pipeline/final" in pipeline.data.metrics
     champion = client.get_model_version_by_alias("stage-model", "champion")
     final, base = pipeline.data.metrics["pipeline/final"], pipeline.data.metrics["pipeline/baseline"]

@@ -1,4 +1,5 @@
 """sweep against a real MLflow store and a real Optuna study on SQLite, training the demo's tiny model."""
+
 import signal
 import subprocess
 import sys
@@ -60,26 +61,46 @@ DIFFUSION = {
         "train.optimizer": "'adamw8bit' if optimizer == 'adamw8bit' else 'adamw'",
     },
     "constraints": [
-        {"name": "8bit-high-lr", "reject": "train.learning_rate > 1.2e-4 and optimizer == 'adamw8bit'",
-         "reason": "8-bit unstable at high LR"},
-        {"name": "high-alpha-needs-long-training", "if": "alpha_ratio >= 0.75",
-         "require": ["train.epochs >= 16", "train.warmup_steps >= 100"], "reason": "high alpha needs a long run"},
-        {"name": "dim-256-needs-accumulation", "reject": "lora.r == 256 and train.grad_accum == 1",
-         "reason": "dim 256 is noisy without accumulation"},
+        {
+            "name": "8bit-high-lr",
+            "reject": "train.learning_rate > 1.2e-4 and optimizer == 'adamw8bit'",
+            "reason": "8-bit unstable at high LR",
+        },
+        {
+            "name": "high-alpha-needs-long-training",
+            "if": "alpha_ratio >= 0.75",
+            "require": ["train.epochs >= 16", "train.warmup_steps >= 100"],
+            "reason": "high alpha needs a long run",
+        },
+        {
+            "name": "dim-256-needs-accumulation",
+            "reject": "lora.r == 256 and train.grad_accum == 1",
+            "reason": "dim 256 is noisy without accumulation",
+        },
         {"name": "te-lr-cap", "reject": "text_encoder_lr > 1.5e-4", "reason": "text encoder LR too high"},
-        {"name": "prodigy-lr", "reject": "optimizer == 'prodigy' and train.learning_rate < 5e-5",
-         "reason": "prodigy adapts the LR upward only from a sane start"},
-        {"name": "small-dim-short", "reject": "lora.r == 64 and train.epochs == 20",
-         "reason": "dim 64 saturates before 20 epochs"},
-        {"name": "long-warmup-short-run", "reject": "train.warmup_steps >= 150 and train.epochs == 12",
-         "reason": "warmup too long for 12 epochs"},
+        {
+            "name": "prodigy-lr",
+            "reject": "optimizer == 'prodigy' and train.learning_rate < 5e-5",
+            "reason": "prodigy adapts the LR upward only from a sane start",
+        },
+        {
+            "name": "small-dim-short",
+            "reject": "lora.r == 64 and train.epochs == 20",
+            "reason": "dim 64 saturates before 20 epochs",
+        },
+        {
+            "name": "long-warmup-short-run",
+            "reject": "train.warmup_steps >= 150 and train.epochs == 12",
+            "reason": "warmup too long for 12 epochs",
+        },
     ],
 }
 
 RULES = {  # the same seven rules, written independently as Python for the check
     "8bit-high-lr": lambda p: p["train.learning_rate"] > 1.2e-4 and p["optimizer"] == "adamw8bit",
-    "high-alpha-needs-long-training": lambda p: p["alpha_ratio"] >= 0.75 and not (
-        p["train.epochs"] >= 16 and p["train.warmup_steps"] >= 100),
+    "high-alpha-needs-long-training": lambda p: (
+        p["alpha_ratio"] >= 0.75 and not (p["train.epochs"] >= 16 and p["train.warmup_steps"] >= 100)
+    ),
     "dim-256-needs-accumulation": lambda p: p["lora.r"] == 256 and p["train.grad_accum"] == 1,
     "te-lr-cap": lambda p: p["train.learning_rate"] * p["te_ratio"] > 1.5e-4,
     "prodigy-lr": lambda p: p["optimizer"] == "prodigy" and p["train.learning_rate"] < 5e-5,
@@ -104,20 +125,28 @@ def test_diffusion_shaped_space_with_seven_rules(tmp_path, store):
         rule = t.user_attrs["tunelog.reason"].split(":")[0]
         assert RULES[rule](t.params), (rule, t.params)
         assert t.state == TrialState.PRUNED and t.constraints[rule] == 1.0
-    child_reasons = {r.data.tags["tunelog.trial"]: r.data.tags["tunelog.reason"]
-                     for r in runs(store, **{"tunelog.outcome": "rejected"})}
+    child_reasons = {
+        r.data.tags["tunelog.trial"]: r.data.tags["tunelog.reason"]
+        for r in runs(store, **{"tunelog.outcome": "rejected"})
+    }
     assert {str(t.number) for t in rejected} == set(child_reasons)
     assert all(reason.split(":")[0] in RULES for reason in child_reasons.values())
     assert summary.counts["rejected"] == len(rejected) and summary.counts["complete"] == len(completed)
 
 
 def test_sweep_run_children_best_and_plots(tmp_path, store):
-    search = {"n_trials": 5, "params": {
-        "train.learning_rate": {"type": "float", "min": 1e-3, "max": 1e-2, "log": True},
-        "lora.r": {"type": "categorical", "choices": [4, 8]}}}
+    search = {
+        "n_trials": 5,
+        "params": {
+            "train.learning_rate": {"type": "float", "min": 1e-3, "max": 1e-2, "log": True},
+            "lora.r": {"type": "categorical", "choices": [4, 8]},
+        },
+    }
     raw = sweep_raw(tmp_path, search, max_steps=4)
-    raw["configs"] = {"baseline": {"purpose": "the spec as written"},
-                      "small": {"overrides": {"lora.r": 4, "train.learning_rate": 2e-3}}}
+    raw["configs"] = {
+        "baseline": {"purpose": "the spec as written"},
+        "small": {"overrides": {"lora.r": 4, "train.learning_rate": 2e-3}},
+    }
     summary = run_sweep(write_spec(tmp_path / "s.yaml", raw))
     client = MlflowClient(store)
     sweep_runs = runs(store, **{"tunelog.kind": "sweep"})
@@ -126,8 +155,10 @@ def test_sweep_run_children_best_and_plots(tmp_path, store):
     children = runs(store, **{"mlflow.parentRunId": parent.info.run_id})
     assert len(children) == 5 and all(c.data.tags["tunelog.kind"] == "trial" for c in children)
     study = study_of(store)
-    assert study.trials[0].params["lora.r"] == 8 and study.trials[1].params == {"lora.r": 4,
-                                                                               "train.learning_rate": 2e-3}
+    assert study.trials[0].params["lora.r"] == 8 and study.trials[1].params == {
+        "lora.r": 4,
+        "train.learning_rate": 2e-3,
+    }
     assert study.trials[1].user_attrs["tunelog.config"] == "small"  # named configs ran first
     best = [c for c in children if c.data.tags.get("tunelog.best") == "true"]
     assert len(best) == 1 and best[0].info.run_id == summary.best_run_id
@@ -141,9 +172,12 @@ def test_sweep_run_children_best_and_plots(tmp_path, store):
 
 
 def test_rejecting_everything_stops_with_a_clear_message(tmp_path, store):
-    search = {"n_trials": 100, "max_consecutive_rejections": 6, "params": {
-        "train.learning_rate": {"type": "float", "min": 1e-4, "max": 1e-3}},
-        "constraints": [{"name": "nothing-fits", "reject": "train.learning_rate > 0", "reason": "always"}]}
+    search = {
+        "n_trials": 100,
+        "max_consecutive_rejections": 6,
+        "params": {"train.learning_rate": {"type": "float", "min": 1e-4, "max": 1e-3}},
+        "constraints": [{"name": "nothing-fits", "reject": "train.learning_rate > 0", "reason": "always"}],
+    }
     path = write_spec(tmp_path / "stuck.yaml", sweep_raw(tmp_path, search))
     proc = run_cli("sweep", str(path))
     assert proc.returncode == 2
@@ -153,11 +187,19 @@ def test_rejecting_everything_stops_with_a_clear_message(tmp_path, store):
 
 
 def test_two_workers_share_one_study(tmp_path, store):
-    search = {"n_trials": 6, "sampler": "random", "params": {
-        "train.learning_rate": {"type": "float", "min": 1e-3, "max": 1e-2, "log": True}}}
+    search = {
+        "n_trials": 6,
+        "sampler": "random",
+        "params": {"train.learning_rate": {"type": "float", "min": 1e-3, "max": 1e-2, "log": True}},
+    }
     path = write_spec(tmp_path / "w.yaml", sweep_raw(tmp_path, search))
-    proc = subprocess.run([sys.executable, "-m", "tunelog.cli", "sweep", str(path), "--workers", "2"],
-                          capture_output=True, text=True, env=subprocess_env(store), timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "tunelog.cli", "sweep", str(path), "--workers", "2"],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(store),
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     study = study_of(store)
     counted = [t for t in study.trials if t.user_attrs.get("tunelog.outcome") != "over_budget"]
@@ -173,8 +215,10 @@ def wait_for_training_trial(store, number, proc, seconds=600):
     client, deadline = MlflowClient(store), time.monotonic() + seconds
     while time.monotonic() < deadline and proc.poll() is None:
         exp = client.get_experiment_by_name("test")
-        for r in (client.search_runs([exp.experiment_id]) if exp else []):
-            if r.data.tags.get("tunelog.trial") == str(number) and client.get_metric_history(r.info.run_id, "train/loss"):
+        for r in client.search_runs([exp.experiment_id]) if exp else []:
+            if r.data.tags.get("tunelog.trial") == str(number) and client.get_metric_history(
+                r.info.run_id, "train/loss"
+            ):
                 return r.info.run_id
         time.sleep(0.3)
     raise AssertionError(f"trial {number} never started training (sweep exit code {proc.poll()})")
@@ -184,11 +228,18 @@ def wait_for_training_trial(store, number, proc, seconds=600):
 def test_interrupted_trial_runs_again_on_resume(tmp_path, store, sig):
     """A killed sweep (SIGKILL: the worker dies; SIGTERM: it stops cleanly) loses no trial: the interrupted
     one is queued again with its params and does not count against the budget."""
-    search = {"n_trials": 2, "sampler": "random", "params": {
-        "train.learning_rate": {"type": "float", "min": 1e-3, "max": 1e-2, "log": True}}}
+    search = {
+        "n_trials": 2,
+        "sampler": "random",
+        "params": {"train.learning_rate": {"type": "float", "min": 1e-3, "max": 1e-2, "log": True}},
+    }
     long_path = write_spec(tmp_path / "k.yaml", sweep_raw(tmp_path, search, max_steps=100_000))
-    proc = subprocess.Popen([sys.executable, "-m", "tunelog.cli", "sweep", str(long_path)], env=subprocess_env(store),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tunelog.cli", "sweep", str(long_path)],
+        env=subprocess_env(store),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         victim = wait_for_training_trial(store, 0, proc)
         proc.send_signal(sig)
@@ -215,9 +266,14 @@ def test_interrupted_trial_runs_again_on_resume(tmp_path, store, sig):
 
 
 def test_refine_narrows_around_the_best(tmp_path, store):
-    search = {"n_trials": 4, "sampler": "random", "params": {
-        "train.learning_rate": {"type": "float", "min": 1e-4, "max": 1e-1, "log": True},
-        "lora.r": {"type": "categorical", "choices": [2, 4, 8, 16]}}}
+    search = {
+        "n_trials": 4,
+        "sampler": "random",
+        "params": {
+            "train.learning_rate": {"type": "float", "min": 1e-4, "max": 1e-1, "log": True},
+            "lora.r": {"type": "categorical", "choices": [2, 4, 8, 16]},
+        },
+    }
     path = write_spec(tmp_path / "r.yaml", sweep_raw(tmp_path, search))
     first = run_sweep(path)
     seen = [t.params for t in study_of(store).trials]
@@ -237,10 +293,30 @@ def test_refine_narrows_around_the_best(tmp_path, store):
 def test_mlflow_run_sweep_entry_point(tmp_path, store):
     search = {"n_trials": 2, "params": {"lora.r": {"type": "categorical", "choices": [4, 8]}}}
     path = write_spec(tmp_path / "m.yaml", sweep_raw(tmp_path, search))
-    proc = subprocess.run(["mlflow", "run", str(REPO), "-e", "sweep", "--env-manager", "local",
-                           "--experiment-name", "test", "-P", f"spec={path}", "-P", "quick=false",
-                           "-P", f"changelog={tmp_path / 'CHANGELOG.md'}"],
-                          capture_output=True, text=True, env=subprocess_env(store), timeout=600, cwd=tmp_path)
+    proc = subprocess.run(
+        [
+            "mlflow",
+            "run",
+            str(REPO),
+            "-e",
+            "sweep",
+            "--env-manager",
+            "local",
+            "--experiment-name",
+            "test",
+            "-P",
+            f"spec={path}",
+            "-P",
+            "quick=false",
+            "-P",
+            f"changelog={tmp_path / 'CHANGELOG.md'}",
+        ],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(store),
+        timeout=600,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     sweep_runs = runs(store, **{"tunelog.kind": "sweep"})
     assert len(sweep_runs) == 1 and sweep_runs[0].info.status == "FINISHED"
@@ -256,13 +332,21 @@ def test_best_trial_overrides_for_stages_from_sweep(tmp_path, store):
 
     from tunelog.sweep import best_trial_overrides
 
-    search = {"study": "s", "params": {"train.learning_rate": {"type": "float", "min": 1e-4, "max": 1e-2, "log": True},
-                                       "alpha_ratio": {"type": "float", "min": 0.5, "max": 2.0}},
-              "derived": {"lora.alpha": "lora.r * alpha_ratio"}}
+    search = {
+        "study": "s",
+        "params": {
+            "train.learning_rate": {"type": "float", "min": 1e-4, "max": 1e-2, "log": True},
+            "alpha_ratio": {"type": "float", "min": 0.5, "max": 2.0},
+        },
+        "derived": {"lora.alpha": "lora.r * alpha_ratio"},
+    }
     spec = load_spec(write_spec(tmp_path / "s.yaml", sweep_raw(tmp_path, search)))
     study = optuna.create_study(study_name="s", storage=open_storage(default_storage(store)))
     dists = {"train.learning_rate": FloatDistribution(1e-4, 1e-2, log=True), "alpha_ratio": FloatDistribution(0.5, 2.0)}
     for lr, ratio, loss in [(1e-3, 1.0, 2.0), (3e-3, 2.0, 1.5), (5e-3, 0.5, 1.8)]:
-        study.add_trial(optuna.trial.create_trial(params={"train.learning_rate": lr, "alpha_ratio": ratio},
-                                                  distributions=dists, values=[loss]))
+        study.add_trial(
+            optuna.trial.create_trial(
+                params={"train.learning_rate": lr, "alpha_ratio": ratio}, distributions=dists, values=[loss]
+            )
+        )
     assert best_trial_overrides(spec, "s") == {"train.learning_rate": 3e-3, "lora.alpha": spec.lora.r * 2.0}

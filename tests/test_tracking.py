@@ -1,4 +1,5 @@
 """The tracker against a real SQLite MLflow store: store resolution, run endings, buffered metrics."""
+
 import pytest
 from mlflow import MlflowClient
 

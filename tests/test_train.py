@@ -1,4 +1,5 @@
 """The built-in trainer end to end on the demo's tiny model, against a real MLflow store."""
+
 import math
 import signal
 import subprocess
@@ -8,12 +9,12 @@ import time
 import pytest
 from mlflow import MlflowClient
 
-from conftest import run_cli, REPO, demo_raw, subprocess_env, write_spec
+from conftest import REPO, demo_raw, run_cli, subprocess_env, write_spec
 from tunelog.errors import MachineError
 from tunelog.spec import load_spec, validate
 from tunelog.tracking import TAG_KIND, TAG_OUTCOME, TAG_REASON, Tracker
-from tunelog.trainers.hf import HFTrainer
 from tunelog.train import run_training
+from tunelog.trainers.hf import HFTrainer
 
 
 def spec_from(tmp_path, **train):
@@ -39,8 +40,14 @@ def test_cli_train_produces_a_complete_run(tmp_path, store, quick_spec):
     assert "Purpose:" in run.data.tags["mlflow.note.content"]
     assert len(losses(client, run.info.run_id)) >= 20
     assert len(losses(client, run.info.run_id, "eval/loss")) == 3  # steps 10, 20 and the end (25)
-    for key in ("train/lr", "train/grad_norm", "perf/samples_per_s", "perf/tokens_per_s", "perf/peak_mem_gb",
-                "eval/perplexity"):
+    for key in (
+        "train/lr",
+        "train/grad_norm",
+        "perf/samples_per_s",
+        "perf/tokens_per_s",
+        "perf/peak_mem_gb",
+        "eval/perplexity",
+    ):
         assert key in run.data.metrics, key
     assert {"adapter", "plots", "spec.yaml"} <= artifacts(client, run.info.run_id)
     assert {"plots/loss.png", "plots/lr_schedule.png"} <= artifacts(client, run.info.run_id, "plots")
@@ -71,8 +78,9 @@ def test_same_spec_and_seed_give_the_same_losses(tmp_path, store):
 
 
 def test_divergence_stops_the_run_with_a_reason(tmp_path, store):
-    spec = spec_from(tmp_path, learning_rate=200.0, schedule="constant", max_grad_norm=None, optimizer="sgd",
-                     max_steps=60)
+    spec = spec_from(
+        tmp_path, learning_rate=200.0, schedule="constant", max_grad_norm=None, optimizer="sgd", max_steps=60
+    )
     run_id, result = run_training(spec, Tracker())
     assert result.outcome == "diverged" and result.steps < 60
     got = MlflowClient(store).get_run(run_id)
@@ -138,8 +146,13 @@ def test_exception_mid_training_leaves_the_run_failed(tmp_path, store):
 
 def test_sigterm_mid_training_leaves_the_run_killed(tmp_path, store):
     spec_path = write_spec(tmp_path / "long.yaml", demo_raw(max_steps=100_000, eval_every=None))
-    proc = subprocess.Popen([sys.executable, "-m", "tunelog.cli", "train", str(spec_path)],
-                            env=subprocess_env(store), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tunelog.cli", "train", str(spec_path)],
+        env=subprocess_env(store),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     client = MlflowClient(store)
     deadline = time.monotonic() + 600
     run_id = None
@@ -167,9 +180,26 @@ def test_sigterm_mid_training_leaves_the_run_killed(tmp_path, store):
 @pytest.mark.slow
 def test_mlflow_run_entry_point_joins_its_run(tmp_path, store):
     spec_path = write_spec(tmp_path / "spec.yaml", demo_raw(max_steps=20))
-    proc = subprocess.run(["mlflow", "run", str(REPO), "-e", "train", "--env-manager", "local",
-                           "--experiment-name", "projects", "-P", f"spec={spec_path}"],
-                          capture_output=True, text=True, env=subprocess_env(store), timeout=600, cwd=tmp_path)
+    proc = subprocess.run(
+        [
+            "mlflow",
+            "run",
+            str(REPO),
+            "-e",
+            "train",
+            "--env-manager",
+            "local",
+            "--experiment-name",
+            "projects",
+            "-P",
+            f"spec={spec_path}",
+        ],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(store),
+        timeout=600,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     client = MlflowClient(store)
     runs = client.search_runs([client.get_experiment_by_name("projects").experiment_id])

@@ -1,4 +1,5 @@
 """The trainer registry: names a spec may use, refused duplicates, lazy imports."""
+
 import pytest
 
 from conftest import demo_raw

@@ -1,4 +1,5 @@
 """tunelog: LoRA fine-tuning experiments recorded on MLflow, reproducible and comparable."""
+
 from .errors import MachineError, SpecError, TunelogError
 from .schedules import Schedule, schedule_names
 from .spec import Spec, load_spec
@@ -13,5 +14,15 @@ def load_model(uri: str, device=None):
     return _load(uri, device)
 
 
-__all__ = ["MachineError", "Schedule", "Spec", "SpecError", "Tracker", "TunelogError", "load_model", "load_spec",
-           "schedule_names", "tracking_uri"]
+__all__ = [
+    "MachineError",
+    "Schedule",
+    "Spec",
+    "SpecError",
+    "Tracker",
+    "TunelogError",
+    "load_model",
+    "load_spec",
+    "schedule_names",
+    "tracking_uri",
+]

@@ -1,13 +1,15 @@
 """`model.adapter` references: a local folder, or `runs:/RUN/adapter` fetched from the store with
 that run's logged spec (what the adapter was trained on top of). Stages chain through these,
 and `load_model` uses the same path, so what loads is what trained."""
+
 from __future__ import annotations
 
 import atexit
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
@@ -23,6 +25,7 @@ def adapter_resolver(spec) -> Callable[[str], tuple[Path, Any]]:
 
     Downloads are cached per process, so a chain of stages fetches each adapter once.
     """
+
     def resolve(ref: str) -> tuple[Path, Any]:
         if not is_uri(ref):
             return spec.path(ref), None
@@ -36,7 +39,7 @@ def adapter_resolver(spec) -> Callable[[str], tuple[Path, Any]]:
 def fetch_run_adapter(ref: str) -> tuple[Path, Any]:
     """`runs:/RUN/adapter` -> (local adapter folder, the Spec that run logged); cached for this process."""
     if ref not in _FETCHED:
-        run_id, _, path = ref[len("runs:/"):].partition("/")
+        run_id, _, path = ref[len("runs:/") :].partition("/")
         folder = Path(tempfile.mkdtemp(prefix="tunelog-adapter-"))
         atexit.register(shutil.rmtree, folder, True)  # cached for this process, gone with it
         local = download_artifacts(run_id, path or ADAPTER_ARTIFACT, str(folder))

@@ -3,6 +3,7 @@
 Errors from the TunelogError family print one line (or one per spec problem)
 and exit with their class's code; a user mistake never prints a traceback.
 """
+
 from __future__ import annotations
 
 import sys
@@ -16,10 +17,20 @@ from .errors import TunelogError
 
 def spec_options(fn):
     """SPEC, --config and --set: shared by every command that reads a spec."""
-    fn = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-                      help="Override a spec field by dotted path, e.g. --set train.learning_rate=1e-4.")(fn)
-    fn = click.option("--config", "config", default=None, metavar="NAME",
-                      help="Apply a named preset from the spec's `configs:` section.")(fn)
+    fn = click.option(
+        "--set",
+        "overrides",
+        multiple=True,
+        metavar="KEY=VALUE",
+        help="Override a spec field by dotted path, e.g. --set train.learning_rate=1e-4.",
+    )(fn)
+    fn = click.option(
+        "--config",
+        "config",
+        default=None,
+        metavar="NAME",
+        help="Apply a named preset from the spec's `configs:` section.",
+    )(fn)
     return click.argument("spec_file", metavar="SPEC", type=click.Path(dir_okay=False))(fn)
 
 
@@ -56,8 +67,10 @@ def train(spec_file: str, config: Optional[str], overrides: tuple[str, ...], for
     metric = spec.tracking.metric
     value = result.metrics.get(metric)
     shown = f"{metric}={value:.4f}" if value is not None else f"{metric}=n/a"
-    click.echo(f"run {run_id}: outcome {result.outcome}{' (' + result.reason + ')' if result.reason else ''}, "
-               f"{result.steps} steps, {shown}; store {tracker.uri}")
+    click.echo(
+        f"run {run_id}: outcome {result.outcome}{' (' + result.reason + ')' if result.reason else ''}, "
+        f"{result.steps} steps, {shown}; store {tracker.uri}"
+    )
     if result.outcome != "ok":
         sys.exit(3)
 
@@ -65,11 +78,18 @@ def train(spec_file: str, config: Optional[str], overrides: tuple[str, ...], for
 @cli.command()
 @spec_options
 @force_option
-@click.option("--n-trials", type=click.IntRange(min=1), default=None, help="Trials in the study (default: search.n_trials).")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None, help="Stop after this many seconds.")
+@click.option(
+    "--n-trials", type=click.IntRange(min=1), default=None, help="Trials in the study (default: search.n_trials)."
+)
+@click.option(
+    "--timeout", type=click.FloatRange(min=0, min_open=True), default=None, help="Stop after this many seconds."
+)
 @click.option("--quick", is_flag=True, help="search.quick: fewer, cheaper trials.")
-@click.option("--storage", default=None, help="Optuna storage: a journal file path or a database URL "
-                                              "(default: optuna.journal beside the MLflow store).")
+@click.option(
+    "--storage",
+    default=None,
+    help="Optuna storage: a journal file path or a database URL (default: optuna.journal beside the MLflow store).",
+)
 @click.option("--study", default=None, help="Study name (default: search.study or EXPERIMENT-sweep).")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Local worker processes.")
 @click.option("--force-resume", is_flag=True, help="Go on with a study started with another search space.")
@@ -78,9 +98,24 @@ def train(spec_file: str, config: Optional[str], overrides: tuple[str, ...], for
 @click.option("--promote", "promote_to", default=None, metavar="MODEL", help="Register the best trial as MODEL.")
 @click.option("--changelog", "changelog_to", default=None, metavar="FILE", help="Write the experiment's changelog.")
 @click.option("--worker", is_flag=True, hidden=True)
-def sweep(spec_file: str, config: Optional[str], overrides: tuple[str, ...], force: bool, n_trials, timeout,
-          quick: bool, storage, study, workers: int, force_resume: bool, refine_from, top_k: int, promote_to: Optional[str],
-          changelog_to: Optional[str], worker: bool) -> None:
+def sweep(
+    spec_file: str,
+    config: Optional[str],
+    overrides: tuple[str, ...],
+    force: bool,
+    n_trials,
+    timeout,
+    quick: bool,
+    storage,
+    study,
+    workers: int,
+    force_resume: bool,
+    refine_from,
+    top_k: int,
+    promote_to: Optional[str],
+    changelog_to: Optional[str],
+    worker: bool,
+) -> None:
     """Run an Optuna study over SPEC's `search:` space; every trial is a child MLflow run.
 
     Rerunning the same command resumes the study; --workers N runs N local processes,
@@ -94,24 +129,39 @@ def sweep(spec_file: str, config: Optional[str], overrides: tuple[str, ...], for
     from .sweep import Sweep, SweepOptions
     from .tracking import Tracker
 
-    opts = SweepOptions(n_trials=n_trials, timeout=timeout, quick=quick, storage=storage, study=study,
-                        workers=workers, force_resume=force_resume, refine_from=refine_from, top_k=top_k, echo=click.echo)
+    opts = SweepOptions(
+        n_trials=n_trials,
+        timeout=timeout,
+        quick=quick,
+        storage=storage,
+        study=study,
+        workers=workers,
+        force_resume=force_resume,
+        refine_from=refine_from,
+        top_k=top_k,
+        echo=click.echo,
+    )
     runner = Sweep(spec, Tracker(), opts)
     if worker:
         runner.work()
         return
     summary = runner.run()
     c = summary.counts
-    click.echo(f"study {summary.study}: {c['complete']} complete, {c['pruned']} pruned, {c['rejected']} rejected, "
-               f"{c['failed']} failed; sweep run {summary.sweep_run_id}")
+    click.echo(
+        f"study {summary.study}: {c['complete']} complete, {c['pruned']} pruned, {c['rejected']} rejected, "
+        f"{c['failed']} failed; sweep run {summary.sweep_run_id}"
+    )
     if summary.best_trial is not None:
-        click.echo(f"best: trial {summary.best_trial} {spec.tracking.metric}={summary.best_value:.4f} "
-                   f"{summary.best_params} (run {summary.best_run_id})")
+        click.echo(
+            f"best: trial {summary.best_trial} {spec.tracking.metric}={summary.best_value:.4f} "
+            f"{summary.best_params} (run {summary.best_run_id})"
+        )
     _leave_behind(runner.tracker, spec.tracking.experiment, summary.best_run_id, promote_to, changelog_to)
 
 
-def _leave_behind(tracker, experiment: str, best_run_id: Optional[str], promote_to: Optional[str],
-                  changelog_to: Optional[str]) -> None:
+def _leave_behind(
+    tracker, experiment: str, best_run_id: Optional[str], promote_to: Optional[str], changelog_to: Optional[str]
+) -> None:
     """What a finished sweep or pipeline can leave: the winner registered, the story written."""
     if promote_to and best_run_id:
         from .promote import promote
@@ -200,8 +250,13 @@ def based_on(run_id: str, parent_id: str) -> None:
 @click.option("--experiment", required=True, help="The MLflow experiment to import into.")
 @click.option("--metric", default=None, help="Headline metric (default: eval_loss, val_loss... as found).")
 @click.option("--direction", type=click.Choice(["minimize", "maximize"]), default="minimize", show_default=True)
-@click.option("--pattern", "patterns", multiple=True, metavar="REGEX",
-              help="Extra metric regex with named groups key and value (and optionally step).")
+@click.option(
+    "--pattern",
+    "patterns",
+    multiple=True,
+    metavar="REGEX",
+    help="Extra metric regex with named groups key and value (and optionally step).",
+)
 def import_(root: str, experiment: str, metric, direction: str, patterns: tuple[str, ...]) -> None:
     """Import legacy run folders (a config and a log each) under ROOT as MLflow runs, once.
 
@@ -213,8 +268,10 @@ def import_(root: str, experiment: str, metric, direction: str, patterns: tuple[
     report = import_tree(Path(root), Tracker(), experiment, metric=metric, patterns=patterns, direction=direction)
     for warning in report.warnings:
         click.echo(f"warning: {warning}", err=True)
-    click.echo(f"imported {len(report.imported)} runs, {len(report.skipped)} already there, "
-               f"{len(report.warnings)} skipped with a warning")
+    click.echo(
+        f"imported {len(report.imported)} runs, {len(report.skipped)} already there, "
+        f"{len(report.warnings)} skipped with a warning"
+    )
 
 
 @cli.command()
@@ -225,8 +282,17 @@ def import_(root: str, experiment: str, metric, direction: str, patterns: tuple[
 @click.option("--storage", default=None, help="Optuna storage of --from-sweep's study.")
 @click.option("--baseline", is_flag=True, help="Also train one stage of the same total steps on the last data.")
 @click.option("--promote", "promote_to", default=None, metavar="MODEL", help="Register the winner as MODEL.")
-def stages(spec_file: str, config: Optional[str], overrides: tuple[str, ...], force: bool, from_stage, from_sweep,
-           storage, baseline: bool, promote_to: Optional[str]) -> None:
+def stages(
+    spec_file: str,
+    config: Optional[str],
+    overrides: tuple[str, ...],
+    force: bool,
+    from_stage,
+    from_sweep,
+    storage,
+    baseline: bool,
+    promote_to: Optional[str],
+) -> None:
     """Run SPEC's `pipeline:` stages, each starting from the previous stage's adapter.
 
     Example: tunelog stages examples/demo/demo.yaml --baseline --promote demo-lora
@@ -257,14 +323,27 @@ def stages(spec_file: str, config: Optional[str], overrides: tuple[str, ...], fo
 @cli.command()
 @spec_options
 @force_option
-@click.option("--max-memory-gb", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Memory budget (default: the GPU's; required on the CPU).")
+@click.option(
+    "--max-memory-gb",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Memory budget (default: the GPU's; required on the CPU).",
+)
 @click.option("--quick", is_flag=True, help="About six candidates.")
 @click.option("--refine", is_flag=True, help="Also try the best's neighbours in each knob; two runoff rounds.")
 @click.option("--exhaustive", is_flag=True, help="Measure every candidate (the slow baseline; for comparison).")
 @click.option("-o", "--output", default="train_best.sh", show_default=True, help="Where to write the training script.")
-def probe(spec_file: str, config: Optional[str], overrides: tuple[str, ...], force: bool, max_memory_gb, quick: bool,
-          refine: bool, exhaustive: bool, output: str) -> None:
+def probe(
+    spec_file: str,
+    config: Optional[str],
+    overrides: tuple[str, ...],
+    force: bool,
+    max_memory_gb,
+    quick: bool,
+    refine: bool,
+    exhaustive: bool,
+    output: str,
+) -> None:
     """Find the fastest config of SPEC that fits in memory, on a worst-case batch.
 
     Example: tunelog probe examples/demo/demo.yaml --max-memory-gb 0.9
@@ -274,11 +353,14 @@ def probe(spec_file: str, config: Optional[str], overrides: tuple[str, ...], for
     from .probe import Probe
     from .tracking import Tracker
 
-    result = Probe(spec, Tracker(), max_memory_gb=max_memory_gb, quick=quick, refine=refine, echo=click.echo,
-                   exhaustive=exhaustive).run()
+    result = Probe(
+        spec, Tracker(), max_memory_gb=max_memory_gb, quick=quick, refine=refine, echo=click.echo, exhaustive=exhaustive
+    ).run()
     s = result.summary()
-    click.echo(f"{s['tested']} tested of {s['grid']}, {s['successful']} fit, {len(s['failed_oom'])} out of memory, "
-               f"{len(s['skipped'])} skipped; probe run {result.run_id}")
+    click.echo(
+        f"{s['tested']} tested of {s['grid']}, {s['successful']} fit, {len(s['failed_oom'])} out of memory, "
+        f"{len(s['skipped'])} skipped; probe run {result.run_id}"
+    )
     if result.best is None:
         raise TunelogError("no candidate fit in the memory budget: lower the batch sizes or raise --max-memory-gb")
     b = result.best
@@ -329,8 +411,14 @@ def reproduce_cmd(run_id: str) -> None:
 
 
 @cli.command()
-@click.option("--older-than", "older_than", default="30m", show_default=True, metavar="AGE",
-              help="Only runs with nothing logged for this long: 90s, 30m, 2h.")
+@click.option(
+    "--older-than",
+    "older_than",
+    default="30m",
+    show_default=True,
+    metavar="AGE",
+    help="Only runs with nothing logged for this long: 90s, 30m, 2h.",
+)
 @click.option("--yes", is_flag=True, help="Close them (without it: only list what would be closed).")
 def gc(older_than: str, yes: bool) -> None:
     """Close runs left RUNNING with no live process (KILLED, with the reason); a dry run unless --yes.
@@ -355,7 +443,9 @@ def _seconds(age: str) -> float:
     try:
         return float(text[:-1]) * units[text[-1]] if text and text[-1] in units else float(text)
     except ValueError:
-        raise click.BadParameter(f"expected an age such as 90s, 30m, 2h (got {age!r})", param_hint="--older-than")
+        raise click.BadParameter(
+            f"expected an age such as 90s, 30m, 2h (got {age!r})", param_hint="--older-than"
+        ) from None
 
 
 def lint_gate(spec, force: bool):
@@ -399,8 +489,8 @@ def schedule(spec_file: str, config: Optional[str], overrides: tuple[str, ...], 
 
     Example: tunelog schedule examples/fastspeech2/fastspeech2_fixed.yaml --at 1000,100000 -o lr.png
     """
-    from .lint import facts_for
     from .plots import lr_schedule
+    from .rules import facts_for
 
     sched = facts_for(_load(spec_file, config, overrides)).plan.schedule
     click.echo(f"{sched.name}: peak {sched.peak_lr:.6g}, warmup {sched.warmup_steps}, {sched.total_steps} steps")

@@ -4,12 +4,14 @@ Sources: a text file (one sample per non-empty line), JSONL with a text field,
 or a folder saved by `datasets.save_to_disk`. Batches are padded to their own
 longest sample, so short corpora don't pay for `max_length`.
 """
+
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
 from .errors import SpecError
 from .spec import Spec
@@ -61,12 +63,16 @@ def _read_datasets_folder(spec: Spec, path: Path, field: str) -> list[str]:
     try:
         import datasets  # optional: only needed for folders saved by `datasets`
     except ImportError:
-        raise SpecError(spec.source, [(field, f"{path} is a folder; reading it needs `pip install datasets`")]) from None
+        raise SpecError(
+            spec.source, [(field, f"{path} is a folder; reading it needs `pip install datasets`")]
+        ) from None
     ds = datasets.load_from_disk(str(path))
     if isinstance(ds, datasets.DatasetDict):
         ds = ds["train"] if "train" in ds else next(iter(ds.values()))
     if spec.data.text_field not in ds.column_names:
-        raise SpecError(spec.source, [(field, f"no column {spec.data.text_field!r} in {path}; columns: {ds.column_names}")])
+        raise SpecError(
+            spec.source, [(field, f"no column {spec.data.text_field!r} in {path}; columns: {ds.column_names}")]
+        )
     return [str(t) for t in ds[spec.data.text_field]]
 
 

@@ -3,6 +3,7 @@
 The CLI maps each class to an exit code and prints a single line, so a user
 mistake never surfaces as a traceback.
 """
+
 from __future__ import annotations
 
 

@@ -15,14 +15,16 @@ string or list a step builds (MAX_SEQUENCE items, checked before it is built), a
 integer (MAX_INT_BITS, checked before a power is computed). An accepted expression
 therefore evaluates in well under 10 ms.
 """
+
 from __future__ import annotations
 
 import ast
 import math
 import operator
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Callable, Mapping
+from typing import Any
 
 
 class ExpressionError(ValueError):
@@ -37,18 +39,49 @@ MAX_INT_BITS = 4_096  # an integer result (2 ** 4096 is far past any float)
 
 
 FUNCTIONS: dict[str, Callable[..., Any]] = {
-    "log": math.log, "log2": math.log2, "log10": math.log10, "exp": math.exp, "sqrt": math.sqrt,
-    "min": min, "max": max, "abs": abs, "round": round, "ceil": math.ceil, "floor": math.floor,
+    "log": math.log,
+    "log2": math.log2,
+    "log10": math.log10,
+    "exp": math.exp,
+    "sqrt": math.sqrt,
+    "min": min,
+    "max": max,
+    "abs": abs,
+    "round": round,
+    "ceil": math.ceil,
+    "floor": math.floor,
 }
-CONSTANTS = {"true": True, "false": False, "True": True, "False": False, "none": None, "None": None,
-             "pi": math.pi, "e": math.e}
+CONSTANTS = {
+    "true": True,
+    "false": False,
+    "True": True,
+    "False": False,
+    "none": None,
+    "None": None,
+    "pi": math.pi,
+    "e": math.e,
+}
 
-_BINARY = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
-           ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.Pow: operator.pow}
+_BINARY = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.FloorDiv: operator.floordiv,
+    ast.Mod: operator.mod,
+    ast.Pow: operator.pow,
+}
 _UNARY = {ast.USub: operator.neg, ast.UAdd: operator.pos, ast.Not: operator.not_}
-_COMPARE = {ast.Lt: operator.lt, ast.LtE: operator.le, ast.Gt: operator.gt, ast.GtE: operator.ge,
-            ast.Eq: operator.eq, ast.NotEq: operator.ne,
-            ast.In: lambda a, b: a in b, ast.NotIn: lambda a, b: a not in b}
+_COMPARE = {
+    ast.Lt: operator.lt,
+    ast.LtE: operator.le,
+    ast.Gt: operator.gt,
+    ast.GtE: operator.ge,
+    ast.Eq: operator.eq,
+    ast.NotEq: operator.ne,
+    ast.In: lambda a, b: a in b,
+    ast.NotIn: lambda a, b: a not in b,
+}
 
 
 def dotted_name(node: ast.AST) -> str | None:
@@ -70,8 +103,9 @@ class Expression:
     def evaluate(self, env: Mapping[str, Any]) -> Any:
         missing = sorted(n for n in self.names if n not in env)
         if missing:
-            raise ExpressionError(f"unknown name(s) {', '.join(missing)} in {self.text!r}; "
-                                  f"known: {', '.join(sorted(env)) or 'none'}")
+            raise ExpressionError(
+                f"unknown name(s) {', '.join(missing)} in {self.text!r}; known: {', '.join(sorted(env)) or 'none'}"
+            )
         try:
             return _Evaluator(env).visit(self.tree)
         except ExpressionError:
@@ -89,15 +123,17 @@ def parse(text: str) -> Expression:
     if not isinstance(text, str) or not text.strip():
         raise ExpressionError(f"expected an expression string, got {text!r}")
     if len(text) > MAX_CHARS:
-        raise ExpressionError(f"expression of {len(text):,} characters refused; accepted: at most {MAX_CHARS:,} "
-                              f"({_short(text)})")
+        raise ExpressionError(
+            f"expression of {len(text):,} characters refused; accepted: at most {MAX_CHARS:,} ({_short(text)})"
+        )
     try:
         tree = ast.parse(text.strip(), mode="eval").body
     except SyntaxError as exc:
         raise ExpressionError(f"syntax error in {_short(text)!r}: {exc.msg}") from None
     except (RecursionError, MemoryError):
-        raise ExpressionError(f"expression nested more than {MAX_DEPTH} deep refused ({_short(text)}); "
-                              f"split it into derived params") from None
+        raise ExpressionError(
+            f"expression nested more than {MAX_DEPTH} deep refused ({_short(text)}); split it into derived params"
+        ) from None
     _check_depth(tree, text)
     names: set[str] = set()
     _check(tree, names, text)
@@ -118,11 +154,13 @@ def _check_depth(tree: ast.AST, text: str) -> None:
         node, depth = stack.pop()
         seen += 1
         if seen > MAX_NODES:
-            raise ExpressionError(f"expression of more than {MAX_NODES:,} parts refused ({_short(text)}); "
-                                  f"split it into derived params")
+            raise ExpressionError(
+                f"expression of more than {MAX_NODES:,} parts refused ({_short(text)}); split it into derived params"
+            )
         if depth > MAX_DEPTH:
-            raise ExpressionError(f"expression nested more than {MAX_DEPTH} deep refused ({_short(text)}); "
-                                  f"split it into derived params")
+            raise ExpressionError(
+                f"expression nested more than {MAX_DEPTH} deep refused ({_short(text)}); split it into derived params"
+            )
         stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
 
 
@@ -146,12 +184,27 @@ def _check(node: ast.AST, names: set[str], text: str) -> None:
         for arg in node.args:
             _check(arg, names, text)
         return
-    allowed = (ast.BinOp, ast.UnaryOp, ast.BoolOp, ast.Compare, ast.IfExp, ast.List, ast.Tuple, ast.Set,
-               ast.operator, ast.unaryop, ast.boolop, ast.cmpop, ast.Load)
+    allowed = (
+        ast.BinOp,
+        ast.UnaryOp,
+        ast.BoolOp,
+        ast.Compare,
+        ast.IfExp,
+        ast.List,
+        ast.Tuple,
+        ast.Set,
+        ast.operator,
+        ast.unaryop,
+        ast.boolop,
+        ast.cmpop,
+        ast.Load,
+    )
     if not isinstance(node, allowed) or (isinstance(node, ast.operator) and type(node) not in _BINARY):
-        raise ExpressionError(f"{type(node).__name__} is not allowed in {text!r}; accepted: numbers, strings, "
-                              f"names, arithmetic, comparisons, and/or/not, in, if-else, "
-                              f"{', '.join(sorted(FUNCTIONS))}")
+        raise ExpressionError(
+            f"{type(node).__name__} is not allowed in {text!r}; accepted: numbers, strings, "
+            f"names, arithmetic, comparisons, and/or/not, in, if-else, "
+            f"{', '.join(sorted(FUNCTIONS))}"
+        )
     for child in ast.iter_child_nodes(node):
         _check(child, names, text)
 
@@ -198,15 +251,21 @@ def _guard(op: ast.operator, left: Any, right: Any) -> None:
     if isinstance(op, ast.Mult):
         seq, count = (left, right) if isinstance(left, (str, list)) else (right, left)
         if isinstance(seq, (str, list)) and isinstance(count, int) and len(seq) * max(count, 0) > MAX_SEQUENCE:
-            raise ExpressionError(f"repetition of {len(seq):,} items x {count:,} refused; accepted: a result of at "
-                                  f"most {MAX_SEQUENCE:,} items")
+            raise ExpressionError(
+                f"repetition of {len(seq):,} items x {count:,} refused; accepted: a result of at "
+                f"most {MAX_SEQUENCE:,} items"
+            )
     elif isinstance(op, ast.Mod) and isinstance(left, str):
         raise ExpressionError("string formatting with % is not allowed; accepted: % between numbers")
     elif isinstance(op, ast.Pow) and isinstance(right, (int, float)) and not isinstance(right, bool):
         if abs(right) > 1000:
             raise ExpressionError("exponent above 1000 refused")  # 9 ** 10 ** 9 would hang
-        if isinstance(left, int) and isinstance(right, int) and right > 0 and \
-                abs(left).bit_length() * right > MAX_INT_BITS:
+        if (
+            isinstance(left, int)
+            and isinstance(right, int)
+            and right > 0
+            and abs(left).bit_length() * right > MAX_INT_BITS
+        ):
             raise ExpressionError(f"power with a result over {MAX_INT_BITS} bits refused")
 
 

@@ -6,6 +6,7 @@ the log's timestamps its start and end; a config value pointing at another folde
 (`resume_from: ../baseline/ckpt`) becomes its `tunelog.based_on`. Each folder is keyed by
 a hash of its name and contents, so importing the same tree twice adds nothing.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -22,8 +23,18 @@ from . import tracking as t
 from .logparse import LogParser, ParsedLog, has_nonfinite
 from .spec import flatten
 
-CONFIG_FILES = ("args.json", "config.json", "hparams.json", "config.yaml", "config.yml", "hparams.yaml", "args.yaml",
-                "args.txt", "config.txt", "args")
+CONFIG_FILES = (
+    "args.json",
+    "config.json",
+    "hparams.json",
+    "config.yaml",
+    "config.yml",
+    "hparams.yaml",
+    "args.yaml",
+    "args.txt",
+    "config.txt",
+    "args",
+)
 LOG_FILES = ("train.log", "training.log", "log.txt", "output.log")
 NOTE_FILES = ("notes.md", "NOTES.md", "notes.txt", "NOTES.txt", "README.md")
 LINEAGE_KEYS = ("resume", "init_from", "based_on", "from_checkpoint", "load_from", "pretrained_from", "resume_from")
@@ -110,8 +121,14 @@ def read_folder(folder: Path, parser: LogParser) -> Legacy:
     for part in (config, log_file):
         if part:
             digest.update(part.read_bytes())
-    return Legacy(folder, params, log, log_text, note_file.read_text(encoding="utf-8").strip() if note_file else "",
-                  digest.hexdigest()[:16])
+    return Legacy(
+        folder,
+        params,
+        log,
+        log_text,
+        note_file.read_text(encoding="utf-8").strip() if note_file else "",
+        digest.hexdigest()[:16],
+    )
 
 
 def _outcome(run: Legacy) -> tuple[str, str]:
@@ -135,8 +152,14 @@ def _based_on(run: Legacy, names: set[str]) -> Optional[str]:
     return None
 
 
-def import_tree(root: Path, tracker: t.Tracker, experiment: str, metric: Optional[str] = None,
-                patterns: tuple[str, ...] = (), direction: str = t.MINIMIZE) -> ImportReport:
+def import_tree(
+    root: Path,
+    tracker: t.Tracker,
+    experiment: str,
+    metric: Optional[str] = None,
+    patterns: tuple[str, ...] = (),
+    direction: str = t.MINIMIZE,
+) -> ImportReport:
     report, parser = ImportReport(), LogParser(patterns)
     legacies: list[Legacy] = []
     for folder in sorted(p for p in Path(root).iterdir() if p.is_dir()):
@@ -156,13 +179,31 @@ def import_tree(root: Path, tracker: t.Tracker, experiment: str, metric: Optiona
         outcome, reason = _outcome(run)
         parent = _based_on(run, names)
         start = run.log.first_ms or int(run.folder.stat().st_mtime * 1000)
-        tags = {t.TAG_KIND: t.KIND_IMPORT, t.TAG_NAME: run.folder.name, t.TAG_IMPORT_KEY: run.key, t.TAG_OUTCOME: outcome,
-                t.TAG_REASON: reason, t.TAG_METRIC: metric, t.TAG_DIRECTION: direction, t.TAG_NOTE: run.note or None,
-                t.TAG_BASED_ON: run_ids.get(parent) if parent else None, "tunelog.source": str(run.folder)}
-        metrics = [(k, v if math.isfinite(v) else float("nan"), ts if ts is not None else start, step)
-                   for k, v, step, ts in run.log.series]
+        tags = {
+            t.TAG_KIND: t.KIND_IMPORT,
+            t.TAG_NAME: run.folder.name,
+            t.TAG_IMPORT_KEY: run.key,
+            t.TAG_OUTCOME: outcome,
+            t.TAG_REASON: reason,
+            t.TAG_METRIC: metric,
+            t.TAG_DIRECTION: direction,
+            t.TAG_NOTE: run.note or None,
+            t.TAG_BASED_ON: run_ids.get(parent) if parent else None,
+            "tunelog.source": str(run.folder),
+        }
+        metrics = [
+            (k, v if math.isfinite(v) else float("nan"), ts if ts is not None else start, step)
+            for k, v, step, ts in run.log.series
+        ]
         run_ids[run.folder.name] = tracker.create_finished_run(
-            experiment, run.folder.name, start, run.log.last_ms or start, "FINISHED" if outcome == "ok" else "FAILED",
-            run.params, tags, metrics)
+            experiment,
+            run.folder.name,
+            start,
+            run.log.last_ms or start,
+            "FINISHED" if outcome == "ok" else "FAILED",
+            run.params,
+            tags,
+            metrics,
+        )
         report.imported.append(run.folder.name)
     return report

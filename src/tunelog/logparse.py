@@ -6,14 +6,16 @@ tqdm postfixes (`[00:10<00:20, 4.9it/s, loss=2.3]`), `key=value` and `key: value
 timestamp gives the line's time. Extra regexes with named groups (`(?P<key>..)(?P<value>..)`,
 optional `(?P<step>..)`) can be added; they win over the defaults on their line.
 """
+
 from __future__ import annotations
 
 import gc
 import math
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Iterable, Optional
+from typing import Optional
 
 NUMBER = r"[-+]?(?:\d++\.?+\d*+|\.\d++)(?:[eE][-+]?\d++)?+|[-+]?(?i:nan|inf(?:inity)?)"
 _KEY = r"[A-Za-z_][\w./\-]*+"
@@ -23,7 +25,8 @@ _KEY = r"[A-Za-z_][\w./\-]*+"
 _STEP_WORD = r"(?<=step|Step|STEP|iter|Iter|ITER|atch|ATCH|tion|TION)"
 _TOKENS = re.compile(
     rf"[ \t,\[(|{{;][ \t]*+(?:(\d++)/\d+[ \t]*\[|['\"]?({_KEY})['\"]?(?:[ \t]*+([=:])|{_STEP_WORD}[ \t]*+#?)[ \t]*+"
-    rf"({NUMBER})(?![\w.:/-]|%\|))")
+    rf"({NUMBER})(?![\w.:/-]|%\|))"
+)
 _TIME = re.compile(r"\s*\[?(\d{4}-\d{2}-\d{2})[ T](\d{2}:\d{2}:\d{2})(?:[.,]\d+)?\]?\s*")
 _RESULT = re.compile(rf"[^\w\n]*+((?i:final|best|test|result)\b[\w /-]*?)\s*[:=]\s*({NUMBER})\s*$")
 STEP_KEYS = {"step", "global_step", "iter", "iteration", "batch"}
@@ -75,11 +78,11 @@ class LogParser:
                 self._plans.clear()
             self._plans[shape] = plan
         stamp, step_at, pairs, result = plan
-        ms = self._ms(f"{line[stamp[0]:stamp[1]]}T{line[stamp[2]:stamp[3]]}") if stamp else None
-        step = None if step_at is None else int(float(line[step_at[0]:step_at[1]]))
+        ms = self._ms(f"{line[stamp[0] : stamp[1]]}T{line[stamp[2] : stamp[3]]}") if stamp else None
+        step = None if step_at is None else int(float(line[step_at[0] : step_at[1]]))
         if result:  # `Best validation loss: 1.2` is `best_validation_loss`, not `loss`
-            key = re.sub(r"\W+", "_", line[result[0]:result[1]].strip().lower()).strip("_")
-            metrics = {key: float(line[result[2]:result[3]])}
+            key = re.sub(r"\W+", "_", line[result[0] : result[1]].strip().lower()).strip("_")
+            metrics = {key: float(line[result[2] : result[3]])}
         else:
             metrics = {line[k0:k1]: float(line[v0:v1]) for k0, k1, v0, v1 in pairs}
         for pattern in self.extra:
@@ -112,7 +115,7 @@ class LogParser:
         parse_line = self.parse_line
         first_ms = last_ms = None
         n = metric_lines = 0
-        for n, line in enumerate(lines, start=1):
+        for n, line in enumerate(lines, start=1):  # noqa: B007 (n: the line count, read after the loop)
             ms, step, metrics = parse_line(line)
             if ms is not None:
                 last_ms = ms
@@ -145,8 +148,12 @@ class LogParser:
 
 
 Span = tuple[int, int]
-Plan = tuple[Optional[tuple[int, int, int, int]], Optional[Span], list[tuple[int, int, int, int]],
-             Optional[tuple[int, int, int, int]]]
+Plan = tuple[
+    Optional[tuple[int, int, int, int]],
+    Optional[Span],
+    list[tuple[int, int, int, int]],
+    Optional[tuple[int, int, int, int]],
+]
 
 
 def _plan(shape: str) -> Plan:

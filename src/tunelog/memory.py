@@ -4,6 +4,7 @@ Both can be reset, so a probe can measure one candidate at a time: CUDA through
 `reset_peak_memory_stats`, the CPU through Linux's `/proc/self/clear_refs` (writing
 5 resets the high-water mark that `VmHWM` reports).
 """
+
 from __future__ import annotations
 
 import re
@@ -137,8 +138,13 @@ def _nvidia_smi(path: str) -> str:
     import subprocess
 
     try:
-        return subprocess.run([path, "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
-                              capture_output=True, text=True, timeout=5, check=False).stdout
+        return subprocess.run(
+            [path, "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return ""
 

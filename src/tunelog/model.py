@@ -3,11 +3,13 @@
 A GPU is the design centre (bf16, 4-bit/8-bit base weights through
 bitsandbytes); the CPU is the fallback, and asking it for 4-bit is a clear error.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import torch
 
@@ -30,8 +32,9 @@ def load_tokenizer(spec: Spec):
         if path.is_dir():
             tok = AutoTokenizer.from_pretrained(str(path))
         else:
-            tok = PreTrainedTokenizerFast(tokenizer_file=str(path), bos_token="<s>", eos_token="</s>",
-                                          pad_token="<pad>", unk_token="<unk>")
+            tok = PreTrainedTokenizerFast(
+                tokenizer_file=str(path), bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
+            )
     else:
         tok = AutoTokenizer.from_pretrained(spec.model.name)
     if tok.pad_token is None:  # most causal LMs ship without one; padding is masked out of the loss anyway
@@ -44,8 +47,10 @@ def check_machine(spec: Spec, device: torch.device) -> None:
     quantized = spec.model.load_in_4bit or spec.model.load_in_8bit
     if quantized and device.type != "cuda":
         field = "model.load_in_4bit" if spec.model.load_in_4bit else "model.load_in_8bit"
-        raise MachineError(f"{spec.source}: {field}: bitsandbytes quantized loading needs a CUDA GPU and none "
-                           f"was found; set {field}: false to train in full precision on this machine")
+        raise MachineError(
+            f"{spec.source}: {field}: bitsandbytes quantized loading needs a CUDA GPU and none "
+            f"was found; set {field}: false to train in full precision on this machine"
+        )
     precision = spec.train.precision
     if precision == "fp16" and device.type != "cuda":
         raise MachineError(f"{spec.source}: train.precision: fp16 needs a CUDA GPU; use bf16 or fp32 on the CPU")
@@ -60,8 +65,9 @@ def _quantization_config(spec: Spec, device: torch.device):
 
     compute = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     if spec.model.load_in_4bit:
-        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
-                                  bnb_4bit_compute_dtype=compute, bnb_4bit_use_double_quant=True)
+        return BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute, bnb_4bit_use_double_quant=True
+        )
     return BitsAndBytesConfig(load_in_8bit=True)
 
 
@@ -72,10 +78,17 @@ def _tiny_model(spec: Spec, tokenizer) -> torch.nn.Module:
     tiny = spec.model.tiny
     assert tiny is not None
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=tiny.hidden_size, intermediate_size=tiny.intermediate_size,
-        num_hidden_layers=tiny.num_layers, num_attention_heads=tiny.num_heads, num_key_value_heads=tiny.num_heads,
-        max_position_embeddings=tiny.max_position, pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=True,
+        vocab_size=len(tokenizer),
+        hidden_size=tiny.hidden_size,
+        intermediate_size=tiny.intermediate_size,
+        num_hidden_layers=tiny.num_layers,
+        num_attention_heads=tiny.num_heads,
+        num_key_value_heads=tiny.num_heads,
+        max_position_embeddings=tiny.max_position,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=True,
     )
     state = torch.random.get_rng_state()
     torch.manual_seed(tiny.init_seed)
@@ -119,8 +132,14 @@ def add_lora(spec: Spec, model: torch.nn.Module) -> torch.nn.Module:
     elif spec.model.gradient_checkpointing:
         model.gradient_checkpointing_enable()
         model.enable_input_require_grads()
-    config = LoraConfig(r=spec.lora.r, lora_alpha=spec.lora.alpha, lora_dropout=spec.lora.dropout,
-                        target_modules=target_modules(spec, model), bias=spec.lora.bias, task_type="CAUSAL_LM")
+    config = LoraConfig(
+        r=spec.lora.r,
+        lora_alpha=spec.lora.alpha,
+        lora_dropout=spec.lora.dropout,
+        target_modules=target_modules(spec, model),
+        bias=spec.lora.bias,
+        task_type="CAUSAL_LM",
+    )
     try:
         return get_peft_model(model, config)
     except ValueError as exc:  # e.g. a target module name that matches nothing in the model
@@ -159,8 +178,9 @@ def foundation(spec: Spec, tokenizer, device: torch.device, resolve: AdapterReso
     return PeftModel.from_pretrained(below, str(adapter_dir)).merge_and_unload()
 
 
-def with_trained_adapter(spec: Spec, adapter_dir: Path, tokenizer, device: torch.device,
-                         resolve: AdapterResolver) -> torch.nn.Module:
+def with_trained_adapter(
+    spec: Spec, adapter_dir: Path, tokenizer, device: torch.device, resolve: AdapterResolver
+) -> torch.nn.Module:
     """A run's result: its foundation with the adapter it saved, ready to evaluate or generate."""
     from peft import PeftModel
 
@@ -175,8 +195,9 @@ class LoadedModel:
     device: torch.device
 
 
-def load_for_training(spec: Spec, device: torch.device | None = None,
-                      resolve: AdapterResolver | None = None) -> LoadedModel:
+def load_for_training(
+    spec: Spec, device: torch.device | None = None, resolve: AdapterResolver | None = None
+) -> LoadedModel:
     """Tokenizer and trainable model: a fresh LoRA adapter, or the spec's earlier one to continue."""
     device = device or pick_device()
     check_machine(spec, device)

@@ -3,6 +3,7 @@
 A sweep that resumes and `tunelog gc` both need to tell a run that is still training
 from one whose process was killed: the owner is recorded when the work starts.
 """
+
 from __future__ import annotations
 
 import os

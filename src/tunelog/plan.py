@@ -2,6 +2,7 @@
 
 The trainer runs this plan and `lint` checks it, so both see the same numbers.
 """
+
 from __future__ import annotations
 
 import math
@@ -46,11 +47,25 @@ def make_plan(spec: Spec, n_samples: int) -> TrainingPlan:
     per_epoch = max(1, math.ceil(batches / t.grad_accum))
     total = t.max_steps or max(1, math.ceil((t.epochs or 1.0) * per_epoch))
     warmup = t.warmup_steps if t.warmup_steps is not None else round((t.warmup_ratio or 0.0) * total)
-    schedule = Schedule(name=t.schedule, peak_lr=peak_lr(spec), total_steps=total, warmup_steps=warmup,
-                        end_lr=t.end_lr, anneal_steps=tuple(t.anneal_steps), anneal_rate=t.anneal_rate,
-                        num_cycles=t.num_cycles, power=t.power, div_factor=t.div_factor)
-    return TrainingPlan(n_samples=n_samples, effective_batch=t.batch_size * t.grad_accum,
-                        steps_per_epoch=per_epoch, total_steps=total, schedule=schedule)
+    schedule = Schedule(
+        name=t.schedule,
+        peak_lr=peak_lr(spec),
+        total_steps=total,
+        warmup_steps=warmup,
+        end_lr=t.end_lr,
+        anneal_steps=tuple(t.anneal_steps),
+        anneal_rate=t.anneal_rate,
+        num_cycles=t.num_cycles,
+        power=t.power,
+        div_factor=t.div_factor,
+    )
+    return TrainingPlan(
+        n_samples=n_samples,
+        effective_batch=t.batch_size * t.grad_accum,
+        steps_per_epoch=per_epoch,
+        total_steps=total,
+        schedule=schedule,
+    )
 
 
 def plan_for(spec: Spec) -> TrainingPlan:

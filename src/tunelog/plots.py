@@ -3,17 +3,23 @@
 Built on matplotlib's object API (no pyplot global state), so plotting is safe in
 worker threads and never opens a window.
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from matplotlib.figure import Figure
 
 from .schedules import Schedule
 
 
-def loss_curve(steps: Sequence[int], losses: Sequence[float], eval_steps: Sequence[int] = (),
-               eval_losses: Sequence[float] = (), title: str = "loss") -> Figure:
+def loss_curve(
+    steps: Sequence[int],
+    losses: Sequence[float],
+    eval_steps: Sequence[int] = (),
+    eval_losses: Sequence[float] = (),
+    title: str = "loss",
+) -> Figure:
     fig = Figure(figsize=(7, 4), dpi=100)
     ax = fig.add_subplot()
     ax.plot(steps, losses, label="train/loss", linewidth=1)

@@ -12,6 +12,7 @@ How a candidate is measured is a `Measurer`: `InProcess` here (the built-in trai
 loaded once) or `probe_command.CommandMeasurer` (the user's own script, run per candidate).
 The search, the skipping and the records are the same for both.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -19,8 +20,9 @@ import json
 import math
 import shlex
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Optional, Protocol
+from typing import Any, Optional, Protocol
 
 import torch
 
@@ -35,8 +37,10 @@ from .tracking import Tracker
 BATCH = "train.batch_size"
 # memory grows with these (True before False for gradient checkpointing: it saves memory)
 MEMORY_KNOBS = {BATCH: 1, "lora.r": 1, "data.max_length": 1, "model.gradient_checkpointing": -1}
-DEFAULT_PARAMS = {BATCH: ParamSpec(type="categorical", choices=[1, 2, 4, 8, 16, 32, 64]),
-                  "lora.r": ParamSpec(type="categorical", choices=[8, 16, 32])}
+DEFAULT_PARAMS = {
+    BATCH: ParamSpec(type="categorical", choices=[1, 2, 4, 8, 16, 32, 64]),
+    "lora.r": ParamSpec(type="categorical", choices=[8, 16, 32]),
+}
 QUICK_CANDIDATES = 6
 DECLINE = 0.9  # a group's batch walk stops once throughput falls below this share of its best
 
@@ -66,17 +70,34 @@ class ProbeResult:
 
     def summary(self) -> dict[str, Any]:
         ok = [m for m in self.measured if m.outcome == "ok"]
-        return {"grid": self.grid_size, "tested": len(self.measured), "successful": len(ok),
-                "measured": [{"config": m.values, "outcome": m.outcome, "samples_per_s": m.samples_per_s,
-                              "peak_mem_gb": m.peak_gb, "reason": m.reason} for m in self.measured],
-                "failed_oom": [m.values for m in self.measured if m.outcome == "oom"],
-                "failed": [{"config": m.values, "why": m.reason} for m in self.measured if m.outcome == "failed"],
-                "skipped": [{"config": m.values, "why": m.reason} for m in self.skipped],
-                "best": None if self.best is None else {
-                    "config": self.best.values, "samples_per_s": self.best.samples_per_s,
-                    "tokens_per_s": self.best.tokens_per_s, "peak_mem_gb": self.best.peak_gb,
-                    "eta_s": self.best.eta_s},
-                "runoff": self.runoff}
+        return {
+            "grid": self.grid_size,
+            "tested": len(self.measured),
+            "successful": len(ok),
+            "measured": [
+                {
+                    "config": m.values,
+                    "outcome": m.outcome,
+                    "samples_per_s": m.samples_per_s,
+                    "peak_mem_gb": m.peak_gb,
+                    "reason": m.reason,
+                }
+                for m in self.measured
+            ],
+            "failed_oom": [m.values for m in self.measured if m.outcome == "oom"],
+            "failed": [{"config": m.values, "why": m.reason} for m in self.measured if m.outcome == "failed"],
+            "skipped": [{"config": m.values, "why": m.reason} for m in self.skipped],
+            "best": None
+            if self.best is None
+            else {
+                "config": self.best.values,
+                "samples_per_s": self.best.samples_per_s,
+                "tokens_per_s": self.best.tokens_per_s,
+                "peak_mem_gb": self.best.peak_gb,
+                "eta_s": self.best.eta_s,
+            },
+            "runoff": self.runoff,
+        }
 
 
 def values_of(p: ParamSpec) -> list[Any]:
@@ -163,7 +184,8 @@ class InProcess:
         texts = read_texts(self.spec, self.spec.data.train, "data.train")
         field_name = self.cfg.length_field
         if field_name:
-            records = [json.loads(l) for l in self.spec.path(self.spec.data.train).read_text().splitlines() if l.strip()]
+            lines = self.spec.path(self.spec.data.train).read_text().splitlines()
+            records = [json.loads(line) for line in lines if line.strip()]
             longest = max(records, key=lambda r: float(r.get(field_name, 0)))[self.spec.data.text_field]
             data = tokenize([longest], self.tokenizer, max_length)
         else:
@@ -200,14 +222,27 @@ class InProcess:
                     times.append(time.perf_counter() - start)
                 peak = memory.peak_gb(self.device)
                 if budget is not None and peak > budget:
-                    return Measurement(values, "oom", f"peak {peak:.3f} GB above the {budget:g} GB budget",
-                                       peak_gb=peak, steps=step + 1)
+                    return Measurement(
+                        values,
+                        "oom",
+                        f"peak {peak:.3f} GB above the {budget:g} GB budget",
+                        peak_gb=peak,
+                        steps=step + 1,
+                    )
                 if _enough(times, self.cfg):
                     break
             per_step = step_time(times)
             sps = spec.train.batch_size * spec.train.grad_accum / per_step
-            return Measurement(values, "ok", "", sps, tokens * spec.train.grad_accum / per_step,
-                               memory.peak_gb(self.device), eta_seconds(spec, sps, self.n_samples), len(times))
+            return Measurement(
+                values,
+                "ok",
+                "",
+                sps,
+                tokens * spec.train.grad_accum / per_step,
+                memory.peak_gb(self.device),
+                eta_seconds(spec, sps, self.n_samples),
+                len(times),
+            )
         except (torch.OutOfMemoryError, MemoryError) as exc:
             return Measurement(values, "oom", str(exc).splitlines()[0][:200], peak_gb=memory.peak_gb(self.device))
         finally:
@@ -224,8 +259,16 @@ class InProcess:
 
 
 class Probe:
-    def __init__(self, spec: Spec, tracker: Tracker, max_memory_gb: Optional[float] = None, quick: bool = False,
-                 refine: bool = False, echo: Callable[[str], None] = print, exhaustive: bool = False):
+    def __init__(
+        self,
+        spec: Spec,
+        tracker: Tracker,
+        max_memory_gb: Optional[float] = None,
+        quick: bool = False,
+        refine: bool = False,
+        echo: Callable[[str], None] = print,
+        exhaustive: bool = False,
+    ):
         self.spec, self.tracker, self.quick, self.refine, self.echo = spec, tracker, quick, refine, echo
         self.exhaustive = exhaustive  # every candidate, no skipping: the slow baseline the search is judged against
         self.cfg = spec.probe or ProbeSpec()  # the spec's probe section, its defaults when absent
@@ -234,10 +277,16 @@ class Probe:
         if spec.trainer.type == "command" and not self.cfg.params:
             self.params = {BATCH: DEFAULT_PARAMS[BATCH]}  # the script's own knobs are the user's to name
         fields = spec.flat_params()
-        unknown = [(f"probe.params.{n}", "not a spec field (e.g. train.batch_size, lora.r, "
-                                         "model.gradient_checkpointing)") for n in self.params if n not in fields]
-        unknown += [("probe.memory_knobs", f"{n!r} is not a spec field (e.g. trainer.args.network_dim)")
-                    for n in self.cfg.memory_knobs if n not in fields]
+        unknown = [
+            (f"probe.params.{n}", "not a spec field (e.g. train.batch_size, lora.r, model.gradient_checkpointing)")
+            for n in self.params
+            if n not in fields
+        ]
+        unknown += [
+            ("probe.memory_knobs", f"{n!r} is not a spec field (e.g. trainer.args.network_dim)")
+            for n in self.cfg.memory_knobs
+            if n not in fields
+        ]
         if unknown:
             raise SpecError(spec.source, unknown)
         self.headroom = self.cfg.headroom
@@ -264,12 +313,16 @@ class Probe:
                 return f"at least as large in every memory knob as {m.values}, which ran out of memory"
         predicted = self.predict_peak(values, done)
         if predicted is not None and self.limit is not None and predicted > self.limit:
-            return (f"predicted peak {predicted:.3f} GB (a line through this group's measured peaks) is over "
-                    f"{self.limit:.3f} GB (budget {self.budget:g} GB less {self.headroom:.0%} headroom)")
+            return (
+                f"predicted peak {predicted:.3f} GB (a line through this group's measured peaks) is over "
+                f"{self.limit:.3f} GB (budget {self.budget:g} GB less {self.headroom:.0%} headroom)"
+            )
         return ""
 
     def predict_peak(self, values: dict[str, Any], done: list[Measurement]) -> Optional[float]:
-        same = [m for m in done if m.outcome == "ok" and group_key(m.values, self.knobs) == group_key(values, self.knobs)]
+        same = [
+            m for m in done if m.outcome == "ok" and group_key(m.values, self.knobs) == group_key(values, self.knobs)
+        ]
         if len(same) < 3:  # a line through two points is too weak a reason to skip a candidate
             return None
         xs = [float(m.values[BATCH]) for m in same]
@@ -308,8 +361,10 @@ class Probe:
         m = self.measure(values)
         m.run_id = self._log_candidate(m, parent)
         result.measured.append(m)
-        self.echo(f"{m.outcome:<4} {values}: {m.samples_per_s:.1f} samples/s, peak {m.peak_gb:.3f} GB"
-                  + (f" ({m.reason})" if m.reason else ""))
+        self.echo(
+            f"{m.outcome:<4} {values}: {m.samples_per_s:.1f} samples/s, peak {m.peak_gb:.3f} GB"
+            + (f" ({m.reason})" if m.reason else "")
+        )
         return m
 
     def _search(self, result: ProbeResult, parent: str) -> None:
@@ -323,8 +378,10 @@ class Probe:
         groups: dict[tuple, list[dict]] = {}
         for c in candidates:
             groups.setdefault(group_key(c, self.knobs), []).append(c)
-        ordered = sorted(groups.values(), key=lambda g: [memory_rank(k, v, self.knobs) for k, v in sorted(g[0].items())
-                                                        if k != BATCH])
+        ordered = sorted(
+            groups.values(),
+            key=lambda g: [memory_rank(k, v, self.knobs) for k, v in sorted(g[0].items()) if k != BATCH],
+        )
         budget_left = QUICK_CANDIDATES if self.quick else None
         best_batch: Optional[int] = None
         for i, group in enumerate(ordered):
@@ -332,7 +389,7 @@ class Probe:
             if i > 0 and best_batch is not None:  # other groups: only around the first group's best batch
                 batches = sorted({c[BATCH] for c in group})
                 at = min(range(len(batches)), key=lambda j: abs(batches[j] - best_batch))
-                group = [c for c in group if c[BATCH] in batches[max(0, at - 1): at + 2]]
+                group = [c for c in group if c[BATCH] in batches[max(0, at - 1) : at + 2]]
             best_here: Optional[Measurement] = None
             for values in group:
                 if budget_left is not None and budget_left <= 0:
@@ -409,31 +466,56 @@ class Probe:
     # --- recording -----------------------------------------------------------------------
 
     def _log_candidate(self, m: Measurement, parent: str) -> str:
-        tags = {t.TAG_KIND: t.KIND_PROBE, t.TAG_NAME: " ".join(f"{k}={v}" for k, v in m.values.items()),
-                t.TAG_OUTCOME: m.outcome, t.TAG_REASON: m.reason}
+        tags = {
+            t.TAG_KIND: t.KIND_PROBE,
+            t.TAG_NAME: " ".join(f"{k}={v}" for k, v in m.values.items()),
+            t.TAG_OUTCOME: m.outcome,
+            t.TAG_REASON: m.reason,
+        }
         now = int(time.time() * 1000)
-        metrics = [("perf/samples_per_s", m.samples_per_s, now, 0), ("perf/tokens_per_s", m.tokens_per_s, now, 0),
-                   ("perf/peak_mem_gb", m.peak_gb, now, 0)]
+        metrics = [
+            ("perf/samples_per_s", m.samples_per_s, now, 0),
+            ("perf/tokens_per_s", m.tokens_per_s, now, 0),
+            ("perf/peak_mem_gb", m.peak_gb, now, 0),
+        ]
         if m.eta_s is not None:
             metrics.append(("perf/eta_s", m.eta_s, now, 0))
-        return self.tracker.create_finished_run(self.spec.tracking.experiment, tags[t.TAG_NAME], now, now, "FINISHED",
-                                                m.values, {**tags, t.TAG_PARENT: parent}, metrics)
+        return self.tracker.create_finished_run(
+            self.spec.tracking.experiment,
+            tags[t.TAG_NAME],
+            now,
+            now,
+            "FINISHED",
+            m.values,
+            {**tags, t.TAG_PARENT: parent},
+            metrics,
+        )
 
     def _report(self, run: t.RunLogger, result: ProbeResult) -> None:
         from . import plots
 
         summary = result.summary()
         run.log_text(json.dumps(summary, indent=2, default=str), "probe_summary.json")
-        run.log_figure(plots.throughput_memory([asdict(m) for m in result.measured], BATCH, self.budget),
-                       f"{t.PLOTS_ARTIFACT}/throughput_memory.png")
+        run.log_figure(
+            plots.throughput_memory([asdict(m) for m in result.measured], BATCH, self.budget),
+            f"{t.PLOTS_ARTIFACT}/throughput_memory.png",
+        )
         if result.best is not None:
-            result.script = "#!/usr/bin/env bash\n# the fastest config that fit, found by tunelog probe\n" + \
-                self.measurer.command(result.best)
+            result.script = (
+                "#!/usr/bin/env bash\n# the fastest config that fit, found by tunelog probe\n"
+                + self.measurer.command(result.best)
+            )
             run.log_text(result.script, "train_best.sh")
-            run.log_metrics({"probe/best_samples_per_s": result.best.samples_per_s,
-                             "probe/best_peak_mem_gb": result.best.peak_gb})
-        run.log_metrics({"probe/tested": len(result.measured), "probe/skipped": len(result.skipped),
-                         "probe/oom": sum(1 for m in result.measured if m.outcome == "oom")})
+            run.log_metrics(
+                {"probe/best_samples_per_s": result.best.samples_per_s, "probe/best_peak_mem_gb": result.best.peak_gb}
+            )
+        run.log_metrics(
+            {
+                "probe/tested": len(result.measured),
+                "probe/skipped": len(result.skipped),
+                "probe/oom": sum(1 for m in result.measured if m.outcome == "oom"),
+            }
+        )
 
 
 def step_time(times: list[float]) -> float:

@@ -8,6 +8,7 @@ steps excluded); peak memory from a printed metric (`probe.memory_metric`, GB) o
 process tree's sampled peak (RSS, or GPU memory by PID where `nvidia-smi` is present). Over
 the budget, or "out of memory" in its output, and the candidate is oom.
 """
+
 from __future__ import annotations
 
 import shlex
@@ -54,16 +55,23 @@ class CommandMeasurer:
         peak = timing.memory_gb if timing.memory_gb is not None else ran.peak_gb
         budget = self.probe.budget
         if ran.outcome == "oom" or (budget is not None and peak > budget):
-            reason = ran.reason if ran.outcome == "oom" else f"printed peak {peak:.3f} GB above the {budget:g} GB budget"
+            reason = (
+                ran.reason if ran.outcome == "oom" else f"printed peak {peak:.3f} GB above the {budget:g} GB budget"
+            )
             return Measurement(values, "oom", reason, peak_gb=peak, steps=ran.steps)
         if ran.outcome != "ok":
             return Measurement(values, "failed", f"{ran.outcome}: {ran.reason}", peak_gb=peak, steps=ran.steps)
         per_sample = spec.train.batch_size * spec.train.grad_accum
         sps = timing.samples_per_s(self.cfg.warmup_steps, per_sample)
         if sps is None:
-            return Measurement(values, "failed", "nothing to time: the script printed fewer than two step lines "
-                                                 "after warm-up; print steps or set probe.throughput_metric",
-                               peak_gb=peak, steps=ran.steps)
+            return Measurement(
+                values,
+                "failed",
+                "nothing to time: the script printed fewer than two step lines "
+                "after warm-up; print steps or set probe.throughput_metric",
+                peak_gb=peak,
+                steps=ran.steps,
+            )
         return Measurement(values, "ok", "", sps, 0.0, peak, eta_seconds(spec, sps, self.n_samples), ran.steps)
 
     def command(self, best: Measurement) -> str:

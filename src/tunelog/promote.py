@@ -5,6 +5,7 @@ spec's metric; anything else is registered and tagged `challenger`. Promoting th
 twice creates no second version. `load_model` turns `models:/NAME@champion` back into a
 model ready to evaluate or generate.
 """
+
 from __future__ import annotations
 
 import math
@@ -14,6 +15,7 @@ from typing import Optional
 from . import tracking as t
 from .errors import TunelogError
 from .tracking import RunRecord, Tracker
+
 
 @dataclass
 class Promotion:
@@ -34,8 +36,11 @@ class Promotion:
 
 def best_run(tracker: Tracker, experiment: str, metric: Optional[str] = None) -> RunRecord:
     """The best FINISHED run with outcome ok, by its headline metric, among runs with an adapter."""
-    runs = [r for r in tracker.all_runs(experiment) if r.status == "FINISHED" and r.kind in t.ADAPTER_KINDS
-            and r.tags.get(t.TAG_OUTCOME) == "ok"]
+    runs = [
+        r
+        for r in tracker.all_runs(experiment)
+        if r.status == "FINISHED" and r.kind in t.ADAPTER_KINDS and r.tags.get(t.TAG_OUTCOME) == "ok"
+    ]
     direction = runs[0].direction if runs else t.MINIMIZE
     best = t.best_of(runs, lambda r: r.metrics.get(metric or r.metric), direction)
     if best is None:
@@ -61,13 +66,25 @@ def promote(tracker: Tracker, run: RunRecord, model: str, metric: Optional[str] 
     champion = tracker.version_by_alias(model, "champion")
     existing = tracker.registered_version_of(model, run.run_id)
     if existing is not None:
-        return Promotion(model, existing.version, run.run_id, value, False,
-                         champion is not None and champion.version == existing.version,
-                         champion.version if champion else None)
-    tags = {"metric": metric, "metric_value": repr(value), "direction": direction, "run_id": run.run_id,
-            "base_model": run.params.get("model.name") if run.params.get("model.name") not in (None, "None")
-            else f"tiny:{run.tags.get(t.TAG_SPEC_HASH, '')}",
-            "spec_hash": run.tags.get(t.TAG_SPEC_HASH)}
+        return Promotion(
+            model,
+            existing.version,
+            run.run_id,
+            value,
+            False,
+            champion is not None and champion.version == existing.version,
+            champion.version if champion else None,
+        )
+    tags = {
+        "metric": metric,
+        "metric_value": repr(value),
+        "direction": direction,
+        "run_id": run.run_id,
+        "base_model": run.params.get("model.name")
+        if run.params.get("model.name") not in (None, "None")
+        else f"tiny:{run.tags.get(t.TAG_SPEC_HASH, '')}",
+        "spec_hash": run.tags.get(t.TAG_SPEC_HASH),
+    }
     version = tracker.register_adapter(model, run.run_id, tags, _description(tracker, run))
     wins = champion is None or t.better(value, float(champion.tags.get("metric_value", "nan")), direction)
     if wins:

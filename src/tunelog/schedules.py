@@ -4,11 +4,12 @@ The trainer and `lint` both read the LR from here, so what lint prints is what
 training does. Steps are 1-based: step 1 is the first optimizer update and step
 `total_steps` the last, so "warmup of 100 steps" reaches the peak at step 100.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 ScheduleFn = Callable[["Schedule", int], float]
 _REGISTRY: dict[str, ScheduleFn] = {}

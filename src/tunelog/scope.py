@@ -10,15 +10,17 @@ Here every expression is checked against the names it will see when it runs:
   evaluated in dependency order (a cycle is an error);
 - `train.lr_formula`: the names in `train.lr_vars`.
 """
+
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from .errors import SpecError
 from .expressions import ExpressionError, parse
 from .spec import flatten
 
-# The training plan's numbers a rule may use (lint.rule_env computes them).
+# The training plan's numbers a rule may use (rules.rule_env computes them).
 PLAN_NAMES = ("n_samples", "effective_batch", "total_steps", "steps_per_epoch", "warmup", "peak_lr", "alpha_ratio")
 
 
@@ -45,11 +47,19 @@ def derived_order(derived: dict[str, str], source: str) -> list[str]:
         if state.get(name) == "done":
             return
         if state.get(name) == "visiting":
-            cycle = " -> ".join(path[path.index(name):] + [name])
-            raise SpecError(source, [(f"search.derived.{path[-1]}", f"derived params depend on each other in a "
-                                                                     f"cycle: {cycle}; accepted: each derived param "
-                                                                     f"uses sampled names, spec fields and other "
-                                                                     f"derived params, without a cycle")])
+            cycle = " -> ".join(path[path.index(name) :] + [name])
+            raise SpecError(
+                source,
+                [
+                    (
+                        f"search.derived.{path[-1]}",
+                        f"derived params depend on each other in a "
+                        f"cycle: {cycle}; accepted: each derived param "
+                        f"uses sampled names, spec fields and other "
+                        f"derived params, without a cycle",
+                    )
+                ],
+            )
         state[name] = "visiting"
         for dep in sorted(uses[name], key=list(derived).index):
             visit(dep, path + [name])
@@ -76,8 +86,9 @@ def check_names(spec: Any) -> None:
             return
         missing = sorted(_names(text) - scope)
         if missing:
-            problems.append((where, f"unknown name(s) {', '.join(missing)} in {text!r}; names in scope: "
-                                    f"{', '.join(sorted(scope))}"))
+            problems.append(
+                (where, f"unknown name(s) {', '.join(missing)} in {text!r}; names in scope: {', '.join(sorted(scope))}")
+            )
 
     for i, rule in enumerate(spec.rules):
         for text in (rule.reject, rule.if_, *rule.require):
@@ -103,4 +114,3 @@ def _names(text: str) -> set[str]:
         return set(parse(text).names)
     except ExpressionError:  # syntax problems are reported where the expression is validated
         return set()
-

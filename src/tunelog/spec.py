@@ -4,12 +4,13 @@ Every later part (trainer, tracker, lint, sweep) reads a `Spec` and never the ra
 YAML. Validation collects every problem and reports each as
 `FILE: field.path: what is wrong (got VALUE); accepted: ...`.
 """
+
 from __future__ import annotations
 
 import copy
-import re
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal, Optional
 
@@ -141,7 +142,9 @@ class RuleSpec(_Section):
     @model_validator(mode="after")
     def _one_form(self) -> "RuleSpec":
         if (self.reject is None) == (not self.require):
-            raise ValueError(f"rule {self.name!r}: give either `reject: EXPR` or `require: [EXPR, ...]` (with optional `if:`)")
+            raise ValueError(
+                f"rule {self.name!r}: give either `reject: EXPR` or `require: [EXPR, ...]` (with optional `if:`)"
+            )
         from .expressions import ExpressionError, parse
 
         for text in [self.reject, self.if_, *self.require]:
@@ -321,8 +324,9 @@ class TrainerSpec(_Section):
     @model_validator(mode="after")
     def _argv(self) -> "TrainerSpec":
         if self.type == "command" and not self.argv:
-            raise ValueError("trainer.argv is empty: give the command to run, e.g. [python, train.py, --lr, "
-                             "'{train.learning_rate}']")
+            raise ValueError(
+                "trainer.argv is empty: give the command to run, e.g. [python, train.py, --lr, '{train.learning_rate}']"
+            )
         return self
 
 
@@ -410,8 +414,9 @@ class Spec(_Section):
             spec = Spec.model_validate(raw)
         except ValidationError as err:
             raise SpecError(self.source, _format_errors(err, f"{where}: ")) from None
-        return spec.model_copy(update={"source": self.source, "base_dir": self.base_dir,
-                                       "config_name": self.config_name})
+        return spec.model_copy(
+            update={"source": self.source, "base_dir": self.base_dir, "config_name": self.config_name}
+        )
 
     def spec_hash(self) -> str:
         return hashlib.sha256(json.dumps(self.flat_params(), sort_keys=True).encode()).hexdigest()[:12]
@@ -483,7 +488,11 @@ def _accepted_keys(dotted_parent: str) -> list[str]:
     for part in [p for p in dotted_parent.split(".") if p]:
         field = model.model_fields.get(part)
         annotation = getattr(field, "annotation", None)
-        inner = [a for a in getattr(annotation, "__args__", (annotation,)) if isinstance(a, type) and issubclass(a, BaseModel)]
+        inner = [
+            a
+            for a in getattr(annotation, "__args__", (annotation,))
+            if isinstance(a, type) and issubclass(a, BaseModel)
+        ]
         if not inner:
             return []
         model = inner[0]
@@ -529,13 +538,23 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         raise SpecError(str(path), [("", "file not found")])
     size = p.stat().st_size
     if size > MAX_SPEC_BYTES:
-        raise SpecError(str(path), [("", f"file of {size:,} bytes refused; accepted: a YAML spec of at most "
-                                         f"{MAX_SPEC_BYTES:,} bytes")])
+        raise SpecError(
+            str(path),
+            [("", f"file of {size:,} bytes refused; accepted: a YAML spec of at most {MAX_SPEC_BYTES:,} bytes")],
+        )
     try:
         text = p.read_bytes().decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise SpecError(str(path), [("", f"not UTF-8 text (byte {exc.start}: {exc.object[exc.start:exc.start + 1]!r});"
-                                         f" accepted: a YAML file saved as UTF-8")]) from None
+        raise SpecError(
+            str(path),
+            [
+                (
+                    "",
+                    f"not UTF-8 text (byte {exc.start}: {exc.object[exc.start : exc.start + 1]!r});"
+                    f" accepted: a YAML file saved as UTF-8",
+                )
+            ],
+        ) from None
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -543,10 +562,20 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     except RecursionError:
         raise SpecError(str(path), [("", "YAML nested too deeply; accepted: a spec of plain sections")]) from None
     if not isinstance(raw, dict):
-        raise SpecError(str(path), [("", "expected a mapping of sections (model, data, lora, train, tracking, configs)")])
+        raise SpecError(
+            str(path), [("", "expected a mapping of sections (model, data, lora, train, tracking, configs)")]
+        )
     if _expanded_size(raw) > MAX_SPEC_VALUES:
-        raise SpecError(str(path), [("", f"expands to more than {MAX_SPEC_VALUES:,} values (YAML aliases?); "
-                                         f"accepted: a spec without alias bombs")])
+        raise SpecError(
+            str(path),
+            [
+                (
+                    "",
+                    f"expands to more than {MAX_SPEC_VALUES:,} values (YAML aliases?); "
+                    f"accepted: a spec without alias bombs",
+                )
+            ],
+        )
     return raw
 
 
@@ -565,8 +594,13 @@ def _expanded_size(data: Any) -> int:
     return count
 
 
-def validate(raw: dict[str, Any], file: str, base_dir: str, config: Optional[str] = None,
-             overrides: Optional[dict[str, Any]] = None) -> Spec:
+def validate(
+    raw: dict[str, Any],
+    file: str,
+    base_dir: str,
+    config: Optional[str] = None,
+    overrides: Optional[dict[str, Any]] = None,
+) -> Spec:
     """Raw data to a checked Spec with the named config and overrides applied; every problem reported."""
     problems: list[tuple[str, str]] = []
     try:

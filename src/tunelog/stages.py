@@ -6,11 +6,13 @@ previous stage). Rerunning skips every stage already FINISHED with the same reso
 `--from-stage K` reruns from K. `--baseline` adds a single-stage run of the same total steps
 on the last stage's data, and the pipeline run reports both results side by side.
 """
+
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 from . import tracking as t
 from .errors import SpecError, TrainingFailed
@@ -56,33 +58,59 @@ def stage_spec(base: Spec, index: int, previous_run: Optional[str]) -> Spec:
     elif stage.epochs:
         overrides.update({"train.epochs": stage.epochs, "train.max_steps": None})
     if base.pipeline.eval_previous:
-        overrides["data.extra_eval"] = {s.name: s.eval for s in stages[:index + 1] if s.eval}
+        overrides["data.extra_eval"] = {s.name: s.eval for s in stages[: index + 1] if s.eval}
     if previous_run:
-        overrides.update({"model.adapter": f"runs:/{previous_run}/{t.ADAPTER_ARTIFACT}", "model.adapter_init": stage.init})
+        overrides.update(
+            {"model.adapter": f"runs:/{previous_run}/{t.ADAPTER_ARTIFACT}", "model.adapter_init": stage.init}
+        )
     overrides.update(stage.overrides)
     return base.with_overrides(overrides, f"pipeline.stages[{index}]")
 
 
 class Pipeline:
-    def __init__(self, spec: Spec, tracker: Tracker, from_stage: Optional[int] = None, baseline: bool = False,
-                 echo: Callable[[str], None] = print):
+    def __init__(
+        self,
+        spec: Spec,
+        tracker: Tracker,
+        from_stage: Optional[int] = None,
+        baseline: bool = False,
+        echo: Callable[[str], None] = print,
+    ):
         """`from_stage` None reuses every finished twin; K reruns stage K and everything after it."""
         if spec.pipeline is None:
             raise SpecError(spec.source, [("pipeline", "missing: `stages` needs a `pipeline:` section with stages")])
         if from_stage is not None and not 1 <= from_stage <= len(spec.pipeline.stages):
-            raise SpecError(spec.source, [("--from-stage", f"must be 1..{len(spec.pipeline.stages)} (got {from_stage})")])
-        self.spec, self.tracker, self.from_stage, self.with_baseline, self.echo = spec, tracker, from_stage, baseline, echo
+            raise SpecError(
+                spec.source, [("--from-stage", f"must be 1..{len(spec.pipeline.stages)} (got {from_stage})")]
+            )
+        self.spec, self.tracker, self.from_stage, self.with_baseline, self.echo = (
+            spec,
+            tracker,
+            from_stage,
+            baseline,
+            echo,
+        )
         self.name = spec.pipeline.name or f"{spec.tracking.experiment}-pipeline"
         self.metric = spec.tracking.metric
 
     def _finished_twin(self, spec: Spec) -> Optional[t.RunRecord]:
-        twins = [r for r in self.tracker.find_runs(spec.tracking.experiment, {
-            t.TAG_KIND: t.KIND_STAGE, t.TAG_SPEC_HASH: spec.spec_hash(), t.TAG_OUTCOME: "ok"}) if r.status == "FINISHED"]
+        twins = [
+            r
+            for r in self.tracker.find_runs(
+                spec.tracking.experiment,
+                {t.TAG_KIND: t.KIND_STAGE, t.TAG_SPEC_HASH: spec.spec_hash(), t.TAG_OUTCOME: "ok"},
+            )
+            if r.status == "FINISHED"
+        ]
         return twins[-1] if twins else None
 
     def run(self) -> PipelineOutcome:
-        tags = {t.TAG_KIND: t.KIND_PIPELINE, t.TAG_NAME: self.name, t.TAG_METRIC: self.metric,
-                t.TAG_DIRECTION: self.spec.tracking.direction}
+        tags = {
+            t.TAG_KIND: t.KIND_PIPELINE,
+            t.TAG_NAME: self.name,
+            t.TAG_METRIC: self.metric,
+            t.TAG_DIRECTION: self.spec.tracking.direction,
+        }
         with self.tracker.run(self.spec.tracking.experiment, run_name=self.name, tags=tags) as run:
             outcome = PipelineOutcome(run_id=run.run_id, stages=[])
             previous: Optional[str] = None
@@ -103,11 +131,19 @@ class Pipeline:
             self.echo(f"stage {index + 1} {name}: reusing finished run {twin.run_id}")
             return StageOutcome(name, twin.run_id, True, twin.metrics.get(self.metric), twin.metrics)
         self.echo(f"stage {index + 1} {name}: training")
-        run_id, result = run_training(spec, self.tracker, kind=t.KIND_STAGE, parent_run_id=pipeline_run, based_on=previous,
-                                      extra_tags={TAG_STAGE: name, "tunelog.stage_index": index + 1})
+        run_id, result = run_training(
+            spec,
+            self.tracker,
+            kind=t.KIND_STAGE,
+            parent_run_id=pipeline_run,
+            based_on=previous,
+            extra_tags={TAG_STAGE: name, "tunelog.stage_index": index + 1},
+        )
         if result.outcome != "ok":
-            raise TrainingFailed(f"pipeline.stages[{index}]: stage {name} ended {result.outcome}: {result.reason}; "
-                                 f"later stages not run (run {run_id})")
+            raise TrainingFailed(
+                f"pipeline.stages[{index}]: stage {name} ended {result.outcome}: {result.reason}; "
+                f"later stages not run (run {run_id})"
+            )
         return StageOutcome(name, run_id, False, result.metrics.get(self.metric), result.metrics)
 
     def total_steps(self) -> int:
@@ -124,10 +160,12 @@ class Pipeline:
         steps = self.total_steps()
         spec = last.with_overrides({"train.max_steps": steps, "tracking.run_name": f"baseline-{stages[-1].name}"})
         self.echo(f"baseline: one stage of {steps} steps on {stages[-1].name}")
-        run_id, result = run_training(spec, self.tracker, kind=t.KIND_TRAIN, parent_run_id=pipeline_run,
-                                      extra_tags={t.TAG_PHASE: "baseline"})
-        return StageOutcome(spec.tracking.run_name or "baseline", run_id, False, result.metrics.get(self.metric),
-                            result.metrics)
+        run_id, result = run_training(
+            spec, self.tracker, kind=t.KIND_TRAIN, parent_run_id=pipeline_run, extra_tags={t.TAG_PHASE: "baseline"}
+        )
+        return StageOutcome(
+            spec.tracking.run_name or "baseline", run_id, False, result.metrics.get(self.metric), result.metrics
+        )
 
     def _report(self, run: t.RunLogger, outcome: PipelineOutcome) -> None:
         """Per-stage results, the forgetting table, and staged vs baseline: whichever wins, as measured."""
@@ -143,9 +181,15 @@ class Pipeline:
             b = outcome.baseline.result
             metrics["pipeline/baseline"] = b
             lower = "staged" if last.result < b else "single-stage baseline"
-            lines.append(f"{self.metric} on {last.name}: staged {last.result:.4f}, single-stage baseline of the same "
-                         f"steps {b:.4f}; lower: {lower} (by {abs(last.result - b):.4f}).")
+            lines.append(
+                f"{self.metric} on {last.name}: staged {last.result:.4f}, single-stage baseline of the same "
+                f"steps {b:.4f}; lower: {lower} (by {abs(last.result - b):.4f})."
+            )
         run.log_metrics(metrics)
         outcome.verdict = " ".join(lines)
-        run.set_tags({t.TAG_NOTE: outcome.verdict, "tunelog.reused_stages": ",".join(
-            s.name for s in outcome.stages if s.reused) or None})
+        run.set_tags(
+            {
+                t.TAG_NOTE: outcome.verdict,
+                "tunelog.reused_stages": ",".join(s.name for s in outcome.stages if s.reused) or None,
+            }
+        )

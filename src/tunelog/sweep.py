@@ -6,6 +6,7 @@ learns from), pruned, diverged/oom (FAIL with outcome and reason), or complete.
 Studies live in storage beside the MLflow store (SQLite) or at `--storage URL`
 (PostgreSQL for many machines); rerunning the same command resumes the study.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -17,18 +18,18 @@ import sys
 import threading
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import optuna
 from optuna.trial import TrialState
 
-from . import search as space
+from . import rules, space
 from . import tracking as t
 from .errors import SpecError, SweepStuck, TrainingInterrupted, TunelogError
 from .owner import owner_dead, owner_tag
-from .lint import Facts, model_hidden_size, rule_env
 from .plan import make_plan
 from .spec import SearchSpec, Spec
 from .tracking import Tracker
@@ -83,6 +84,7 @@ class SweepSummary:
 
 # --- storage and study ------------------------------------------------------
 
+
 def default_storage(tracker_uri: str) -> str:
     """A journal file beside the MLflow store (or under ./mlruns when the store is a server).
 
@@ -91,7 +93,7 @@ def default_storage(tracker_uri: str) -> str:
     with a PostgreSQL URL (heartbeats then let a worker fail another machine's dead trials).
     """
     if tracker_uri.startswith("sqlite:///"):
-        return str(Path(tracker_uri[len("sqlite:///"):]).resolve().parent / "optuna.journal")
+        return str(Path(tracker_uri[len("sqlite:///") :]).resolve().parent / "optuna.journal")
     return str(t.default_store_dir() / "optuna.journal")
 
 
@@ -113,8 +115,7 @@ def make_sampler(search: SearchSpec, n_trials: int) -> optuna.samplers.BaseSampl
     if search.sampler == "random":
         return optuna.samplers.RandomSampler(seed=search.seed)
     startup = min(10, max(3, n_trials // 4))
-    return optuna.samplers.TPESampler(seed=search.seed, n_startup_trials=startup, multivariate=True,
-                                      constant_liar=True)
+    return optuna.samplers.TPESampler(seed=search.seed, n_startup_trials=startup, multivariate=True, constant_liar=True)
 
 
 def make_pruner(spec: Spec, total_steps: int) -> optuna.pruners.BasePruner:
@@ -147,6 +148,7 @@ def suggest(trial: optuna.Trial, search: SearchSpec) -> dict[str, Any]:
 
 # --- one worker's loop ---------------------------------------------------------
 
+
 class Sweep:
     def __init__(self, spec: Spec, tracker: Tracker, opts: SweepOptions):
         if spec.search is None:
@@ -165,7 +167,7 @@ class Sweep:
         from .data import read_texts
 
         self.n_samples = len(read_texts(self.spec, self.spec.data.train, "data.train"))
-        self.hidden = model_hidden_size(self.spec)
+        self.hidden = rules.model_hidden_size(self.spec)
 
     # study, resume, seeding
 
@@ -185,9 +187,14 @@ class Sweep:
 
     def study(self) -> optuna.Study:
         plan = make_plan(self.spec, self.n_samples)
-        study = optuna.create_study(study_name=self.study_name, storage=self.storage, load_if_exists=True,
-                                    sampler=make_sampler(self.search, self.n_trials),
-                                    pruner=make_pruner(self.spec, plan.total_steps), directions=directions(self.spec))
+        study = optuna.create_study(
+            study_name=self.study_name,
+            storage=self.storage,
+            load_if_exists=True,
+            sampler=make_sampler(self.search, self.n_trials),
+            pruner=make_pruner(self.spec, plan.total_steps),
+            directions=directions(self.spec),
+        )
         self._check_space(study)
         if STUDY_SPACE not in study.user_attrs:
             study.set_user_attr(STUDY_SPACE, {k: v.model_dump() for k, v in self.search.params.items()})
@@ -196,19 +203,30 @@ class Sweep:
     def space_hash(self) -> str:
         """What the study searches: params, derived params and every rule that rejects (not the budget,
         not `--quick`'s cheaper training), so the README's `--quick` then full run share one study."""
-        what = {"params": {k: v.model_dump() for k, v in self.search.params.items()},
-                "derived": self.search.derived, "soft": [r.model_dump() for r in self.search.soft],
-                "rules": [r.model_dump() for r in space.hard_rules(self.spec)]}
+        what = {
+            "params": {k: v.model_dump() for k, v in self.search.params.items()},
+            "derived": self.search.derived,
+            "soft": [r.model_dump() for r in self.search.soft],
+            "rules": [r.model_dump() for r in rules.hard_rules(self.spec)],
+        }
         return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
     def _check_space(self, study: optuna.Study) -> None:
         """Resuming is for the same search: another space under an old name would inherit its trials."""
         new, old = self.space_hash(), study.user_attrs.get(STUDY_HASH)
         if old and old != new and not self.opts.force_resume:
-            raise SpecError(self.spec.source, [("search", f"study {self.study_name!r} was started with another search "
-                                                          f"space (hash {old}, this spec's is {new}); accepted: "
-                                                          f"--study NEW for a new study, or --force-resume to go "
-                                                          f"on with this one")])
+            raise SpecError(
+                self.spec.source,
+                [
+                    (
+                        "search",
+                        f"study {self.study_name!r} was started with another search "
+                        f"space (hash {old}, this spec's is {new}); accepted: "
+                        f"--study NEW for a new study, or --force-resume to go "
+                        f"on with this one",
+                    )
+                ],
+            )
         if old != new:
             study.set_user_attr(STUDY_HASH, new)
 
@@ -246,12 +264,16 @@ class Sweep:
     def _requeue_interrupted(self, study: optuna.Study) -> list[int]:
         """An interrupted trial did not finish, so it does not count: its params run again (Optuna's queue)."""
         done = set(study.user_attrs.get(STUDY_REQUEUED, []))
-        again = [tr for tr in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
-                 if tr.user_attrs.get(ATTR_OUTCOME) == INTERRUPTED and tr.number not in done and tr.params]
+        again = [
+            tr
+            for tr in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+            if tr.user_attrs.get(ATTR_OUTCOME) == INTERRUPTED and tr.number not in done and tr.params
+        ]
         for tr in again:
             attrs = {k: v for k, v in tr.user_attrs.items() if k == ATTR_CONFIG}
-            study.enqueue_trial(tr.params, user_attrs={**attrs, "tunelog.requeued_from": tr.number},
-                                skip_if_exists=False)
+            study.enqueue_trial(
+                tr.params, user_attrs={**attrs, "tunelog.requeued_from": tr.number}, skip_if_exists=False
+            )
         if again:
             study.set_user_attr(STUDY_REQUEUED, sorted(done | {tr.number for tr in again}))
         return [tr.number for tr in again]
@@ -259,10 +281,17 @@ class Sweep:
     # the sweep run and the loop
 
     def sweep_run_tags(self) -> dict[str, Any]:
-        tags = {t.TAG_KIND: t.KIND_SWEEP, t.TAG_STUDY: self.study_name, t.TAG_NAME: self.study_name,
-                t.TAG_METRIC: self.spec.tracking.metric, t.TAG_DIRECTION: self.spec.tracking.direction,
-                "tunelog.storage": self.storage_url, "tunelog.refined_from": self.opts.refine_from,
-                "tunelog.n_trials": self.n_trials, STUDY_HASH: self.space_hash()}
+        tags = {
+            t.TAG_KIND: t.KIND_SWEEP,
+            t.TAG_STUDY: self.study_name,
+            t.TAG_NAME: self.study_name,
+            t.TAG_METRIC: self.spec.tracking.metric,
+            t.TAG_DIRECTION: self.spec.tracking.direction,
+            "tunelog.storage": self.storage_url,
+            "tunelog.refined_from": self.opts.refine_from,
+            "tunelog.n_trials": self.n_trials,
+            STUDY_HASH: self.space_hash(),
+        }
         if self.narrowed:
             tags[t.TAG_NOTE] = "Refined search space:\n" + "\n".join(f"- {line}" for line in self.narrowed)
         return tags
@@ -272,18 +301,22 @@ class Sweep:
         existing = os.environ.get("TUNELOG_SWEEP_RUN_ID") or study.user_attrs.get(STUDY_RUN)
         if os.environ.get("MLFLOW_RUN_ID"):
             existing = None  # `mlflow run` made this invocation's run: it becomes the sweep run
-        with self.tracker.run(self.spec.tracking.experiment, run_name=self.study_name, tags=self.sweep_run_tags(),
-                              resume_run_id=existing) as run:
+        with self.tracker.run(
+            self.spec.tracking.experiment, run_name=self.study_name, tags=self.sweep_run_tags(), resume_run_id=existing
+        ) as run:
             study.set_user_attr(STUDY_RUN, run.run_id)
             # the budget is a tag and a metric: a resumed sweep may be given another one
-            run.log_new_params({f"search.{k}": json.dumps(v.model_dump(exclude_none=True)) for k, v in
-                                self.search.params.items()})
+            run.log_new_params(
+                {f"search.{k}": json.dumps(v.model_dump(exclude_none=True)) for k, v in self.search.params.items()}
+            )
             run.log_metrics({"sweep/n_trials": self.n_trials})
             requeued = self.recover(study)
             finished = used_budget(study)
             if finished or requeued:
-                self.opts.echo(f"resuming study {self.study_name}: {finished} finished, {len(requeued)} re-queued, "
-                               f"{max(0, self.n_trials - finished)} to go")
+                self.opts.echo(
+                    f"resuming study {self.study_name}: {finished} finished, {len(requeued)} re-queued, "
+                    f"{max(0, self.n_trials - finished)} to go"
+                )
             self._enqueue_named_configs(study)
             if self.opts.workers > 1:
                 self._spawn_workers(run.run_id)
@@ -302,8 +335,20 @@ class Sweep:
         """N local worker processes on the same storage; the parent waits, then analyses."""
         env = {k: v for k, v in os.environ.items() if k != "MLFLOW_RUN_ID"}
         env.update(TUNELOG_SWEEP_RUN_ID=sweep_run_id, MLFLOW_TRACKING_URI=self.tracker.uri)
-        argv = [sys.executable, "-m", "tunelog.cli", "sweep", self.spec.source, "--worker",
-                "--storage", self.storage_url, "--study", self.study_name, "--n-trials", str(self.n_trials)]
+        argv = [
+            sys.executable,
+            "-m",
+            "tunelog.cli",
+            "sweep",
+            self.spec.source,
+            "--worker",
+            "--storage",
+            self.storage_url,
+            "--study",
+            self.study_name,
+            "--n-trials",
+            str(self.n_trials),
+        ]
         if self.opts.timeout:
             argv += ["--timeout", str(self.opts.timeout)]
         if self.opts.quick:
@@ -338,8 +383,10 @@ class Sweep:
                 why[rule] = why.get(rule, 0) + 1
             if streak >= self.search.max_consecutive_rejections:
                 top = ", ".join(f"{r} ({n}x)" for r, n in sorted(why.items(), key=lambda kv: -kv[1])[:3])
-                raise SweepStuck(f"{self.spec.source}: search.constraints rejected the last {streak} configs in a "
-                                 f"row (most often: {top}); loosen those rules or widen search.params")
+                raise SweepStuck(
+                    f"{self.spec.source}: search.constraints rejected the last {streak} configs in a "
+                    f"row (most often: {top}); loosen those rules or widen search.params"
+                )
 
     def trial_spec(self, trial: optuna.Trial, values: dict[str, Any]) -> Spec:
         preset = self.spec.configs.get(trial.user_attrs.get(ATTR_CONFIG, ""))
@@ -354,24 +401,30 @@ class Sweep:
         sampled = suggest(trial, self.search)
         values = {**sampled, **space.derive(self.search, sampled, self.spec.source, self.spec.flat_params())}
         spec = self.trial_spec(trial, values)
-        env = {**rule_env(Facts(spec, make_plan(spec, self.n_samples), self.hidden)), **values}
-        verdict = space.judge(spec, env, self.search.seed, space.config_key(values))
+        verdict = rules.judge_config(spec, values, self.n_samples, self.hidden, self.search.seed)
         for rule, value in verdict.broken.items():
             trial.set_constraint(rule, value)  # the sampler learns where the rules bite
-        tags = {t.TAG_KIND: t.KIND_TRIAL, t.TAG_STUDY: self.study_name, t.TAG_TRIAL: trial.number,
-                t.TAG_NAME: spec.tracking.run_name, t.TAG_CONFIG: trial.user_attrs.get(ATTR_CONFIG)}
+        tags = {
+            t.TAG_KIND: t.KIND_TRIAL,
+            t.TAG_STUDY: self.study_name,
+            t.TAG_TRIAL: trial.number,
+            t.TAG_NAME: spec.tracking.run_name,
+            t.TAG_CONFIG: trial.user_attrs.get(ATTR_CONFIG),
+        }
         if verdict.rejected:
             return self._reject(study, trial, spec, values, verdict, tags, sweep_run_id), verdict.rule
         return self._train(study, trial, spec, tags, sweep_run_id), ""
 
-    def _reject(self, study, trial, spec: Spec, values: dict, verdict: space.Verdict, tags: dict,
-                sweep_run_id: str) -> str:
+    def _reject(
+        self, study, trial, spec: Spec, values: dict, verdict: rules.Verdict, tags: dict, sweep_run_id: str
+    ) -> str:
         """Record the rejection: Optuna state and attributes, and a light MLflow run (the sampled values only)."""
         trial.set_user_attr(ATTR_OUTCOME, "rejected")
         trial.set_user_attr(ATTR_REASON, f"{verdict.rule}: {verdict.reason}")
         tags.update({t.TAG_OUTCOME: "rejected", t.TAG_REASON: f"{verdict.rule}: {verdict.reason}"})
-        run_id = self.tracker.log_closed_run(spec.tracking.experiment, spec.tracking.run_name or "", tags,
-                                             values, parent_run_id=sweep_run_id)
+        run_id = self.tracker.log_closed_run(
+            spec.tracking.experiment, spec.tracking.run_name or "", tags, values, parent_run_id=sweep_run_id
+        )
         trial.set_user_attr(ATTR_RUN, run_id)
         study.tell(trial, state=TrialState.PRUNED)
         return "rejected"
@@ -387,9 +440,15 @@ class Sweep:
 
         try:
             with _Heartbeat(self.storage, trial):
-                run_id, result = run_training(spec, self.tracker, kind=t.KIND_TRIAL, parent_run_id=sweep_run_id,
-                                              extra_tags=tags, on_eval=on_eval,
-                                              on_start=lambda rid: trial.set_user_attr(ATTR_RUN, rid))
+                run_id, result = run_training(
+                    spec,
+                    self.tracker,
+                    kind=t.KIND_TRIAL,
+                    parent_run_id=sweep_run_id,
+                    extra_tags=tags,
+                    on_eval=on_eval,
+                    on_start=lambda rid: trial.set_user_attr(ATTR_RUN, rid),
+                )
         except (KeyboardInterrupt, TrainingInterrupted):
             trial.set_user_attr(ATTR_OUTCOME, INTERRUPTED)  # not counted; queued again on resume
             study.tell(trial, state=TrialState.FAIL)
@@ -415,8 +474,10 @@ class Sweep:
                 second = self.search.second_objective
                 values.append(result.metrics.get(second.metric, float("nan")))  # type: ignore[union-attr]
             study.tell(trial, values)
-        self.opts.echo(f"trial {trial.number}: {result.outcome}"
-                       f"{f' {spec.tracking.metric}={value:.4f}' if value is not None else ''} ({run_id})")
+        self.opts.echo(
+            f"trial {trial.number}: {result.outcome}"
+            f"{f' {spec.tracking.metric}={value:.4f}' if value is not None else ''} ({run_id})"
+        )
         return result.outcome
 
 
@@ -450,18 +511,26 @@ class _Heartbeat:
 
 # --- reading a study back -------------------------------------------------------
 
+
 def used_budget(study: optuna.Study, before: Optional[int] = None) -> int:
     """Trials that count against n_trials: started or finished; not merely queued, not over budget,
     not interrupted (those run again). With `before`, only trials numbered below it."""
-    return sum(1 for tr in study.get_trials(deepcopy=False)
-               if tr.state != TrialState.WAITING and tr.user_attrs.get(ATTR_OUTCOME) not in ("over_budget", INTERRUPTED)
-               and (before is None or tr.number < before))
+    return sum(
+        1
+        for tr in study.get_trials(deepcopy=False)
+        if tr.state != TrialState.WAITING
+        and tr.user_attrs.get(ATTR_OUTCOME) not in ("over_budget", INTERRUPTED)
+        and (before is None or tr.number < before)
+    )
 
 
 def best_trials(study: optuna.Study, k: int) -> list[optuna.trial.FrozenTrial]:
     """The top-k complete, feasible trials by the first objective."""
-    done = [tr for tr in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if all(v <= 0 for v in tr.constraints.values())]
+    done = [
+        tr
+        for tr in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if all(v <= 0 for v in tr.constraints.values())
+    ]
     reverse = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
     return sorted(done, key=lambda tr: tr.values[0], reverse=reverse)[:k]
 
@@ -470,8 +539,11 @@ def pareto_front(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     """Complete, feasible trials that no other such trial matches or beats in every objective
     (rejected and infeasible trials never push a trial off the front)."""
     signs = [1 if d == optuna.study.StudyDirection.MINIMIZE else -1 for d in study.directions]
-    done = [tr for tr in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if all(v <= 0 for v in tr.constraints.values()) and all(math.isfinite(v) for v in tr.values)]
+    done = [
+        tr
+        for tr in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if all(v <= 0 for v in tr.constraints.values()) and all(math.isfinite(v) for v in tr.values)
+    ]
     keys = [tuple(s * v for s, v in zip(signs, tr.values)) for tr in done]
 
     def dominated(k: tuple) -> bool:
@@ -481,8 +553,16 @@ def pareto_front(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
 
 
 def counts(study: optuna.Study) -> dict[str, int]:
-    out = {"complete": 0, "pruned": 0, "rejected": 0, "failed": 0, "diverged": 0, "oom": 0, "running": 0,
-           INTERRUPTED: 0}
+    out = {
+        "complete": 0,
+        "pruned": 0,
+        "rejected": 0,
+        "failed": 0,
+        "diverged": 0,
+        "oom": 0,
+        "running": 0,
+        INTERRUPTED: 0,
+    }
     for tr in study.get_trials(deepcopy=False):
         outcome = tr.user_attrs.get(ATTR_OUTCOME)
         if outcome == "over_budget":
@@ -509,9 +589,13 @@ def analyze(study: optuna.Study, tracker: Tracker, run: t.RunLogger, spec: Spec)
     """Summary metrics, the best trial marked, importances and history plots on the sweep run."""
     c = counts(study)
     trained = c["complete"] + c["failed"] + c["pruned"]
-    run.log_metrics({f"sweep/{k}": v for k, v in c.items()} | {
-        "sweep/stable_share": (c["complete"] + c["pruned"]) / trained if trained else 0.0,
-        "sweep/catastrophic": c["diverged"] + c["oom"]})
+    run.log_metrics(
+        {f"sweep/{k}": v for k, v in c.items()}
+        | {
+            "sweep/stable_share": (c["complete"] + c["pruned"]) / trained if trained else 0.0,
+            "sweep/catastrophic": c["diverged"] + c["oom"],
+        }
+    )
     summary = SweepSummary(study=study.study_name, storage="", sweep_run_id=run.run_id, counts=c)
     top = best_trials(study, 1)
     if top:
@@ -530,8 +614,10 @@ def analyze(study: optuna.Study, tracker: Tracker, run: t.RunLogger, spec: Spec)
 def _log_pareto(study: optuna.Study, run: t.RunLogger, names: list[str]) -> None:
     """The trade-off a second objective asks about: the front's trials (JSON) and the front (PNG)."""
     front = sorted(pareto_front(study), key=lambda tr: tr.values[0])
-    rows = [{"trial": tr.number, **dict(zip(names, tr.values)), "run_id": tr.user_attrs.get(ATTR_RUN),
-             "params": tr.params} for tr in front]
+    rows = [
+        {"trial": tr.number, **dict(zip(names, tr.values)), "run_id": tr.user_attrs.get(ATTR_RUN), "params": tr.params}
+        for tr in front
+    ]
     run.log_text(json.dumps(rows, indent=2, default=str), "pareto_front.json")
     run.log_metrics({"sweep/pareto_size": len(front)})
     if not front:
@@ -584,7 +670,9 @@ def load_for_analysis(study_name: str, storage_url: str) -> optuna.Study:
         return optuna.load_study(study_name=study_name, storage=open_storage(storage_url))
     except KeyError:
         names = [s.study_name for s in optuna.get_all_study_summaries(open_storage(storage_url))]
-        raise TunelogError(f"no study {study_name!r} in {storage_url}; studies there: {', '.join(names) or 'none'}")
+        raise TunelogError(
+            f"no study {study_name!r} in {storage_url}; studies there: {', '.join(names) or 'none'}"
+        ) from None
 
 
 def suggested_ranges(study: optuna.Study, k: int) -> list[str]:

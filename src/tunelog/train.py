@@ -2,16 +2,18 @@
 
 Stages and sweeps call `run_training` too, with their own kind, parent and lineage.
 """
+
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Optional
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Optional
 
 import yaml
 
 from . import tracking as t
 from .spec import Spec
-from .trainers import EvalHook, Result, get_trainer
 from .tracking import TAG_LINT, RunLogger, Tracker
+from .trainers import EvalHook, Result, get_trainer
 
 if TYPE_CHECKING:
     from .lint import LintReport
@@ -49,10 +51,17 @@ def lint_tags(spec: Spec, report: Optional["LintReport"]) -> dict:
     return {TAG_LINT: ", ".join(sorted({w.rule for w in report.of("warning")})), t.TAG_NOTE: note}
 
 
-def run_training(spec: Spec, tracker: Tracker, kind: str = t.KIND_TRAIN, parent_run_id: Optional[str] = None,
-                 based_on: Optional[str] = None, extra_tags: Optional[dict] = None,
-                 lint: Optional["LintReport"] = None, on_start: Optional[Callable[[str], None]] = None,
-                 on_eval: Optional[EvalHook] = None) -> tuple[str, Result]:
+def run_training(
+    spec: Spec,
+    tracker: Tracker,
+    kind: str = t.KIND_TRAIN,
+    parent_run_id: Optional[str] = None,
+    based_on: Optional[str] = None,
+    extra_tags: Optional[dict] = None,
+    lint: Optional["LintReport"] = None,
+    on_start: Optional[Callable[[str], None]] = None,
+    on_eval: Optional[EvalHook] = None,
+) -> tuple[str, Result]:
     """Open a run, record the spec, train, record the outcome; returns (run_id, result).
 
     `on_start(run_id)` is called once the run exists (a sweep records it on the trial);

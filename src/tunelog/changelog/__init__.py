@@ -4,6 +4,7 @@ Four layers, each unaware of the next: collect (tracking.Tracker.all_runs), diff
 (`lineage`), judge (`verdicts`), render (`render`). Tests check the data; the
 Markdown is a view of it. The same store gives byte-identical output.
 """
+
 from __future__ import annotations
 
 from collections import Counter
@@ -22,8 +23,9 @@ def headline(runs: list[RunRecord], metric: Optional[str], direction: Optional[s
     """The metric the runs name most often (tag tunelog.metric), unless one is given."""
     named = Counter(r.tags[t.TAG_METRIC] for r in runs if r.tags.get(t.TAG_METRIC))
     metric = metric or (named.most_common(1)[0][0] if named else "eval/loss")
-    dirs = Counter(r.tags[t.TAG_DIRECTION] for r in runs if r.tags.get(t.TAG_METRIC) == metric
-                   and r.tags.get(t.TAG_DIRECTION))
+    dirs = Counter(
+        r.tags[t.TAG_DIRECTION] for r in runs if r.tags.get(t.TAG_METRIC) == metric and r.tags.get(t.TAG_DIRECTION)
+    )
     return metric, direction or (dirs.most_common(1)[0][0] if dirs else t.MINIMIZE)
 
 
@@ -39,15 +41,32 @@ def _group(run: RunRecord, by_id: dict[str, RunRecord]) -> str:
 def _entry(run: RunRecord, metric: str, by_id: dict[str, RunRecord]) -> Entry:
     duration = (run.end_ms - run.start_ms) / 1000 if run.end_ms and run.start_ms else None
     outcome = run.tags.get(t.TAG_OUTCOME) or ("ok" if run.status == "FINISHED" else "failed")
-    return Entry(run_id=run.run_id, name=run.tags.get(t.TAG_NAME) or run.name, kind=run.kind or "run",
-                 status=run.status, outcome=outcome, reason=run.tags.get(t.TAG_REASON, ""), group=_group(run, by_id),
-                 start_ms=run.start_ms, duration_s=duration, result=run.metrics.get(metric),
-                 metrics=dict(sorted(run.metrics.items())), peak_mem_gb=run.metrics.get("perf/peak_mem_gb"),
-                 note=run.tags.get(t.TAG_NOTE, ""), config=run.tags.get(t.TAG_CONFIG, ""))
+    return Entry(
+        run_id=run.run_id,
+        name=run.tags.get(t.TAG_NAME) or run.name,
+        kind=run.kind or "run",
+        status=run.status,
+        outcome=outcome,
+        reason=run.tags.get(t.TAG_REASON, ""),
+        group=_group(run, by_id),
+        start_ms=run.start_ms,
+        duration_s=duration,
+        result=run.metrics.get(metric),
+        metrics=dict(sorted(run.metrics.items())),
+        peak_mem_gb=run.metrics.get("perf/peak_mem_gb"),
+        note=run.tags.get(t.TAG_NOTE, ""),
+        config=run.tags.get(t.TAG_CONFIG, ""),
+    )
 
 
-def build(runs: list[RunRecord], experiment: str, metric: Optional[str] = None, direction: Optional[str] = None,
-          verbose: bool = False, tolerance: float = verdicts.REPEAT_TOLERANCE) -> Changelog:
+def build(
+    runs: list[RunRecord],
+    experiment: str,
+    metric: Optional[str] = None,
+    direction: Optional[str] = None,
+    verbose: bool = False,
+    tolerance: float = verdicts.REPEAT_TOLERANCE,
+) -> Changelog:
     """Records in, the changelog as data out."""
     runs = [r for r in runs if r.kind not in SKIP_KINDS]
     metric, direction = headline(runs, metric, direction)
@@ -72,16 +91,22 @@ def build(runs: list[RunRecord], experiment: str, metric: Optional[str] = None, 
         best.best = True
     worked, didnt = verdicts.effects(entries, direction)
     return Changelog(
-        experiment=experiment, metric=metric, direction=direction, entries=entries,
-        best_id=best.run_id if best else None, anomalies=verdicts.anomalies(entries, direction, tolerance),
-        worked=worked, didnt=didnt, timeline=verdicts.timeline(entries, best),
+        experiment=experiment,
+        metric=metric,
+        direction=direction,
+        entries=entries,
+        best_id=best.run_id if best else None,
+        anomalies=verdicts.anomalies(entries, direction, tolerance),
+        worked=worked,
+        didnt=didnt,
+        timeline=verdicts.timeline(entries, best),
         overview=[e.run_id for e in entries if e.config],
-        best_config=dict(sorted(by_id[best.run_id].params.items())) if best else {})
+        best_config=dict(sorted(by_id[best.run_id].params.items())) if best else {},
+    )
 
 
 def collect_and_build(tracker: t.Tracker, experiment: str, **options) -> Changelog:
     return build(tracker.all_runs(experiment), experiment, **options)
 
 
-__all__ = ["Anomaly", "Changelog", "Changes", "Effect", "Entry", "build", "collect_and_build", "to_json",
-           "to_markdown"]
+__all__ = ["Anomaly", "Changelog", "Changes", "Effect", "Entry", "build", "collect_and_build", "to_json", "to_markdown"]

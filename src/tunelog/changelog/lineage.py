@@ -5,6 +5,7 @@ earlier run of the experiment whose config is closest (fewest differing keys, ti
 most recent), looked for among the `WINDOW` most recent earlier runs so that a history of
 10,000 runs stays linear.
 """
+
 from __future__ import annotations
 
 from functools import lru_cache
@@ -12,12 +13,17 @@ from typing import Optional
 
 import numpy as np
 
-from ..tracking import DERIVED_PARAMS, TAG_BASED_ON, TAG_PARENT, RunRecord
 from .. import tracking as t
+from ..tracking import DERIVED_PARAMS, TAG_BASED_ON, TAG_PARENT, RunRecord
 from .model import Changes
 
 WINDOW = 200
-CONTAINER_KINDS = {t.KIND_SWEEP, t.KIND_PIPELINE, t.KIND_PROBE, t.KIND_CHANGELOG}  # runs that hold others, without a config of their own
+CONTAINER_KINDS = {
+    t.KIND_SWEEP,
+    t.KIND_PIPELINE,
+    t.KIND_PROBE,
+    t.KIND_CHANGELOG,
+}  # runs that hold others, without a config of their own
 
 
 @lru_cache(maxsize=65536)

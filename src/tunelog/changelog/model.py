@@ -1,4 +1,5 @@
 """The changelog as data: what `build` produces and `render` turns into Markdown or JSON."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -18,9 +19,11 @@ class Changes:
 
     def labels(self) -> list[str]:
         """One label per change, the unit "what worked" aggregates over."""
-        return ([f"{k}: {old} -> {new}" for k, (old, new) in sorted(self.changed.items())]
-                + [f"{k}: added {v}" for k, v in sorted(self.added.items())]
-                + [f"{k}: removed" for k in sorted(self.removed)])
+        return (
+            [f"{k}: {old} -> {new}" for k, (old, new) in sorted(self.changed.items())]
+            + [f"{k}: added {v}" for k, v in sorted(self.added.items())]
+            + [f"{k}: removed" for k in sorted(self.removed)]
+        )
 
 
 @dataclass

@@ -3,6 +3,7 @@
 Deterministic: ordering comes from the data and times are the runs' own (UTC), so
 the same store renders byte-identical output.
 """
+
 from __future__ import annotations
 
 import json
@@ -65,8 +66,12 @@ def to_markdown(log: Changelog) -> str:
 def _overview(log: Changelog) -> list[str]:
     if not log.overview:
         return []
-    out = ["## Configuration overview", "", f"| config | run | outcome | {log.metric} | training time | peak memory |",
-           "| --- | --- | --- | --- | --- | --- |"]
+    out = [
+        "## Configuration overview",
+        "",
+        f"| config | run | outcome | {log.metric} | training time | peak memory |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
     for rid in log.overview:
         e = log.entry(rid)
         mem = f"{e.peak_mem_gb:.2f} GB" if e.peak_mem_gb is not None else "n/a"
@@ -116,8 +121,13 @@ def _entry(log: Changelog, e: Entry) -> list[str]:
     star = " (best)" if e.best else ""
     reason = f" ({e.reason})" if e.reason else ""
     memory = f"; peak memory {e.peak_mem_gb:.2f} GB" if e.peak_mem_gb is not None else ""
-    out = [f"### {e.name}{star}", "", f"Outcome: {e.outcome}{reason}; {log.metric}: {_num(e.result)}"
-                                      f"{_vs_parent(e)}; duration {_duration(e.duration_s)}{memory}", ""]
+    out = [
+        f"### {e.name}{star}",
+        "",
+        f"Outcome: {e.outcome}{reason}; {log.metric}: {_num(e.result)}"
+        f"{_vs_parent(e)}; duration {_duration(e.duration_s)}{memory}",
+        "",
+    ]
     if e.parent_id is None:
         out += ["Baseline: no earlier run to compare with.", ""]
     elif e.lineage == "sweep":
@@ -144,6 +154,12 @@ def _best_config(log: Changelog) -> list[str]:
     if not log.best_config:
         return []
     best = log.entry(log.best_id) if log.best_id else None
-    out = ["## Final best configuration", "", f"From **{best.name}**." if best else "", "",
-           "| param | value |", "| --- | --- |"]
+    out = [
+        "## Final best configuration",
+        "",
+        f"From **{best.name}**." if best else "",
+        "",
+        "| param | value |",
+        "| --- | --- |",
+    ]
     return out + [f"| `{k}` | {v} |" for k, v in log.best_config.items()] + [""]

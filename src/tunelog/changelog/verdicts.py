@@ -2,6 +2,7 @@
 
 Works on the Entries `build` made; knows nothing of MLflow or Markdown.
 """
+
 from __future__ import annotations
 
 import math
@@ -20,8 +21,11 @@ def gain(parent: float, child: float, direction: str) -> float:
 
 
 def best_entry(entries: list[Entry], direction: str) -> Optional[Entry]:
-    ok = [e for e in entries if e.outcome == "ok" and e.status == "FINISHED" and e.result is not None
-          and math.isfinite(e.result)]
+    ok = [
+        e
+        for e in entries
+        if e.outcome == "ok" and e.status == "FINISHED" and e.result is not None and math.isfinite(e.result)
+    ]
     if not ok:
         return None
     if direction == t.MAXIMIZE:
@@ -42,13 +46,25 @@ def anomalies(entries: list[Entry], direction: str, tolerance: float = REPEAT_TO
             continue
         rel = abs(e.result - e.parent_result) / max(abs(e.parent_result), 1e-12)
         if e.repeat and rel > tolerance:
-            found.append(Anomaly(e.run_id, e.name, "repeat-mismatch",
-                                 f"{e.name} repeats {e.parent_name} with no config change, but its result "
-                                 f"{e.result:.4g} differs from {e.parent_result:.4g} by {rel:.0%}"))
+            found.append(
+                Anomaly(
+                    e.run_id,
+                    e.name,
+                    "repeat-mismatch",
+                    f"{e.name} repeats {e.parent_name} with no config change, but its result "
+                    f"{e.result:.4g} differs from {e.parent_result:.4g} by {rel:.0%}",
+                )
+            )
         elif not e.repeat and gain(e.parent_result, e.result, direction) < 0 and rel > FAR_WORSE:
-            found.append(Anomaly(e.run_id, e.name, "far-worse",
-                                 f"{e.name} is {rel:.0%} worse than its parent {e.parent_name} "
-                                 f"({e.result:.4g} vs {e.parent_result:.4g})"))
+            found.append(
+                Anomaly(
+                    e.run_id,
+                    e.name,
+                    "far-worse",
+                    f"{e.name} is {rel:.0%} worse than its parent {e.parent_name} "
+                    f"({e.result:.4g} vs {e.parent_result:.4g})",
+                )
+            )
     return found
 
 

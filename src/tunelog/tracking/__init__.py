@@ -7,13 +7,21 @@
 
 `Tracker` joins the three halves over one MLflow client. See docs/tracking-contract.md.
 """
+
 from __future__ import annotations
 
 from .contract import *  # noqa: F401,F403  (the contract's names: t.TAG_KIND, t.KIND_SWEEP...)
 from .contract import RunRecord, best_of, better
 from .registry import RegistryOps, resolve_model_uri
 from .run import RunLogger, RunWrites
-from .store import StoreReads, client_for, default_store_dir, download_artifacts, tracking_uri, tune_sqlite
+from .store import (
+    StoreReads,
+    client_for,
+    default_store_dir,
+    download_artifacts,
+    tracking_uri,
+    tune_sqlite,
+)
 
 
 class Tracker(StoreReads, RunWrites, RegistryOps):
@@ -29,5 +37,16 @@ class Tracker(StoreReads, RunWrites, RegistryOps):
         self._experiment_names: dict[str, str] = {}
 
 
-__all__ = ["RunLogger", "RunRecord", "Tracker", "best_of", "better", "client_for", "default_store_dir",
-           "download_artifacts", "resolve_model_uri", "tracking_uri", "tune_sqlite"]
+__all__ = [
+    "RunLogger",
+    "RunRecord",
+    "Tracker",
+    "best_of",
+    "better",
+    "client_for",
+    "default_store_dir",
+    "download_artifacts",
+    "resolve_model_uri",
+    "tracking_uri",
+    "tune_sqlite",
+]

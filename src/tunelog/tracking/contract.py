@@ -4,11 +4,13 @@ Every tag, outcome, run kind and artifact name tunelog writes is named here, onc
 changelog, promote, gc and the MLflow UI read them back. A run logged by hand with the
 same tags works as well as one tunelog started. Documented in docs/tracking-contract.md.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable, Optional, TypeVar
+from typing import Optional, TypeVar
 
 TAG_KIND = "tunelog.kind"  # train, trial, sweep, probe, stage, pipeline, import
 TAG_BASED_ON = "tunelog.based_on"  # run id this run derives from
@@ -35,8 +37,16 @@ PLOTS_ARTIFACT = "plots"
 
 # Params the trainer adds that follow from the config (or the machine): readers leave them
 # out of "what changed" between runs.
-DERIVED_PARAMS = frozenset({"data.n_train", "data.n_eval", "train.total_steps", "train.warmup_steps_resolved",
-                            "train.peak_lr_resolved", "train.device"})
+DERIVED_PARAMS = frozenset(
+    {
+        "data.n_train",
+        "data.n_eval",
+        "train.total_steps",
+        "train.warmup_steps_resolved",
+        "train.peak_lr_resolved",
+        "train.device",
+    }
+)
 TAG_OWNER = "tunelog.owner"  # host:pid of the process that opened the run (`tunelog gc` checks it)
 TAG_IMPORT_KEY = "tunelog.import_key"  # identifies an imported legacy folder, so importing twice adds nothing
 

@@ -1,7 +1,9 @@
 """The Model Registry: versions, aliases and model URIs (registry stages are deprecated: aliases)."""
+
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any, Optional
 
 from ..errors import TunelogError
 from .contract import ADAPTER_ARTIFACT
@@ -27,8 +29,13 @@ class RegistryOps:
         except MlflowException:  # already there
             pass
         source = f"{self.client.get_run(run_id).info.artifact_uri.rstrip('/')}/{ADAPTER_ARTIFACT}"
-        return self.client.create_model_version(name, source, run_id=run_id, description=description,
-                                                tags={k: str(v) for k, v in tags.items() if v is not None})
+        return self.client.create_model_version(
+            name,
+            source,
+            run_id=run_id,
+            description=description,
+            tags={k: str(v) for k, v in tags.items() if v is not None},
+        )
 
     def version_by_alias(self, name: str, alias: str) -> Optional[Any]:
         from mlflow.exceptions import MlflowException
@@ -48,7 +55,7 @@ class RegistryOps:
 def resolve_model_uri(uri: str) -> str:
     """models:/NAME@ALIAS or models:/NAME/VERSION to the runs:/RUN/adapter it was registered from."""
     client = client_for(tracking_uri())
-    body = uri[len("models:/"):] if uri.startswith("models:/") else ""
+    body = uri[len("models:/") :] if uri.startswith("models:/") else ""
     try:
         if "@" in body:
             name, alias = body.split("@", 1)

@@ -6,19 +6,28 @@ Guarantees:
 - step metrics are buffered and written by a low-priority background thread in
   batches, so logging every step costs the training loop a list append.
 """
+
 from __future__ import annotations
 
 import os
 import signal
 import threading
 import time
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Optional
+from typing import Any, Optional
 
 from ..errors import TrainingInterrupted
 from ..owner import owner_tag
-from .contract import OUTCOMES, TAG_OUTCOME, TAG_OWNER, TAG_PARENT, TAG_REASON, TAG_RUN_NAME
+from .contract import (
+    OUTCOMES,
+    TAG_OUTCOME,
+    TAG_OWNER,
+    TAG_PARENT,
+    TAG_REASON,
+    TAG_RUN_NAME,
+)
 
 _FLUSH_SECONDS = 2.0
 
@@ -161,7 +170,7 @@ class RunWrites:
             return found.experiment_id
         location = None
         if self.uri.startswith("sqlite:///"):  # a local store: artifacts beside the SQLite file
-            location = (Path(self.uri[len("sqlite:///"):]).resolve().parent / "artifacts").as_uri()
+            location = (Path(self.uri[len("sqlite:///") :]).resolve().parent / "artifacts").as_uri()
         try:
             return self.client.create_experiment(name, artifact_location=location)
         except MlflowException:  # another worker created it first
@@ -179,8 +188,14 @@ class RunWrites:
         return None
 
     @contextmanager
-    def run(self, experiment: str, run_name: str | None = None, tags: Mapping[str, Any] | None = None,
-            parent_run_id: str | None = None, resume_run_id: str | None = None) -> Iterator[RunLogger]:
+    def run(
+        self,
+        experiment: str,
+        run_name: str | None = None,
+        tags: Mapping[str, Any] | None = None,
+        parent_run_id: str | None = None,
+        resume_run_id: str | None = None,
+    ) -> Iterator[RunLogger]:
         """An MLflow run that always ends FINISHED, FAILED or KILLED, whatever happens inside.
 
         `resume_run_id` reopens an earlier run (a resumed sweep) instead of creating one.
@@ -213,8 +228,14 @@ class RunWrites:
             finally:
                 _close(run, status)
 
-    def log_closed_run(self, experiment: str, run_name: str, tags: Mapping[str, Any], params: Mapping[str, Any],
-                       parent_run_id: str | None = None) -> str:
+    def log_closed_run(
+        self,
+        experiment: str,
+        run_name: str,
+        tags: Mapping[str, Any],
+        params: Mapping[str, Any],
+        parent_run_id: str | None = None,
+    ) -> str:
         """A light run recorded and closed at once (a rejected sweep trial): tags and params, no metrics."""
         from mlflow.entities import Param, RunTag
 
@@ -222,21 +243,37 @@ class RunWrites:
         if parent_run_id:
             all_tags[TAG_PARENT] = parent_run_id
         run = self.client.create_run(self.experiment_id(experiment), run_name=run_name)
-        self.client.log_batch(run.info.run_id, params=[Param(k, _param_value(v)) for k, v in params.items()],
-                              tags=[RunTag(k, v) for k, v in all_tags.items()], synchronous=True)
+        self.client.log_batch(
+            run.info.run_id,
+            params=[Param(k, _param_value(v)) for k, v in params.items()],
+            tags=[RunTag(k, v) for k, v in all_tags.items()],
+            synchronous=True,
+        )
         self.client.set_terminated(run.info.run_id, status="FINISHED")
         return run.info.run_id
 
-    def create_finished_run(self, experiment: str, run_name: str, start_ms: int, end_ms: int, status: str,
-                            params: Mapping[str, Any], tags: Mapping[str, Any],
-                            metrics: list[tuple[str, float, int, int]]) -> str:
+    def create_finished_run(
+        self,
+        experiment: str,
+        run_name: str,
+        start_ms: int,
+        end_ms: int,
+        status: str,
+        params: Mapping[str, Any],
+        tags: Mapping[str, Any],
+        metrics: list[tuple[str, float, int, int]],
+    ) -> str:
         """A run written in one go with its own times (an imported legacy run); metrics as (key, value, ms, step)."""
         from mlflow.entities import Metric, Param, RunTag
 
         run = self.client.create_run(self.experiment_id(experiment), start_time=start_ms, run_name=run_name)
-        self.client.log_batch(run.info.run_id, params=[Param(k, _param_value(v)) for k, v in params.items()],
-                              tags=[RunTag(k, str(v)) for k, v in tags.items() if v is not None],
-                              metrics=[Metric(k, v, ts, step) for k, v, ts, step in metrics], synchronous=True)
+        self.client.log_batch(
+            run.info.run_id,
+            params=[Param(k, _param_value(v)) for k, v in params.items()],
+            tags=[RunTag(k, str(v)) for k, v in tags.items() if v is not None],
+            metrics=[Metric(k, v, ts, step) for k, v, ts, step in metrics],
+            synchronous=True,
+        )
         self.client.set_terminated(run.info.run_id, status=status, end_time=end_ms)
         return run.info.run_id
 

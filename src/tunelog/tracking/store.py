@@ -2,13 +2,15 @@
 
 Readers (changelog, promote, gc, reproduce) see `RunRecord`s, never MLflow objects.
 """
+
 from __future__ import annotations
 
 import os
 import socket
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Optional
 
 from ..errors import TunelogError
 from ..owner import owner_dead
@@ -72,8 +74,9 @@ def download_artifacts(run_id: str, artifact_path: str, dst: str, uri: Optional[
     """One artifact (file or folder) of a run, into `dst`; returns the local path."""
     import mlflow
 
-    return mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact_path, dst_path=dst,
-                                               tracking_uri=uri or tracking_uri())
+    return mlflow.artifacts.download_artifacts(
+        run_id=run_id, artifact_path=artifact_path, dst_path=dst, tracking_uri=uri or tracking_uri()
+    )
 
 
 class StoreReads:
@@ -89,11 +92,18 @@ class StoreReads:
         return self._experiment_names[experiment_id]
 
     def _record(self, run, experiment_name: Optional[str] = None) -> RunRecord:
-        return RunRecord(run_id=run.info.run_id, name=run.info.run_name or run.info.run_id[:8],
-                         status=run.info.status, start_ms=run.info.start_time or 0, end_ms=run.info.end_time,
-                         params=dict(run.data.params), metrics=dict(run.data.metrics), tags=dict(run.data.tags),
-                         experiment_id=run.info.experiment_id,
-                         experiment_name=experiment_name or self.experiment_name(run.info.experiment_id))
+        return RunRecord(
+            run_id=run.info.run_id,
+            name=run.info.run_name or run.info.run_id[:8],
+            status=run.info.status,
+            start_ms=run.info.start_time or 0,
+            end_ms=run.info.end_time,
+            params=dict(run.data.params),
+            metrics=dict(run.data.metrics),
+            tags=dict(run.data.tags),
+            experiment_id=run.info.experiment_id,
+            experiment_name=experiment_name or self.experiment_name(run.info.experiment_id),
+        )
 
     def get_run(self, run_id: str) -> RunRecord:
         """A run by id; a clear error when the store has no such run."""
@@ -110,8 +120,9 @@ class StoreReads:
         if found is None:
             return []
         query = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
-        runs = self.client.search_runs([found.experiment_id], filter_string=query, max_results=50_000,
-                                       order_by=["attributes.start_time ASC"])
+        runs = self.client.search_runs(
+            [found.experiment_id], filter_string=query, max_results=50_000, order_by=["attributes.start_time ASC"]
+        )
         return [self._record(run) for run in runs]
 
     def all_runs(self, experiment: str) -> list[RunRecord]:
@@ -140,13 +151,23 @@ class StoreReads:
         engine = create_engine(self.uri)
         active = "r.experiment_id = :e AND r.lifecycle_stage = 'active'"
         with engine.connect() as con:
-            def rows(table: str, columns: str):
-                return con.execute(text(f"SELECT x.run_uuid, {columns} FROM {table} x JOIN runs r "
-                                        f"ON x.run_uuid = r.run_uuid WHERE {active}"), {"e": int(experiment_id)})
 
-            runs = con.execute(text(f"SELECT r.run_uuid, r.name, r.status, r.start_time, r.end_time FROM runs r "
-                                    f"WHERE {active} ORDER BY r.start_time ASC, r.run_uuid ASC"),
-                               {"e": int(experiment_id)}).all()
+            def rows(table: str, columns: str):
+                return con.execute(
+                    text(
+                        f"SELECT x.run_uuid, {columns} FROM {table} x JOIN runs r "
+                        f"ON x.run_uuid = r.run_uuid WHERE {active}"
+                    ),
+                    {"e": int(experiment_id)},
+                )
+
+            runs = con.execute(
+                text(
+                    f"SELECT r.run_uuid, r.name, r.status, r.start_time, r.end_time FROM runs r "
+                    f"WHERE {active} ORDER BY r.start_time ASC, r.run_uuid ASC"
+                ),
+                {"e": int(experiment_id)},
+            ).all()
             params: dict[str, dict[str, str]] = {r[0]: {} for r in runs}
             tags: dict[str, dict[str, str]] = {r[0]: {} for r in runs}
             metrics: dict[str, dict[str, float]] = {r[0]: {} for r in runs}
@@ -157,16 +178,31 @@ class StoreReads:
             for run_id, key, value, is_nan in rows("latest_metrics", "x.key, x.value, x.is_nan"):
                 metrics[run_id][key] = math.nan if is_nan else float(value)
         engine.dispose()
-        return [RunRecord(run_id=rid, name=tags[rid].get(TAG_RUN_NAME) or name or rid[:8], status=status,
-                          start_ms=start or 0, end_ms=end, params=params[rid], metrics=metrics[rid], tags=tags[rid],
-                          experiment_id=str(experiment_id), experiment_name=experiment)
-                for rid, name, status, start, end in runs]
+        return [
+            RunRecord(
+                run_id=rid,
+                name=tags[rid].get(TAG_RUN_NAME) or name or rid[:8],
+                status=status,
+                start_ms=start or 0,
+                end_ms=end,
+                params=params[rid],
+                metrics=metrics[rid],
+                tags=tags[rid],
+                experiment_id=str(experiment_id),
+                experiment_name=experiment,
+            )
+            for rid, name, status, start, end in runs
+        ]
 
     def _all_runs_api(self, experiment_id: str, experiment: str) -> list[RunRecord]:
         records, token = [], None
         while True:
-            page = self.client.search_runs([experiment_id], max_results=50_000, page_token=token,
-                                           order_by=["attributes.start_time ASC", "attributes.run_id ASC"])
+            page = self.client.search_runs(
+                [experiment_id],
+                max_results=50_000,
+                page_token=token,
+                order_by=["attributes.start_time ASC", "attributes.run_id ASC"],
+            )
             records.extend(self._record(run, experiment) for run in page)
             token = page.token
             if not token:
@@ -181,8 +217,11 @@ class StoreReads:
         """
         now_ms = time.time() * 1000
         experiments = [e.experiment_id for e in self.client.search_experiments()]
-        running = self.client.search_runs(experiments, "attributes.status = 'RUNNING'", max_results=50_000) \
-            if experiments else []
+        running = (
+            self.client.search_runs(experiments, "attributes.status = 'RUNNING'", max_results=50_000)
+            if experiments
+            else []
+        )
         stale = []
         for run in running:
             owner = run.data.tags.get(TAG_OWNER, "")
@@ -193,8 +232,12 @@ class StoreReads:
             if idle_s < older_than_s:
                 continue
             who = f"process {owner} is gone" if owner else "no tunelog process recorded"
-            stale.append((self._record(run), f"left RUNNING: {who}, nothing logged for {idle_s / 60:.0f} min; "
-                                        f"closed by tunelog gc"))
+            stale.append(
+                (
+                    self._record(run),
+                    f"left RUNNING: {who}, nothing logged for {idle_s / 60:.0f} min; closed by tunelog gc",
+                )
+            )
         return stale
 
     def download(self, run_id: str, artifact_path: str, dst: str) -> str:

@@ -3,12 +3,14 @@
 A trainer takes a resolved Spec and an open run and returns a Result. `hf` is the
 built-in peft/transformers trainer.
 """
+
 from __future__ import annotations
 
 import importlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Protocol, Union
+from typing import Protocol, Union
 
 from ..errors import TunelogError
 from ..spec import Spec
@@ -46,8 +48,9 @@ def register_trainer(name: str, factory: Factory) -> None:
     """Adds a trainer under `name` (what `trainer.type` names). A module path is imported only when the
     trainer is used, so a spec can be validated without importing torch."""
     if not isinstance(name, str) or not _NAME.match(name):
-        raise TunelogError(f"trainer name {name!r} refused; accepted: lowercase letters, digits, '-' and '_', "
-                           f"starting with a letter")
+        raise TunelogError(
+            f"trainer name {name!r} refused; accepted: lowercase letters, digits, '-' and '_', starting with a letter"
+        )
     if name in _TRAINERS:
         raise TunelogError(f"a trainer named {name!r} is already registered")
     _TRAINERS[name] = factory

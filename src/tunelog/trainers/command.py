@@ -6,6 +6,7 @@ metrics parsed by `logparse` (and read from a JSONL file when the spec names one
 logged to the run live. The script runs in its own process group, so a timeout, a
 divergence or a SIGTERM to tunelog stops it and everything it started.
 """
+
 from __future__ import annotations
 
 import json
@@ -20,9 +21,10 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 from ..errors import SpecError
 from ..logparse import LogParser
@@ -54,14 +56,23 @@ def render_argv(spec: Spec, output_dir: Path, argv: Optional[list[str]] = None) 
                 problems.append(name)
                 return match.group(0)
             return shlex.quote(str(values[name])) if quote else str(values[name])
+
         return fill
 
     script = 2 if len(items) > 2 and Path(items[0]).name in _SHELLS and items[1] == "-c" else -1
     rendered = [_PLACEHOLDER.sub(filler(i == script), item) for i, item in enumerate(items)]
     if problems:
-        raise SpecError(spec.source, [("trainer.argv", f"unknown placeholder(s) {', '.join(sorted(set(problems)))}; "
-                                                       f"use a spec field such as {{train.learning_rate}}, "
-                                                       f"{{trainer.args.NAME}}, {{output_dir}} or {{python}}")])
+        raise SpecError(
+            spec.source,
+            [
+                (
+                    "trainer.argv",
+                    f"unknown placeholder(s) {', '.join(sorted(set(problems)))}; "
+                    f"use a spec field such as {{train.learning_rate}}, "
+                    f"{{trainer.args.NAME}}, {{output_dir}} or {{python}}",
+                )
+            ],
+        )
     return rendered
 
 
@@ -87,19 +98,32 @@ LineHook = Callable[[Optional[int], dict[str, float]], Optional[bool]]
 _EVAL_NAME = re.compile(r"^(eval|val|valid|validation)[/_.]", re.I)
 
 
-def run_command(spec: Spec, argv: list[str], output_dir: Path, on_metrics: LineHook,
-                memory_budget_gb: Optional[float] = None) -> Ran:
+def run_command(
+    spec: Spec, argv: list[str], output_dir: Path, on_metrics: LineHook, memory_budget_gb: Optional[float] = None
+) -> Ran:
     """Runs the script to its end (or a stop), parsing its output live and sampling its memory.
 
     With `memory_budget_gb` (the probe's budget) a script whose process tree goes over it is stopped
     and its outcome is oom, as if the GPU had run out.
     """
     parser = LogParser(spec.trainer.patterns)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1",  # lines as they happen: live metrics and step timing
-           **spec.trainer.env, "TUNELOG_OUTPUT_DIR": str(output_dir)}
+    env = {
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",  # lines as they happen: live metrics and step timing
+        **spec.trainer.env,
+        "TUNELOG_OUTPUT_DIR": str(output_dir),
+    }
     start = time.monotonic()
-    proc = subprocess.Popen(argv, cwd=script_cwd(spec), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            bufsize=1, start_new_session=True)  # its own process group: stoppable as a whole
+    proc = subprocess.Popen(
+        argv,
+        cwd=script_cwd(spec),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        bufsize=1,
+        start_new_session=True,
+    )  # its own process group: stoppable as a whole
     watch = _Watch(proc, spec.trainer.timeout)
     sampler = ProcessTreeMemory(proc.pid, memory_budget_gb, on_over=lambda: _stop(proc))
     final: dict[str, float] = {}
@@ -171,8 +195,9 @@ class CommandTrainer:
             run.log_metrics({k: v for k, v in metrics.items() if math.isfinite(v)}, step=step)
             if on_eval is None:
                 return False
-            value = next((v for k, v in metrics.items() if (k in evals or _EVAL_NAME.match(k)) and math.isfinite(v)),
-                         None)
+            value = next(
+                (v for k, v in metrics.items() if (k in evals or _EVAL_NAME.match(k)) and math.isfinite(v)), None
+            )
             return value is not None and bool(on_eval(step or 0, value))
 
         ran = run_command(spec, argv, output_dir, log)

@@ -5,25 +5,26 @@ where the device supports it, EMA of the adapter, the LR from `schedules`, eval 
 intervals, and divergence detection. Every optimizer step logs `train/*` and
 `perf/*` metrics through the run (buffered, so logging costs the loop nothing).
 """
+
 from __future__ import annotations
 
 import contextlib
 import math
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator
 
 import torch
 from tqdm.auto import tqdm
 
 from .. import memory, plots
+from ..adapters import adapter_resolver
 from ..data import TokenizedData, read_texts, tokenize
 from ..model import LoadedModel, load_for_training
 from ..plan import make_plan
 from ..schedules import Schedule
 from ..spec import Spec
-from ..adapters import adapter_resolver
 from ..tracking import ADAPTER_ARTIFACT, PLOTS_ARTIFACT, RunLogger
 from . import EvalHook, Result
 
@@ -120,15 +121,23 @@ class HFTrainer:
         eval_data = None
         if spec.data.eval:
             eval_data = tokenize(read_texts(spec, spec.data.eval, "data.eval"), loaded.tokenizer, spec.data.max_length)
-        extra = {name: tokenize(read_texts(spec, path, f"data.extra_eval.{name}"), loaded.tokenizer,
-                                spec.data.max_length) for name, path in spec.data.extra_eval.items()}
+        extra = {
+            name: tokenize(read_texts(spec, path, f"data.extra_eval.{name}"), loaded.tokenizer, spec.data.max_length)
+            for name, path in spec.data.extra_eval.items()
+        }
         schedule = make_plan(spec, len(train_data)).schedule
         steps = schedule.total_steps
         run.log_figure(plots.lr_schedule(schedule), f"{PLOTS_ARTIFACT}/lr_schedule.png")
-        run.log_params({"data.n_train": len(train_data), "data.n_eval": len(eval_data) if eval_data else 0,
-                        "train.total_steps": steps, "train.warmup_steps_resolved": schedule.warmup_steps,
-                        "train.peak_lr_resolved": schedule.peak_lr,
-                        "train.device": loaded.device.type})
+        run.log_params(
+            {
+                "data.n_train": len(train_data),
+                "data.n_eval": len(eval_data) if eval_data else 0,
+                "train.total_steps": steps,
+                "train.warmup_steps_resolved": schedule.warmup_steps,
+                "train.peak_lr_resolved": schedule.peak_lr,
+                "train.device": loaded.device.type,
+            }
+        )
         loop = _Loop(spec, loaded, train_data, eval_data, schedule, run, on_eval)
         loop.extra_eval = extra
         try:
@@ -140,9 +149,16 @@ class HFTrainer:
 class _Loop:
     """One training run's state; `run()` reads top to bottom."""
 
-    def __init__(self, spec: Spec, loaded: LoadedModel, train_data: TokenizedData,
-                 eval_data: TokenizedData | None, schedule: Schedule, run: RunLogger,
-                 on_eval: EvalHook | None = None):
+    def __init__(
+        self,
+        spec: Spec,
+        loaded: LoadedModel,
+        train_data: TokenizedData,
+        eval_data: TokenizedData | None,
+        schedule: Schedule,
+        run: RunLogger,
+        on_eval: EvalHook | None = None,
+    ):
         self.spec, self.loaded, self.run_log, self.on_eval = spec, loaded, run, on_eval
         self.train_data, self.eval_data, self.schedule = train_data, eval_data, schedule
         self.model, self.device = loaded.model, loaded.device
@@ -173,7 +189,12 @@ class _Loop:
             if reason:
                 outcome = "diverged"
                 break
-            if self.eval_data is not None and t.eval_every and step % t.eval_every == 0 and step < self.schedule.total_steps:
+            if (
+                self.eval_data is not None
+                and t.eval_every
+                and step % t.eval_every == 0
+                and step < self.schedule.total_steps
+            ):
                 if self._eval(step):
                     outcome, reason = "pruned", f"stopped at step {step} by the sweep's pruner"
                     break
@@ -216,11 +237,17 @@ class _Loop:
         self.history.losses.append(loss)
         self.history.step_seconds.append(seconds)
         self.history.step_samples.append(samples)
-        self.run_log.log_metrics({
-            "train/loss": loss, "train/lr": self.schedule.lr_at(step), "train/grad_norm": grad_norm,
-            "perf/samples_per_s": samples / seconds, "perf/tokens_per_s": tokens / seconds,
-            "perf/peak_mem_gb": memory.peak_gb(self.device),
-        }, step=step)
+        self.run_log.log_metrics(
+            {
+                "train/loss": loss,
+                "train/lr": self.schedule.lr_at(step),
+                "train/grad_norm": grad_norm,
+                "perf/samples_per_s": samples / seconds,
+                "perf/tokens_per_s": tokens / seconds,
+                "perf/peak_mem_gb": memory.peak_gb(self.device),
+            },
+            step=step,
+        )
 
     def _divergence(self, loss: float, first_loss: float) -> str:
         """Why training should stop, or '' to go on: NaN/inf, or loss far above where it started."""
@@ -228,14 +255,16 @@ class _Loop:
             return f"loss is {loss} at step {len(self.history.steps)}"
         limit = self.spec.train.divergence_factor * first_loss
         if loss > limit and len(self.history.steps) > 1:
-            return (f"loss {loss:.4g} at step {len(self.history.steps)} is above "
-                    f"{self.spec.train.divergence_factor}x the first step's {first_loss:.4g}")
+            return (
+                f"loss {loss:.4g} at step {len(self.history.steps)} is above "
+                f"{self.spec.train.divergence_factor}x the first step's {first_loss:.4g}"
+            )
         return ""
 
     def _eval(self, step: int) -> bool:
         """Evaluate and log; True when the eval hook asks to stop."""
         assert self.eval_data is not None
-        with (self.ema.applied() if self.ema else contextlib.nullcontext()):
+        with self.ema.applied() if self.ema else contextlib.nullcontext():
             loss = evaluate(self.model, self.eval_data, self.spec.train.batch_size, self.device, self.autocast)
         self.history.eval_steps.append(step)
         self.history.eval_losses.append(loss)
@@ -244,7 +273,7 @@ class _Loop:
 
     def _eval_extra(self, step: int) -> None:
         """The spec's other held-out sets (earlier stages' data, say), once at the end."""
-        with (self.ema.applied() if self.ema else contextlib.nullcontext()):
+        with self.ema.applied() if self.ema else contextlib.nullcontext():
             for name, data in self.extra_eval.items():
                 loss = evaluate(self.model, data, self.spec.train.batch_size, self.device, self.autocast)
                 self.extra_results[f"eval/{name}/loss"] = loss
@@ -256,8 +285,12 @@ class _Loop:
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
         reason = f"out of memory at step {len(self.history.steps) + 1}: {str(exc).splitlines()[0][:200]}"
-        return Result(outcome="oom", reason=reason, steps=len(self.history.steps),
-                      metrics={"perf/peak_mem_gb": memory.peak_gb(self.device)})
+        return Result(
+            outcome="oom",
+            reason=reason,
+            steps=len(self.history.steps),
+            metrics={"perf/peak_mem_gb": memory.peak_gb(self.device)},
+        )
 
     def _throughput(self) -> float:
         """Samples/s over the run, leaving out the first steps (allocator and kernel warm-up)."""
@@ -267,21 +300,27 @@ class _Loop:
 
     def _finish(self, outcome: str, reason: str, step: int) -> Result:
         h = self.history
-        final = {"train/final_loss": h.losses[-1], "perf/mean_samples_per_s": self._throughput(),
-                 "perf/peak_mem_gb": memory.peak_gb(self.device), "train/steps": float(step)}
+        final = {
+            "train/final_loss": h.losses[-1],
+            "perf/mean_samples_per_s": self._throughput(),
+            "perf/peak_mem_gb": memory.peak_gb(self.device),
+            "train/steps": float(step),
+        }
         final.update(self.extra_results)
         if h.eval_losses:
             final["eval/loss"] = h.eval_losses[-1]
             final["eval/perplexity"] = math.exp(min(h.eval_losses[-1], 50.0))
         logged_already = {"eval/loss", "eval/perplexity", *self.extra_results}
         self.run_log.log_metrics({k: v for k, v in final.items() if k not in logged_already}, step=step)
-        self.run_log.log_figure(plots.loss_curve(h.steps, h.losses, h.eval_steps, h.eval_losses), f"{PLOTS_ARTIFACT}/loss.png")
+        self.run_log.log_figure(
+            plots.loss_curve(h.steps, h.losses, h.eval_steps, h.eval_losses), f"{PLOTS_ARTIFACT}/loss.png"
+        )
         if outcome in ("ok", "pruned"):
             self._save_adapter()
         return Result(outcome=outcome, reason=reason, steps=step, metrics=final)
 
     def _save_adapter(self) -> None:
-        with tempfile.TemporaryDirectory() as tmp, (self.ema.applied() if self.ema else contextlib.nullcontext()):
+        with tempfile.TemporaryDirectory() as tmp, self.ema.applied() if self.ema else contextlib.nullcontext():
             self.model.save_pretrained(tmp)
             self.loaded.tokenizer.save_pretrained(tmp)
             self.run_log.log_artifacts(tmp, ADAPTER_ARTIFACT)

@@ -1,0 +1,243 @@
+"""Built-in lint rules: one function each, registered with its id.
+
+Each takes the Facts and yields Findings whose messages carry the numbers and the fix.
+Thresholds are the usual ranges for LoRA fine-tuning; they are named here so a
+finding can say what it compared against.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+
+from ..rules import Facts
+from . import Finding
+
+RuleFn = Callable[[Facts], Iterable[Finding]]
+_RULES: dict[str, RuleFn] = {}
+
+ADAM_LORA_LR = (1e-6, 2e-3)  # usual peak LR for Adam-family LoRA fine-tuning
+ADAM_LR_BROKEN = 3e-2  # above this Adam updates are near-certain to blow up
+SGD_LR = (1e-3, 1.0)
+SGD_LR_BROKEN = 10.0
+HIGH_LR = 1e-3  # "high" for the 8-bit optimizer, no-accumulation and alpha == r rules
+PEAK_RATIO_ERROR = 10.0
+PEAK_RATIO_WARN = 2.0
+WARMUP_VANISHING = 0.005  # share of training
+ALPHA_RATIO_RANGE = (0.25, 8.0)
+LORA_WEIGHT_DECAY = 0.1
+
+
+def rule(rule_id: str) -> Callable[[RuleFn], RuleFn]:
+    def wrap(fn: RuleFn) -> RuleFn:
+        _RULES[rule_id] = fn
+        return fn
+
+    return wrap
+
+
+def builtin_rules() -> list[RuleFn]:
+    return list(_RULES.values())
+
+
+def rule_ids() -> list[str]:
+    return list(_RULES)
+
+
+def _lr(x: float) -> str:
+    return f"{x:.3g}"
+
+
+@rule("peak-lr-mismatch")
+def peak_vs_configured(f: Facts) -> Iterator[Finding]:
+    """A formula-driven schedule whose real peak is far from the learning_rate the spec states."""
+    configured, peak = f.spec.train.learning_rate, f.peak
+    if peak <= 0:
+        yield Finding("peak-lr-mismatch", "error", "the schedule never rises above 0", "check train.schedule")
+        return
+    ratio = peak / configured
+    if max(ratio, 1 / ratio) < PEAK_RATIO_WARN:
+        return
+    times = f"{ratio:.0f}x" if ratio >= 1 else f"1/{1 / ratio:.0f}x"
+    source = f" (train.lr_formula {f.spec.train.lr_formula!r})" if f.spec.train.lr_formula else ""
+    severity = "error" if max(ratio, 1 / ratio) >= PEAK_RATIO_ERROR else "warning"
+    yield Finding(
+        "peak-lr-mismatch",
+        severity,
+        f"the schedule peaks at {_lr(peak)}{source}, {times} train.learning_rate {_lr(configured)}",
+        f"if {_lr(configured)} is what you meant, fix the formula (a Noam peak is "
+        f"d_model^-0.5 * warmup^-0.5, not d_model^-0.5); otherwise set train.learning_rate: {_lr(peak)}",
+    )
+
+
+@rule("lr-range")
+def lr_range(f: Facts) -> Iterator[Finding]:
+    opt = f.spec.train.optimizer
+    low, high = SGD_LR if opt == "sgd" else ADAM_LORA_LR
+    broken = SGD_LR_BROKEN if opt == "sgd" else ADAM_LR_BROKEN
+    peak = f.peak
+    if peak > broken:
+        yield Finding(
+            "lr-range",
+            "error",
+            f"peak LR {_lr(peak)} is above {_lr(broken)}, where {opt} diverges",
+            f"use a peak between {_lr(low)} and {_lr(high)}",
+        )
+    elif not low <= peak <= high:
+        yield Finding(
+            "lr-range",
+            "warning",
+            f"peak LR {_lr(peak)} is outside the usual {_lr(low)}..{_lr(high)} for LoRA with {opt}",
+            "check the value; sweep it if unsure",
+        )
+
+
+@rule("warmup-length")
+def warmup_length(f: Facts) -> Iterator[Finding]:
+    warmup, total = f.plan.schedule.warmup_steps, f.plan.total_steps
+    if warmup >= total:
+        yield Finding(
+            "warmup-length",
+            "error",
+            f"warmup of {warmup} steps is not shorter than the {total} steps of training: the peak LR is never reached",
+            f"set train.warmup_steps well below {total} (e.g. {max(1, total // 20)})",
+        )
+    elif warmup > total / 2:
+        yield Finding(
+            "warmup-length",
+            "warning",
+            f"warmup takes {warmup} of {total} steps ({warmup / total:.0%})",
+            "a warmup of 1-10% of training is usual",
+        )
+    elif 0 < warmup < WARMUP_VANISHING * total:
+        yield Finding(
+            "warmup-length",
+            "warning",
+            f"warmup of {warmup} steps is {warmup / total:.2%} of the {total} steps: too short to matter",
+            f"use at least {round(WARMUP_VANISHING * total)} steps or none",
+        )
+
+
+@rule("anneal-steps")
+def anneal_steps(f: Facts) -> Iterator[Finding]:
+    s, total = f.plan.schedule, f.plan.total_steps
+    if s.anneal_steps and s.name not in ("step_anneal", "noam"):
+        yield Finding(
+            "anneal-steps",
+            "warning",
+            f"train.anneal_steps {list(s.anneal_steps)} are ignored by schedule {s.name}",
+            "use schedule step_anneal or drop them",
+        )
+        return
+    late = [m for m in s.anneal_steps if m > total]
+    if late:
+        yield Finding(
+            "anneal-steps",
+            "warning",
+            f"anneal step(s) {late} come after the last step {total}: they never apply",
+            f"move them inside 1..{total}",
+        )
+    early = [m for m in s.anneal_steps if m <= s.warmup_steps]
+    if early:
+        yield Finding(
+            "anneal-steps",
+            "warning",
+            f"anneal step(s) {early} fall inside the {s.warmup_steps}-step warmup",
+            "anneal after the warmup ends",
+        )
+    if s.name == "cosine_with_restarts" and s.num_cycles > max(1, total - s.warmup_steps) // 2:
+        yield Finding(
+            "anneal-steps",
+            "warning",
+            f"{s.num_cycles} cosine cycles in {total - s.warmup_steps} steps",
+            "use fewer cycles",
+        )
+
+
+@rule("end-lr-above-peak")
+def end_above_peak(f: Facts) -> Iterator[Finding]:
+    end, peak = f.spec.train.end_lr, f.plan.schedule.peak_lr
+    if f.plan.schedule.name not in ("constant", "step_anneal", "noam") and end > peak:
+        yield Finding(
+            "end-lr-above-peak",
+            "error",
+            f"train.end_lr {_lr(end)} is above the peak {_lr(peak)}: the schedule rises instead of decaying",
+            f"set train.end_lr below {_lr(peak)} (e.g. {_lr(peak / 10)})",
+        )
+
+
+@rule("lora-shape")
+def lora_shape(f: Facts) -> Iterator[Finding]:
+    r, alpha = f.spec.lora.r, f.spec.lora.alpha
+    if alpha == r:
+        sev = "warning" if f.peak >= HIGH_LR else "info"
+        yield Finding(
+            "lora-shape",
+            sev,
+            f"lora.alpha == lora.r ({r}): the adapter scale alpha/r is 1"
+            f"{f', with a high peak LR {_lr(f.peak)}' if sev == 'warning' else ''}",
+            f"the usual choice is alpha = 2r (lora.alpha: {2 * r}); or lower the LR",
+        )
+    ratio = alpha / r
+    if not ALPHA_RATIO_RANGE[0] <= ratio <= ALPHA_RATIO_RANGE[1]:
+        yield Finding(
+            "lora-shape",
+            "warning",
+            f"alpha/r = {ratio:.3g} (alpha {alpha:g}, r {r}) is extreme; usual "
+            f"range {ALPHA_RATIO_RANGE[0]}..{ALPHA_RATIO_RANGE[1]}",
+            "bring alpha within 0.25r..8r",
+        )
+    if f.hidden_size is not None and r > f.hidden_size:
+        yield Finding(
+            "lora-shape",
+            "error",
+            f"lora.r {r} is above the model's hidden size {f.hidden_size}: "
+            f"the extra rank adds parameters and nothing else",
+            f"use lora.r <= {f.hidden_size}",
+        )
+
+
+@rule("optimizer-lr")
+def optimizer_lr(f: Facts) -> Iterator[Finding]:
+    t, peak = f.spec.train, f.peak
+    if t.optimizer == "adamw8bit" and peak > HIGH_LR:
+        yield Finding(
+            "optimizer-lr",
+            "warning",
+            f"adamw8bit at peak LR {_lr(peak)}: 8-bit states are unstable above {_lr(HIGH_LR)}",
+            "lower the LR or use adamw",
+        )
+    if t.grad_accum == 1 and peak > HIGH_LR and f.plan.effective_batch < 16:
+        yield Finding(
+            "optimizer-lr",
+            "warning",
+            f"effective batch {f.plan.effective_batch} with no accumulation "
+            f"at peak LR {_lr(peak)}: noisy, large updates",
+            "raise train.grad_accum or lower the LR",
+        )
+    if t.precision == "fp16" and t.optimizer != "sgd" and t.adam_eps < 1e-8:
+        yield Finding(
+            "optimizer-lr",
+            "warning",
+            f"adam_eps {t.adam_eps:g} under fp16, whose smallest normal value is 6.1e-5",
+            "use adam_eps >= 1e-8 or bf16",
+        )
+    if t.weight_decay > LORA_WEIGHT_DECAY:
+        yield Finding(
+            "optimizer-lr",
+            "warning",
+            f"weight_decay {t.weight_decay:g} on LoRA weights pulls the adapter toward zero",
+            f"use at most {LORA_WEIGHT_DECAY:g} (often 0)",
+        )
+
+
+@rule("plan")
+def plan_summary(f: Facts) -> Iterator[Finding]:
+    p, t = f.plan, f.spec.train
+    yield Finding(
+        "plan",
+        "info",
+        f"effective batch {p.effective_batch} (batch {t.batch_size} x accum {t.grad_accum});"
+        f" {p.n_samples} samples -> {p.steps_per_epoch} optimizer steps per epoch, "
+        f"{p.total_steps} in all ({p.epochs:.2f} epochs); {p.schedule.name} peaks at "
+        f"{_lr(f.peak)}",
+    )

@@ -1,0 +1,155 @@
+"""Rules: the facts a spec's rules see, and judging a config by them.
+
+One engine for `lint` (the spec's own rules beside the built-in ones), the sweep (hard
+constraints as named Optuna constraints, seeded soft rules) and the probe. A rule is
+`reject: EXPR` or `if: EXPR` + `require: [EXPR, ...]` in the whitelist expression language.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from .errors import SpecError
+from .expressions import ExpressionError, parse
+from .plan import TrainingPlan, make_plan, plan_for
+from .spec import RuleSpec, Spec
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What the rules look at: the spec, its training plan, and the model's hidden size when known."""
+
+    spec: Spec
+    plan: TrainingPlan
+    hidden_size: Optional[int]
+
+    @property
+    def peak(self) -> float:
+        s = self.plan.schedule
+        return max(s.lr_at(step) for step in s.milestones())
+
+
+def model_hidden_size(spec: Spec) -> Optional[int]:
+    """The hidden size, from the tiny config or a local model's config.json; None when unknown (no hub)."""
+    if spec.model.tiny is not None:
+        return spec.model.tiny.hidden_size
+    config = Path(spec.model.name or "") / "config.json"
+    if config.is_file():
+        data = json.loads(config.read_text())
+        return data.get("hidden_size") or data.get("d_model") or data.get("n_embd")
+    return None
+
+
+def facts_for(spec: Spec) -> Facts:
+    return Facts(spec=spec, plan=plan_for(spec), hidden_size=model_hidden_size(spec))
+
+
+def rule_env(facts: Facts) -> dict[str, Any]:
+    """Names a spec rule may use: every dotted spec field, its leaf name where unique, and the plan's numbers."""
+    flat = facts.spec.flat_params()
+    env: dict[str, Any] = dict(flat)
+    leaves: dict[str, list[str]] = {}
+    for key in flat:
+        leaves.setdefault(key.rsplit(".", 1)[-1], []).append(key)
+    env.update({leaf: flat[keys[0]] for leaf, keys in leaves.items() if len(keys) == 1 and leaf not in env})
+    p = facts.plan
+    env.update(
+        {
+            "n_samples": p.n_samples,
+            "effective_batch": p.effective_batch,
+            "total_steps": p.total_steps,
+            "steps_per_epoch": p.steps_per_epoch,
+            "warmup": p.schedule.warmup_steps,
+            "peak_lr": facts.peak,
+            "alpha_ratio": facts.spec.lora.alpha / facts.spec.lora.r,
+        }
+    )
+    return env
+
+
+def check_rule(rule: RuleSpec, env: dict[str, Any], source: str, where: str) -> Optional[bool]:
+    """True when the rule is broken, False when kept, None when it names something `env` lacks."""
+    texts = [t for t in [rule.reject, rule.if_, *rule.require] if t]
+    if any(n not in env for text in texts for n in parse(text).names):
+        return None
+    try:
+        if rule.reject is not None:
+            return bool(parse(rule.reject).evaluate(env))
+        if rule.if_ is not None and not parse(rule.if_).evaluate(env):
+            return False
+        return not all(parse(t).evaluate(env) for t in rule.require)
+    except ExpressionError as exc:
+        raise SpecError(source, [(where, f"rule {rule.name!r}: {exc}")]) from None
+
+
+def missing_names(rule: RuleSpec, env: dict[str, Any]) -> list[str]:
+    """The names a rule uses that `env` lacks (a sweep helper when linting a spec alone)."""
+    return sorted({n for text in (rule.reject, rule.if_, *rule.require) if text for n in parse(text).names} - set(env))
+
+
+@dataclass
+class Verdict:
+    """Why a candidate config is rejected before anything is loaded ('' rule = accepted)."""
+
+    rule: str = ""
+    reason: str = ""
+    broken: dict[str, float] = field(default_factory=dict)  # every hard rule: 1.0 broken, 0.0 kept
+
+    @property
+    def rejected(self) -> bool:
+        return bool(self.rule)
+
+
+def hard_rules(spec: Spec) -> list[RuleSpec]:
+    """Sweep constraints plus the spec's error-severity rules: one list of safety rules for lint and sweep."""
+    assert spec.search is not None
+    return list(spec.search.constraints) + [r for r in spec.rules if r.severity == "error"]
+
+
+def judge(spec: Spec, env: dict[str, Any], seed: int, key: str) -> Verdict:
+    """Check every hard rule (recording each as a named constraint) and then the soft rules."""
+    verdict = Verdict()
+    for i, rule in enumerate(hard_rules(spec)):
+        broken = check_rule(rule, env, spec.source, f"search.constraints[{i}]")
+        if broken is None:
+            raise SpecError(
+                spec.source, [(f"rule {rule.name}", f"unknown name(s) {', '.join(missing_names(rule, env))}")]
+            )
+        verdict.broken[rule.name] = 1.0 if broken else 0.0
+        if broken and not verdict.rule:
+            verdict.rule, verdict.reason = rule.name, rule.reason or rule.name
+    if verdict.rejected:
+        return verdict
+    assert spec.search is not None
+    for soft in spec.search.soft:
+        try:
+            applies = bool(parse(soft.when).evaluate(env))
+        except ExpressionError as exc:
+            raise SpecError(spec.source, [(f"search.soft.{soft.name}", str(exc))]) from None
+        if applies and _draw(seed, soft.name, key) >= soft.probability:
+            verdict.rule = soft.name
+            verdict.reason = f"{soft.reason or soft.name} (soft rule: accepted with p={soft.probability:g})"
+            return verdict
+    return verdict
+
+
+def _draw(seed: int, rule: str, key: str) -> float:
+    """A uniform draw fixed by the sweep seed, the rule and the config: the same config, the same fate."""
+    digest = hashlib.sha256(f"{seed}|{rule}|{key}".encode()).hexdigest()
+    return random.Random(int(digest[:16], 16)).random()
+
+
+def config_key(values: dict[str, Any]) -> str:
+    return "|".join(f"{k}={values[k]!r}" for k in sorted(values))
+
+
+def judge_config(spec: Spec, values: dict[str, Any], n_samples: int, hidden: Optional[int], seed: int) -> Verdict:
+    """A sweep or probe candidate judged in one call: the spec (with the candidate's values applied) and
+    its sampled helpers are the rules' facts."""
+    env = {**rule_env(Facts(spec, make_plan(spec, n_samples), hidden)), **values}
+    return judge(spec, env, seed, config_key(values))
