@@ -1,0 +1,322 @@
+"""One worker's loop: ask, judge, train, tell, until the study holds its budget of trials.
+
+The loop is ask/tell, so tunelog decides what a trial's end means: rejected by a rule
+(PRUNED, with named constraints the sampler learns from), pruned, diverged/oom (FAIL with
+outcome and reason), interrupted (FAIL, queued again on resume), or complete. Every trial
+is a child MLflow run of the sweep run; rerunning the same command resumes the study.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import optuna
+from optuna.trial import TrialState
+
+from .. import rules, space
+from .. import tracking as t
+from ..errors import SpecError, SweepStuck, TrainingInterrupted, TunelogError
+from ..owner import owner_tag
+from ..plan import make_plan
+from ..spec import SearchSpec, Spec
+from ..tracking import Tracker
+from ..train import run_training
+from .analysis import SweepSummary, analyze, best_trials
+from .study import (
+    ATTR_CONFIG,
+    ATTR_OUTCOME,
+    ATTR_OWNER,
+    ATTR_REASON,
+    ATTR_RUN,
+    INTERRUPTED,
+    STUDY_HASH,
+    STUDY_RUN,
+    STUDY_SPACE,
+    Heartbeat,
+    check_space,
+    default_storage,
+    directions,
+    enqueue_named_configs,
+    make_pruner,
+    make_sampler,
+    open_storage,
+    recover,
+    space_hash,
+    suggest,
+    used_budget,
+)
+
+
+@dataclass
+class SweepOptions:
+    n_trials: Optional[int] = None
+    timeout: Optional[float] = None
+    quick: bool = False
+    storage: Optional[str] = None
+    study: Optional[str] = None
+    workers: int = 1
+    force_resume: bool = False
+    refine_from: Optional[str] = None
+    top_k: int = 5
+    echo: Callable[[str], None] = print
+
+
+class Sweep:
+    def __init__(self, spec: Spec, tracker: Tracker, opts: SweepOptions):
+        if spec.search is None:
+            raise SpecError(spec.source, [("search", "missing: a sweep needs a `search:` section with params")])
+        space.check_targets(spec)
+        self.opts, self.tracker = opts, tracker
+        self.spec = spec.with_overrides(spec.search.quick.overrides, "search.quick.overrides") if opts.quick else spec
+        self.search: SearchSpec = self.spec.search  # type: ignore[assignment]
+        self.n_trials = opts.n_trials or (self.search.quick.n_trials if opts.quick else self.search.n_trials)
+        self.storage_url = opts.storage or default_storage(tracker.uri)
+        self.storage = open_storage(self.storage_url)
+        self.study_name = opts.study or self.search.study or f"{self.spec.tracking.experiment}-sweep"
+        self.narrowed: list[str] = []
+        if opts.refine_from:
+            self._refine(opts.refine_from)
+        from ..data import read_texts
+
+        self.n_samples = len(read_texts(self.spec, self.spec.data.train, "data.train"))
+        self.hidden = rules.model_hidden_size(self.spec)
+
+    # study, resume, seeding
+
+    def _refine(self, source: str) -> None:
+        old = optuna.load_study(study_name=source, storage=self.storage)
+        top = best_trials(old, self.opts.top_k)
+        if not top:
+            raise SweepStuck(f"study {source!r} has no completed feasible trial to refine around")
+        params, self.narrowed = space.narrow(self.search.params, [tr.params for tr in top])
+        self.search = self.search.model_copy(update={"params": params})
+        self.spec = self.spec.model_copy(update={"search": self.search})
+        if not self.opts.study:
+            self.study_name = f"{source}-refined"
+        self.opts.echo(f"refining {source!r} around its top {len(top)} trials into {self.study_name!r}:")
+        for line in self.narrowed or ["nothing narrowed: the top trials span the whole space"]:
+            self.opts.echo(f"  {line}")
+
+    def study(self) -> optuna.Study:
+        plan = make_plan(self.spec, self.n_samples)
+        study = optuna.create_study(
+            study_name=self.study_name,
+            storage=self.storage,
+            load_if_exists=True,
+            sampler=make_sampler(self.search, self.n_trials),
+            pruner=make_pruner(self.spec, plan.total_steps),
+            directions=directions(self.spec),
+        )
+        check_space(study, space_hash(self.spec, self.search), self.spec.source, self.opts.force_resume)
+        if STUDY_SPACE not in study.user_attrs:
+            study.set_user_attr(STUDY_SPACE, {k: v.model_dump() for k, v in self.search.params.items()})
+        return study
+
+    # the sweep run and the loop
+
+    def sweep_run_tags(self) -> dict[str, Any]:
+        tags = {
+            t.TAG_KIND: t.KIND_SWEEP,
+            t.TAG_STUDY: self.study_name,
+            t.TAG_NAME: self.study_name,
+            t.TAG_METRIC: self.spec.tracking.metric,
+            t.TAG_DIRECTION: self.spec.tracking.direction,
+            "tunelog.storage": self.storage_url,
+            "tunelog.refined_from": self.opts.refine_from,
+            "tunelog.n_trials": self.n_trials,
+            STUDY_HASH: space_hash(self.spec, self.search),
+        }
+        if self.narrowed:
+            tags[t.TAG_NOTE] = "Refined search space:\n" + "\n".join(f"- {line}" for line in self.narrowed)
+        return tags
+
+    def run(self) -> SweepSummary:
+        study = self.study()
+        existing = os.environ.get("TUNELOG_SWEEP_RUN_ID") or study.user_attrs.get(STUDY_RUN)
+        if os.environ.get("MLFLOW_RUN_ID"):
+            existing = None  # `mlflow run` made this invocation's run: it becomes the sweep run
+        with self.tracker.run(
+            self.spec.tracking.experiment, run_name=self.study_name, tags=self.sweep_run_tags(), resume_run_id=existing
+        ) as run:
+            study.set_user_attr(STUDY_RUN, run.run_id)
+            # the budget is a tag and a metric: a resumed sweep may be given another one
+            run.log_new_params(
+                {f"search.{k}": json.dumps(v.model_dump(exclude_none=True)) for k, v in self.search.params.items()}
+            )
+            run.log_metrics({"sweep/n_trials": self.n_trials})
+            requeued = recover(study, self.tracker, self.opts.echo)
+            finished = used_budget(study)
+            if finished or requeued:
+                self.opts.echo(
+                    f"resuming study {self.study_name}: {finished} finished, {len(requeued)} re-queued, "
+                    f"{max(0, self.n_trials - finished)} to go"
+                )
+            enqueue_named_configs(study, self.spec, self.search, self.n_trials, self.opts.echo)
+            if self.opts.workers > 1:
+                self._spawn_workers(run.run_id)
+            else:
+                self.loop(study, run.run_id)
+            summary = analyze(study, self.tracker, run, self.spec)
+        summary.storage, summary.narrowed = self.storage_url, self.narrowed
+        return summary
+
+    def work(self) -> None:
+        """A `--workers` child process: trials only; the parent owns the sweep run and the analysis."""
+        study = self.study()
+        self.loop(study, os.environ["TUNELOG_SWEEP_RUN_ID"])
+
+    def _spawn_workers(self, sweep_run_id: str) -> None:
+        """N local worker processes on the same storage; the parent waits, then analyses."""
+        env = {k: v for k, v in os.environ.items() if k != "MLFLOW_RUN_ID"}
+        env.update(TUNELOG_SWEEP_RUN_ID=sweep_run_id, MLFLOW_TRACKING_URI=self.tracker.uri)
+        argv = [
+            sys.executable,
+            "-m",
+            "tunelog.cli",
+            "sweep",
+            self.spec.source,
+            "--worker",
+            "--storage",
+            self.storage_url,
+            "--study",
+            self.study_name,
+            "--n-trials",
+            str(self.n_trials),
+        ]
+        if self.opts.timeout:
+            argv += ["--timeout", str(self.opts.timeout)]
+        if self.opts.quick:
+            argv.append("--quick")
+        if self.spec.config_name:
+            argv += ["--config", self.spec.config_name]
+        procs = [subprocess.Popen(argv, env=env) for _ in range(self.opts.workers)]
+        try:
+            codes = [p.wait() for p in procs]
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.terminate()
+        if any(codes):
+            raise TunelogError(f"{sum(1 for c in codes if c)} of {len(codes)} workers failed (exit codes {codes})")
+
+    def loop(self, study: optuna.Study, sweep_run_id: str) -> None:
+        """Ask, judge, train, tell, until the study holds n_trials trials or the time is up."""
+        start, streak, why = time.monotonic(), 0, {}
+        while used_budget(study) < self.n_trials:
+            if self.opts.timeout and time.monotonic() - start > self.opts.timeout:
+                self.opts.echo(f"timeout of {self.opts.timeout:g}s reached")
+                break
+            trial = study.ask()
+            if used_budget(study, before=trial.number) >= self.n_trials:  # another worker took the last slot
+                trial.set_user_attr(ATTR_OUTCOME, "over_budget")
+                study.tell(trial, state=TrialState.FAIL)
+                break
+            outcome, rule = self.run_trial(study, trial, sweep_run_id)
+            streak = streak + 1 if outcome == "rejected" else 0
+            if rule:
+                why[rule] = why.get(rule, 0) + 1
+            if streak >= self.search.max_consecutive_rejections:
+                top = ", ".join(f"{r} ({n}x)" for r, n in sorted(why.items(), key=lambda kv: -kv[1])[:3])
+                raise SweepStuck(
+                    f"{self.spec.source}: search.constraints rejected the last {streak} configs in a "
+                    f"row (most often: {top}); loosen those rules or widen search.params"
+                )
+
+    def trial_spec(self, trial: optuna.Trial, values: dict[str, Any]) -> Spec:
+        preset = self.spec.configs.get(trial.user_attrs.get(ATTR_CONFIG, ""))
+        overrides = {**(preset.overrides if preset else {}), **space.spec_overrides(values)}
+        spec = self.spec.with_overrides(overrides, f"trial {trial.number}")
+        name = f"trial-{trial.number}" + (f"-{trial.user_attrs[ATTR_CONFIG]}" if preset else "")
+        return spec.model_copy(update={"tracking": spec.tracking.model_copy(update={"run_name": name})})
+
+    def run_trial(self, study: optuna.Study, trial: optuna.Trial, sweep_run_id: str) -> tuple[str, str]:
+        """One trial from sample to tell; returns (outcome, the rule that rejected it or '')."""
+        trial.set_user_attr(ATTR_OWNER, owner_tag())
+        sampled = suggest(trial, self.search)
+        values = {**sampled, **space.derive(self.search, sampled, self.spec.source, self.spec.flat_params())}
+        spec = self.trial_spec(trial, values)
+        verdict = rules.judge_config(spec, values, self.n_samples, self.hidden, self.search.seed)
+        for rule, value in verdict.broken.items():
+            trial.set_constraint(rule, value)  # the sampler learns where the rules bite
+        tags = {
+            t.TAG_KIND: t.KIND_TRIAL,
+            t.TAG_STUDY: self.study_name,
+            t.TAG_TRIAL: trial.number,
+            t.TAG_NAME: spec.tracking.run_name,
+            t.TAG_CONFIG: trial.user_attrs.get(ATTR_CONFIG),
+        }
+        if verdict.rejected:
+            return self._reject(study, trial, spec, values, verdict, tags, sweep_run_id), verdict.rule
+        return self._train(study, trial, spec, tags, sweep_run_id), ""
+
+    def _reject(
+        self, study, trial, spec: Spec, values: dict, verdict: rules.Verdict, tags: dict, sweep_run_id: str
+    ) -> str:
+        """Record the rejection: Optuna state and attributes, and a light MLflow run (the sampled values only)."""
+        trial.set_user_attr(ATTR_OUTCOME, "rejected")
+        trial.set_user_attr(ATTR_REASON, f"{verdict.rule}: {verdict.reason}")
+        tags.update({t.TAG_OUTCOME: "rejected", t.TAG_REASON: f"{verdict.rule}: {verdict.reason}"})
+        run_id = self.tracker.log_closed_run(
+            spec.tracking.experiment, spec.tracking.run_name or "", tags, values, parent_run_id=sweep_run_id
+        )
+        trial.set_user_attr(ATTR_RUN, run_id)
+        study.tell(trial, state=TrialState.PRUNED)
+        return "rejected"
+
+    def _train(self, study, trial, spec: Spec, tags: dict, sweep_run_id: str) -> str:
+        multi = self.search.second_objective is not None
+
+        def on_eval(step: int, loss: float) -> bool:
+            if multi:
+                return False
+            trial.report(loss, step)
+            return trial.should_prune()
+
+        try:
+            with Heartbeat(self.storage, trial):
+                run_id, result = run_training(
+                    spec,
+                    self.tracker,
+                    kind=t.KIND_TRIAL,
+                    parent_run_id=sweep_run_id,
+                    extra_tags=tags,
+                    on_eval=on_eval,
+                    on_start=lambda rid: trial.set_user_attr(ATTR_RUN, rid),
+                )
+        except (KeyboardInterrupt, TrainingInterrupted):
+            trial.set_user_attr(ATTR_OUTCOME, INTERRUPTED)  # not counted; queued again on resume
+            study.tell(trial, state=TrialState.FAIL)
+            raise
+        except Exception as exc:  # the run is already closed FAILED by the tracker; the sweep goes on
+            trial.set_user_attr(ATTR_OUTCOME, "failed")
+            trial.set_user_attr(ATTR_REASON, f"{type(exc).__name__}: {exc}"[:500])
+            study.tell(trial, state=TrialState.FAIL)
+            self.opts.echo(f"trial {trial.number}: failed ({type(exc).__name__}: {exc})")
+            return "failed"
+        trial.set_user_attr(ATTR_OUTCOME, result.outcome)
+        trial.set_user_attr(ATTR_REASON, result.reason)
+        value = result.metrics.get(spec.tracking.metric)
+        if result.outcome == "pruned":
+            study.tell(trial, state=TrialState.PRUNED)
+        elif result.outcome != "ok" or value is None:
+            if value is None and result.outcome == "ok":
+                trial.set_user_attr(ATTR_REASON, f"metric {spec.tracking.metric!r} was not produced")
+            study.tell(trial, state=TrialState.FAIL)
+        else:
+            values = [value]
+            if multi:
+                second = self.search.second_objective
+                values.append(result.metrics.get(second.metric, float("nan")))  # type: ignore[union-attr]
+            study.tell(trial, values)
+        self.opts.echo(
+            f"trial {trial.number}: {result.outcome}"
+            f"{f' {spec.tracking.metric}={value:.4f}' if value is not None else ''} ({run_id})"
+        )
+        return result.outcome

@@ -1,0 +1,237 @@
+"""Studies: where they are stored, how they are made, and what a resumed one needs.
+
+Storage is a journal file beside the MLflow store by default (cheap appends under a file lock,
+safe for many processes on one machine) or any Optuna RDB URL. A study remembers the hash of
+its search space (another space under its name is refused), its named configs are queued
+once, and on resume trials whose worker died are failed as `interrupted` and queued again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Optional
+
+import optuna
+from optuna.trial import TrialState
+
+from .. import rules, space
+from .. import tracking as t
+from ..errors import SpecError, TunelogError
+from ..owner import owner_dead
+from ..spec import SearchSpec, Spec
+from ..tracking import Tracker
+
+ATTR_RUN = "tunelog.run_id"
+ATTR_OUTCOME = "tunelog.outcome"
+ATTR_REASON = "tunelog.reason"
+ATTR_OWNER = "tunelog.owner"  # host:pid of the worker running the trial
+ATTR_CONFIG = "tunelog.config"
+STUDY_RUN = "tunelog.sweep_run_id"
+STUDY_SPACE = "tunelog.search"
+STUDY_ENQUEUED = "tunelog.enqueued"
+STUDY_HASH = "tunelog.space_hash"  # what the study searches: a different space under its name is refused
+STUDY_REQUEUED = "tunelog.requeued"  # numbers of interrupted trials already queued again
+INTERRUPTED = "interrupted"  # Ctrl-C, SIGTERM or a dead worker: the trial runs again on resume
+HEARTBEAT_SECONDS, GRACE_SECONDS = 10, 60
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+# Heartbeats are recorded by tunelog's own ask/tell loop (see Heartbeat), and the matplotlib
+# plots are "experimental" only in name: neither warning helps a user.
+warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+# Heartbeats are recorded by tunelog's own ask/tell loop (see Heartbeat), and the matplotlib
+# plots are "experimental" only in name: neither warning helps a user.
+warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
+def default_storage(tracker_uri: str) -> str:
+    """A journal file beside the MLflow store (or under ./mlruns when the store is a server).
+
+    A journal appends one line per change under a file lock: an order of magnitude cheaper
+    per write than SQLite, safe for many processes on one machine. Many machines: --storage
+    with a PostgreSQL URL (heartbeats then let a worker fail another machine's dead trials).
+    """
+    if tracker_uri.startswith("sqlite:///"):
+        return str(Path(tracker_uri[len("sqlite:///") :]).resolve().parent / "optuna.journal")
+    return str(t.default_store_dir() / "optuna.journal")
+
+
+def open_storage(url: str) -> optuna.storages.BaseStorage:
+    """A URL (sqlite://, postgresql://...) opens an RDB storage; a plain path a journal file."""
+    if "://" not in url:
+        from optuna.storages.journal import JournalFileBackend
+
+        Path(url).parent.mkdir(parents=True, exist_ok=True)
+        return optuna.storages.JournalStorage(JournalFileBackend(url))
+    kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite"):
+        t.tune_sqlite()
+        kwargs["engine_kwargs"] = {"connect_args": {"timeout": 120}}  # workers queue on SQLite's lock
+    return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS, **kwargs)
+
+
+def make_sampler(search: SearchSpec, n_trials: int) -> optuna.samplers.BaseSampler:
+    if search.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=search.seed)
+    startup = min(10, max(3, n_trials // 4))
+    return optuna.samplers.TPESampler(seed=search.seed, n_startup_trials=startup, multivariate=True, constant_liar=True)
+
+
+def make_pruner(spec: Spec, total_steps: int) -> optuna.pruners.BasePruner:
+    assert spec.search is not None
+    kind = spec.search.pruner.type
+    if kind == "none" or spec.search.second_objective is not None:  # Optuna cannot prune multi-objective
+        return optuna.pruners.NopPruner()
+    if kind == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=spec.train.eval_every or 1, max_resource=total_steps)
+    return optuna.pruners.MedianPruner(n_startup_trials=spec.search.pruner.startup_trials)
+
+
+def directions(spec: Spec) -> list[str]:
+    assert spec.search is not None
+    second = spec.search.second_objective
+    return [spec.tracking.direction] + ([second.direction] if second else [])
+
+
+def suggest(trial: optuna.Trial, search: SearchSpec) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for name, p in search.params.items():
+        if p.type == "categorical":
+            values[name] = trial.suggest_categorical(name, p.choices)
+        elif p.type == "int":
+            values[name] = trial.suggest_int(name, int(p.min), int(p.max), step=int(p.step or 1), log=p.log)
+        else:
+            values[name] = trial.suggest_float(name, p.min, p.max, step=p.step, log=p.log)
+    return values
+
+
+def space_hash(spec: Spec, search: SearchSpec) -> str:
+    """What a study searches: params, derived params and every rule that rejects (not the budget,
+    not `--quick`'s cheaper training), so the README's `--quick` then full run share one study."""
+    what = {
+        "params": {k: v.model_dump() for k, v in search.params.items()},
+        "derived": search.derived,
+        "soft": [r.model_dump() for r in search.soft],
+        "rules": [r.model_dump() for r in rules.hard_rules(spec)],
+    }
+    return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def check_space(study: optuna.Study, new: str, source: str, force: bool) -> None:
+    """Resuming is for the same search: another space under an old name would inherit its trials."""
+    old = study.user_attrs.get(STUDY_HASH)
+    if old and old != new and not force:
+        why = (
+            f"study {study.study_name!r} was started with another search space (hash {old}, this spec's is "
+            f"{new}); accepted: --study NEW for a new study, or --force-resume to go on with this one"
+        )
+        raise SpecError(source, [("search", why)])
+    if old != new:
+        study.set_user_attr(STUDY_HASH, new)
+
+
+def enqueue_named_configs(
+    study: optuna.Study, spec: Spec, search: SearchSpec, n_trials: int, echo: Callable[[str], None]
+) -> None:
+    """The spec's named configs run first, then the sampler takes over (once per study)."""
+    if study.user_attrs.get(STUDY_ENQUEUED):
+        return
+    study.set_user_attr(STUDY_ENQUEUED, True)
+    base = spec.flat_params()
+    for name, preset in list(spec.configs.items())[:n_trials]:
+        values = {**{p: base[p] for p in search.params if p in base}, **preset.overrides}
+        kept, dropped = space.check_enqueue(search.params, values)
+        if dropped:
+            echo(f"config {name}: outside the search space, not seeded: {', '.join(dropped)}")
+        if kept:
+            study.enqueue_trial(kept, user_attrs={ATTR_CONFIG: name})
+
+
+def recover(study: optuna.Study, tracker: Tracker, echo: Callable[[str], None]) -> list[int]:
+    """Trials whose worker died (same host: its pid is gone; elsewhere: heartbeat stale) end as interrupted,
+    their runs closed KILLED; every interrupted trial is queued again once, with the same params."""
+    for tr in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if owner_dead(tr.user_attrs.get(ATTR_OWNER, "")):
+            study._storage.set_trial_user_attr(tr._trial_id, ATTR_OUTCOME, INTERRUPTED)  # no public setter
+            study.tell(tr.number, state=TrialState.FAIL, skip_if_finished=True)
+    if isinstance(study._storage, optuna.storages.RDBStorage):
+        optuna.storages.fail_stale_trials(study)
+    for tr in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
+        run_id = tr.user_attrs.get(ATTR_RUN)
+        if run_id and tracker.close_run(run_id, "KILLED", "failed", "worker died mid-trial; failed on resume"):
+            echo(f"trial {tr.number}: its worker died; trial failed and run {run_id} closed KILLED")
+    return requeue_interrupted(study)
+
+
+def requeue_interrupted(study: optuna.Study) -> list[int]:
+    """An interrupted trial did not finish, so it does not count: its params run again (Optuna's queue)."""
+    done = set(study.user_attrs.get(STUDY_REQUEUED, []))
+    again = [
+        tr
+        for tr in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+        if tr.user_attrs.get(ATTR_OUTCOME) == INTERRUPTED and tr.number not in done and tr.params
+    ]
+    for tr in again:
+        attrs = {k: v for k, v in tr.user_attrs.items() if k == ATTR_CONFIG}
+        study.enqueue_trial(tr.params, user_attrs={**attrs, "tunelog.requeued_from": tr.number}, skip_if_exists=False)
+    if again:
+        study.set_user_attr(STUDY_REQUEUED, sorted(done | {tr.number for tr in again}))
+    return [tr.number for tr in again]
+
+
+def used_budget(study: optuna.Study, before: Optional[int] = None) -> int:
+    """Trials that count against n_trials: started or finished; not merely queued, not over budget,
+    not interrupted (those run again). With `before`, only trials numbered below it."""
+    return sum(
+        1
+        for tr in study.get_trials(deepcopy=False)
+        if tr.state != TrialState.WAITING
+        and tr.user_attrs.get(ATTR_OUTCOME) not in ("over_budget", INTERRUPTED)
+        and (before is None or tr.number < before)
+    )
+
+
+def load_for_analysis(study_name: str, storage_url: str) -> optuna.Study:
+    try:
+        return optuna.load_study(study_name=study_name, storage=open_storage(storage_url))
+    except KeyError:
+        names = [s.study_name for s in optuna.get_all_study_summaries(open_storage(storage_url))]
+        raise TunelogError(
+            f"no study {study_name!r} in {storage_url}; studies there: {', '.join(names) or 'none'}"
+        ) from None
+
+
+class Heartbeat:
+    """Records the trial's heartbeat so a worker on another machine can tell this one died."""
+
+    def __init__(self, storage, trial: optuna.Trial):
+        self.storage, self.trial_id = storage, trial._trial_id  # Optuna exposes no public id accessor
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+
+    def __enter__(self) -> "Heartbeat":
+        if isinstance(self.storage, optuna.storages.RDBStorage):
+            self.storage.record_heartbeat(self.trial_id)
+            self._thread = threading.Thread(target=self._beat, daemon=True)
+            self._thread.start()
+        return self
+
+    def _beat(self) -> None:
+        while not self._stop.wait(HEARTBEAT_SECONDS):
+            try:
+                self.storage.record_heartbeat(self.trial_id)
+            except Exception:  # a missed beat is not worth a crash
+                pass
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join()
