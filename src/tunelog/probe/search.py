@@ -1,261 +1,42 @@
-"""`probe`: the fastest training config that fits in memory, measured on a worst-case batch.
+"""The probe's search: which candidates to run, which to skip and why, the runoff of the fastest,
+and what it records (a child run per candidate, the summary, the plot, the ready-to-run script).
 
-The model loads once; each candidate gets a fresh LoRA adapter on it, a few warm-up steps,
-then steps until the throughput estimate settles. A candidate that runs out of memory
-(CUDA OOM, or on the CPU a peak above --max-memory-gb) is recorded and the probe goes on.
-Candidates that cannot fit are skipped before they run: anything at least as large in
-every memory knob as one that ran out, and anything the measured peaks (a line in batch
-size per group) predict over budget. Knobs that do not change memory (gradient
-accumulation) are tried only on the three fastest configs that fit.
-
-How a candidate is measured is a `Measurer`: `InProcess` here (the built-in trainer's model,
-loaded once) or `probe_command.CommandMeasurer` (the user's own script, run per candidate).
-The search, the skipping and the records are the same for both.
+Candidates that cannot fit are skipped before they run: anything at least as large in every
+memory knob as one that ran out, and anything the measured peaks (a line in batch size per
+group) predict over budget. Knobs that do not change memory (gradient accumulation) are tried
+only on the three fastest configs that fit.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
-import math
-import shlex
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from typing import Any, Optional, Protocol
+from dataclasses import asdict
+from typing import Any, Optional
 
 import torch
 
-from . import memory
-from . import tracking as t
-from .data import TokenizedData, read_texts, tokenize
-from .errors import SpecError
-from .model import add_lora, check_machine, load_base_model, load_tokenizer, pick_device
-from .spec import ParamSpec, ProbeSpec, Spec
-from .tracking import Tracker
-
-BATCH = "train.batch_size"
-# memory grows with these (True before False for gradient checkpointing: it saves memory)
-MEMORY_KNOBS = {BATCH: 1, "lora.r": 1, "data.max_length": 1, "model.gradient_checkpointing": -1}
-DEFAULT_PARAMS = {
-    BATCH: ParamSpec(type="categorical", choices=[1, 2, 4, 8, 16, 32, 64]),
-    "lora.r": ParamSpec(type="categorical", choices=[8, 16, 32]),
-}
-QUICK_CANDIDATES = 6
-DECLINE = 0.9  # a group's batch walk stops once throughput falls below this share of its best
-
-
-@dataclass
-class Measurement:
-    values: dict[str, Any]
-    outcome: str  # ok, oom, failed (crashed, diverged, gave nothing to time), skipped
-    reason: str = ""
-    samples_per_s: float = 0.0
-    tokens_per_s: float = 0.0
-    peak_gb: float = 0.0
-    eta_s: Optional[float] = None
-    steps: int = 0
-    run_id: Optional[str] = None
-
-
-@dataclass
-class ProbeResult:
-    run_id: str
-    measured: list[Measurement] = field(default_factory=list)
-    skipped: list[Measurement] = field(default_factory=list)
-    best: Optional[Measurement] = None
-    grid_size: int = 0
-    script: str = ""
-    runoff: list[dict[str, Any]] = field(default_factory=list)  # the finalists measured again, side by side
-
-    def summary(self) -> dict[str, Any]:
-        ok = [m for m in self.measured if m.outcome == "ok"]
-        return {
-            "grid": self.grid_size,
-            "tested": len(self.measured),
-            "successful": len(ok),
-            "measured": [
-                {
-                    "config": m.values,
-                    "outcome": m.outcome,
-                    "samples_per_s": m.samples_per_s,
-                    "peak_mem_gb": m.peak_gb,
-                    "reason": m.reason,
-                }
-                for m in self.measured
-            ],
-            "failed_oom": [m.values for m in self.measured if m.outcome == "oom"],
-            "failed": [{"config": m.values, "why": m.reason} for m in self.measured if m.outcome == "failed"],
-            "skipped": [{"config": m.values, "why": m.reason} for m in self.skipped],
-            "best": None
-            if self.best is None
-            else {
-                "config": self.best.values,
-                "samples_per_s": self.best.samples_per_s,
-                "tokens_per_s": self.best.tokens_per_s,
-                "peak_mem_gb": self.best.peak_gb,
-                "eta_s": self.best.eta_s,
-            },
-            "runoff": self.runoff,
-        }
-
-
-def values_of(p: ParamSpec) -> list[Any]:
-    """A knob's values to try: categorical choices, or every step of an int/float range."""
-    if p.type == "categorical":
-        return list(p.choices or [])
-    step = p.step or 1
-    n = int(math.floor((p.max - p.min) / step + 1e-9)) + 1  # type: ignore[operator]
-    vals = [p.min + i * step for i in range(n)]  # type: ignore[operator]
-    return [int(v) for v in vals] if p.type == "int" else vals
-
-
-def grid(params: dict[str, ParamSpec]) -> list[dict[str, Any]]:
-    names = sorted(params)
-    return [dict(zip(names, combo)) for combo in itertools.product(*(values_of(params[n]) for n in names))]
-
-
-def memory_rank(name: str, value: Any, knobs: dict[str, int] = MEMORY_KNOBS) -> float:
-    """A knob's value on a scale where larger means more memory."""
-    direction = knobs.get(name, 0)
-    return float(value) * direction if direction else 0.0
-
-
-def at_least_as_large(a: dict[str, Any], b: dict[str, Any], knobs: dict[str, int] = MEMORY_KNOBS) -> bool:
-    """True when `a` needs at least the memory of `b` in every memory knob they share."""
-    return all(memory_rank(k, a[k], knobs) >= memory_rank(k, b[k], knobs) for k in a if k in knobs and k in b)
-
-
-def group_key(values: dict[str, Any], knobs: dict[str, int] = MEMORY_KNOBS) -> tuple:
-    """The memory knobs but the batch size: candidates that differ only in batch size share a group."""
-    return tuple(sorted((k, v) for k, v in values.items() if k != BATCH and k in knobs))
-
-
-class Measurer(Protocol):
-    """Measures one candidate; `prepare` runs once per probe (loads what can be shared)."""
-
-    def prepare(self) -> Optional[int]:
-        """Sets up once; returns the training set's size (for the ETA) where known."""
-
-    def measure(self, values: dict[str, Any]) -> Measurement: ...
-
-    def command(self, best: Measurement) -> str:
-        """A ready-to-run shell command that trains with the winner's settings."""
-
-
-def eta_seconds(spec: Spec, samples_per_s: float, n_samples: Optional[int]) -> Optional[float]:
-    """The full training's time at this throughput: max_steps x samples per step, else dataset x epochs."""
-    per_step = spec.train.batch_size * spec.train.grad_accum
-    if spec.train.max_steps:
-        return spec.train.max_steps * per_step / samples_per_s
-    if n_samples is None:
-        return None
-    return n_samples * (spec.train.epochs or 1.0) / samples_per_s
-
-
-class InProcess:
-    """The built-in trainer's candidates, measured in this process on one loaded base model."""
-
-    def __init__(self, probe: "Probe"):
-        self.probe, self.spec, self.cfg, self.device = probe, probe.spec, probe.cfg, probe.device
-        self._worst: dict[int, tuple[TokenizedData, int]] = {}
-        self.base = self.tokenizer = None
-        self.n_samples: Optional[int] = None
-
-    def prepare(self) -> Optional[int]:
-        check_machine(self.spec, self.device)
-        self.tokenizer = load_tokenizer(self.spec)
-        self.base = load_base_model(self.spec, self.tokenizer, self.device)
-        for p in self.base.parameters():
-            p.requires_grad_(False)
-        self.n_samples = self.worst_case(self.spec.data.max_length)[1]
-        return self.n_samples
-
-    def worst_case(self, max_length: int) -> tuple[TokenizedData, int]:
-        """The longest sample(s) by tokens (or by `probe.length_field`), and the training set's size.
-
-        Computed once per max_length: every candidate of a probe trains on the same batch.
-        """
-        if max_length not in self._worst:
-            self._worst[max_length] = self._find_worst(max_length)
-        return self._worst[max_length]
-
-    def _find_worst(self, max_length: int) -> tuple[TokenizedData, int]:
-        texts = read_texts(self.spec, self.spec.data.train, "data.train")
-        field_name = self.cfg.length_field
-        if field_name:
-            lines = self.spec.path(self.spec.data.train).read_text().splitlines()
-            records = [json.loads(line) for line in lines if line.strip()]
-            longest = max(records, key=lambda r: float(r.get(field_name, 0)))[self.spec.data.text_field]
-            data = tokenize([longest], self.tokenizer, max_length)
-        else:
-            data = tokenize(texts, self.tokenizer, max_length)
-            data.samples = [max(data.samples, key=len)]
-        return data, len(texts)
-
-    def measure(self, values: dict[str, Any]) -> Measurement:
-        spec, base, budget = self.spec.with_overrides(values, "probe candidate"), self.base, self.probe.budget
-        data, _ = self.worst_case(spec.data.max_length)
-        batch = {k: v.to(self.device) for k, v in data.collate([0] * spec.train.batch_size).items()}
-        tokens = int(batch["attention_mask"].sum())
-        model = optimizer = None
-        memory.release(self.device)  # the last candidate's (or the model load's) freed memory goes back first
-        memory.reset_peak(self.device)
-        try:
-            if spec.model.gradient_checkpointing:
-                base.gradient_checkpointing_enable()
-            torch.manual_seed(0)
-            model = add_lora(spec, base)
-            model.train()
-            params = [p for p in model.parameters() if p.requires_grad]
-            optimizer = torch.optim.AdamW(params, lr=spec.train.learning_rate)
-            times: list[float] = []
-            for step in itertools.count():
-                start = time.perf_counter()
-                for _ in range(spec.train.grad_accum):
-                    (model(**batch).loss / spec.train.grad_accum).backward()
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                if self.device.type == "cuda":
-                    torch.cuda.synchronize()
-                if step >= self.cfg.warmup_steps:
-                    times.append(time.perf_counter() - start)
-                peak = memory.peak_gb(self.device)
-                if budget is not None and peak > budget:
-                    return Measurement(
-                        values,
-                        "oom",
-                        f"peak {peak:.3f} GB above the {budget:g} GB budget",
-                        peak_gb=peak,
-                        steps=step + 1,
-                    )
-                if _enough(times, self.cfg):
-                    break
-            per_step = step_time(times)
-            sps = spec.train.batch_size * spec.train.grad_accum / per_step
-            return Measurement(
-                values,
-                "ok",
-                "",
-                sps,
-                tokens * spec.train.grad_accum / per_step,
-                memory.peak_gb(self.device),
-                eta_seconds(spec, sps, self.n_samples),
-                len(times),
-            )
-        except (torch.OutOfMemoryError, MemoryError) as exc:
-            return Measurement(values, "oom", str(exc).splitlines()[0][:200], peak_gb=memory.peak_gb(self.device))
-        finally:
-            del optimizer
-            if model is not None:
-                model.unload()  # the base model comes back without LoRA layers, ready for the next candidate
-            if spec.model.gradient_checkpointing:
-                base.gradient_checkpointing_disable()
-
-    def command(self, best: Measurement) -> str:
-        """`tunelog train` with the winner's settings, every value shell-quoted."""
-        sets = " ".join(f"--set {shlex.quote(f'{k}={v}')}" for k, v in sorted(best.values.items()))
-        return f"tunelog train {shlex.quote(self.spec.source)} {sets}\n"
+from .. import tracking as t
+from ..errors import SpecError
+from ..model import pick_device
+from ..spec import ProbeSpec, Spec
+from ..tracking import Tracker
+from .measure import (
+    BATCH,
+    DECLINE,
+    DEFAULT_PARAMS,
+    MEMORY_KNOBS,
+    QUICK_CANDIDATES,
+    Measurement,
+    Measurer,
+    ProbeResult,
+    at_least_as_large,
+    grid,
+    group_key,
+    memory_rank,
+    values_of,
+)
 
 
 class Probe:
@@ -296,11 +77,13 @@ class Probe:
         self.budget = max_memory_gb
         self.limit = max_memory_gb * (1 - self.headroom) if max_memory_gb else None
         if spec.trainer.type == "command":
-            from .probe_command import CommandMeasurer
+            from .command import CommandMeasurer
 
-            self.measurer: Measurer = CommandMeasurer(self)
+            self.measurer: Measurer = CommandMeasurer(spec, self.cfg, self.budget)
         else:
-            self.measurer = InProcess(self)
+            from .inprocess import InProcess
+
+            self.measurer = InProcess(spec, self.cfg, self.budget, self.device)
 
     def measure(self, values: dict[str, Any]) -> Measurement:
         return self.measurer.measure(values)
@@ -492,7 +275,7 @@ class Probe:
         )
 
     def _report(self, run: t.RunLogger, result: ProbeResult) -> None:
-        from . import plots
+        from .. import plots
 
         summary = result.summary()
         run.log_text(json.dumps(summary, indent=2, default=str), "probe_summary.json")
@@ -516,28 +299,3 @@ class Probe:
                 "probe/oom": sum(1 for m in result.measured if m.outcome == "oom"),
             }
         )
-
-
-def step_time(times: list[float]) -> float:
-    """The lower quartile of the measured step times.
-
-    Interference (another process, a page fault, the OS) only ever makes a step slower, so the
-    faster steps are the config's own speed; the lower quartile keeps that and still ignores a
-    single lucky step. On a shared 2-core machine the median moved 5-15% between two
-    measurements of one config, too much to rank configs a few percent apart.
-    """
-    ordered = sorted(times)
-    return ordered[(len(ordered) - 1) // 4]
-
-
-def _enough(times: list[float], cfg: ProbeSpec) -> bool:
-    """Stop once the estimate has settled (or the step cap is hit), after at least `min_seconds` measured;
-    a step slower than `min_seconds` on its own ends the measurement at the cap."""
-    n = len(times)
-    if n >= 5 * cfg.max_steps:
-        return True
-    if sum(times) < cfg.min_seconds:
-        return False
-    if n >= cfg.max_steps:
-        return True
-    return n >= 6 and abs(step_time(times) - step_time(times[:-3])) <= cfg.stable_within * step_time(times[:-3])

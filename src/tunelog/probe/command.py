@@ -17,20 +17,18 @@ import tempfile
 import time
 from pathlib import Path
 from statistics import median
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Optional
 
-from .data import read_texts
-from .errors import TunelogError
-from .probe import Measurement, eta_seconds, step_time
-from .trainers.command import render_argv, run_command, script_cwd
-
-if TYPE_CHECKING:
-    from .probe import Probe
+from ..data import read_texts
+from ..errors import TunelogError
+from ..spec import ProbeSpec, Spec
+from ..trainers.command import render_argv, run_command, script_cwd
+from .measure import Measurement, eta_seconds, step_time
 
 
 class CommandMeasurer:
-    def __init__(self, probe: "Probe"):
-        self.probe, self.spec, self.cfg = probe, probe.spec, probe.cfg
+    def __init__(self, spec: Spec, cfg: ProbeSpec, budget: Optional[float]):
+        self.spec, self.cfg, self.budget = spec, cfg, budget
         self.n_samples: Optional[int] = None
 
     def prepare(self) -> Optional[int]:
@@ -49,11 +47,11 @@ class CommandMeasurer:
         timing = _StepTimes(self.cfg.throughput_metric, self.cfg.memory_metric)
         try:
             argv = render_argv(spec, output_dir, [*spec.trainer.argv, *self.cfg.extra_argv])
-            ran = run_command(spec, argv, output_dir, timing.seen, memory_budget_gb=self.probe.budget)
+            ran = run_command(spec, argv, output_dir, timing.seen, memory_budget_gb=self.budget)
         finally:
             shutil.rmtree(output_dir, ignore_errors=True)
         peak = timing.memory_gb if timing.memory_gb is not None else ran.peak_gb
-        budget = self.probe.budget
+        budget = self.budget
         if ran.outcome == "oom" or (budget is not None and peak > budget):
             reason = (
                 ran.reason if ran.outcome == "oom" else f"printed peak {peak:.3f} GB above the {budget:g} GB budget"
