@@ -1,0 +1,37 @@
+"""The `tunelog` command: thin click commands over library calls.
+
+Errors from the TunelogError family print one line (or one per spec problem)
+and exit with their class's code; a user mistake never prints a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Optional
+
+import click
+
+from ..errors import TunelogError
+from . import checks, history, training  # noqa: F401  (each registers its verbs on the group)
+from .app import cli
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    """Entry point: maps the TunelogError family to one line and its exit code."""
+    try:
+        cli.main(args=argv, standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except TunelogError as exc:
+        click.echo(f"error: {exc}" if exc.exit_code != 2 else str(exc), err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+
+
+__all__ = ["cli", "main"]

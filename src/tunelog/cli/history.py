@@ -1,0 +1,162 @@
+"""Verbs that read or mend the store's history: changelog, based-on, import, promote, reproduce, gc."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import click
+
+from .app import cli
+
+
+@cli.command()
+@click.option("--experiment", required=True, help="The MLflow experiment to write the story of.")
+@click.option("-o", "--output", default=None, help="Write here (default: print).")
+@click.option("--format", "fmt", type=click.Choice(["markdown", "json"]), default="markdown", show_default=True)
+@click.option("--metric", default=None, help="Headline metric (default: the runs' tunelog.metric).")
+@click.option("--direction", type=click.Choice(["minimize", "maximize"]), default=None)
+@click.option("--verbose", is_flag=True, help="List every unchanged key under Kept.")
+@click.option("--no-log", is_flag=True, help="Do not log the changelog to the store as an artifact.")
+def changelog(experiment: str, output: Optional[str], fmt: str, metric, direction, verbose: bool, no_log: bool) -> None:
+    """Write the run-evolution changelog of an experiment from the tracking store.
+
+    Example: tunelog changelog --experiment demo -o CHANGELOG.md
+    """
+    from .. import changelog as cl
+    from .. import tracking as t
+
+    tracker = t.Tracker()
+    log = cl.collect_and_build(tracker, experiment, metric=metric, direction=direction, verbose=verbose)
+    text = cl.to_json(log) if fmt == "json" else cl.to_markdown(log)
+    if output:
+        Path(output).write_text(text)
+        click.echo(f"wrote {output}: {len(log.entries)} runs, best {log.best_id or 'none'}")
+    else:
+        click.echo(text, nl=False)
+    if not no_log:
+        with tracker.run(experiment, run_name="changelog", tags={t.TAG_KIND: t.KIND_CHANGELOG}) as run:
+            run.log_text(text, "CHANGELOG.json" if fmt == "json" else "CHANGELOG.md")
+
+
+@cli.command("based-on")
+@click.argument("run_id", metavar="RUN")
+@click.argument("parent_id", metavar="PARENT")
+def based_on(run_id: str, parent_id: str) -> None:
+    """Record that RUN derives from PARENT (the changelog's lineage).
+
+    Example: tunelog based-on 3f2a... 9b1c...
+    """
+    from .. import tracking as t
+
+    tracker = t.Tracker()
+    for rid in (run_id, parent_id):
+        tracker.get_run(rid)
+    tracker.set_tags(run_id, {t.TAG_BASED_ON: parent_id})
+    click.echo(f"{run_id} is now based on {parent_id}")
+
+
+@cli.command("import")
+@click.argument("root", type=click.Path(exists=True, file_okay=False))
+@click.option("--experiment", required=True, help="The MLflow experiment to import into.")
+@click.option("--metric", default=None, help="Headline metric (default: eval_loss, val_loss... as found).")
+@click.option("--direction", type=click.Choice(["minimize", "maximize"]), default="minimize", show_default=True)
+@click.option(
+    "--pattern",
+    "patterns",
+    multiple=True,
+    metavar="REGEX",
+    help="Extra metric regex with named groups key and value (and optionally step).",
+)
+def import_(root: str, experiment: str, metric, direction: str, patterns: tuple[str, ...]) -> None:
+    """Import legacy run folders (a config and a log each) under ROOT as MLflow runs, once.
+
+    Example: tunelog import old_runs/ --experiment speech-decoder
+    """
+    from ..importer import import_tree
+    from ..tracking import Tracker
+
+    report = import_tree(Path(root), Tracker(), experiment, metric=metric, patterns=patterns, direction=direction)
+    for warning in report.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    click.echo(
+        f"imported {len(report.imported)} runs, {len(report.skipped)} already there, "
+        f"{len(report.warnings)} skipped with a warning"
+    )
+
+
+@cli.command("promote")
+@click.option("--experiment", default=None, help="Promote the best run of this experiment.")
+@click.option("--run", "run_id", default=None, help="Promote this run.")
+@click.option("--name", "model", default=None, help="Registered model name (default: the experiment's).")
+@click.option("--metric", default=None, help="Metric to judge by (default: the run's tunelog.metric).")
+def promote_cmd(experiment: Optional[str], run_id: Optional[str], model: Optional[str], metric) -> None:
+    """Register the best run's adapter; move the `champion` alias only if it beats the champion.
+
+    Example: tunelog promote --experiment demo --name demo-lora
+    """
+    from ..promote import best_run, promote
+    from ..tracking import Tracker
+
+    if bool(experiment) == bool(run_id):
+        raise click.UsageError("give exactly one of --experiment or --run")
+    tracker = Tracker()
+    run = tracker.get_run(run_id) if run_id else best_run(tracker, experiment, metric)
+    if not model:
+        model = experiment or run.experiment_name
+    click.echo(promote(tracker, run, model, metric).summary())
+
+
+@cli.command("reproduce")
+@click.argument("run_id", metavar="RUN")
+def reproduce_cmd(run_id: str) -> None:
+    """Rerun RUN from the spec it logged and print how its final metrics compare.
+
+    Example: tunelog reproduce 3f2a9c...
+    """
+    from ..reproduce import reproduce
+    from ..tracking import Tracker
+
+    new_id, pairs = reproduce(Tracker(), run_id)
+    click.echo(f"reproduced {run_id} as {new_id}")
+    click.echo(f"{'metric':<28} {'original':>12} {'reproduced':>12} {'difference':>12}")
+    for key, (a, b) in pairs.items():
+        click.echo(f"{key:<28} {a:>12.6g} {b:>12.6g} {b - a:>12.3g}")
+
+
+@cli.command()
+@click.option(
+    "--older-than",
+    "older_than",
+    default="30m",
+    show_default=True,
+    metavar="AGE",
+    help="Only runs with nothing logged for this long: 90s, 30m, 2h.",
+)
+@click.option("--yes", is_flag=True, help="Close them (without it: only list what would be closed).")
+def gc(older_than: str, yes: bool) -> None:
+    """Close runs left RUNNING with no live process (KILLED, with the reason); a dry run unless --yes.
+
+    Example: tunelog gc --older-than 30m --yes
+    """
+    from ..tracking import Tracker
+
+    tracker = Tracker()
+    stale = tracker.stale_runs(_seconds(older_than))
+    for record, why in stale:
+        if yes:
+            tracker.close_run(record.run_id, "KILLED", "failed", why)
+        click.echo(f"{'closed' if yes else 'would close'} {record.run_id} ({record.name}): {why}")
+    click.echo(f"{len(stale)} stale run(s) in {tracker.uri}" + ("" if yes or not stale else "; --yes closes them"))
+
+
+def _seconds(age: str) -> float:
+    """`90s`, `30m`, `2h`, `1d` or plain seconds."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    text = age.strip().lower()
+    try:
+        return float(text[:-1]) * units[text[-1]] if text and text[-1] in units else float(text)
+    except ValueError:
+        raise click.BadParameter(
+            f"expected an age such as 90s, 30m, 2h (got {age!r})", param_hint="--older-than"
+        ) from None

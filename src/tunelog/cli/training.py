@@ -1,0 +1,244 @@
+"""Verbs that train or measure: train, sweep, analyze, stages, probe."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import click
+
+from ..errors import TunelogError
+from .app import cli, force_option, leave_behind, lint_gate, load, spec_options
+
+
+@cli.command()
+@spec_options
+@force_option
+def train(spec_file: str, config: Optional[str], overrides: tuple[str, ...], force: bool) -> None:
+    """Fine-tune with LoRA from SPEC and record one MLflow run (lint runs first).
+
+    Example: tunelog train examples/demo/demo.yaml --config balanced
+    """
+    spec = load(spec_file, config, overrides)  # validate before importing torch: bad input fails fast
+    report = lint_gate(spec, force)
+    from ..tracking import Tracker
+    from ..train import run_training
+
+    tracker = Tracker()
+    run_id, result = run_training(spec, tracker, lint=report)
+    metric = spec.tracking.metric
+    value = result.metrics.get(metric)
+    shown = f"{metric}={value:.4f}" if value is not None else f"{metric}=n/a"
+    click.echo(
+        f"run {run_id}: outcome {result.outcome}{' (' + result.reason + ')' if result.reason else ''}, "
+        f"{result.steps} steps, {shown}; store {tracker.uri}"
+    )
+    if result.outcome != "ok":
+        sys.exit(3)
+
+
+@cli.command()
+@spec_options
+@force_option
+@click.option(
+    "--n-trials", type=click.IntRange(min=1), default=None, help="Trials in the study (default: search.n_trials)."
+)
+@click.option(
+    "--timeout", type=click.FloatRange(min=0, min_open=True), default=None, help="Stop after this many seconds."
+)
+@click.option("--quick", is_flag=True, help="search.quick: fewer, cheaper trials.")
+@click.option(
+    "--storage",
+    default=None,
+    help="Optuna storage: a journal file path or a database URL (default: optuna.journal beside the MLflow store).",
+)
+@click.option("--study", default=None, help="Study name (default: search.study or EXPERIMENT-sweep).")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Local worker processes.")
+@click.option("--force-resume", is_flag=True, help="Go on with a study started with another search space.")
+@click.option("--refine-from", default=None, metavar="STUDY", help="Narrow the space around STUDY's best trials.")
+@click.option("--top-k", type=click.IntRange(min=1), default=5, show_default=True, help="Trials --refine-from keeps.")
+@click.option("--promote", "promote_to", default=None, metavar="MODEL", help="Register the best trial as MODEL.")
+@click.option("--changelog", "changelog_to", default=None, metavar="FILE", help="Write the experiment's changelog.")
+@click.option("--worker", is_flag=True, hidden=True)
+def sweep(
+    spec_file: str,
+    config: Optional[str],
+    overrides: tuple[str, ...],
+    force: bool,
+    n_trials,
+    timeout,
+    quick: bool,
+    storage,
+    study,
+    workers: int,
+    force_resume: bool,
+    refine_from,
+    top_k: int,
+    promote_to: Optional[str],
+    changelog_to: Optional[str],
+    worker: bool,
+) -> None:
+    """Run an Optuna study over SPEC's `search:` space; every trial is a child MLflow run.
+
+    Rerunning the same command resumes the study; --workers N runs N local processes,
+    and invocations on several machines sharing --storage and MLFLOW_TRACKING_URI form one study.
+
+    Example: tunelog sweep examples/demo/demo.yaml --n-trials 8
+    """
+    spec = load(spec_file, config, overrides)
+    if not worker:
+        lint_gate(spec, force)
+    from ..sweep import Sweep, SweepOptions
+    from ..tracking import Tracker
+
+    opts = SweepOptions(
+        n_trials=n_trials,
+        timeout=timeout,
+        quick=quick,
+        storage=storage,
+        study=study,
+        workers=workers,
+        force_resume=force_resume,
+        refine_from=refine_from,
+        top_k=top_k,
+        echo=click.echo,
+    )
+    runner = Sweep(spec, Tracker(), opts)
+    if worker:
+        runner.work()
+        return
+    summary = runner.run()
+    c = summary.counts
+    click.echo(
+        f"study {summary.study}: {c['complete']} complete, {c['pruned']} pruned, {c['rejected']} rejected, "
+        f"{c['failed']} failed; sweep run {summary.sweep_run_id}"
+    )
+    if summary.best_trial is not None:
+        click.echo(
+            f"best: trial {summary.best_trial} {spec.tracking.metric}={summary.best_value:.4f} "
+            f"{summary.best_params} (run {summary.best_run_id})"
+        )
+    leave_behind(runner.tracker, spec.tracking.experiment, summary.best_run_id, promote_to, changelog_to)
+
+
+@cli.command()
+@click.argument("study_name", metavar="STUDY")
+@click.option("--storage", default=None, help="Optuna storage: a journal file path or a database URL (default: optuna.journal beside the MLflow store).")
+@click.option("--top", type=click.IntRange(min=1), default=5, show_default=True)
+def analyze(study_name: str, storage: Optional[str], top: int) -> None:
+    """Print a study's best configs and the narrower ranges to search next.
+
+    Example: tunelog analyze demo-sweep --top 3
+    """
+    from ..sweep import best_trials, counts, default_storage, load_for_analysis, suggested_ranges
+    from ..tracking import tracking_uri
+
+    study = load_for_analysis(study_name, storage or default_storage(tracking_uri()))
+    click.echo(f"study {study_name}: " + ", ".join(f"{v} {k}" for k, v in counts(study).items() if v))
+    best = best_trials(study, top)
+    for rank, tr in enumerate(best, 1):
+        click.echo(f"{rank}. trial {tr.number}: {tr.values[0]:.4f}  {tr.params}")
+    if not best:
+        click.echo("no completed feasible trial yet")
+        return
+    click.echo("suggested next ranges (tunelog sweep SPEC --refine-from " + study_name + "):")
+    for line in suggested_ranges(study, top) or ["the best trials span the whole space: widen it or sample more"]:
+        click.echo(f"  {line}")
+
+
+@cli.command()
+@spec_options
+@force_option
+@click.option("--from-stage", type=click.IntRange(min=1), default=None, help="Rerun from stage K (1-based).")
+@click.option("--from-sweep", default=None, metavar="STUDY", help="Start every stage from STUDY's best trial.")
+@click.option("--storage", default=None, help="Optuna storage of --from-sweep's study.")
+@click.option("--baseline", is_flag=True, help="Also train one stage of the same total steps on the last data.")
+@click.option("--promote", "promote_to", default=None, metavar="MODEL", help="Register the winner as MODEL.")
+def stages(
+    spec_file: str,
+    config: Optional[str],
+    overrides: tuple[str, ...],
+    force: bool,
+    from_stage,
+    from_sweep,
+    storage,
+    baseline: bool,
+    promote_to: Optional[str],
+) -> None:
+    """Run SPEC's `pipeline:` stages, each starting from the previous stage's adapter.
+
+    Example: tunelog stages examples/demo/demo.yaml --baseline --promote demo-lora
+    """
+    spec = load(spec_file, config, overrides)
+    if from_sweep:
+        from ..sweep import best_trial_overrides
+
+        spec = spec.with_overrides(best_trial_overrides(spec, from_sweep, storage), f"best trial of {from_sweep}")
+        click.echo(f"base config from the best trial of {from_sweep}")
+    lint_gate(spec, force)
+    from ..stages import Pipeline
+    from ..tracking import Tracker
+
+    tracker = Tracker()
+    outcome = Pipeline(spec, tracker, from_stage=from_stage, baseline=baseline, echo=click.echo).run()
+    for s in outcome.stages:
+        shown = f"{s.result:.4f}" if s.result is not None else "n/a"
+        click.echo(f"  {s.name}: {spec.tracking.metric}={shown} ({'reused ' if s.reused else ''}run {s.run_id})")
+    click.echo(outcome.verdict)
+    if promote_to:
+        from ..promote import promote
+
+        winner = outcome.winner(spec.tracking.direction)
+        click.echo(promote(tracker, tracker.get_run(winner.run_id), promote_to).summary())
+
+
+@cli.command()
+@spec_options
+@force_option
+@click.option(
+    "--max-memory-gb",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Memory budget (default: the GPU's; required on the CPU).",
+)
+@click.option("--quick", is_flag=True, help="About six candidates.")
+@click.option("--refine", is_flag=True, help="Also try the best's neighbours in each knob; two runoff rounds.")
+@click.option("--exhaustive", is_flag=True, help="Measure every candidate (the slow baseline; for comparison).")
+@click.option("-o", "--output", default="train_best.sh", show_default=True, help="Where to write the training script.")
+def probe(
+    spec_file: str,
+    config: Optional[str],
+    overrides: tuple[str, ...],
+    force: bool,
+    max_memory_gb,
+    quick: bool,
+    refine: bool,
+    exhaustive: bool,
+    output: str,
+) -> None:
+    """Find the fastest config of SPEC that fits in memory, on a worst-case batch.
+
+    Example: tunelog probe examples/demo/demo.yaml --max-memory-gb 0.9
+    """
+    spec = load(spec_file, config, overrides)
+    lint_gate(spec, force)
+    from ..probe import Probe
+    from ..tracking import Tracker
+
+    result = Probe(
+        spec, Tracker(), max_memory_gb=max_memory_gb, quick=quick, refine=refine, echo=click.echo, exhaustive=exhaustive
+    ).run()
+    s = result.summary()
+    click.echo(
+        f"{s['tested']} tested of {s['grid']}, {s['successful']} fit, {len(s['failed_oom'])} out of memory, "
+        f"{len(s['skipped'])} skipped; probe run {result.run_id}"
+    )
+    if result.best is None:
+        raise TunelogError("no candidate fit in the memory budget: lower the batch sizes or raise --max-memory-gb")
+    b = result.best
+    eta = "unknown (no dataset size)" if b.eta_s is None else f"{b.eta_s / 60:.1f} min"
+    click.echo(f"best: {b.values}: {b.samples_per_s:.1f} samples/s, peak {b.peak_gb:.3f} GB, ETA {eta}")
+    Path(output).write_text(result.script)
+    Path(output).chmod(0o755)
+    click.echo(f"wrote {output}")
