@@ -95,3 +95,15 @@ def run_cli(*argv) -> CliResult:
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     return CliResult(code, out.getvalue(), err.getvalue())
+
+
+@pytest.fixture
+def imported(tmp_path, store):
+    """The legacy history (tests/legacy_history.py) imported into the test store as experiment `speech`."""
+    from legacy_history import build_tree
+    from tunelog.importer import import_tree
+    from tunelog.tracking import Tracker
+
+    tree = build_tree(tmp_path / "legacy")
+    report = import_tree(tree, Tracker(), "speech", metric="val_loss")
+    return tree, report

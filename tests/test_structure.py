@@ -44,7 +44,7 @@ def test_no_import_cycle_at_module_level():
     def visit(m: str, path: list[str]) -> None:
         if state.get(m) == "done":
             return
-        assert state.get(m) != "visiting", "import cycle: " + " -> ".join(path[path.index(m):] + [m])
+        assert state.get(m) != "visiting", "import cycle: " + " -> ".join(path[path.index(m) :] + [m])
         state[m] = "visiting"
         for dep in sorted(graph[m]):
             visit(dep, path + [m])

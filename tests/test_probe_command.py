@@ -1,0 +1,111 @@
+"""Probing a command trainer: the fixture script per candidate, its printed or sampled memory, CUDA OOM text."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+from mlflow import MlflowClient
+
+from conftest import REPO, subprocess_env
+from tunelog.spec import load_spec
+from tunelog.tracking import Tracker
+
+EXAMPLE = REPO / "examples/diffusion_lora/spec.yaml"
+
+
+def example(tmp_path, **args):
+    raw = yaml.safe_load(EXAMPLE.read_text())
+    raw["trainer"]["argv"][1] = str(REPO / "tests/fixtures/fake_diffusion_train.py")
+    raw["data"]["train"] = str(REPO / "examples/diffusion_lora/captions.txt")
+    extra = [item for k, v in args.items() for item in (f"--{k}", str(v))]
+    raw["trainer"]["argv"] += extra
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return load_spec(path)
+
+
+def probe_example(tmp_path, **args):
+    """The example with the fixture's stand-ins for cost: step time grows with the batch, memory with batch x dim."""
+    spec = example(tmp_path, step_time=0.02, step_time_per_sample=0.005, **args)
+    return spec.with_overrides({"probe.headroom": 0.0, "probe.max_steps": 4})
+
+
+def probe_summary(client, run_id, tmp_path):
+    import json
+
+    return json.loads(Path(client.download_artifacts(run_id, "probe_summary.json", str(tmp_path))).read_text())
+
+
+def test_probe_of_a_command_trainer_under_a_cpu_budget(tmp_path, store):
+    """Candidates run the script with the step cap; its process tree's RSS goes over the budget for the big ones."""
+    path = tmp_path / "spec.yaml"
+    probe_example(tmp_path, mb_per_sample_dim=0.5)  # writes spec.yaml with the fixture's flags
+    raw = yaml.safe_load(path.read_text())
+    raw["probe"].update({"headroom": 0.0, "max_steps": 4})
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    env = subprocess_env(store)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tunelog.cli",
+            "probe",
+            str(path),
+            "--max-memory-gb",
+            "0.2",
+            "-o",
+            str(tmp_path / "best.sh"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    client = MlflowClient(store)
+    exp = client.get_experiment_by_name("diffusion-lora").experiment_id
+    parent = next(
+        r for r in client.search_runs([exp], "tags.`tunelog.kind` = 'probe'") if "mlflow.parentRunId" not in r.data.tags
+    )
+    summary = probe_summary(client, parent.info.run_id, tmp_path)
+    # 0.5 MB x batch x dim held: dim 32 fits up to batch 8 (128 MB + the interpreter), 64 up to batch 4
+    assert {"train.batch_size": 8, "trainer.args.network_dim": 64} in summary["failed_oom"]
+    assert summary["best"]["config"] == {"train.batch_size": 8, "trainer.args.network_dim": 32}
+    assert 0.12 < summary["best"]["peak_mem_gb"] <= 0.2  # the tree's sampled RSS, not this process's
+    assert summary["best"]["eta_s"] > 0  # captions.txt's size x epochs over the measured samples/s
+    skipped = {
+        (s["config"]["train.batch_size"], s["config"]["trainer.args.network_dim"]): s["why"] for s in summary["skipped"]
+    }
+    assert "predicted peak" in skipped[(16, 32)]  # a line through batch 1..8's sampled peaks: never run
+    assert summary["tested"] < summary["grid"]
+    script = (tmp_path / "best.sh").read_text()
+    assert "--train_batch_size 8" in script and "--network_dim 32" in script and "--max_train_steps" not in script
+    ran = subprocess.run(["bash", str(tmp_path / "best.sh")], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    assert (tmp_path / "probe-best-output/last.safetensors").is_file()
+
+
+def test_probe_reads_printed_gpu_memory_and_cuda_oom(tmp_path, store):
+    """A stand-in GPU (the fixture's --fake_vram_gb, since no GPU runs here): the script prints its peak and
+    a CUDA OOM past 0.6 GB; the probe takes the printed figure and records both kinds of OOM."""
+    spec = probe_example(tmp_path, mb_per_sample_dim=0.15, fake_vram_gb=0.6)  # 0.5 GB + 0.15 MB x batch x dim
+    spec = spec.with_overrides({"probe.memory_metric": "peak_vram_gb"})
+    from tunelog.probe import Probe
+
+    result = Probe(spec, Tracker(), max_memory_gb=0.55, echo=lambda s: None, exhaustive=True).run()
+    by_config = {(m.values["train.batch_size"], m.values["trainer.args.network_dim"]): m for m in result.measured}
+    assert by_config[(8, 128)].outcome == "oom" and "CUDA out of memory" in by_config[(8, 128)].reason
+    assert by_config[(4, 128)].outcome == "oom" and "printed peak 0.577 GB" in by_config[(4, 128)].reason
+    assert by_config[(1, 32)].peak_gb == 0.505  # as printed, not the process's RSS
+    assert result.best is not None and result.best.values == {"train.batch_size": 8, "trainer.args.network_dim": 32}
+
+
+def test_gpu_memory_by_pid_from_nvidia_smi_csv():
+    """nvidia-smi cannot run here: its CSV (as `--query-compute-apps=pid,used_memory` prints it) is given."""
+    from tunelog.memory import gpu_gb_of
+
+    csv = "4101, 20480\n4102, 1024\n999, 70000\n4103, [N/A]\n"
+    assert gpu_gb_of(csv, [4101, 4102, 4103]) == (20480 + 1024) * 2**20 / 1e9  # the tree's PIDs, not pid 999
+    assert gpu_gb_of("", [4101]) == 0.0

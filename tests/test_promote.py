@@ -1,0 +1,80 @@
+"""promote (champion and challenger), load_model in a fresh process, and reproduce, on a real registry."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+from mlflow import MlflowClient
+
+from conftest import demo_raw, subprocess_env, write_spec
+from tunelog.promote import promote
+from tunelog.reproduce import reproduce
+from tunelog.spec import load_spec
+from tunelog.tracking import TAG_BASED_ON, Tracker
+from tunelog.train import run_training
+
+
+def short_run(tmp_path, name, **train):
+    spec = load_spec(write_spec(tmp_path / f"{name}.yaml", demo_raw(eval_every=None, **train)))
+    spec = spec.with_overrides({"tracking.run_name": name})
+    return run_training(spec, Tracker())
+
+
+def test_promote_keeps_the_better_champion_and_never_registers_twice(tmp_path, store):
+    good_id, good = short_run(tmp_path, "good", max_steps=30)
+    bad_id, bad = short_run(tmp_path, "bad", max_steps=2)
+    assert good.metrics["eval/loss"] < bad.metrics["eval/loss"]
+    tracker = Tracker()
+    first = promote(tracker, tracker.get_run(good_id), "demo-lora")
+    second = promote(tracker, tracker.get_run(bad_id), "demo-lora")
+    assert first.created and first.champion and second.created and not second.champion
+    client = MlflowClient(store)
+    champion = client.get_model_version_by_alias("demo-lora", "champion")
+    assert champion.run_id == good_id and champion.tags["metric"] == "eval/loss"
+    assert float(champion.tags["metric_value"]) == pytest.approx(good.metrics["eval/loss"])
+    assert champion.tags["spec_hash"] and champion.tags["base_model"].startswith("tiny:")
+    assert "### good" in champion.description
+    assert client.get_model_version("demo-lora", second.version).tags["challenger"] == "true"
+    again = promote(tracker, tracker.get_run(good_id), "demo-lora")
+    assert not again.created and again.version == first.version
+    assert len(client.search_model_versions("name = 'demo-lora'")) == 2
+
+
+def test_champion_loads_in_a_fresh_process_with_the_runs_logits(tmp_path, store):
+    from peft import PeftModel
+
+    from tunelog.model import _tiny_model, load_tokenizer
+
+    run_id, _ = short_run(tmp_path, "champ", max_steps=8)
+    tracker = Tracker()
+    promote(tracker, tracker.get_run(run_id), "logits-model")
+    spec = load_spec(tmp_path / "champ.yaml")
+    tokenizer = load_tokenizer(spec)
+    adapter = tracker.download(run_id, "adapter", str(tmp_path / "dl"))
+    reference = PeftModel.from_pretrained(_tiny_model(spec, tokenizer), adapter).eval()
+    ids = tokenizer(["Æ e heime i dag ."], return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        expected = reference(input_ids=ids).logits
+    script = (
+        "import sys, torch, tunelog\n"
+        "m = tunelog.load_model('models:/logits-model@champion')\n"
+        "ids = m.tokenizer(['Æ e heime i dag .'], return_tensors='pt')['input_ids']\n"
+        "with torch.no_grad():\n    torch.save(m.model(input_ids=ids).logits, sys.argv[1])\n"
+    )
+    out = tmp_path / "logits.pt"
+    proc = subprocess.run(
+        [sys.executable, "-c", script, str(out)], capture_output=True, text=True, env=subprocess_env(store), timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert torch.equal(torch.load(out), expected)
+    assert not torch.equal(expected, _tiny_model(spec, tokenizer)(input_ids=ids).logits)  # the adapter matters
+
+
+def test_reproduce_gives_the_same_final_loss(tmp_path, store):
+    run_id, result = short_run(tmp_path, "orig", max_steps=12)
+    new_id, pairs = reproduce(Tracker(), run_id)
+    assert new_id != run_id
+    original, again = pairs["train/final_loss"]
+    assert abs(original - again) <= 1e-6
+    assert Tracker().get_run(new_id).tags[TAG_BASED_ON] == run_id
