@@ -86,9 +86,6 @@ class TokenizedData:
     def __len__(self) -> int:
         return len(self.samples)
 
-    def n_tokens(self, indices: list[int]) -> int:
-        return sum(len(self.samples[i]) for i in indices)
-
     def collate(self, indices: list[int]) -> dict[str, "torch.Tensor"]:
         """Right-padded input ids, attention mask and labels with padding ignored (-100)."""
         import torch

@@ -49,9 +49,6 @@ class Schedule:
         step = max(1, min(int(step), self.total_steps))
         return _REGISTRY[self.name](self, step)
 
-    def curve(self) -> list[float]:
-        return [self.lr_at(s) for s in range(1, self.total_steps + 1)]
-
     def milestones(self) -> list[int]:
         """Steps worth printing: warmup end, each anneal, quarter points and the last step."""
         points = {1, self.total_steps}
