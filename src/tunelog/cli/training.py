@@ -124,7 +124,11 @@ def sweep(
 
 @cli.command()
 @click.argument("study_name", metavar="STUDY")
-@click.option("--storage", default=None, help="Optuna storage: a journal file path or a database URL (default: optuna.journal beside the MLflow store).")
+@click.option(
+    "--storage",
+    default=None,
+    help="Optuna storage: a journal file path or a database URL (default: optuna.journal beside the MLflow store).",
+)
 @click.option("--top", type=click.IntRange(min=1), default=5, show_default=True)
 def analyze(study_name: str, storage: Optional[str], top: int) -> None:
     """Print a study's best configs and the narrower ranges to search next.
