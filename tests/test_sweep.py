@@ -350,3 +350,30 @@ def test_best_trial_overrides_for_stages_from_sweep(tmp_path, store):
             )
         )
     assert best_trial_overrides(spec, "s") == {"train.learning_rate": 3e-3, "lora.alpha": spec.lora.r * 2.0}
+
+
+def test_named_configs_run_as_written(tmp_path, store):
+    """A sampled helper (alpha_ratio) must not re-derive the lora.alpha a preset sets: each preset's logged
+    params equal its overrides, while sampled trials still get the derived value."""
+    search = {
+        "n_trials": 3,
+        "sampler": "random",
+        "params": {
+            "lora.r": {"type": "categorical", "choices": [4, 8]},
+            "alpha_ratio": {"type": "float", "min": 0.5, "max": 3.0},
+        },
+        "derived": {"lora.alpha": "lora.r * alpha_ratio"},
+    }
+    raw = sweep_raw(tmp_path, search)
+    raw["configs"] = {
+        "small": {"overrides": {"lora.r": 4, "lora.alpha": 8}},
+        "wide": {"overrides": {"lora.r": 8, "lora.alpha": 32, "lora.dropout": 0.25}},
+    }
+    run_sweep(write_spec(tmp_path / "presets.yaml", raw))
+    by_config = {r.data.tags.get("tunelog.config"): r for r in runs(store, **{"tunelog.kind": "trial"})}
+    assert by_config["small"].data.params["lora.alpha"] == "8.0" and by_config["small"].data.params["lora.r"] == "4"
+    wide = by_config["wide"].data.params
+    assert (wide["lora.alpha"], wide["lora.r"], wide["lora.dropout"]) == ("32.0", "8", "0.25")
+    sampled = study_of(store).trials[2]
+    free = by_config[None].data.params
+    assert float(free["lora.alpha"]) == pytest.approx(sampled.params["lora.r"] * sampled.params["alpha_ratio"])

@@ -1,9 +1,12 @@
 """tunelog: LoRA fine-tuning experiments recorded on MLflow, reproducible and comparable."""
 
 from .errors import MachineError, SpecError, TunelogError
+from .quiet import quiet_libraries
 from .schedules import Schedule, schedule_names
 from .spec import Spec, load_spec
 from .tracking import Tracker, tracking_uri
+
+quiet_libraries()
 
 
 def load_model(uri: str, device=None):

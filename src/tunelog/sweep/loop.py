@@ -25,7 +25,7 @@ from .. import tracking as t
 from ..errors import SpecError, SweepStuck, TrainingInterrupted, TunelogError
 from ..owner import owner_tag
 from ..plan import make_plan
-from ..spec import SearchSpec, Spec
+from ..spec import SearchSpec, Spec, flatten
 from ..tracking import Tracker
 from ..train import run_training
 from .analysis import SweepSummary, analyze, best_trials
@@ -230,17 +230,29 @@ class Sweep:
                 )
 
     def trial_spec(self, trial: optuna.Trial, values: dict[str, Any]) -> Spec:
+        """The trial's spec: sampled and derived values, and a named config's overrides as written."""
         preset = self.spec.configs.get(trial.user_attrs.get(ATTR_CONFIG, ""))
-        overrides = {**(preset.overrides if preset else {}), **space.spec_overrides(values)}
+        overrides = {**space.spec_overrides(values), **(flatten(preset.overrides) if preset else {})}
         spec = self.spec.with_overrides(overrides, f"trial {trial.number}")
         name = f"trial-{trial.number}" + (f"-{trial.user_attrs[ATTR_CONFIG]}" if preset else "")
         return spec.model_copy(update={"tracking": spec.tracking.model_copy(update={"run_name": name})})
+
+    def trial_values(self, trial: optuna.Trial, sampled: dict[str, Any]) -> dict[str, Any]:
+        """Sampled and derived values. A named config runs as written: derived params are computed only for
+        fields it leaves open (a sampled `alpha_ratio` must not re-derive the `lora.alpha` it sets), from its
+        own values, and its values stand for the fields it sets."""
+        preset = self.spec.configs.get(trial.user_attrs.get(ATTR_CONFIG, ""))
+        written = flatten(preset.overrides) if preset else {}
+        fixed = {**self.spec.flat_params(), **written}
+        derived = space.derive(self.search, {**sampled, **written}, self.spec.source, fixed)
+        values = {**sampled, **{k: v for k, v in derived.items() if k not in written}}
+        return {**values, **{k: v for k, v in written.items() if k in values}}
 
     def run_trial(self, study: optuna.Study, trial: optuna.Trial, sweep_run_id: str) -> tuple[str, str]:
         """One trial from sample to tell; returns (outcome, the rule that rejected it or '')."""
         trial.set_user_attr(ATTR_OWNER, owner_tag())
         sampled = suggest(trial, self.search)
-        values = {**sampled, **space.derive(self.search, sampled, self.spec.source, self.spec.flat_params())}
+        values = self.trial_values(trial, sampled)
         spec = self.trial_spec(trial, values)
         verdict = rules.judge_config(spec, values, self.n_samples, self.hidden, self.search.seed)
         for rule, value in verdict.broken.items():
