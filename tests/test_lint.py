@@ -203,3 +203,24 @@ def test_train_records_lint_warnings_on_the_run(tmp_path, store):
     run = client.search_runs([client.get_experiment_by_name("test").experiment_id])[0]
     assert "lr-range" in run.data.tags["tunelog.lint"]
     assert "Lint warnings: lr-range: peak LR 0.005 is outside" in run.data.tags["mlflow.note.content"]
+
+
+def test_seed_style_8bit_trouble_gives_two_warnings(tmp_path):
+    """lr 1.84e-4 with AdamW8bit and r = alpha = 128: the 8-bit optimizer's NaN risk and alpha == r both warn."""
+    report = lint_of(
+        tmp_path,
+        train={"learning_rate": 1.84e-4, "optimizer": "adamw8bit", "warmup_ratio": 0.05},
+        lora={"r": 128, "alpha": 128},
+    )
+    warnings = {f.rule: f for f in report.findings if f.severity == "warning"}
+    assert set(warnings) == {"optimizer-lr", "lora-shape"}, report.to_text()
+    assert "above train.max_lr_8bit 0.00012" in warnings["optimizer-lr"].message
+    assert "go NaN" in warnings["optimizer-lr"].message
+    assert "lora.alpha: 64" in warnings["lora-shape"].fix  # 0.5r: no rule of the spec forbids it
+
+
+def test_alpha_fix_suggests_a_ratio_the_rules_allow(tmp_path):
+    rules = [{"name": "alpha-at-least-r", "reject": "lora.alpha < lora.r", "reason": "this team trains alpha >= r"}]
+    report = lint_of(tmp_path, train={"learning_rate": 5e-4}, lora={"r": 16, "alpha": 16}, rules=rules)
+    shape = next(f for f in report.findings if f.rule == "lora-shape")
+    assert shape.severity == "warning" and "lora.alpha: 32" in shape.fix  # 0.5 breaks the rule, 2 does not

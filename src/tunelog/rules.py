@@ -106,9 +106,9 @@ class Verdict:
 
 
 def hard_rules(spec: Spec) -> list[RuleSpec]:
-    """Sweep constraints plus the spec's error-severity rules: one list of safety rules for lint and sweep."""
-    assert spec.search is not None
-    return list(spec.search.constraints) + [r for r in spec.rules if r.severity == "error"]
+    """The rules that reject: the sweep's constraints (when there is a sweep) and the spec's error-severity
+    rules; one list of safety rules for lint, sweep and probe."""
+    return (list(spec.search.constraints) if spec.search else []) + [r for r in spec.rules if r.severity == "error"]
 
 
 def judge(spec: Spec, env: dict[str, Any], seed: int, key: str) -> Verdict:

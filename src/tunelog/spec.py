@@ -103,6 +103,7 @@ class TrainSpec(_Section):
     ema_decay: Optional[float] = Field(None, gt=0, lt=1)
     eval_every: Optional[int] = Field(None, gt=0)
     divergence_factor: float = Field(4.0, gt=1)
+    max_lr_8bit: float = Field(1.2e-4, gt=0)  # lint warns above it for 8-bit optimizers (their states go NaN)
     seed: int = 0
 
     @field_validator("schedule")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 
-from ..rules import Facts
+from ..rules import Facts, check_rule, hard_rules, rule_env
 from . import Finding
 
 RuleFn = Callable[[Facts], Iterable[Finding]]
@@ -19,7 +19,9 @@ ADAM_LORA_LR = (1e-6, 2e-3)  # usual peak LR for Adam-family LoRA fine-tuning
 ADAM_LR_BROKEN = 3e-2  # above this Adam updates are near-certain to blow up
 SGD_LR = (1e-3, 1.0)
 SGD_LR_BROKEN = 10.0
-HIGH_LR = 1e-3  # "high" for the 8-bit optimizer, no-accumulation and alpha == r rules
+HIGH_LR = 1e-3  # "high" for the no-accumulation rule
+ALPHA_EQ_R_LR = 1e-4  # alpha == r above this peak: a scale of 1 with an LR that needs a gentler adapter
+SAFER_RATIOS = (0.5, 2.0, 0.25, 4.0)  # alpha/r values the alpha == r fix may suggest, first allowed wins
 PEAK_RATIO_ERROR = 10.0
 PEAK_RATIO_WARN = 2.0
 WARMUP_VANISHING = 0.005  # share of training
@@ -169,13 +171,14 @@ def end_above_peak(f: Facts) -> Iterator[Finding]:
 def lora_shape(f: Facts) -> Iterator[Finding]:
     r, alpha = f.spec.lora.r, f.spec.lora.alpha
     if alpha == r:
-        sev = "warning" if f.peak >= HIGH_LR else "info"
+        sev = "warning" if f.peak > ALPHA_EQ_R_LR else "info"
+        ratio = allowed_ratio(f)
         yield Finding(
             "lora-shape",
             sev,
             f"lora.alpha == lora.r ({r}): the adapter scale alpha/r is 1"
-            f"{f', with a high peak LR {_lr(f.peak)}' if sev == 'warning' else ''}",
-            f"the usual choice is alpha = 2r (lora.alpha: {2 * r}); or lower the LR",
+            f"{f', with a peak LR {_lr(f.peak)} above {_lr(ALPHA_EQ_R_LR)}' if sev == 'warning' else ''}",
+            f"use alpha = {ratio:g}r (lora.alpha: {ratio * r:g}), a ratio the spec's rules allow; or lower the LR",
         )
     ratio = alpha / r
     if not ALPHA_RATIO_RANGE[0] <= ratio <= ALPHA_RATIO_RANGE[1]:
@@ -196,15 +199,27 @@ def lora_shape(f: Facts) -> Iterator[Finding]:
         )
 
 
+def allowed_ratio(f: Facts) -> float:
+    """The first of SAFER_RATIOS whose alpha breaks none of the spec's hard rules (rules naming a sweep
+    helper cannot be judged here and do not count); 0.5 when every one breaks some rule."""
+    for ratio in SAFER_RATIOS:
+        spec = f.spec.with_overrides({"lora.alpha": ratio * f.spec.lora.r}, "lint")
+        env = rule_env(Facts(spec, f.plan, f.hidden_size))
+        if not any(check_rule(rule, env, spec.source, "rules") for rule in hard_rules(spec)):
+            return ratio
+    return SAFER_RATIOS[0]
+
+
 @rule("optimizer-lr")
 def optimizer_lr(f: Facts) -> Iterator[Finding]:
     t, peak = f.spec.train, f.peak
-    if t.optimizer == "adamw8bit" and peak > HIGH_LR:
+    if t.optimizer == "adamw8bit" and peak > t.max_lr_8bit:
         yield Finding(
             "optimizer-lr",
             "warning",
-            f"adamw8bit at peak LR {_lr(peak)}: 8-bit states are unstable above {_lr(HIGH_LR)}",
-            "lower the LR or use adamw",
+            f"adamw8bit at peak LR {_lr(peak)}, above train.max_lr_8bit {_lr(t.max_lr_8bit)}: with LoRA, "
+            f"8-bit optimizer states go NaN at high learning rates",
+            f"lower the LR to {_lr(t.max_lr_8bit)} or less, or use adamw",
         )
     if t.grad_accum == 1 and peak > HIGH_LR and f.plan.effective_batch < 16:
         yield Finding(
