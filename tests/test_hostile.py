@@ -238,3 +238,32 @@ def test_gc_closes_runs_whose_process_is_gone(store, capsys):
     assert client.get_run(alive).info.status == "RUNNING"
     code, out, _ = tunelog(capsys, "gc", "--older-than", "30m", "--yes")
     assert "0 stale run(s)" in out  # nothing else to close; the live run is not touched however old
+
+
+# --- secrets and drivers ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url, shown",
+    [
+        ("postgresql://user:s3cr3t@db:5432/optuna", "postgresql://user:***@db:5432/optuna"),
+        ("postgresql+psycopg2://u:s3cr3t@h/d", "postgresql+psycopg2://u:***@h/d"),
+        ("https://host/api?token=s3cr3t&page=2", "https://host/api?token=***&page=2"),
+        ("sqlite:///mlruns/mlflow.db", "sqlite:///mlruns/mlflow.db"),
+        ("postgresql://user@db/optuna", "postgresql://user@db/optuna"),
+    ],
+)
+def test_urls_lose_their_secrets(url, shown):
+    from tunelog.redact import redact_url
+
+    assert redact_url(url) == shown
+
+
+def test_unusable_storage_url_is_one_line_without_its_password(tmp_path, store, capsys):
+    url = "postgresql://tunelog:s3cr3t@127.0.0.1:9/optuna"  # nothing listens on port 9
+    code, out, err = tunelog(capsys, "sweep", small_sweep(tmp_path), "--storage", url)
+    errors = [line for line in err.splitlines() if line.strip() and not line.startswith("lint warning")]
+    assert code == 1 and len(errors) == 1 and "Traceback" not in err
+    assert "s3cr3t" not in err + out and "tunelog:***@127.0.0.1" in errors[0]
+    assert "tunelog[postgres]" in errors[0] or "cannot open the study storage" in errors[0]
+    assert store_is_empty(store)

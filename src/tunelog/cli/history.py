@@ -7,6 +7,7 @@ from typing import Optional
 
 import click
 
+from ..redact import redact_url
 from .app import cli
 
 
@@ -147,7 +148,9 @@ def gc(older_than: str, yes: bool) -> None:
         if yes:
             tracker.close_run(record.run_id, "KILLED", "failed", why)
         click.echo(f"{'closed' if yes else 'would close'} {record.run_id} ({record.name}): {why}")
-    click.echo(f"{len(stale)} stale run(s) in {tracker.uri}" + ("" if yes or not stale else "; --yes closes them"))
+    click.echo(
+        f"{len(stale)} stale run(s) in {redact_url(tracker.uri)}" + ("" if yes or not stale else "; --yes closes them")
+    )
 
 
 def _seconds(age: str) -> float:

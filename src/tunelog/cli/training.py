@@ -9,6 +9,7 @@ from typing import Optional
 import click
 
 from ..errors import TunelogError
+from ..redact import redact_url
 from .app import cli, force_option, leave_behind, lint_gate, load, spec_options
 
 
@@ -32,7 +33,7 @@ def train(spec_file: str, config: Optional[str], overrides: tuple[str, ...], for
     shown = f"{metric}={value:.4f}" if value is not None else f"{metric}=n/a"
     click.echo(
         f"run {run_id}: outcome {result.outcome}{' (' + result.reason + ')' if result.reason else ''}, "
-        f"{result.steps} steps, {shown}; store {tracker.uri}"
+        f"{result.steps} steps, {shown}; store {redact_url(tracker.uri)}"
     )
     if result.outcome != "ok":
         sys.exit(3)

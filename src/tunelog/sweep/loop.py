@@ -25,6 +25,7 @@ from .. import tracking as t
 from ..errors import SpecError, SweepStuck, TrainingInterrupted, TunelogError
 from ..owner import owner_tag
 from ..plan import make_plan
+from ..redact import redact_url
 from ..spec import SearchSpec, Spec, flatten
 from ..tracking import Tracker
 from ..train import run_training
@@ -128,7 +129,7 @@ class Sweep:
             t.TAG_NAME: self.study_name,
             t.TAG_METRIC: self.spec.tracking.metric,
             t.TAG_DIRECTION: self.spec.tracking.direction,
-            "tunelog.storage": self.storage_url,
+            "tunelog.storage": redact_url(self.storage_url),
             "tunelog.refined_from": self.opts.refine_from,
             "tunelog.n_trials": self.n_trials,
             STUDY_HASH: space_hash(self.spec, self.search),

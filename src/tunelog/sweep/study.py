@@ -23,6 +23,7 @@ from .. import rules, space
 from .. import tracking as t
 from ..errors import SpecError, TunelogError
 from ..owner import owner_dead
+from ..redact import redact_url
 from ..spec import SearchSpec, Spec
 from ..tracking import Tracker
 
@@ -75,7 +76,35 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
     if url.startswith("sqlite"):
         t.tune_sqlite()
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": 120}}  # workers queue on SQLite's lock
-    return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS, **kwargs)
+    url = _driver_url(url)
+    try:
+        return optuna.storages.RDBStorage(
+            url, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS, **kwargs
+        )
+    except ImportError as exc:  # the database driver is not installed
+        raise TunelogError(
+            f"--storage {redact_url(url)}: no database driver ({exc}); for PostgreSQL install "
+            f"tunelog's postgres extra: pip install 'tunelog[postgres]'"
+        ) from None
+    except Exception as exc:  # refused, unknown host, bad credentials: one line, the password left out
+        cause = redact_url(str(exc).splitlines()[0][:200]) if str(exc) else type(exc).__name__
+        raise TunelogError(f"--storage {redact_url(url)}: cannot open the study storage: {cause}") from None
+
+
+def _driver_url(url: str) -> str:
+    """`postgresql://` and `postgresql+psycopg2://` on whichever PostgreSQL driver is installed (psycopg 3 or 2):
+    SQLAlchemy picks one by the URL's name, not by what is there."""
+    import importlib.util
+
+    scheme, sep, rest = url.partition("://")
+    if scheme not in ("postgresql", "postgres", "postgresql+psycopg2", "postgresql+psycopg"):
+        return url
+    has3, has2 = importlib.util.find_spec("psycopg") is not None, importlib.util.find_spec("psycopg2") is not None
+    if scheme.endswith("psycopg") and has3 or scheme.endswith("psycopg2") and has2:
+        return url
+    if has3:
+        return f"postgresql+psycopg{sep}{rest}"
+    return f"postgresql+psycopg2{sep}{rest}" if has2 else url
 
 
 def make_sampler(search: SearchSpec, n_trials: int) -> optuna.samplers.BaseSampler:
@@ -205,7 +234,7 @@ def load_for_analysis(study_name: str, storage_url: str) -> optuna.Study:
     except KeyError:
         names = [s.study_name for s in optuna.get_all_study_summaries(open_storage(storage_url))]
         raise TunelogError(
-            f"no study {study_name!r} in {storage_url}; studies there: {', '.join(names) or 'none'}"
+            f"no study {study_name!r} in {redact_url(storage_url)}; studies there: {', '.join(names) or 'none'}"
         ) from None
 
 

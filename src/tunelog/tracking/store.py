@@ -14,6 +14,7 @@ from typing import Any, Optional
 
 from ..errors import TunelogError
 from ..owner import owner_dead
+from ..redact import redact_url
 from .contract import TAG_OWNER, TAG_RUN_NAME, RunRecord
 
 DEFAULT_STORE_DIR = "mlruns"
@@ -112,7 +113,7 @@ class StoreReads:
         try:
             return self._record(self.client.get_run(run_id))
         except MlflowException:
-            raise TunelogError(f"no run {run_id!r} in {self.uri}") from None
+            raise TunelogError(f"no run {run_id!r} in {redact_url(self.uri)}") from None
 
     def find_runs(self, experiment: str, tags: Mapping[str, str]) -> list[RunRecord]:
         """Runs of `experiment` carrying every tag given (oldest first)."""
@@ -135,7 +136,9 @@ class StoreReads:
         found = self.client.get_experiment_by_name(experiment)
         if found is None:
             names = [e.name for e in self.client.search_experiments()]
-            raise TunelogError(f"no experiment {experiment!r} in {self.uri}; experiments: {', '.join(names) or 'none'}")
+            raise TunelogError(
+                f"no experiment {experiment!r} in {redact_url(self.uri)}; experiments: {', '.join(names) or 'none'}"
+            )
         if self.uri.split(":", 1)[0].split("+")[0] in ("sqlite", "postgresql", "mysql", "mssql"):
             try:
                 return self._all_runs_sql(found.experiment_id, experiment)
