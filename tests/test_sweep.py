@@ -193,21 +193,24 @@ def test_two_workers_share_one_study(tmp_path, store):
         "params": {"train.learning_rate": {"type": "float", "min": 1e-3, "max": 1e-2, "log": True}},
     }
     path = write_spec(tmp_path / "w.yaml", sweep_raw(tmp_path, search))
-    proc = subprocess.run(
-        [sys.executable, "-m", "tunelog.cli", "sweep", str(path), "--workers", "2"],
-        capture_output=True,
-        text=True,
-        env=subprocess_env(store),
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    argv = [sys.executable, "-m", "tunelog.cli", "sweep", str(path), "--workers", "2", "--set", "lora.dropout=0.25"]
+    proc = subprocess.Popen(argv, env=subprocess_env(store), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _, err = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err[-2000:]
     study = study_of(store)
     counted = [t for t in study.trials if t.user_attrs.get("tunelog.outcome") != "over_budget"]
     assert sorted(t.number for t in counted) == list(range(6))
     assert all(t.state == TrialState.COMPLETE for t in counted)
-    assert len({t.user_attrs["tunelog.owner"] for t in counted}) == 2  # both workers took trials
+    owners = {t.user_attrs["tunelog.owner"].rpartition(":")[2] for t in counted}
+    assert 1 <= len(owners) <= 2 and str(proc.pid) not in owners  # worker processes trained, not the parent
     children = runs(store, **{"tunelog.kind": "trial"})
     assert len(children) == 6 and len({c.data.tags["tunelog.trial"] for c in children}) == 6
+    assert {c.data.params["lora.dropout"] for c in children} == {"0.25"}  # the parent's --set reached the workers
 
 
 def wait_for_training_trial(store, number, proc, seconds=600):

@@ -94,6 +94,7 @@ def sweep(
     from ..tracking import Tracker
 
     opts = SweepOptions(
+        overrides=tuple(overrides),
         n_trials=n_trials,
         timeout=timeout,
         quick=quick,
