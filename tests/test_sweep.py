@@ -306,7 +306,7 @@ def test_mlflow_run_sweep_entry_point(tmp_path, store):
             "--env-manager",
             "local",
             "--experiment-name",
-            "test",
+            "ui",  # not the spec's experiment ("test"): the whole tree must follow mlflow run's choice
             "-P",
             f"spec={path}",
             "-P",
@@ -321,12 +321,19 @@ def test_mlflow_run_sweep_entry_point(tmp_path, store):
         cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    sweep_runs = runs(store, **{"tunelog.kind": "sweep"})
-    assert len(sweep_runs) == 1 and sweep_runs[0].info.status == "FINISHED"
-    assert len(runs(store, **{"mlflow.parentRunId": sweep_runs[0].info.run_id})) == 2
-    champion = MlflowClient(store).get_model_version_by_alias("demo-lora", "champion")  # left behind: a champion
-    assert champion.run_id == sweep_runs[0].data.tags["tunelog.best_run_id"]
-    assert (tmp_path / "CHANGELOG.md").read_text().startswith("# Changelog: test")  # ...and the story
+    assert proc.stderr.count("this run and its children go to experiment 'ui'") == 1  # said once
+    client = MlflowClient(store)
+    assert client.get_experiment_by_name("test") is None  # nothing strayed into the spec's experiment
+    ui = client.get_experiment_by_name("ui").experiment_id
+    (sweep,) = client.search_runs([ui], "tags.`tunelog.kind` = 'sweep'")
+    children = client.search_runs([ui], f"tags.`mlflow.parentRunId` = '{sweep.info.run_id}'")
+    assert sweep.info.status == "FINISHED" and len(children) == 2  # one tree, one experiment
+    # mlflow#15713: a child under MLFLOW_RUN_ID can overwrite its parent; each keeps its own params here
+    assert "search.lora.r" in sweep.data.params and "lora.r" not in sweep.data.params
+    assert all("lora.r" in c.data.params and "search.lora.r" not in c.data.params for c in children)
+    champion = client.get_model_version_by_alias("demo-lora", "champion")  # left behind: a champion
+    assert champion.run_id == sweep.data.tags["tunelog.best_run_id"]
+    assert (tmp_path / "CHANGELOG.md").read_text().startswith("# Changelog: ui")  # ...and the story
 
 
 def test_best_trial_overrides_for_stages_from_sweep(tmp_path, store):

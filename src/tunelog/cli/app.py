@@ -69,5 +69,6 @@ def leave_behind(
     if changelog_to:
         from .. import changelog as cl
 
-        Path(changelog_to).write_text(cl.to_markdown(cl.collect_and_build(tracker, experiment)))
+        log = cl.collect_and_build(tracker, tracker.experiment_alias(experiment))
+        Path(changelog_to).write_text(cl.to_markdown(log))
         click.echo(f"wrote {changelog_to}")

@@ -35,6 +35,7 @@ class Tracker(StoreReads, RunWrites, RegistryOps):
         self._joined_env_run = False
         self._experiments: dict[str, str] = {}
         self._experiment_names: dict[str, str] = {}
+        self._aliases: dict[str, str] = {}  # spec's experiment -> the one `mlflow run` chose
 
 
 __all__ = [

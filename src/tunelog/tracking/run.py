@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -155,6 +156,7 @@ class RunWrites:
     client: Any
     uri: str
     _experiments: dict[str, str]
+    _aliases: dict[str, str]
     _joined_env_run: bool
 
     def experiment_id(self, name: str) -> str:
@@ -178,6 +180,19 @@ class RunWrites:
             if found is None:
                 raise
             return found.experiment_id
+
+    def _follow_joined_experiment(self, asked: str, experiment_id: str) -> None:
+        """One tree in one experiment: when `mlflow run` created this process's run in another experiment than
+        the spec names, the children (trials, stages, candidates) and the readers follow the run there."""
+        self._experiments[asked] = experiment_id
+        actual = self.client.get_experiment(experiment_id).name
+        if actual != asked:
+            self._aliases[asked] = actual
+            print(
+                f"under `mlflow run`: this run and its children go to experiment {actual!r}, where mlflow run "
+                f"created it (the spec names {asked!r}; choose with mlflow run --experiment-name NAME)",
+                file=sys.stderr,
+            )
 
     def _env_run_id(self, parent_run_id: str | None) -> Optional[str]:
         """`mlflow run` hands its run to the entry point; only the top-level run of a process joins it."""
@@ -204,10 +219,13 @@ class RunWrites:
         all_tags[TAG_OWNER] = owner_tag()
         if parent_run_id:
             all_tags[TAG_PARENT] = parent_run_id
-        joined = self._env_run_id(parent_run_id) or resume_run_id
+        from_env = self._env_run_id(parent_run_id)
+        joined = from_env or resume_run_id
         if joined:
             self.client.update_run(joined, status="RUNNING")
             info = self.client.get_run(joined).info
+            if from_env:
+                self._follow_joined_experiment(experiment, info.experiment_id)
             run = RunLogger(self.client, joined, info.experiment_id)
             run.set_tags({**all_tags, **({TAG_RUN_NAME: run_name} if run_name else {})})
         else:

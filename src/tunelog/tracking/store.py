@@ -86,6 +86,11 @@ class StoreReads:
     client: Any
     uri: str
     _experiment_names: dict[str, str]
+    _aliases: dict[str, str]
+
+    def experiment_alias(self, name: str) -> str:
+        """The experiment a name stands for in this process (the one `mlflow run` put its run in)."""
+        return self._aliases.get(name, name)
 
     def experiment_name(self, experiment_id: str) -> str:
         if experiment_id not in self._experiment_names:
@@ -117,7 +122,7 @@ class StoreReads:
 
     def find_runs(self, experiment: str, tags: Mapping[str, str]) -> list[RunRecord]:
         """Runs of `experiment` carrying every tag given (oldest first)."""
-        found = self.client.get_experiment_by_name(experiment)
+        found = self.client.get_experiment_by_name(self.experiment_alias(experiment))
         if found is None:
             return []
         query = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
@@ -133,6 +138,7 @@ class StoreReads:
         than MLflow's run search for a 10,000-run history; any surprise in the schema falls
         back to the search API, which gives the same records (a test holds the two equal).
         """
+        experiment = self.experiment_alias(experiment)
         found = self.client.get_experiment_by_name(experiment)
         if found is None:
             names = [e.name for e in self.client.search_experiments()]
