@@ -25,6 +25,7 @@ def test_imported_runs_carry_times_notes_outcomes_and_metrics(imported, store):
     base = runs["01_baseline"]
     assert base.start_ms == int(T0.timestamp() * 1000) and base.end_ms - base.start_ms == 45 * 60 * 1000
     assert base.metrics["val_loss"] == 2.0 and base.params["lr"] == "0.001"
+    assert base.metrics["tunelog/score"] == 2.0  # the headline, lower is better
     assert runs["04_recovery"].tags["mlflow.note.content"] == "Resumed from the baseline's best checkpoint."
     assert runs["02_lr_5e-3"].tags["tunelog.outcome"] == "diverged"
     assert runs["10_batch_128"].tags["tunelog.outcome"] == "oom"

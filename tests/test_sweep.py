@@ -164,6 +164,9 @@ def test_sweep_run_children_best_and_plots(tmp_path, store):
     assert len(best) == 1 and best[0].info.run_id == summary.best_run_id
     assert parent.data.tags["tunelog.best_run_id"] == summary.best_run_id
     assert parent.data.metrics["sweep/complete"] == 5 and parent.data.metrics["sweep/best_value"] == summary.best_value
+    assert parent.data.metrics["tunelog/score"] == summary.best_value  # train/final_loss is minimized
+    assert all(c.data.tags["mlflow.runName"].startswith(f"trial-{c.data.tags['tunelog.trial']} ") for c in children)
+    assert any("lr=" in c.data.tags["mlflow.runName"] and "r=" in c.data.tags["mlflow.runName"] for c in children)
     arts = {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
     assert {"plots/optimization_history.png", "plots/param_importances.png"} <= arts
     assert "param_importances.json" in {a.path for a in client.list_artifacts(parent.info.run_id)}

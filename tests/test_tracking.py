@@ -90,3 +90,18 @@ def test_joins_run_created_by_mlflow_run(store, monkeypatch):
     got = client.get_run(outer.info.run_id)
     assert got.data.params["a"] == "1" and got.data.tags["mlflow.runName"] == "joined"
     assert child.run_id != outer.info.run_id
+
+
+def test_the_contract_says_which_value_is_better():
+    import math
+
+    from tunelog import tracking as t
+
+    assert t.better(1.0, 2.0, "minimize") and t.better(2.0, 1.0, "maximize")
+    assert not t.better(math.nan, 1.0, "minimize") and t.better(1.0, math.nan, "maximize")
+    runs = [("a", 3.0), ("b", None), ("c", math.nan), ("d", 1.5)]
+    assert t.best_of(runs, lambda r: r[1], "minimize")[0] == "d"
+    assert t.best_of(runs, lambda r: r[1], "maximize")[0] == "a"
+    assert t.best_of([("x", None)], lambda r: r[1], "minimize") is None
+    assert t.score(0.9, "maximize") == -0.9 and t.score(2.5, "minimize") == 2.5  # lower is better, always
+    assert set(t.KINDS) >= {"train", "trial", "sweep", "probe", "stage", "pipeline", "import", "changelog"}

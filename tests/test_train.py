@@ -53,6 +53,7 @@ def test_cli_train_produces_a_complete_run(tmp_path, store, quick_spec):
     assert {"plots/loss.png", "plots/lr_schedule.png"} <= artifacts(client, run.info.run_id, "plots")
     assert "adapter/adapter_model.safetensors" in artifacts(client, run.info.run_id, "adapter")
     assert f"run {run.info.run_id}: outcome ok" in proc.stdout
+    assert run.data.metrics["tunelog/score"] == run.data.metrics["eval/loss"]  # minimized: the value itself
 
 
 def test_training_lowers_eval_loss_and_follows_the_schedule(tmp_path, store):

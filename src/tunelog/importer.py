@@ -195,6 +195,9 @@ def import_tree(
             (k, v if math.isfinite(v) else float("nan"), ts if ts is not None else start, step)
             for k, v, step, ts in run.log.series
         ]
+        final = next((v for k, v, _, _ in reversed(run.log.series) if k == metric), None)
+        if final is not None and math.isfinite(final):
+            metrics.append((t.SCORE_METRIC, t.score(final, direction), run.log.last_ms or start, 0))
         run_ids[run.folder.name] = tracker.create_finished_run(
             experiment,
             run.folder.name,

@@ -5,6 +5,7 @@ Stages and sweeps call `run_training` too, with their own kind, parent and linea
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Optional
 
@@ -75,4 +76,7 @@ def run_training(
         record_spec(spec, run)
         result = get_trainer(spec.trainer.type).train(spec, run, on_eval=on_eval)
         run.set_outcome(result.outcome, result.reason)
+        headline = result.metrics.get(spec.tracking.metric)
+        if headline is not None and math.isfinite(headline):
+            run.log_metrics({t.SCORE_METRIC: t.score(headline, spec.tracking.direction)})
         return run.run_id, result

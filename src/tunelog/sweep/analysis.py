@@ -111,7 +111,9 @@ def analyze(study: optuna.Study, tracker: Tracker, run: t.RunLogger, spec: Spec)
         best = top[0]
         summary.best_value, summary.best_trial, summary.best_params = best.values[0], best.number, best.params
         summary.best_run_id = best.user_attrs.get(ATTR_RUN)
-        run.log_metrics({"sweep/best_value": best.values[0]})
+        run.log_metrics(
+            {"sweep/best_value": best.values[0], t.SCORE_METRIC: t.score(best.values[0], spec.tracking.direction)}
+        )
         run.set_tags({"tunelog.best_trial": best.number, "tunelog.best_run_id": summary.best_run_id})
         _mark_best(study, tracker, summary.best_run_id)
     if spec.search and spec.search.second_objective:

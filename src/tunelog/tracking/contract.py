@@ -64,6 +64,14 @@ ADAPTER_KINDS = (KIND_TRAIN, KIND_STAGE, KIND_TRIAL)  # runs that save an adapte
 
 MINIMIZE, MAXIMIZE = "minimize", "maximize"
 
+# The headline value once more under one name for every kind of run, oriented so lower is better
+# (a maximized metric is negated): one column in the MLflow UI that sorts trials, stages and imports alike.
+SCORE_METRIC = "tunelog/score"
+
+
+def score(value: float, direction: str) -> float:
+    return -value if direction == MAXIMIZE else value
+
 
 def better(a: float, b: float, direction: str) -> bool:
     """True when `a` is strictly better than `b`; a NaN is never better, and anything beats a NaN."""
