@@ -122,6 +122,18 @@ def sweep(
             f"{summary.best_params} (run {summary.best_run_id})"
         )
     leave_behind(runner.tracker, spec.tracking.experiment, summary.best_run_id, promote_to, changelog_to)
+    where_it_went(runner.tracker, spec.tracking.experiment, f"sweep run {summary.sweep_run_id}")
+
+
+def where_it_went(tracker, experiment: str, what: str) -> None:
+    """The closing block: which experiment and store hold the results, and how to look at them."""
+    uri = redact_url(tracker.uri)
+    click.echo(f"results: experiment {tracker.experiment_alias(experiment)!r}, {what}, store {uri}")
+    click.echo(
+        f"look:    mlflow ui --backend-store-uri {uri}"
+        if "://" in tracker.uri and not tracker.uri.startswith("http")
+        else f"look:    open {uri} in a browser"
+    )
 
 
 @cli.command()
@@ -197,6 +209,7 @@ def stages(
 
         winner = outcome.winner(spec.tracking.direction)
         click.echo(promote(tracker, tracker.get_run(winner.run_id), promote_to).summary())
+    where_it_went(tracker, spec.tracking.experiment, f"pipeline run {outcome.run_id}")
 
 
 @cli.command()
@@ -245,6 +258,7 @@ def probe(
     b = result.best
     eta = "unknown (no dataset size)" if b.eta_s is None else f"{b.eta_s / 60:.1f} min"
     click.echo(f"best: {b.values}: {b.samples_per_s:.1f} samples/s, peak {b.peak_gb:.3f} GB, ETA {eta}")
+    existed = Path(output).exists()
     Path(output).write_text(result.script)
     Path(output).chmod(0o755)
-    click.echo(f"wrote {output}")
+    click.echo(f"{'overwrote' if existed else 'wrote'} {output}")
