@@ -193,3 +193,42 @@ def test_unknown_memory_knob_is_a_spec_error(tmp_path, store):
     raw["probe"]["memory_knobs"] = ["trainer.args.network_dimm"]
     with pytest.raises(SpecError, match=r"probe.memory_knobs.*network_dimm"):
         Probe(load_spec(write_spec(tmp_path / "p.yaml", raw)), Tracker(), echo=lambda s: None)
+
+
+def test_candidates_obey_the_spec_rules_and_derived_params(tmp_path, store):
+    """The fastest candidate is one the spec forbids: it is listed as rejected, costs no training, and the
+    pick and its script carry the derived alpha, as the spec's own sweep would train it."""
+    raw = probe_raw()
+    raw["probe"] = {
+        "params": {
+            "train.batch_size": {"type": "categorical", "choices": [2, 16]},
+            "lora.r": {"type": "categorical", "choices": [4, 8]},
+        },
+        "max_steps": 3,
+        "min_seconds": 0,
+        "headroom": 0.0,
+    }
+    raw["rules"] = [
+        {
+            "name": "no-wide-big-batch",
+            "reject": "train.batch_size >= 16 and lora.r >= 8",
+            "reason": "unstable in this team's runs",
+        }
+    ]
+    raw["search"] = {
+        "params": {"train.learning_rate": {"type": "float", "min": 1e-4, "max": 1e-2}},
+        "derived": {"lora.alpha": "lora.r * 3"},
+    }
+    raw["lora"]["r"] = 4
+    probe = Probe(load_spec(write_spec(tmp_path / "p.yaml", raw)), Tracker(), echo=lambda s: None)
+    result = probe.run()
+    summary = result.summary()
+    (rejected,) = summary["rejected"]
+    assert rejected["config"] == {"lora.r": 8, "train.batch_size": 16, "lora.alpha": 24}
+    assert rejected["rule"].startswith("no-wide-big-batch: unstable")
+    measured = [m["config"] for m in summary["measured"]]
+    assert rejected["config"] not in measured and len(measured) == summary["tested"] == 3
+    assert all(c["lora.alpha"] == 3 * c["lora.r"] for c in measured)  # every candidate as the spec derives it
+    best = summary["best"]["config"]
+    assert best != rejected["config"] and best["lora.alpha"] == 3 * best["lora.r"]
+    assert f"lora.alpha={best['lora.alpha']}" in result.script

@@ -111,11 +111,16 @@ def hard_rules(spec: Spec) -> list[RuleSpec]:
     return (list(spec.search.constraints) if spec.search else []) + [r for r in spec.rules if r.severity == "error"]
 
 
-def judge(spec: Spec, env: dict[str, Any], seed: int, key: str) -> Verdict:
-    """Check every hard rule (recording each as a named constraint) and then the soft rules."""
+def judge(spec: Spec, env: dict[str, Any], seed: int, key: str, probe: bool = False) -> Verdict:
+    """Check every hard rule (recording each as a named constraint) and then the soft rules.
+
+    For a probe candidate (`probe`), soft rules do not apply (they thin out a sweep's sampling, they do not
+    forbid a config) and a rule naming a sweep helper the probe does not set cannot be judged: it is kept."""
     verdict = Verdict()
     for i, rule in enumerate(hard_rules(spec)):
         broken = check_rule(rule, env, spec.source, f"search.constraints[{i}]")
+        if broken is None and probe:
+            continue
         if broken is None:
             raise SpecError(
                 spec.source, [(f"rule {rule.name}", f"unknown name(s) {', '.join(missing_names(rule, env))}")]
@@ -123,9 +128,8 @@ def judge(spec: Spec, env: dict[str, Any], seed: int, key: str) -> Verdict:
         verdict.broken[rule.name] = 1.0 if broken else 0.0
         if broken and not verdict.rule:
             verdict.rule, verdict.reason = rule.name, rule.reason or rule.name
-    if verdict.rejected:
+    if verdict.rejected or probe or spec.search is None:
         return verdict
-    assert spec.search is not None
     for soft in spec.search.soft:
         try:
             applies = bool(parse(soft.when).evaluate(env))
@@ -149,7 +153,7 @@ def config_key(values: dict[str, Any]) -> str:
 
 
 def judge_config(spec: Spec, values: dict[str, Any], n_samples: int, hidden: Optional[int], seed: int) -> Verdict:
-    """A sweep or probe candidate judged in one call: the spec (with the candidate's values applied) and
-    its sampled helpers are the rules' facts."""
+    """A sweep trial judged in one call: the spec (with the trial's values applied) and its sampled
+    helpers are the rules' facts."""
     env = {**rule_env(Facts(spec, make_plan(spec, n_samples), hidden)), **values}
     return judge(spec, env, seed, config_key(values))

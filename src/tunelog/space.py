@@ -53,6 +53,22 @@ def derive(
     return out
 
 
+def derive_known(search: Optional[SearchSpec], values: dict[str, Any], fixed: dict[str, Any], source: str) -> dict:
+    """The derived params computable from `values` and the spec's fields alone (a probe candidate: no sweep
+    helper is sampled, so a derived param that needs one keeps the spec's value)."""
+    if search is None:
+        return {}
+    env, out = {**fixed, **values}, {}
+    for name in derived_order(search.derived, source):
+        expr = parse(search.derived[name])
+        if expr.names <= set(env):
+            try:
+                env[name] = out[name] = expr.evaluate(env)
+            except ExpressionError as exc:
+                raise SpecError(source, [(f"search.derived.{name}", str(exc))]) from None
+    return out
+
+
 def spec_overrides(values: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in values.items() if "." in k}
 

@@ -251,7 +251,7 @@ def probe(
     s = result.summary()
     click.echo(
         f"{s['tested']} tested of {s['grid']}, {s['successful']} fit, {len(s['failed_oom'])} out of memory, "
-        f"{len(s['skipped'])} skipped; probe run {result.run_id}"
+        f"{len(s['skipped'])} skipped, {len(s['rejected'])} forbidden by the spec's rules; probe run {result.run_id}"
     )
     if result.best is None:
         raise TunelogError("no candidate fit in the memory budget: lower the batch sizes or raise --max-memory-gb")

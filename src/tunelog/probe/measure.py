@@ -25,7 +25,7 @@ DECLINE = 0.9  # a group's batch walk stops once throughput falls below this sha
 @dataclass
 class Measurement:
     values: dict[str, Any]
-    outcome: str  # ok, oom, failed (crashed, diverged, gave nothing to time), skipped
+    outcome: str  # ok, oom, failed (crashed, diverged, gave nothing to time), skipped, rejected (a spec rule)
     reason: str = ""
     samples_per_s: float = 0.0
     tokens_per_s: float = 0.0
@@ -40,6 +40,7 @@ class ProbeResult:
     run_id: str
     measured: list[Measurement] = field(default_factory=list)
     skipped: list[Measurement] = field(default_factory=list)
+    rejected: list[Measurement] = field(default_factory=list)  # forbidden by the spec's rules: never run
     best: Optional[Measurement] = None
     grid_size: int = 0
     script: str = ""
@@ -64,6 +65,7 @@ class ProbeResult:
             "failed_oom": [m.values for m in self.measured if m.outcome == "oom"],
             "failed": [{"config": m.values, "why": m.reason} for m in self.measured if m.outcome == "failed"],
             "skipped": [{"config": m.values, "why": m.reason} for m in self.skipped],
+            "rejected": [{"config": m.values, "rule": m.reason} for m in self.rejected],
             "best": None
             if self.best is None
             else {

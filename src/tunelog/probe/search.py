@@ -17,9 +17,11 @@ from typing import Any, Optional
 
 import torch
 
+from .. import rules, space
 from .. import tracking as t
 from ..errors import SpecError
 from ..model import pick_device
+from ..plan import make_plan
 from ..spec import ProbeSpec, Spec
 from ..tracking import Tracker
 from .measure import (
@@ -71,6 +73,7 @@ class Probe:
         if unknown:
             raise SpecError(spec.source, unknown)
         self.headroom = self.cfg.headroom
+        self.hidden = rules.model_hidden_size(spec)
         self.device = pick_device()
         if max_memory_gb is None and self.device.type == "cuda":
             max_memory_gb = torch.cuda.get_device_properties(self.device).total_memory / 1e9
@@ -123,19 +126,40 @@ class Probe:
             raise SpecError(self.spec.source, [("probe.params", "must include train.batch_size")])
         return grid(memory_params), free
 
+    n_samples: Optional[int] = None
+
     def run(self) -> ProbeResult:
         tags = {t.TAG_KIND: t.KIND_PROBE, t.TAG_NAME: f"probe-{self.spec.tracking.experiment}"}
         with self.tracker.run(self.spec.tracking.experiment, run_name=tags[t.TAG_NAME], tags=tags) as run:
             result = ProbeResult(run_id=run.run_id, grid_size=len(grid(self.params)))
-            self.measurer.prepare()
+            self.n_samples = self.measurer.prepare()
             self._search(result, run.run_id)
             self._report(run, result)
         return result
 
-    def _try(self, values: dict[str, Any], result: ProbeResult, parent: str) -> Optional[Measurement]:
-        known = [m for m in result.measured + result.skipped if m.values == values]
+    def complete(self, knobs: dict[str, Any]) -> tuple[dict[str, Any], str]:
+        """A candidate as the spec would train it: its knobs plus the derived params they imply (spec fields
+        only), and the rule that forbids it ('' when none does)."""
+        derived = space.derive_known(self.spec.search, knobs, self.spec.flat_params(), self.spec.source)
+        values = {**knobs, **space.spec_overrides(derived)}
+        spec = self.spec.with_overrides(values, "probe candidate")
+        env = {**rules.rule_env(rules.Facts(spec, make_plan(spec, self.n_samples or 1), self.hidden)), **values}
+        helpers = {n for n in (self.spec.search.params if self.spec.search else {}) if "." not in n}
+        for name in helpers - set(knobs):  # a sweep helper the probe does not set: rules naming it are kept
+            env.pop(name, None)
+        verdict = rules.judge(spec, env, 0, rules.config_key(values), probe=True)
+        return values, (f"{verdict.rule}: {verdict.reason}" if verdict.rejected else "")
+
+    def _try(self, knobs: dict[str, Any], result: ProbeResult, parent: str) -> Optional[Measurement]:
+        values, forbidden = self.complete(knobs)
+        known = [m for m in result.measured + result.skipped + result.rejected if m.values == values]
         if known:
             return known[0]
+        if forbidden:  # costs no training and can never be the pick
+            m = Measurement(values, "rejected", forbidden)
+            result.rejected.append(m)
+            self.echo(f"rule {values}: rejected by {forbidden}")
+            return m
         why = "" if self.exhaustive else self.skip_reason(values, result.measured)
         if why:
             result.skipped.append(Measurement(values, "skipped", why))
@@ -179,7 +203,7 @@ class Probe:
                     break
                 m = self._try({**values, **defaults}, result, parent)
                 if m is None or m.outcome != "ok":
-                    if m is not None and budget_left is not None:
+                    if m is not None and m.outcome != "rejected" and budget_left is not None:
                         budget_left -= 1
                     if m is None or m.outcome == "oom":
                         break  # larger batches of this group need more memory still
@@ -296,6 +320,7 @@ class Probe:
             {
                 "probe/tested": len(result.measured),
                 "probe/skipped": len(result.skipped),
+                "probe/rejected": len(result.rejected),
                 "probe/oom": sum(1 for m in result.measured if m.outcome == "oom"),
             }
         )
