@@ -86,3 +86,6 @@ class Changelog:
 
     def entry(self, run_id: str) -> Entry:
         return next(e for e in self.entries if e.run_id == run_id)
+
+    def by_name(self, name: str) -> Entry:
+        return next(e for e in self.entries if e.name == name)
