@@ -2,6 +2,8 @@
 
 import json
 
+from mlflow import MlflowClient
+
 from conftest import demo_raw, run_cli, write_spec
 from tunelog import changelog as cl
 from tunelog.spec import load_spec
@@ -137,3 +139,16 @@ def test_fast_sql_collection_equals_the_mlflow_search_api(imported, store):
     fast, api = tracker._all_runs_sql(exp, "speech"), tracker._all_runs_api(exp, "speech")
     assert len(fast) == 18  # the deleted run is left out by both
     assert comparable(fast) == comparable(api)
+
+
+def test_the_experiment_page_shows_the_story(imported, store):
+    """`changelog` sets the experiment's description (what the MLflow UI shows first) to the summary."""
+    proc = run_cli("changelog", "--experiment", "speech", "-o", "/dev/null")
+    assert proc.returncode == 0, proc.stderr
+    client = MlflowClient(store)
+    note = client.get_experiment_by_name("speech").tags["mlflow.note.content"]
+    lines = note.splitlines()
+    assert lines[0] == "# Changelog: speech" and len(lines) <= 200
+    assert any(line.startswith("Best: **") for line in lines) and "## Timeline" in note
+    assert "## What worked" in note and "## Anomalies" in note
+    assert "### " not in note  # per-run sections stay in the full changelog artifact

@@ -165,6 +165,9 @@ def test_sweep_run_children_best_and_plots(tmp_path, store):
     assert parent.data.tags["tunelog.best_run_id"] == summary.best_run_id
     assert parent.data.metrics["sweep/complete"] == 5 and parent.data.metrics["sweep/best_value"] == summary.best_value
     assert parent.data.metrics["tunelog/score"] == summary.best_value  # train/final_loss is minimized
+    note = parent.data.tags["mlflow.note.content"]  # the sweep run's page: a leaderboard of its trials
+    assert note.startswith("**Sweep s**: 5 complete") and note.count(f"`{summary.best_run_id}`") == 1
+    assert "| `lora.r` | `train.learning_rate` | train/final_loss |" in note
     assert all(c.data.tags["mlflow.runName"].startswith(f"trial-{c.data.tags['tunelog.trial']} ") for c in children)
     assert any("lr=" in c.data.tags["mlflow.runName"] and "r=" in c.data.tags["mlflow.runName"] for c in children)
     arts = {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}

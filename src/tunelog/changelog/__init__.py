@@ -14,7 +14,7 @@ from .. import tracking as t
 from ..tracking import RunRecord
 from . import lineage, verdicts
 from .model import Anomaly, Changelog, Changes, Effect, Entry
-from .render import to_json, to_markdown
+from .render import to_json, to_markdown, to_summary
 
 SKIP_KINDS = {t.KIND_CHANGELOG}
 
@@ -110,3 +110,11 @@ def collect_and_build(tracker: t.Tracker, experiment: str, **options) -> Changel
 
 
 __all__ = ["Anomaly", "Changelog", "Changes", "Effect", "Entry", "build", "collect_and_build", "to_json", "to_markdown"]
+
+
+def publish_summary(tracker: t.Tracker, experiment: str) -> Changelog:
+    """The experiment's description (the first thing its page in the MLflow UI shows) set to the story's
+    summary, from the store as it is now; refreshed by `changelog`, `sweep --changelog` and `stages`."""
+    log = collect_and_build(tracker, experiment)
+    tracker.set_experiment_note(experiment, to_summary(log))
+    return log

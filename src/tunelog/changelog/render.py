@@ -63,6 +63,19 @@ def to_markdown(log: Changelog) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
+SUMMARY_LINES = 200  # the experiment page shows the summary; the whole story is the changelog artifact
+
+
+def to_summary(log: Changelog, limit: int = SUMMARY_LINES) -> str:
+    """The story's head for the experiment page in the MLflow UI: the best run, the timeline, what worked
+    and what didn't, the anomalies; at most `limit` lines (the full Markdown is `tunelog changelog`'s)."""
+    lines = to_markdown(log).split("\n## ", 1)[0].rstrip().split("\n") + [""]
+    lines += _timeline(log) + _effects(log) + _anomalies(log)
+    if len(lines) > limit:
+        lines = lines[: limit - 1] + ["... (the whole story: `tunelog changelog --experiment NAME`)"]
+    return "\n".join(lines).rstrip() + "\n"
+
+
 def _overview(log: Changelog) -> list[str]:
     if not log.overview:
         return []

@@ -69,6 +69,6 @@ def leave_behind(
     if changelog_to:
         from .. import changelog as cl
 
-        log = cl.collect_and_build(tracker, tracker.experiment_alias(experiment))
+        log = cl.publish_summary(tracker, tracker.experiment_alias(experiment))
         Path(changelog_to).write_text(cl.to_markdown(log))
         click.echo(f"wrote {changelog_to}")

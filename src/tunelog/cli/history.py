@@ -38,6 +38,7 @@ def changelog(experiment: str, output: Optional[str], fmt: str, metric, directio
     if not no_log:
         with tracker.run(experiment, run_name="changelog", tags={t.TAG_KIND: t.KIND_CHANGELOG}) as run:
             run.log_text(text, "CHANGELOG.json" if fmt == "json" else "CHANGELOG.md")
+        tracker.set_experiment_note(experiment, cl.to_summary(log))
 
 
 @cli.command("based-on")

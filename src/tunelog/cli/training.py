@@ -209,6 +209,9 @@ def stages(
 
         winner = outcome.winner(spec.tracking.direction)
         click.echo(promote(tracker, tracker.get_run(winner.run_id), promote_to).summary())
+    from .. import changelog as cl
+
+    cl.publish_summary(tracker, tracker.experiment_alias(spec.tracking.experiment))
     where_it_went(tracker, spec.tracking.experiment, f"pipeline run {outcome.run_id}")
 
 

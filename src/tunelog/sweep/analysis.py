@@ -17,7 +17,16 @@ from .. import tracking as t
 from ..errors import SweepStuck
 from ..spec import Spec
 from ..tracking import Tracker
-from .study import ATTR_OUTCOME, ATTR_RUN, INTERRUPTED, STUDY_SPACE, default_storage, directions, load_for_analysis
+from .study import (
+    ATTR_CONFIG,
+    ATTR_OUTCOME,
+    ATTR_RUN,
+    INTERRUPTED,
+    STUDY_SPACE,
+    default_storage,
+    directions,
+    load_for_analysis,
+)
 
 
 @dataclass
@@ -119,7 +128,34 @@ def analyze(study: optuna.Study, tracker: Tracker, run: t.RunLogger, spec: Spec)
     if spec.search and spec.search.second_objective:
         _log_pareto(study, run, [spec.tracking.metric, spec.search.second_objective.metric])
     _log_plots(study, run, len(directions(spec)))
+    note = tracker.get_run(run.run_id).tags.get(t.TAG_NOTE, "")  # a refined sweep's note says what it narrowed
+    refined = note[note.index(REFINED) :] if REFINED in note else ""
+    run.set_tags({t.TAG_NOTE: "\n\n".join(p for p in (leaderboard(study, spec.tracking.metric, c), refined) if p)})
     return summary
+
+
+REFINED = "Refined search space:"
+
+
+def leaderboard(study: optuna.Study, metric: str, c: dict[str, int], k: int = 10) -> str:
+    """The sweep run's note in the MLflow UI: its top trials in Markdown (the params that vary, the headline,
+    the outcome, the run) and the trials counted by outcome."""
+    top = best_trials(study, k)
+    varying = sorted({n for tr in top for n in tr.params if len({str(o.params.get(n)) for o in top}) > 1})
+    head = ["| # | trial | " + " | ".join(f"`{n}`" for n in varying) + f" | {metric} | run |"]
+    head.append("|" + " --- |" * (len(varying) + 4))
+    rows = [
+        f"| {i} | {tr.number}{' ' + tr.user_attrs[ATTR_CONFIG] if tr.user_attrs.get(ATTR_CONFIG) else ''} | "
+        + " | ".join(_cell(tr.params.get(n)) for n in varying)
+        + f" | {tr.values[0]:.4g} | `{tr.user_attrs.get(ATTR_RUN, '')}` |"
+        for i, tr in enumerate(top, 1)
+    ]
+    counted = ", ".join(f"{v} {k}" for k, v in c.items() if v)
+    return "\n".join([f"**Sweep {study.study_name}**: {counted or 'no trials yet'}.", "", *head, *rows])
+
+
+def _cell(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
 def _log_pareto(study: optuna.Study, run: t.RunLogger, names: list[str]) -> None:

@@ -29,7 +29,7 @@ from ..redact import redact_url
 from ..spec import SearchSpec, Spec, flatten
 from ..tracking import Tracker
 from ..train import run_training
-from .analysis import SweepSummary, analyze, best_trials
+from .analysis import REFINED, SweepSummary, analyze, best_trials
 from .study import (
     ATTR_CONFIG,
     ATTR_OUTCOME,
@@ -136,7 +136,7 @@ class Sweep:
             STUDY_HASH: space_hash(self.spec, self.search),
         }
         if self.narrowed:
-            tags[t.TAG_NOTE] = "Refined search space:\n" + "\n".join(f"- {line}" for line in self.narrowed)
+            tags[t.TAG_NOTE] = f"{REFINED}\n" + "\n".join(f"- {line}" for line in self.narrowed)
         return tags
 
     def run(self) -> SweepSummary:

@@ -306,6 +306,12 @@ class RunWrites:
     def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
         RunLogger(self.client, run_id, "").set_tags(tags)
 
+    def set_experiment_note(self, experiment: str, text: str) -> None:
+        """The experiment's description in the MLflow UI (its `mlflow.note.content` tag)."""
+        from .contract import TAG_NOTE
+
+        self.client.set_experiment_tag(self.experiment_id(self._aliases.get(experiment, experiment)), TAG_NOTE, text)
+
 
 def _record_failure(run: RunLogger, reason: str) -> None:
     """Outcome `failed` unless the body already recorded a more precise one (oom, diverged...)."""
