@@ -105,3 +105,19 @@ def test_the_contract_says_which_value_is_better():
     assert t.best_of([("x", None)], lambda r: r[1], "minimize") is None
     assert t.score(0.9, "maximize") == -0.9 and t.score(2.5, "minimize") == 2.5  # lower is better, always
     assert set(t.KINDS) >= {"train", "trial", "sweep", "probe", "stage", "pipeline", "import", "changelog"}
+
+
+def test_the_store_is_found_like_git_finds_its_folder(tmp_path, monkeypatch):
+    """Without MLFLOW_TRACKING_URI a verb run from a sub-folder uses the project's store, not a new empty one."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("TUNELOG_STORE_DIR", raising=False)
+    (tmp_path / "mlruns").mkdir()
+    (tmp_path / "mlruns" / "mlflow.db").write_bytes(b"")
+    deep = tmp_path / "experiments" / "stage2"
+    deep.mkdir(parents=True)
+    monkeypatch.chdir(deep)
+    assert tracking_uri() == f"sqlite:///{tmp_path.resolve() / 'mlruns' / 'mlflow.db'}"
+    elsewhere = tmp_path.parent / f"{tmp_path.name}-other"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # no store above: one is made here
+    assert tracking_uri() == f"sqlite:///{elsewhere.resolve() / 'mlruns' / 'mlflow.db'}"

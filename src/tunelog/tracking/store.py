@@ -23,11 +23,20 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 def default_store_dir() -> Path:
-    return Path(os.environ.get("TUNELOG_STORE_DIR", DEFAULT_STORE_DIR)).resolve()
+    """`TUNELOG_STORE_DIR`, else the nearest `mlruns/` holding an `mlflow.db` in the working directory or one of
+    its parents (found the way git finds `.git`: a verb run from a sub-folder uses the project's store instead
+    of starting an empty one), else `./mlruns`."""
+    if os.environ.get("TUNELOG_STORE_DIR"):
+        return Path(os.environ["TUNELOG_STORE_DIR"]).resolve()
+    here = Path.cwd().resolve()
+    for folder in (here, *here.parents):
+        if (folder / DEFAULT_STORE_DIR / "mlflow.db").is_file():
+            return folder / DEFAULT_STORE_DIR
+    return here / DEFAULT_STORE_DIR
 
 
 def tracking_uri() -> str:
-    """`MLFLOW_TRACKING_URI` when set (a server, PostgreSQL...), else SQLite under ./mlruns."""
+    """`MLFLOW_TRACKING_URI` when set (a server, PostgreSQL...), else the project's SQLite store (default_store_dir)."""
     uri = os.environ.get("MLFLOW_TRACKING_URI")
     if uri:
         return uri
