@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Optional
 
 import click
@@ -49,3 +50,53 @@ def schedule(spec_file: str, config: Optional[str], overrides: tuple[str, ...], 
         click.echo(f"{step:>10}  {sched.lr_at(step):>12.6g}")
     lr_schedule(sched).savefig(output)
     click.echo(f"wrote {output}")
+
+
+@cli.command()
+@click.option("--model", required=True, help="A Hugging Face id or a local model folder.")
+@click.option("--data", "data", required=True, type=click.Path(exists=True, dir_okay=False), help="Training data.")
+@click.option(
+    "--preset",
+    type=click.Choice(["lora-small", "qlora-7b", "command"]),
+    default="lora-small",
+    show_default=True,
+    help="What the starter spec is set up for.",
+)
+@click.option("-o", "--output", default="spec.yaml", show_default=True, help="Where to write the spec.")
+@click.option("--force", is_flag=True, help="Overwrite an existing file.")
+def init(model: str, data: str, preset: str, output: str, force: bool) -> None:
+    """Write a commented starter spec for your model and data (named configs, a search space, rules).
+
+    Example: tunelog init --model Qwen/Qwen2.5-0.5B --data train.jsonl --preset lora-small -o spec.yaml
+    """
+    from ..lint import lint_spec
+    from ..starter import write_starter
+
+    path = write_starter(Path(output), model, data, preset, force)
+    report = lint_spec(load(str(path), None, ()))
+    click.echo(f"wrote {path} ({preset}): {report.summary().split(': ', 1)[1]}")
+    click.echo(f"next: tunelog configs ls {path}; tunelog train {path} --config baseline")
+
+
+@cli.group()
+def configs() -> None:
+    """The named configs of a spec.
+
+    Example: tunelog configs ls examples/demo/demo.yaml
+    """
+
+
+@configs.command("ls")
+@click.argument("spec_file", metavar="SPEC", type=click.Path(dir_okay=False))
+def configs_ls(spec_file: str) -> None:
+    """List SPEC's named configs with their purpose and overrides.
+
+    Example: tunelog configs ls examples/demo/demo.yaml
+    """
+    spec = load(spec_file, None, ())
+    if not spec.configs:
+        click.echo(f"{spec_file}: no named configs (add them under `configs:`)")
+    for name, preset in spec.configs.items():
+        changes = ", ".join(f"{k}={v}" for k, v in preset.overrides.items()) or "the spec as written"
+        click.echo(f"{name:<12} {(preset.purpose or '').strip()}")
+        click.echo(f"{'':<12} {changes}")

@@ -1,0 +1,140 @@
+"""`tunelog init`: a commented starter spec for your own model and data, that passes `lint`.
+
+Three presets: `lora-small` (a small model, full-precision base, CPU or GPU), `qlora-7b` (a 7B
+model on one GPU: 4-bit base weights, bf16, an 8-bit optimizer at a learning rate 8-bit states
+survive) and `command` (your own training script, driven through `trainer.argv`). Each has named
+configs with their purpose, a search space with a derived alpha, and rules from lessons people
+keep relearning (8-bit optimizers go NaN at high learning rates; alpha == r with a high LR).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+PRESETS = ("lora-small", "qlora-7b", "command")
+
+_HEAD = """# tunelog spec: written by `tunelog init`; every field is documented in docs/spec.md.
+# Check it with `tunelog lint {spec}`, then `tunelog train {spec} --config baseline`,
+# `tunelog probe {spec}` for the fastest batch that fits, `tunelog sweep {spec} --quick`.
+model:
+  name: {model}{model_extra}
+
+data:
+  train: {data}          # one sample per line, or JSONL with `text_field`
+  # eval: held_out.txt   # a held-out file gives eval/loss, the headline metric below
+  max_length: {max_length}
+
+lora:
+  r: {r}
+  alpha: {alpha}           # alpha / r = 2: the usual scale
+  dropout: 0.05
+  target_modules: auto     # peft's default for the architecture; or all-linear, or a list
+
+train:
+  learning_rate: {lr}
+  schedule: warmup_cosine
+  warmup_ratio: 0.05
+  epochs: 1
+  batch_size: {batch}
+  grad_accum: {accum}
+  optimizer: {optimizer}
+  precision: {precision}
+  eval_every: 200
+{trainer}
+tracking:
+  experiment: {experiment}
+  metric: {metric}
+  direction: minimize
+
+configs:
+  baseline:
+    purpose: The reference point every other config is compared with.
+    strategy: The spec as written.
+  wider:
+    overrides: {{lora.r: {r2}, lora.alpha: {alpha2}}}
+    purpose: More adapter capacity.
+    strategy: Double the rank, keep alpha / r at 2.
+  gentler:
+    overrides: {{train.learning_rate: {lr_low}}}
+    purpose: The same adapter at half the learning rate, for when the loss is noisy.
+
+rules:
+  - name: 8bit-high-lr
+    reject: "train.optimizer == 'adamw8bit' and peak_lr > 1.2e-4"
+    reason: 8-bit optimizer states go NaN at high learning rates with LoRA
+  - name: alpha-equals-r-at-high-lr
+    reject: "lora.alpha == lora.r and peak_lr > 1e-4"
+    reason: a scale of 1 with a high LR overshoots; use alpha = 2r or lower the LR
+
+search:
+  n_trials: 20
+  params:
+    train.learning_rate: {{type: float, min: {lr_min}, max: {lr_max}, log: true}}
+    lora.r: {{type: categorical, choices: [{r}, {r2}, {r4}]}}
+    alpha_ratio: {{type: float, min: 0.5, max: 4.0}}
+  derived:
+    lora.alpha: lora.r * alpha_ratio
+  quick:
+    n_trials: 4
+    overrides: {{train.max_steps: 50}}
+"""
+
+_COMMAND = """
+trainer:
+  type: command            # your own script; tunelog renders argv, parses its output, logs its metrics
+  args: {{network_dim: 32}}  # the script's own knobs: sweep or probe them as trainer.args.NAME
+  argv: ["{{python}}", train.py, --lr, "{{train.learning_rate}}", --batch_size, "{{train.batch_size}}",
+         --network_dim, "{{trainer.args.network_dim}}", --output_dir, "{{output_dir}}"]
+"""
+
+
+def starter_spec(model: str, data: str, preset: str, spec_name: str, experiment: str) -> str:
+    """The starter spec's text for `preset`."""
+    if preset not in PRESETS:
+        raise ValueError(f"preset {preset!r}; accepted: {', '.join(PRESETS)}")
+    qlora = preset == "qlora-7b"
+    values = {
+        "spec": spec_name,
+        "model": json.dumps(model),
+        "model_extra": "\n  load_in_4bit: true      # QLoRA: 4-bit base weights (bitsandbytes, CUDA)"
+        "\n  gradient_checkpointing: true"
+        if qlora
+        else "",
+        "data": json.dumps(data),
+        "max_length": 1024 if qlora else 256,
+        "r": 16 if qlora else 8,
+        "alpha": 32 if qlora else 16,
+        "r2": 32 if qlora else 16,
+        "r4": 64 if qlora else 32,
+        "alpha2": 64 if qlora else 32,
+        "lr": "1.0e-4" if qlora else "2.0e-4",
+        "lr_low": "5.0e-5" if qlora else "1.0e-4",
+        "lr_min": "2.0e-5" if qlora else "5.0e-5",
+        "lr_max": "1.2e-4" if qlora else "5.0e-4",
+        "batch": 4 if qlora else 8,
+        "accum": 4 if qlora else 1,
+        "optimizer": "adamw8bit" if qlora else "adamw",
+        "precision": "bf16" if qlora else "fp32",
+        "trainer": _COMMAND.format() if preset == "command" else "",
+        "experiment": json.dumps(experiment),
+        "metric": "loss" if preset == "command" else "train/final_loss",
+    }
+    return _HEAD.format(**values)
+
+
+def write_starter(path: Path, model: str, data: str, preset: str, force: bool) -> Path:
+    """Writes the starter spec; refuses to overwrite a file unless `force`. Data paths are kept relative to
+    the spec's folder when they are inside it, so the project can move."""
+    from .errors import TunelogError
+
+    if path.exists() and not force:
+        raise TunelogError(f"{path} exists; pass --force to overwrite it")
+    data_path = Path(data).resolve()
+    try:
+        data = str(data_path.relative_to(path.parent.resolve()))
+    except ValueError:
+        data = str(data_path)
+    experiment = path.stem.replace("_", "-")
+    path.write_text(starter_spec(model, data, preset, path.name, experiment))
+    return path

@@ -1,0 +1,33 @@
+"""`tunelog init` and `tunelog configs ls`: a starter spec for your own model and data that lint passes."""
+
+import pytest
+
+from conftest import DEMO, run_cli
+from tunelog.lint import lint_spec
+from tunelog.spec import load_spec
+
+
+@pytest.mark.parametrize("preset", ["lora-small", "qlora-7b", "command"])
+def test_each_preset_writes_a_spec_that_lint_passes(tmp_path, preset):
+    path = tmp_path / "project" / "spec.yaml"
+    path.parent.mkdir()
+    data = tmp_path / "project" / "train.txt"
+    data.write_text((DEMO / "data/general/train.txt").read_text())
+    proc = run_cli("init", "--model", "my-org/my-model", "--data", data, "--preset", preset, "-o", path)
+    assert proc.returncode == 0, proc.stderr
+    assert "0 errors, 0 warnings" in proc.stdout
+    spec = load_spec(path)
+    assert spec.data.train == "train.txt"  # relative: the project folder can move
+    assert not lint_spec(spec).findings or all(f.severity == "info" for f in lint_spec(spec).findings)
+    assert set(spec.configs) == {"baseline", "wider", "gentler"} and spec.search and spec.rules
+    assert (spec.trainer.type == "command") == (preset == "command")
+    assert spec.model.load_in_4bit == (preset == "qlora-7b")
+    listed = run_cli("configs", "ls", path)
+    assert listed.returncode == 0 and "wider" in listed.stdout and "lora.r=" in listed.stdout
+
+
+def test_init_does_not_overwrite_without_force(tmp_path):
+    path = tmp_path / "spec.yaml"
+    path.write_text("mine")
+    proc = run_cli("init", "--model", "m", "--data", DEMO / "data/general/train.txt", "-o", path)
+    assert proc.returncode == 1 and "exists; pass --force" in proc.stderr and path.read_text() == "mine"
