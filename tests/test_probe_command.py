@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 from mlflow import MlflowClient
 
@@ -74,7 +75,8 @@ def test_probe_of_a_command_trainer_under_a_cpu_budget(tmp_path, store):
     assert {"train.batch_size": 8, "trainer.args.network_dim": 64} in summary["failed_oom"]
     assert summary["best"]["config"] == {"train.batch_size": 8, "trainer.args.network_dim": 32}
     assert 0.12 < summary["best"]["peak_mem_gb"] <= 0.2  # the tree's sampled RSS, not this process's
-    assert summary["best"]["eta_s"] > 0  # captions.txt's size x epochs over the measured samples/s
+    # probe.total_steps (epochs x samples / batch) x the batch over the measured samples/s: 2 epochs x 2 captions
+    assert summary["best"]["eta_s"] == pytest.approx(2 * 2 / summary["best"]["samples_per_s"])
     skipped = {
         (s["config"]["train.batch_size"], s["config"]["trainer.args.network_dim"]): s["why"] for s in summary["skipped"]
     }

@@ -103,6 +103,8 @@ def check_names(spec: Any) -> None:
             check(f"search.derived.{name}", text, flat | sampled | derived)
         if not problems:
             derived_order(spec.search.derived, spec.source)
+    if spec.probe and spec.probe.total_steps:
+        check("probe.total_steps", spec.probe.total_steps, rule_scope)
     if spec.train.lr_formula:
         check("train.lr_formula", spec.train.lr_formula, set(spec.train.lr_vars))
     if problems:

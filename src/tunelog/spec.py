@@ -290,6 +290,9 @@ class ProbeSpec(_Section):
     extra_argv: list[str] = Field(default_factory=list)
     throughput_metric: Optional[str] = None
     memory_metric: Optional[str] = None
+    # the real training's optimizer steps, for the pick's ETA (a command trainer's own length), e.g.
+    # "trainer.args.epochs * n_samples / train.batch_size"; the built-in trainer's plan needs none
+    total_steps: Optional[str] = None
 
 
 class TrainerSpec(_Section):

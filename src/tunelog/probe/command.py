@@ -70,7 +70,16 @@ class CommandMeasurer:
                 peak_gb=peak,
                 steps=ran.steps,
             )
-        return Measurement(values, "ok", "", sps, 0.0, peak, eta_seconds(spec, sps, self.n_samples), ran.steps)
+        return Measurement(
+            values,
+            "ok",
+            "",
+            sps,
+            0.0,
+            peak,
+            eta_seconds(self.spec.with_overrides(values, "probe candidate"), sps, self.n_samples),
+            ran.steps,
+        )
 
     def command(self, best: Measurement) -> str:
         """The user's own command with the winner's settings (no probe step cap), every item shell-quoted."""

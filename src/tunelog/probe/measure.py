@@ -123,8 +123,25 @@ class Measurer(Protocol):
 
 
 def eta_seconds(spec: Spec, samples_per_s: float, n_samples: Optional[int]) -> Optional[float]:
-    """The full training's time at this throughput: max_steps x samples per step, else dataset x epochs."""
+    """The full training's time at this throughput: `probe.total_steps` (evaluated for this candidate) x samples
+    per step when the spec gives it, else max_steps x samples per step, else dataset x epochs; None when unknown."""
     per_step = spec.train.batch_size * spec.train.grad_accum
+    formula = spec.probe.total_steps if spec.probe else None
+    if formula:
+        from ..expressions import ExpressionError, parse
+        from ..scope import leaf_names
+
+        flat = spec.flat_params()
+        env = {**{leaf: flat[k] for k in flat if (leaf := k.rsplit(".", 1)[-1]) in leaf_names(flat)}, **flat}
+        if n_samples is not None:
+            env["n_samples"] = n_samples
+        try:
+            steps = float(parse(formula).evaluate(env))
+        except (ExpressionError, TypeError, ValueError):  # e.g. n_samples unknown: no ETA rather than a wrong one
+            return None
+        return steps * per_step / samples_per_s
+    if spec.trainer.type == "command":
+        return None  # the script decides its own length; without probe.total_steps tunelog cannot know it
     if spec.train.max_steps:
         return spec.train.max_steps * per_step / samples_per_s
     if n_samples is None:
