@@ -232,3 +232,27 @@ def test_candidates_obey_the_spec_rules_and_derived_params(tmp_path, store):
     best = summary["best"]["config"]
     assert best != rejected["config"] and best["lora.alpha"] == 3 * best["lora.r"]
     assert f"lora.alpha={best['lora.alpha']}" in result.script
+
+
+def test_effective_batch_held(tmp_path, store):
+    """--effective-batch 8: accumulation follows the batch (2 x 4, 4 x 2, 8 x 1), a batch that does not divide
+    8 is skipped, and the pick trains the same optimisation as the user's config."""
+    raw = probe_raw()
+    raw["probe"] = {
+        "params": {
+            "train.batch_size": {"type": "categorical", "choices": [2, 3, 4, 8]},
+            "train.grad_accum": {"type": "categorical", "choices": [1, 2]},  # replaced by the held batch
+        },
+        "max_steps": 3,
+        "min_seconds": 0,
+        "headroom": 0.0,
+    }
+    probe = Probe(load_spec(write_spec(tmp_path / "p.yaml", raw)), Tracker(), echo=lambda s: None, effective_batch=8)
+    summary = probe.run().summary()
+    measured = {m["config"]["train.batch_size"]: m for m in summary["measured"]}
+    assert set(measured) <= {2, 4, 8} and measured  # batch 3 cannot make 8
+    for batch, m in measured.items():
+        assert m["config"]["train.grad_accum"] == 8 // batch and m["effective_batch"].endswith("= 8")
+    assert any("does not divide the effective batch 8" in s["why"] for s in summary["skipped"])
+    best = summary["best"]["config"]
+    assert best["train.batch_size"] * best["train.grad_accum"] == 8

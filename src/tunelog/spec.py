@@ -293,6 +293,9 @@ class ProbeSpec(_Section):
     # the real training's optimizer steps, for the pick's ETA (a command trainer's own length), e.g.
     # "trainer.args.epochs * n_samples / train.batch_size"; the built-in trainer's plan needs none
     total_steps: Optional[str] = None
+    # hold batch x accumulation at this many samples per optimizer step (accum = N / batch; batches that do
+    # not divide N are skipped), so the pick trains the same optimisation as the user's config
+    keep_effective_batch: Optional[int] = Field(None, gt=0)
 
 
 class TrainerSpec(_Section):

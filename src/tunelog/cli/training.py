@@ -227,6 +227,12 @@ def stages(
 @click.option("--quick", is_flag=True, help="About six candidates.")
 @click.option("--refine", is_flag=True, help="Also try the best's neighbours in each knob; two runoff rounds.")
 @click.option("--exhaustive", is_flag=True, help="Measure every candidate (the slow baseline; for comparison).")
+@click.option(
+    "--effective-batch",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Hold batch x accumulation at N (default: probe.keep_effective_batch).",
+)
 @click.option("-o", "--output", default="train_best.sh", show_default=True, help="Where to write the training script.")
 def probe(
     spec_file: str,
@@ -237,6 +243,7 @@ def probe(
     quick: bool,
     refine: bool,
     exhaustive: bool,
+    effective_batch: Optional[int],
     output: str,
 ) -> None:
     """Find the fastest config of SPEC that fits in memory, on a worst-case batch.
@@ -249,7 +256,14 @@ def probe(
     from ..tracking import Tracker
 
     result = Probe(
-        spec, Tracker(), max_memory_gb=max_memory_gb, quick=quick, refine=refine, echo=click.echo, exhaustive=exhaustive
+        spec,
+        Tracker(),
+        max_memory_gb=max_memory_gb,
+        quick=quick,
+        refine=refine,
+        echo=click.echo,
+        exhaustive=exhaustive,
+        effective_batch=effective_batch,
     ).run()
     s = result.summary()
     click.echo(

@@ -12,6 +12,7 @@ from typing import Any, Optional, Protocol
 from ..spec import ParamSpec, ProbeSpec, Spec
 
 BATCH = "train.batch_size"
+ACCUM = "train.grad_accum"
 # memory grows with these (True before False for gradient checkpointing: it saves memory)
 MEMORY_KNOBS = {BATCH: 1, "lora.r": 1, "data.max_length": 1, "model.gradient_checkpointing": -1}
 DEFAULT_PARAMS = {
@@ -41,6 +42,7 @@ class ProbeResult:
     measured: list[Measurement] = field(default_factory=list)
     skipped: list[Measurement] = field(default_factory=list)
     rejected: list[Measurement] = field(default_factory=list)  # forbidden by the spec's rules: never run
+    accum: int = 1  # the spec's gradient accumulation, where a candidate does not set its own
     best: Optional[Measurement] = None
     grid_size: int = 0
     script: str = ""
@@ -59,6 +61,8 @@ class ProbeResult:
                     "samples_per_s": m.samples_per_s,
                     "peak_mem_gb": m.peak_gb,
                     "reason": m.reason,
+                    "effective_batch": f"{m.values.get(BATCH)} x {m.values.get(ACCUM, self.accum)} = "
+                    f"{m.values.get(BATCH, 0) * m.values.get(ACCUM, self.accum)}",
                 }
                 for m in self.measured
             ],

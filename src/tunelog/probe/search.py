@@ -25,6 +25,7 @@ from ..plan import make_plan
 from ..spec import ProbeSpec, Spec
 from ..tracking import Tracker
 from .measure import (
+    ACCUM,
     BATCH,
     DECLINE,
     DEFAULT_PARAMS,
@@ -51,6 +52,7 @@ class Probe:
         refine: bool = False,
         echo: Callable[[str], None] = print,
         exhaustive: bool = False,
+        effective_batch: Optional[int] = None,
     ):
         self.spec, self.tracker, self.quick, self.refine, self.echo = spec, tracker, quick, refine, echo
         self.exhaustive = exhaustive  # every candidate, no skipping: the slow baseline the search is judged against
@@ -59,6 +61,11 @@ class Probe:
         self.params = self.cfg.params or DEFAULT_PARAMS
         if spec.trainer.type == "command" and not self.cfg.params:
             self.params = {BATCH: DEFAULT_PARAMS[BATCH]}  # the script's own knobs are the user's to name
+        # holding the effective batch: accumulation follows from the batch size, so the pick trains the same
+        # optimisation as the user's config (only its speed and memory differ)
+        self.effective = effective_batch or self.cfg.keep_effective_batch
+        if self.effective:
+            self.params = {k: v for k, v in self.params.items() if k != ACCUM}
         fields = spec.flat_params()
         unknown = [
             (f"probe.params.{n}", "not a spec field (e.g. train.batch_size, lora.r, model.gradient_checkpointing)")
@@ -131,7 +138,7 @@ class Probe:
     def run(self) -> ProbeResult:
         tags = {t.TAG_KIND: t.KIND_PROBE, t.TAG_NAME: f"probe-{self.spec.tracking.experiment}"}
         with self.tracker.run(self.spec.tracking.experiment, run_name=tags[t.TAG_NAME], tags=tags) as run:
-            result = ProbeResult(run_id=run.run_id, grid_size=len(grid(self.params)))
+            result = ProbeResult(run_id=run.run_id, grid_size=len(grid(self.params)), accum=self.spec.train.grad_accum)
             self.n_samples = self.measurer.prepare()
             self._search(result, run.run_id)
             self._report(run, result)
@@ -151,6 +158,15 @@ class Probe:
         return values, (f"{verdict.rule}: {verdict.reason}" if verdict.rejected else "")
 
     def _try(self, knobs: dict[str, Any], result: ProbeResult, parent: str) -> Optional[Measurement]:
+        if self.effective:
+            if self.effective % knobs[BATCH]:
+                m = Measurement(
+                    knobs, "skipped", f"batch {knobs[BATCH]} does not divide the effective batch {self.effective}"
+                )
+                if m.values not in [s.values for s in result.skipped]:
+                    result.skipped.append(m)
+                return m
+            knobs = {**knobs, ACCUM: self.effective // knobs[BATCH]}
         values, forbidden = self.complete(knobs)
         known = [m for m in result.measured + result.skipped + result.rejected if m.values == values]
         if known:
