@@ -16,6 +16,7 @@ from .. import memory
 from ..data import TokenizedData, read_texts, tokenize
 from ..model import add_lora, check_machine, load_base_model, load_tokenizer
 from ..spec import ProbeSpec, Spec
+from ..step import TrainingStep
 from .measure import Measurement, _enough, eta_seconds, step_time
 
 
@@ -64,7 +65,7 @@ class InProcess:
         data, _ = self.worst_case(spec.data.max_length)
         batch = {k: v.to(self.device) for k, v in data.collate([0] * spec.train.batch_size).items()}
         tokens = int(batch["attention_mask"].sum())
-        model = optimizer = None
+        model = stepper = None
         memory.release(self.device)  # the last candidate's (or the model load's) freed memory goes back first
         memory.reset_peak(self.device)
         try:
@@ -73,17 +74,11 @@ class InProcess:
             torch.manual_seed(0)
             model = add_lora(spec, base)
             model.train()
-            params = [p for p in model.parameters() if p.requires_grad]
-            optimizer = torch.optim.AdamW(params, lr=spec.train.learning_rate)
+            stepper = TrainingStep(spec, model, self.device)  # the trainer's own step: optimizer, precision, EMA
             times: list[float] = []
             for step in itertools.count():
                 start = time.perf_counter()
-                for _ in range(spec.train.grad_accum):
-                    (model(**batch).loss / spec.train.grad_accum).backward()
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                if self.device.type == "cuda":
-                    torch.cuda.synchronize()
+                stepper.step([batch] * spec.train.grad_accum, spec.train.learning_rate)
                 if step >= self.cfg.warmup_steps:
                     times.append(time.perf_counter() - start)
                 peak = memory.peak_gb(self.device)
@@ -112,7 +107,9 @@ class InProcess:
         except (torch.OutOfMemoryError, MemoryError) as exc:
             return Measurement(values, "oom", str(exc).splitlines()[0][:200], peak_gb=memory.peak_gb(self.device))
         finally:
-            del optimizer
+            if stepper is not None:
+                stepper.release()
+            del stepper
             if model is not None:
                 model.unload()  # the base model comes back without LoRA layers, ready for the next candidate
             if spec.model.gradient_checkpointing:

@@ -25,54 +25,9 @@ from ..model import LoadedModel, load_for_training
 from ..plan import make_plan
 from ..schedules import Schedule
 from ..spec import Spec
+from ..step import TrainingStep
 from ..tracking import ADAPTER_ARTIFACT, PLOTS_ARTIFACT, RunLogger
 from . import EvalHook, Result
-
-
-def build_optimizer(spec: Spec, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
-    t = spec.train
-    if t.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=t.learning_rate, weight_decay=t.weight_decay, eps=t.adam_eps)
-    if t.optimizer == "adamw8bit":
-        import bitsandbytes as bnb  # steps on CPU tensors too (bitsandbytes >= 0.45)
-
-        return bnb.optim.AdamW8bit(params, lr=t.learning_rate, weight_decay=t.weight_decay, eps=t.adam_eps)
-    return torch.optim.SGD(params, lr=t.learning_rate, momentum=t.momentum, weight_decay=t.weight_decay)
-
-
-class AdapterEMA:
-    """Exponential moving average of the trainable (adapter) weights; swapped in for eval and saving."""
-
-    def __init__(self, params: list[torch.nn.Parameter], decay: float):
-        self.params = params
-        self.decay = decay
-        self.shadow = [p.detach().clone() for p in params]
-
-    @torch.no_grad()
-    def update(self) -> None:
-        torch._foreach_lerp_(self.shadow, [p.detach() for p in self.params], 1.0 - self.decay)
-
-    @contextlib.contextmanager
-    def applied(self) -> Iterator[None]:
-        backup = [p.detach().clone() for p in self.params]
-        with torch.no_grad():
-            for p, s in zip(self.params, self.shadow):
-                p.copy_(s)
-        try:
-            yield
-        finally:
-            with torch.no_grad():
-                for p, b in zip(self.params, backup):
-                    p.copy_(b)
-
-
-def autocast_for(spec: Spec, device: torch.device):
-    """Mixed precision where the device supports it (model.check_machine has refused what it can't)."""
-    precision = spec.train.precision
-    if precision == "fp32":
-        return contextlib.nullcontext
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return lambda: torch.autocast(device_type=device.type, dtype=dtype)
 
 
 @dataclass
@@ -162,11 +117,8 @@ class _Loop:
         self.spec, self.loaded, self.run_log, self.on_eval = spec, loaded, run, on_eval
         self.train_data, self.eval_data, self.schedule = train_data, eval_data, schedule
         self.model, self.device = loaded.model, loaded.device
-        self.params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = build_optimizer(spec, self.params)
-        self.autocast = autocast_for(spec, self.device)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=spec.train.precision == "fp16")
-        self.ema = AdapterEMA(self.params, spec.train.ema_decay) if spec.train.ema_decay else None
+        self.stepper = TrainingStep(spec, self.model, self.device)  # the probe measures this very step
+        self.autocast, self.ema = self.stepper.autocast, self.stepper.ema
         self.history = History()
         self.extra_eval: dict[str, TokenizedData] = {}
         self.extra_results: dict[str, float] = {}
@@ -208,29 +160,12 @@ class _Loop:
     def _optimizer_step(self, step: int, batches: Iterator[list[int]]) -> tuple[float, float, int, int, float]:
         """Accumulate `grad_accum` micro-batches, clip, step; returns loss, grad norm, samples, tokens, seconds."""
         start = time.perf_counter()
-        accum = self.spec.train.grad_accum
-        lr = self.schedule.lr_at(step)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        loss_sum, samples, tokens = 0.0, 0, 0
-        for _ in range(accum):
-            indices = next(batches)
-            batch = {k: v.to(self.device, non_blocking=True) for k, v in self.train_data.collate(indices).items()}
-            with self.autocast():
-                loss = self.model(**batch).loss / accum
-            self.scaler.scale(loss).backward()
-            loss_sum += loss.item()
-            samples += len(indices)
-            tokens += int(batch["attention_mask"].sum())
-        self.scaler.unscale_(self.optimizer)
-        max_norm = self.spec.train.max_grad_norm or float("inf")
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, max_norm))
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.optimizer.zero_grad(set_to_none=True)
-        if self.ema:
-            self.ema.update()
-        return loss_sum, grad_norm, samples, tokens, time.perf_counter() - start
+        micro = (
+            {k: v.to(self.device, non_blocking=True) for k, v in self.train_data.collate(next(batches)).items()}
+            for _ in range(self.spec.train.grad_accum)
+        )
+        s = self.stepper.step(micro, self.schedule.lr_at(step))
+        return s.loss, s.grad_norm, s.samples, s.tokens, time.perf_counter() - start
 
     def _log_step(self, step: int, loss: float, grad_norm: float, samples: int, tokens: int, seconds: float) -> None:
         self.history.steps.append(step)
@@ -281,7 +216,7 @@ class _Loop:
 
     def out_of_memory(self, exc: BaseException) -> Result:
         """Release what the failed step held, and end with outcome `oom` instead of a crash."""
-        self.optimizer.zero_grad(set_to_none=True)
+        self.stepper.optimizer.zero_grad(set_to_none=True)
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
         reason = f"out of memory at step {len(self.history.steps) + 1}: {str(exc).splitlines()[0][:200]}"
