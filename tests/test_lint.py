@@ -35,7 +35,7 @@ CASES = [
         dict(train={"learning_rate": 1e-4}),
     ),
     ("lr-range", "error", dict(train={"learning_rate": 0.1}), dict(train={"learning_rate": 3e-4})),
-    ("lr-range", "warning", dict(train={"learning_rate": 5e-3}), dict(train={"learning_rate": 1e-3})),
+    ("lr-range", "warning", dict(train={"learning_rate": 2e-2}), dict(train={"learning_rate": 5e-3})),
     (
         "warmup-length",
         "error",
@@ -196,13 +196,13 @@ def test_train_refuses_lint_errors_unless_forced(tmp_path, store):
 
 
 def test_train_records_lint_warnings_on_the_run(tmp_path, store):
-    path = write_spec(tmp_path / "warn.yaml", demo_raw(learning_rate=5e-3, max_steps=5))
+    path = write_spec(tmp_path / "warn.yaml", demo_raw(learning_rate=2e-2, max_steps=5))
     proc = run_cli("train", str(path))
     assert proc.returncode == 0, proc.stderr
     client = MlflowClient(store)
     run = client.search_runs([client.get_experiment_by_name("test").experiment_id])[0]
     assert "lr-range" in run.data.tags["tunelog.lint"]
-    assert "Lint warnings: lr-range: peak LR 0.005 is outside" in run.data.tags["mlflow.note.content"]
+    assert "Lint warnings: lr-range: peak LR 0.02 is outside" in run.data.tags["mlflow.note.content"]
 
 
 def test_seed_style_8bit_trouble_gives_two_warnings(tmp_path):

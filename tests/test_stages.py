@@ -61,6 +61,9 @@ def test_three_stages_with_lineage_forgetting_table_and_baseline(tmp_path, store
     assert pipe.data.metrics["pipeline/final"] == pytest.approx(outcome.stages[-1].result)
     assert pipe.data.metrics["pipeline/baseline"] == pytest.approx(outcome.baseline.result)
     assert "single-stage baseline of the same steps" in pipe.data.tags["mlflow.note.content"]
+    note = pipe.data.tags["mlflow.note.content"]  # the pipeline's page: a stage table, forgetting in its columns
+    assert "| stage | eval/loss | eval/general/loss | eval/bokmal/loss | eval/dialect/loss | run |" in note
+    assert f"`{runs[2].info.run_id}`" in note and f"{runs[2].data.metrics['eval/general/loss']:.4g}" in note
     baseline_run = client.get_run(outcome.baseline.run_id)
     assert baseline_run.data.params["train.max_steps"] == "15"  # 6 + 5 + 4
     table = json.loads(open(client.download_artifacts(outcome.run_id, "stage_evals.json", str(tmp_path))).read())

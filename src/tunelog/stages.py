@@ -167,6 +167,19 @@ class Pipeline:
             spec.tracking.run_name or "baseline", run_id, False, result.metrics.get(self.metric), result.metrics
         )
 
+    def _stage_table(self, outcome: PipelineOutcome, names: list[str]) -> str:
+        """The pipeline run's note in the MLflow UI: each stage's headline and its loss on every stage's
+        held-out set (forgetting reads down a column), with the run."""
+        head = f"| stage | {self.metric} | " + " | ".join(f"eval/{n}/loss" for n in names) + " | run |"
+        rows = [head, "|" + " --- |" * (len(names) + 3)]
+        for s in [*outcome.stages, *([outcome.baseline] if outcome.baseline else [])]:
+            cells = [f"{v:.4g}" if (v := s.metrics.get(f"eval/{n}/loss")) is not None else "" for n in names]
+            result = f"{s.result:.4g}" if s.result is not None else "n/a"
+            rows.append(
+                f"| {s.name}{' (reused)' if s.reused else ''} | {result} | " + " | ".join(cells) + f" | `{s.run_id}` |"
+            )
+        return "\n".join(rows)
+
     def _report(self, run: t.RunLogger, outcome: PipelineOutcome) -> None:
         """Per-stage results, the forgetting table, and staged vs baseline: whichever wins, as measured."""
         names = [s.name for s in outcome.stages]
@@ -189,7 +202,7 @@ class Pipeline:
         outcome.verdict = " ".join(lines)
         run.set_tags(
             {
-                t.TAG_NOTE: outcome.verdict,
+                t.TAG_NOTE: outcome.verdict + "\n\n" + self._stage_table(outcome, names),
                 "tunelog.reused_stages": ",".join(s.name for s in outcome.stages if s.reused) or None,
             }
         )

@@ -70,5 +70,6 @@ def leave_behind(
         from .. import changelog as cl
 
         log = cl.publish_summary(tracker, tracker.experiment_alias(experiment))
+        existed = Path(changelog_to).exists()
         Path(changelog_to).write_text(cl.to_markdown(log))
-        click.echo(f"wrote {changelog_to}")
+        click.echo(f"{'overwrote' if existed else 'wrote'} {changelog_to}")

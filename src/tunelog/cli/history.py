@@ -31,8 +31,11 @@ def changelog(experiment: str, output: Optional[str], fmt: str, metric, directio
     log = cl.collect_and_build(tracker, experiment, metric=metric, direction=direction, verbose=verbose)
     text = cl.to_json(log) if fmt == "json" else cl.to_markdown(log)
     if output:
+        existed = Path(output).exists()
         Path(output).write_text(text)
-        click.echo(f"wrote {output}: {len(log.entries)} runs, best {log.best_id or 'none'}")
+        click.echo(
+            f"{'overwrote' if existed else 'wrote'} {output}: {len(log.entries)} runs, best {log.best_id or 'none'}"
+        )
     else:
         click.echo(text, nl=False)
     if not no_log:

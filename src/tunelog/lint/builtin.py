@@ -15,7 +15,8 @@ from . import Finding
 RuleFn = Callable[[Facts], Iterable[Finding]]
 _RULES: dict[str, RuleFn] = {}
 
-ADAM_LORA_LR = (1e-6, 2e-3)  # usual peak LR for Adam-family LoRA fine-tuning
+ADAM_LORA_LR = (1e-6, 2e-3)  # usual peak LR for Adam-family LoRA fine-tuning of pretrained weights
+TINY_ADAM_LR_HIGH = 1e-2  # a tiny model built from a config starts from random weights: it takes more
 ADAM_LR_BROKEN = 3e-2  # above this Adam updates are near-certain to blow up
 SGD_LR = (1e-3, 1.0)
 SGD_LR_BROKEN = 10.0
@@ -75,6 +76,8 @@ def peak_vs_configured(f: Facts) -> Iterator[Finding]:
 def lr_range(f: Facts) -> Iterator[Finding]:
     opt = f.spec.train.optimizer
     low, high = SGD_LR if opt == "sgd" else ADAM_LORA_LR
+    if opt != "sgd" and f.spec.model.tiny is not None:
+        high = TINY_ADAM_LR_HIGH
     broken = SGD_LR_BROKEN if opt == "sgd" else ADAM_LR_BROKEN
     peak = f.peak
     if peak > broken:
@@ -88,7 +91,8 @@ def lr_range(f: Facts) -> Iterator[Finding]:
         yield Finding(
             "lr-range",
             "warning",
-            f"peak LR {_lr(peak)} is outside the usual {_lr(low)}..{_lr(high)} for LoRA with {opt}",
+            f"peak LR {_lr(peak)} is outside the usual {_lr(low)}..{_lr(high)} for LoRA with {opt}"
+            f"{' on a tiny random-init model' if f.spec.model.tiny is not None and opt != 'sgd' else ''}",
             "check the value; sweep it if unsure",
         )
 

@@ -20,6 +20,9 @@ from .contract import TAG_OWNER, TAG_RUN_NAME, RunRecord
 DEFAULT_STORE_DIR = "mlruns"
 # MLflow draws a progress bar per artifact download; a stage chain makes many tiny ones.
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+# MLflow prints "View run NAME at: URL" for every run a server closes (twice per sweep trial): tunelog says once,
+# at the end, where everything went.
+os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
 
 def default_store_dir() -> Path:
