@@ -5,12 +5,17 @@ process (the machine's speed drifts over minutes; measured back to back, picks c
 
 Prints each pick, its samples/s, each search's wall time, the largest batch's throughput against the
 probe's pick, and last `probe_vs_maxbatch RATIO target >= 1.0: ok|miss` (the probe's pick over the
-max-batch pick, the worse of the two models). Everything runs in this process: on the CPU the budget is
-this process's peak RSS, the same for both searches.
+max-batch pick, the worse of the two models). Each search runs in a fresh process, as a user would run
+it (on the CPU the budget is the process's peak RSS: one search must not inherit another's heap); the
+picks are then measured in this process, without a budget.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -58,46 +63,72 @@ def max_batch_finder(probe, budget: float) -> int:
     return low
 
 
-def compare(name: str, overrides: dict) -> float:
+def child(mode: str, model: str, budget: float) -> dict:
+    """One search in a fresh process, as a user runs it: on the CPU the budget is the process's RSS, so a
+    search must not inherit another's heap. Prints its result as the last line, JSON."""
+    argv = [sys.executable, __file__, "--child", mode, model, str(budget)] + (["--smoke"] if SMOKE else [])
+    start = time.perf_counter()
+    proc = subprocess.run(argv, capture_output=True, text=True, env=os.environ.copy())
+    if proc.returncode != 0:
+        raise SystemExit(proc.stderr[-2000:])
+    return {**json.loads(proc.stdout.strip().splitlines()[-1]), "wall": time.perf_counter() - start}
+
+
+def run_child(mode: str, model: str, budget: float) -> None:
     from tunelog.probe import Probe
     from tunelog.spec import load_spec
     from tunelog.tracking import Tracker
 
-    spec = load_spec(spec_for(overrides))
-    probe = Probe(spec, Tracker(), echo=lambda s: None)  # one process, one loaded model for every measurement
-    n_samples = probe.measurer.prepare()
-    probe.measurer.prepare = lambda: n_samples  # run() below must not load a second copy of the model
-    peaks = [probe.measure({"train.batch_size": b}).peak_gb for b in (BATCHES[0], BATCHES[-1])]
+    spec = load_spec(spec_for(MODELS[model]))
+    probe = Probe(spec, Tracker(), max_memory_gb=budget if budget > 0 else None, echo=lambda s: None)
+    if mode == "probe":
+        print(json.dumps({"batch": probe.run().best.values["train.batch_size"]}))
+        return
+    probe.measurer.prepare()
+    if mode == "scout":
+        print(
+            json.dumps({"peaks": [probe.measure({"train.batch_size": b}).peak_gb for b in (BATCHES[0], BATCHES[-1])]})
+        )
+    else:
+        print(json.dumps({"batch": max_batch_finder(probe, budget)}))
+
+
+def compare(name: str) -> float:
+    from tunelog.probe import Probe
+    from tunelog.spec import load_spec
+    from tunelog.tracking import Tracker
+
+    peaks = child("scout", name, 0.0)["peaks"]
     budget = peaks[0] + 0.6 * (peaks[1] - peaks[0])  # the largest batch does not fit; most do
-    probe.budget = probe.measurer.budget = probe.limit = budget
-    start = time.perf_counter()
-    biggest = max_batch_finder(probe, budget)
-    finder_wall = time.perf_counter() - start
-    start = time.perf_counter()
-    picked = probe.run().best
-    probe_wall = time.perf_counter() - start
-    probe.measurer.budget = None  # both picks fit; now only their speed is compared
-    ours, theirs = {"train.batch_size": picked.values["train.batch_size"]}, {"train.batch_size": biggest}
+    finder, found = child("finder", name, budget), child("probe", name, budget)
+    probe = Probe(load_spec(spec_for(MODELS[name])), Tracker(), echo=lambda s: None)  # no budget: speed only
+    probe.measurer.prepare()
+    ours, theirs = {"train.batch_size": found["batch"]}, {"train.batch_size": finder["batch"]}
     scores: dict[str, list[float]] = {"probe": [], "max-batch": []}
     for _ in range(sized(3, 1)):
         for label, config in (("probe", ours), ("max-batch", theirs)):
             scores[label].append(probe.measure(config).samples_per_s)
     mine, other = median(scores["probe"]), median(scores["max-batch"])
-    print(f"{name}: budget {budget:.3f} GB")
-    print(f"  max-batch finder: batch {biggest}, {other:.1f} samples/s side by side; search {finder_wall:.1f} s")
+    print(f"{name}: budget {budget:.3f} GB (each search in a fresh process)")
     print(
-        f"  tunelog probe:    batch {ours['train.batch_size']}, {mine:.1f} samples/s side by side; "
-        f"search {probe_wall:.1f} s"
+        f"  max-batch finder: batch {finder['batch']}, {other:.1f} samples/s side by side; "
+        f"search {finder['wall']:.1f} s"
     )
-    if biggest != ours["train.batch_size"]:
+    print(
+        f"  tunelog probe:    batch {found['batch']}, {mine:.1f} samples/s side by side; search {found['wall']:.1f} s"
+    )
+    if finder["batch"] != found["batch"]:
         print(f"  the largest batch that fits runs at {other / mine:.3f}x the probe's pick")
     return mine / other
 
 
 def main() -> None:
-    temp_store()
-    models = {"demo": MODELS["demo"]} if SMOKE else MODELS
-    ratios = [compare(name, overrides) for name, overrides in models.items()]
+    if "--child" in sys.argv:
+        at = sys.argv.index("--child")
+        run_child(sys.argv[at + 1], sys.argv[at + 2], float(sys.argv[at + 3]))
+        return
+    temp_store()  # the children inherit it through MLFLOW_TRACKING_URI
+    ratios = [compare(name) for name in (["demo"] if SMOKE else MODELS)]
     print(verdict("probe_vs_maxbatch", min(ratios), ">=", 1.0))
 
 

@@ -129,8 +129,9 @@ def test_probe_survives_oom_and_writes_a_script_that_runs(tmp_path, store):
     summary = json.loads(
         open(client.download_artifacts(parent.info.run_id, "probe_summary.json", str(tmp_path))).read()
     )
-    assert [c["train.batch_size"] for c in summary["failed_oom"]] == [256], summary  # recorded; the probe went on
-    assert summary["best"]["config"]["train.batch_size"] == 2 and summary["best"]["peak_mem_gb"] <= budget
+    oom_batches = [c["train.batch_size"] for c in summary["failed_oom"]]
+    assert 256 in oom_batches, summary  # recorded; the probe went on (and looked between 2 and 256)
+    assert summary["best"]["peak_mem_gb"] <= budget and summary["best"]["config"]["train.batch_size"] < 256
     for m in summary["measured"]:  # what was measured agrees with what was recorded
         assert (m["outcome"] == "oom") == (m["peak_mem_gb"] > budget), m
     children = client.search_runs([exp], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
@@ -145,7 +146,7 @@ def test_probe_survives_oom_and_writes_a_script_that_runs(tmp_path, store):
     assert ran.returncode == 0, ran.stderr[-2000:]
     assert "outcome ok" in ran.stdout
     trained = client.search_runs([exp], "tags.`tunelog.kind` = 'train'")[0]
-    assert trained.data.params["train.batch_size"] == "2"
+    assert trained.data.params["train.batch_size"] == str(summary["best"]["config"]["train.batch_size"])
 
 
 def test_gradient_checkpointing_is_not_skipped_after_an_oom_without_it(tmp_path, store):

@@ -230,6 +230,7 @@ class Probe:
                     break  # throughput is clearly falling with the batch (a plateau is not enough: noise)
                 best_here = m if best_here is None or m.samples_per_s > best_here.samples_per_s else best_here
             if i == 0 and best_here is not None:
+                best_here = self._past_the_grid(best_here, group, defaults, result, parent)
                 best_batch = best_here.values[BATCH]
         result.best = self._best(result)
         if result.best is not None and free:
@@ -243,6 +244,30 @@ class Probe:
             for values in self._neighbours(result.best.values):
                 self._try(values, result, parent)
         self._runoff(result, rounds=2 if self.refine else 1)
+
+    def _past_the_grid(
+        self, best: Measurement, group: list[dict], defaults: dict, result: ProbeResult, parent: str
+    ) -> Measurement:
+        """When the fastest batch is the largest that fit and the next one in the grid did not (out of memory,
+        or predicted over), the best batch may lie between them: bisect there, as a max-batch finder would,
+        keeping a batch only while it is faster. A few measurements, off the user's grid."""
+        batches = sorted(c[BATCH] for c in group)
+        larger = [b for b in batches if b > best.values[BATCH]]
+        fits = {m.values[BATCH] for m in result.measured if m.outcome == "ok"}
+        if not larger or larger[0] in fits or self.effective or not isinstance(best.values[BATCH], int):
+            return best
+        low, high = best.values[BATCH], larger[0]
+        for _ in range(3):
+            mid = (low + high) // 2
+            if mid - low < max(1, low // 8):  # closer than an eighth: not worth a measurement
+                break
+            knobs = {**{k: v for k, v in best.values.items() if k in self.params}, **defaults, BATCH: mid}
+            m = self._try(knobs, result, parent)
+            if m is not None and m.outcome == "ok" and m.samples_per_s > best.samples_per_s:
+                best, low = m, mid
+            else:
+                high = mid
+        return best
 
     def _neighbours(self, values: dict[str, Any]) -> list[dict[str, Any]]:
         """`--refine`: the configs one step away from `values` in one knob (the next value up or down)."""
