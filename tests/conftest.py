@@ -107,3 +107,16 @@ def imported(tmp_path, store):
     tree = build_tree(tmp_path / "legacy")
     report = import_tree(tree, Tracker(), "speech", metric="val_loss")
     return tree, report
+
+
+def command_example(tmp_path: Path, **args):
+    """examples/diffusion_lora/spec.yaml driving the test fixture script, with extra `--flag value` args."""
+    from tunelog.spec import load_spec
+
+    raw = yaml.safe_load((REPO / "examples/diffusion_lora/spec.yaml").read_text())
+    raw["trainer"]["argv"][1] = str(REPO / "tests/fixtures/fake_diffusion_train.py")
+    raw["data"]["train"] = str(REPO / "examples/diffusion_lora/captions.txt")
+    raw["trainer"]["argv"] += [item for k, v in args.items() for item in (f"--{k}", str(v))]
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return load_spec(path)

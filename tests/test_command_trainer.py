@@ -13,25 +13,13 @@ import yaml
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
-from conftest import REPO, subprocess_env
+from conftest import command_example as example
+from conftest import subprocess_env
 from tunelog.errors import SpecError
 from tunelog.spec import load_spec
 from tunelog.sweep import Sweep, SweepOptions, default_storage, open_storage
 from tunelog.tracking import Tracker
 from tunelog.train import run_training
-
-EXAMPLE = REPO / "examples/diffusion_lora/spec.yaml"
-
-
-def example(tmp_path, **args):
-    raw = yaml.safe_load(EXAMPLE.read_text())
-    raw["trainer"]["argv"][1] = str(REPO / "tests/fixtures/fake_diffusion_train.py")
-    raw["data"]["train"] = str(REPO / "examples/diffusion_lora/captions.txt")
-    extra = [item for k, v in args.items() for item in (f"--{k}", str(v))]
-    raw["trainer"]["argv"] += extra
-    path = tmp_path / "spec.yaml"
-    path.write_text(yaml.safe_dump(raw, sort_keys=False))
-    return load_spec(path)
 
 
 def test_metrics_artifacts_and_argv(tmp_path, store):
