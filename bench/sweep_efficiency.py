@@ -76,7 +76,7 @@ def trials_to_reach(sampler: str, seed: int) -> int:
     from optuna.trial import TrialState
 
     from tunelog import rules, space
-    from tunelog.sweep import make_sampler, suggest
+    from tunelog.sweep.study import make_sampler, suggest
 
     spec = load_bench_spec(sampler, seed)
     study = optuna.create_study(sampler=make_sampler(spec.search, CAP), direction="minimize")
