@@ -17,6 +17,7 @@ from typing import Any, Optional
 from .errors import SpecError
 from .expressions import ExpressionError, parse
 from .plan import TrainingPlan, make_plan, plan_for
+from .scope import with_leaves
 from .spec import RuleSpec, Spec
 
 
@@ -52,11 +53,7 @@ def facts_for(spec: Spec) -> Facts:
 def rule_env(facts: Facts) -> dict[str, Any]:
     """Names a spec rule may use: every dotted spec field, its leaf name where unique, and the plan's numbers."""
     flat = facts.spec.flat_params()
-    env: dict[str, Any] = dict(flat)
-    leaves: dict[str, list[str]] = {}
-    for key in flat:
-        leaves.setdefault(key.rsplit(".", 1)[-1], []).append(key)
-    env.update({leaf: flat[keys[0]] for leaf, keys in leaves.items() if len(keys) == 1 and leaf not in env})
+    env: dict[str, Any] = with_leaves(flat)
     p = facts.plan
     env.update(
         {

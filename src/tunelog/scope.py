@@ -33,6 +33,14 @@ def leaf_names(flat: Iterable[str]) -> set[str]:
     return {leaf for leaf, n in seen.items() if n == 1}
 
 
+def with_leaves(flat: dict[str, Any]) -> dict[str, Any]:
+    """The spec's dotted fields and, where unique, their leaf names (`learning_rate`) with the same values:
+    the names rules, constraints and `probe.total_steps` may use."""
+    unique = leaf_names(flat)
+    leaves = {key.rsplit(".", 1)[-1]: value for key, value in flat.items() if key.rsplit(".", 1)[-1] in unique}
+    return {**leaves, **flat}
+
+
 def derived_order(derived: dict[str, str], source: str) -> list[str]:
     """The derived params in an order where each comes after the derived params it uses.
 

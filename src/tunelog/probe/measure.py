@@ -133,10 +133,9 @@ def eta_seconds(spec: Spec, samples_per_s: float, n_samples: Optional[int]) -> O
     formula = spec.probe.total_steps if spec.probe else None
     if formula:
         from ..expressions import ExpressionError, parse
-        from ..scope import leaf_names
+        from ..scope import with_leaves
 
-        flat = spec.flat_params()
-        env = {**{leaf: flat[k] for k in flat if (leaf := k.rsplit(".", 1)[-1]) in leaf_names(flat)}, **flat}
+        env = with_leaves(spec.flat_params())
         if n_samples is not None:
             env["n_samples"] = n_samples
         try:
