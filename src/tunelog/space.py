@@ -38,34 +38,27 @@ def check_targets(spec: Spec) -> None:
 
 
 def derive(
-    search: SearchSpec, sampled: dict[str, Any], source: str, fixed: Optional[dict[str, Any]] = None
+    search: SearchSpec,
+    sampled: dict[str, Any],
+    source: str,
+    fixed: Optional[dict[str, Any]] = None,
+    skip_unknown: bool = False,
 ) -> dict[str, Any]:
     """Evaluate derived params in dependency order; each may use sampled names, other derived params
-    and the spec's fixed fields (`fixed`, e.g. `lora.r` when the sweep does not sample it)."""
+    and the spec's fixed fields (`fixed`, e.g. `lora.r` when the sweep does not sample it).
+
+    With `skip_unknown` (a probe candidate: no sweep helper is sampled), a derived param that names
+    something not in scope is left out, so the field keeps the spec's value."""
     env = {**(fixed or {}), **sampled}
     out: dict[str, Any] = {}
     for name in derived_order(search.derived, source):
+        expr = parse(search.derived[name])
+        if skip_unknown and not expr.names <= set(env):
+            continue
         try:
-            value = parse(search.derived[name]).evaluate(env)
+            env[name] = out[name] = expr.evaluate(env)
         except ExpressionError as exc:
             raise SpecError(source, [(f"search.derived.{name}", str(exc))]) from None
-        env[name] = out[name] = value
-    return out
-
-
-def derive_known(search: Optional[SearchSpec], values: dict[str, Any], fixed: dict[str, Any], source: str) -> dict:
-    """The derived params computable from `values` and the spec's fields alone (a probe candidate: no sweep
-    helper is sampled, so a derived param that needs one keeps the spec's value)."""
-    if search is None:
-        return {}
-    env, out = {**fixed, **values}, {}
-    for name in derived_order(search.derived, source):
-        expr = parse(search.derived[name])
-        if expr.names <= set(env):
-            try:
-                env[name] = out[name] = expr.evaluate(env)
-            except ExpressionError as exc:
-                raise SpecError(source, [(f"search.derived.{name}", str(exc))]) from None
     return out
 
 

@@ -147,7 +147,11 @@ class Probe:
     def complete(self, knobs: dict[str, Any]) -> tuple[dict[str, Any], str]:
         """A candidate as the spec would train it: its knobs plus the derived params they imply (spec fields
         only), and the rule that forbids it ('' when none does)."""
-        derived = space.derive_known(self.spec.search, knobs, self.spec.flat_params(), self.spec.source)
+        derived = (
+            space.derive(self.spec.search, knobs, self.spec.source, self.spec.flat_params(), skip_unknown=True)
+            if self.spec.search
+            else {}
+        )
         values = {**knobs, **space.spec_overrides(derived)}
         spec = self.spec.with_overrides(values, "probe candidate")
         env = {**rules.rule_env(rules.Facts(spec, make_plan(spec, self.n_samples or 1), self.hidden)), **values}
