@@ -7,6 +7,7 @@ longest sample, so short corpora don't pay for `max_length`.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,6 +27,26 @@ def _detect_format(path: Path, fmt: str) -> str:
     if path.is_dir():
         return "datasets"
     return "jsonl" if path.suffix in (".jsonl", ".json") else "text"
+
+
+def eval_key(spec: Spec) -> str | None:
+    """A short hash of the eval set's bytes: what the headline was measured on.
+
+    Why: a run scored on a dialect set and one scored on the general set are not better or worse
+    than each other, only different; the changelog and promote compare only runs with equal keys.
+    None without `data.eval` (or when it cannot be read: the run's own preflight says so)."""
+    if not spec.data.eval:
+        return None
+    path = spec.path(spec.data.eval)
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    digest = hashlib.sha256()
+    try:
+        for file in files:
+            digest.update(file.relative_to(path).as_posix().encode() if path.is_dir() else b"")
+            digest.update(file.read_bytes())
+    except OSError:
+        return None
+    return digest.hexdigest()[:12]
 
 
 def read_texts(spec: Spec, relative: str, field: str) -> list[str]:

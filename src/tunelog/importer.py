@@ -20,7 +20,8 @@ from typing import Any, Optional
 import yaml
 
 from . import tracking as t
-from .logparse import LogParser, ParsedLog, has_nonfinite
+from .logparse import LogParser, ParsedLog
+from .outcomes import judge_log
 from .spec import flatten
 
 CONFIG_FILES = (
@@ -131,17 +132,6 @@ def read_folder(folder: Path, parser: LogParser) -> Legacy:
     )
 
 
-def _outcome(run: Legacy) -> tuple[str, str]:
-    lowered = run.log_text.lower()
-    if "out of memory" in lowered:
-        return "oom", "out of memory in the log"
-    if has_nonfinite(run.log):
-        return "diverged", "non-finite loss in the log"
-    if "traceback (most recent call last)" in lowered:
-        return "failed", "the log ends in a traceback"
-    return "ok", ""
-
-
 def _based_on(run: Legacy, names: set[str]) -> Optional[str]:
     """The folder name a lineage-like config value points at (resume_from: ../baseline/ckpt.pt)."""
     for key, value in run.params.items():
@@ -176,7 +166,7 @@ def import_tree(
         if run.key in done:
             report.skipped.append(run.folder.name)
             continue
-        outcome, reason = _outcome(run)
+        outcome, reason = judge_log(run.log_text, run.log, run.params)
         parent = _based_on(run, names)
         start = run.log.first_ms or int(run.folder.stat().st_mtime * 1000)
         tags = {

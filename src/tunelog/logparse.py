@@ -45,6 +45,7 @@ class ParsedLog:
     last_ms: Optional[int] = None
     lines: int = 0
     metric_lines: int = 0
+    max_step: Optional[int] = None  # the largest step a line named itself (not a per-key line counter)
 
     def final(self) -> dict[str, float]:
         out: dict[str, float] = {}
@@ -113,7 +114,7 @@ class LogParser:
         last: dict[str, int] = {}  # a key's steps only grow: a per-epoch tqdm bar restarts its N/M counter
         append = log.series.append
         parse_line = self.parse_line
-        first_ms = last_ms = None
+        first_ms = last_ms = max_step = None
         n = metric_lines = 0
         for n, line in enumerate(lines, start=1):  # noqa: B007 (n: the line count, read after the loop)
             ms, step, metrics = parse_line(line)
@@ -124,6 +125,8 @@ class LogParser:
             if not metrics:
                 continue
             metric_lines += 1
+            if step is not None and (max_step is None or step > max_step):
+                max_step = step
             for key, value in metrics.items():
                 at = counters[key] = counters.get(key, 0) + 1
                 if step is not None:
@@ -134,6 +137,7 @@ class LogParser:
                 last[key] = at
                 append((key, value, at, ms))
         log.lines, log.metric_lines, log.first_ms, log.last_ms = n, metric_lines, first_ms, last_ms
+        log.max_step = max_step
         return log
 
     def parse_text(self, text: str) -> ParsedLog:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Optional
 import yaml
 
 from . import tracking as t
+from .data import eval_key
 from .spec import Spec
 from .tracking import TAG_LINT, RunLogger, Tracker
 from .trainers import EvalHook, Result, get_trainer
@@ -32,6 +33,7 @@ def run_tags(spec: Spec, kind: str, based_on: Optional[str] = None, extra: Optio
         t.TAG_METRIC: spec.tracking.metric,
         t.TAG_DIRECTION: spec.tracking.direction,
         t.TAG_NOTE: spec.note(),
+        t.TAG_EVAL_KEY: eval_key(spec),
         **spec.tracking.tags,
         **(extra or {}),
     }

@@ -12,8 +12,8 @@ from typing import Optional
 
 from .. import tracking as t
 from ..tracking import RunRecord
-from . import lineage, verdicts
-from .model import Anomaly, Changelog, Changes, Effect, Entry
+from . import lineage, phases, verdicts
+from .model import Anomaly, Changelog, Changes, Effect, Entry, Phase
 from .render import to_json, to_markdown, to_summary
 
 SKIP_KINDS = {t.KIND_CHANGELOG}
@@ -29,16 +29,34 @@ def headline(runs: list[RunRecord], metric: Optional[str], direction: Optional[s
     return metric, direction or (dirs.most_common(1)[0][0] if dirs else t.MINIMIZE)
 
 
-def _group(run: RunRecord, by_id: dict[str, RunRecord]) -> str:
-    if run.tags.get(t.TAG_PHASE):
-        return f"Phase: {run.tags[t.TAG_PHASE]}"
-    container = by_id.get(run.tags.get(t.TAG_PARENT, ""))
-    if container is not None and container.kind in (t.KIND_SWEEP, t.KIND_PIPELINE):
-        return f"{container.kind.capitalize()}: {container.tags.get(t.TAG_NAME) or container.name}"
-    return "Runs"
+def result_keys(runs: list[RunRecord], metric: str) -> list[str]:
+    """The headline's candidates, shown side by side on each run line: every metric some run named as
+    its headline, and final metrics of the headline's family (`per_greedy` beside `per_beam`,
+    `eval/accuracy` beside `eval/loss`); the headline first."""
+    named = {r.tags[t.TAG_METRIC] for r in runs if r.tags.get(t.TAG_METRIC)}
+    root = _family(metric)
+    keys = {k for r in runs if r.kind not in lineage.CONTAINER_KINDS for k in r.metrics}
+    related = {k for k in keys if root and _family(k) == root and not k.startswith(("perf/", "train/", "sweep/"))}
+    related |= named & keys
+    return [metric] + sorted(related - {metric, t.SCORE_METRIC})[:3]
 
 
-def _entry(run: RunRecord, metric: str, by_id: dict[str, RunRecord]) -> Entry:
+def _family(key: str) -> str:
+    """`eval/loss` -> `eval`, `per_greedy` -> `per`; a key with neither `/` nor `_` has none."""
+    for sep in ("/", "_"):
+        if sep in key:
+            return key.split(sep, 1)[0]
+    return ""
+
+
+def _int_tag(run: RunRecord, tag: str) -> Optional[int]:
+    try:
+        return int(run.tags[tag])
+    except (KeyError, ValueError):
+        return None
+
+
+def _entry(run: RunRecord, metric: str, keys: list[str], group: str) -> Entry:
     duration = (run.end_ms - run.start_ms) / 1000 if run.end_ms and run.start_ms else None
     outcome = run.tags.get(t.TAG_OUTCOME) or ("ok" if run.status == "FINISHED" else "failed")
     return Entry(
@@ -48,7 +66,7 @@ def _entry(run: RunRecord, metric: str, by_id: dict[str, RunRecord]) -> Entry:
         status=run.status,
         outcome=outcome,
         reason=run.tags.get(t.TAG_REASON, ""),
-        group=_group(run, by_id),
+        group=group,
         start_ms=run.start_ms,
         duration_s=duration,
         result=run.metrics.get(metric),
@@ -56,7 +74,27 @@ def _entry(run: RunRecord, metric: str, by_id: dict[str, RunRecord]) -> Entry:
         peak_mem_gb=run.metrics.get("perf/peak_mem_gb"),
         note=run.tags.get(t.TAG_NOTE, ""),
         config=run.tags.get(t.TAG_CONFIG, ""),
+        results={k: run.metrics[k] for k in keys if k in run.metrics},
+        eval_key=run.tags.get(t.TAG_EVAL_KEY),
+        gpus=_int_tag(run, t.TAG_GPUS),
+        container=run.tags.get(t.TAG_PARENT),
+        study=run.tags.get(t.TAG_STUDY, ""),
     )
+
+
+def _link(entry: Entry, parent: Optional[RunRecord], by_id: dict[str, RunRecord], how: str, metric: str) -> None:
+    """The entry's parent, and its result when the two compare (same eval set, the parent ended ok)."""
+    entry.parent_id = entry.parent_name = entry.parent_result = None
+    entry.lineage, entry.comparable = "none", True
+    if parent is None:
+        return
+    entry.parent_id, entry.lineage = parent.run_id, how
+    entry.parent_name = parent.tags.get(t.TAG_NAME) or parent.name
+    if parent.kind in lineage.CONTAINER_KINDS:  # a trial's sweep, a stage's pipeline: no config to compare
+        return
+    entry.comparable = parent.tags.get(t.TAG_EVAL_KEY) == entry.eval_key
+    if lineage.ended_ok(parent) and entry.comparable:  # no verdict against a crash or another eval set
+        entry.parent_result = parent.metrics.get(metric)
 
 
 def build(
@@ -66,50 +104,91 @@ def build(
     direction: Optional[str] = None,
     verbose: bool = False,
     tolerance: float = verdicts.REPEAT_TOLERANCE,
+    phase_names: Optional[dict[str, list[str]]] = None,
 ) -> Changelog:
     """Records in, the changelog as data out."""
     runs = [r for r in runs if r.kind not in SKIP_KINDS]
     metric, direction = headline(runs, metric, direction)
+    direction = t.MAXIMIZE if direction in ("max", t.MAXIMIZE) else t.MINIMIZE
     by_id = {r.run_id: r for r in runs}
-    parents = lineage.find_parents(runs)
-    notable = lineage.varying_keys([r for r in runs if r.kind not in lineage.CONTAINER_KINDS])
-    entries = []
-    for run in runs:
-        entry = _entry(run, metric, by_id)
-        parent_id, how = parents[run.run_id]
-        parent = by_id.get(parent_id) if parent_id else None
-        if parent is not None:
-            entry.parent_id, entry.lineage = parent.run_id, how
-            entry.parent_name = parent.tags.get(t.TAG_NAME) or parent.name
-            parent_ok = parent.tags.get(t.TAG_OUTCOME, "ok") == "ok" and parent.status == "FINISHED"
-            entry.parent_result = parent.metrics.get(metric) if parent_ok else None  # no verdict against a crash
-        config_parent = parent if parent is not None and parent.kind not in lineage.CONTAINER_KINDS else None
-        entry.changes = lineage.diff(config_parent, run, notable, verbose)
-        entries.append(entry)
-    best = verdicts.best_entry(entries, direction)
+    groups = phases.assign(runs, phase_names)
+    keys = result_keys(runs, metric)
+    entries = [_entry(r, metric, keys, groups[r.run_id]) for r in runs]
+    found = lineage.find_parents(runs)
+    for entry in entries:
+        parent_id, how = found[entry.run_id]
+        _link(entry, by_id.get(parent_id) if parent_id else None, by_id, how, metric)
+    _diff_configs(entries, runs, by_id, groups, verbose)
+    anomalous = {a.run_id for a in verdicts.anomalies(entries, direction, tolerance)}
+    twins = lineage.sane_twins(runs, {e.run_id: e.parent_id for e in entries if e.parent_id}, anomalous)
+    for entry in entries:
+        if entry.run_id in twins:
+            entry.twin_of = entry.parent_name
+            _link(entry, by_id[twins[entry.run_id]], by_id, entry.lineage, metric)
+        entry.parent_anomalous = entry.parent_id in anomalous and entry.run_id not in twins
+    found_anomalies = verdicts.anomalies(entries, direction, tolerance)
+    for anomaly in found_anomalies:
+        next(e for e in entries if e.run_id == anomaly.run_id).anomaly.append(anomaly.short)
+    main_key = verdicts.main_eval_key(entries)
+    best = verdicts.best_entry(entries, direction, main_key)
     if best is not None:
         best.best = True
+    other_best = {}
+    for key in sorted({e.eval_key for e in entries if e.eval_key != main_key}, key=str):
+        if (other := verdicts.best_entry(entries, direction, key)) is not None:
+            other_best[str(key)] = other.run_id
     worked, didnt = verdicts.effects(entries, direction)
+    chain = verdicts.timeline(entries, best)
+    by_entry = {e.run_id: e for e in entries}
     return Changelog(
         experiment=experiment,
         metric=metric,
         direction=direction,
         entries=entries,
         best_id=best.run_id if best else None,
-        anomalies=verdicts.anomalies(entries, direction, tolerance),
+        anomalies=found_anomalies,
         worked=worked,
         didnt=didnt,
-        timeline=verdicts.timeline(entries, best),
+        timeline=chain,
         overview=[e.run_id for e in entries if e.config],
         best_config=dict(sorted(by_id[best.run_id].params.items())) if best else {},
+        phases=verdicts.phases(entries, direction, lambda a, b: _changes(by_id[a], by_id[b])),
+        other_best=other_best,
+        timeline_cost_h=verdicts.cost_between(entries, by_entry[chain[0]], by_entry[chain[-1]]) if chain else None,
+        result_keys=keys,
     )
+
+
+def _diff_configs(
+    entries: list[Entry], runs: list[RunRecord], by_id: dict[str, RunRecord], groups: dict, verbose: bool
+) -> None:
+    """Each entry's changes from its parent; "kept" shows only keys that vary among its group's runs."""
+    notable: dict[str, set[str]] = {}
+    for group in set(groups.values()):
+        members = [r for r in runs if groups[r.run_id] == group and r.kind not in lineage.CONTAINER_KINDS]
+        notable[group] = lineage.varying_keys(members)
+    for entry in entries:
+        run = by_id[entry.run_id]
+        if entry.lineage == "sweep":  # a trial shows the values that vary among its sweep's trials
+            entry.changes = Changes(kept={k: run.params[k] for k in sorted(notable[entry.group]) if k in run.params})
+            continue
+        parent = by_id.get(entry.parent_id) if entry.parent_id else None
+        config_parent = parent if parent is not None and parent.kind not in lineage.CONTAINER_KINDS else None
+        entry.changes = lineage.diff(config_parent, run, notable[entry.group], verbose)
+        if config_parent is not None:
+            shown = len(entry.changes.changed) + len(entry.changes.added) + len(entry.changes.kept)
+            entry.unchanged = max(0, len(lineage.config_of(run)) - shown)
+
+
+def _changes(first: RunRecord, best: RunRecord) -> str:
+    return lineage.diff(first, best, set(), False).label()
 
 
 def collect_and_build(tracker: t.Tracker, experiment: str, **options) -> Changelog:
     return build(tracker.all_runs(experiment), experiment, **options)
 
 
-__all__ = ["Anomaly", "Changelog", "Changes", "Effect", "Entry", "build", "collect_and_build", "to_json", "to_markdown"]
+__all__ = ["Anomaly", "Changelog", "Changes", "Effect", "Entry", "Phase", "build", "collect_and_build", "to_json", "to_markdown"]
 
 
 def publish_summary(tracker: t.Tracker, experiment: str) -> Changelog:

@@ -1,9 +1,10 @@
 """Who derives from whom, and what changed: the `diff` layer of the changelog.
 
 A run's parent is its `tunelog.based_on` tag; a sweep trial's is its sweep; otherwise the
-earlier run of the experiment whose config is closest (fewest differing keys, ties to the
-most recent), looked for among the `WINDOW` most recent earlier runs so that a history of
-10,000 runs stays linear.
+earlier run of the experiment whose config is closest (fewest differing keys; among equally
+close ones a run that ended ok, then the most recent), looked for among the `WINDOW` most
+recent earlier runs so that a history of 10,000 runs stays linear. A parent that turns out
+anomalous is swapped for its sane twin (`sane_twins`): no lesson is measured against a fluke.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ def find_parents(runs: list[RunRecord]) -> dict[str, tuple[Optional[str], str]]:
     """run_id -> (parent run_id or None, how it was found)."""
     by_id = {r.run_id: r for r in runs}
     matrix = _config_matrix(runs)
+    sane = np.array([ended_ok(r) for r in runs], dtype=bool)
     parents: dict[str, tuple[Optional[str], str]] = {}
     earlier: list[int] = []  # row indices of runs with a config, in start order
     for i, run in enumerate(runs):
@@ -54,7 +56,7 @@ def find_parents(runs: list[RunRecord]) -> dict[str, tuple[Optional[str], str]]:
         elif run.kind == t.KIND_TRIAL and container in by_id:
             parents[run.run_id] = (container, "sweep")
         elif run.kind not in CONTAINER_KINDS and earlier:
-            parents[run.run_id] = (runs[_closest(i, earlier[-WINDOW:], matrix)].run_id, "closest")
+            parents[run.run_id] = (runs[_closest(i, earlier[-WINDOW:], matrix, sane)].run_id, "closest")
         else:
             parents[run.run_id] = (None, "none")
         if run.kind not in CONTAINER_KINDS:
@@ -76,11 +78,41 @@ def _config_matrix(runs: list[RunRecord]) -> np.ndarray:
     return matrix
 
 
-def _closest(row: int, candidates: list[int], matrix: np.ndarray) -> int:
-    """Fewest differing keys (a key present in only one counts); ties go to the most recent."""
+def ended_ok(run: RunRecord) -> bool:
+    return run.status == "FINISHED" and run.tags.get(t.TAG_OUTCOME, "ok") == "ok"
+
+
+def _closest(row: int, candidates: list[int], matrix: np.ndarray, sane: np.ndarray) -> int:
+    """Fewest differing keys (a key present in only one counts); among those a run that ended ok,
+    then the most recent."""
     diffs = (matrix[candidates] != matrix[row]).sum(axis=1)
-    last_min = len(diffs) - 1 - int(np.argmin(diffs[::-1]))
+    # a crashed candidate counts as half a key further: it loses ties, never a real difference
+    score = diffs * 2 + ~sane[candidates]
+    last_min = len(score) - 1 - int(np.argmin(score[::-1]))
     return candidates[last_min]
+
+
+def config_key(run: RunRecord) -> tuple:
+    return tuple(sorted(config_of(run).items()))
+
+
+def sane_twins(runs: list[RunRecord], parents: dict[str, Optional[str]], anomalous: set[str]) -> dict[str, str]:
+    """child run id -> the run that replaces its anomalous parent: the latest earlier run with the
+    parent's very config that ended ok and is no anomaly itself. Children without one keep theirs."""
+    order = {r.run_id: i for i, r in enumerate(runs)}
+    by_id = {r.run_id: r for r in runs}
+    twins: dict[tuple, list[RunRecord]] = {}
+    for run in runs:
+        if run.kind not in CONTAINER_KINDS and ended_ok(run) and run.run_id not in anomalous:
+            twins.setdefault(config_key(run), []).append(run)
+    swapped = {}
+    for child_id, parent_id in parents.items():
+        if parent_id not in anomalous or by_id[parent_id].kind in CONTAINER_KINDS:
+            continue
+        earlier = [r for r in twins.get(config_key(by_id[parent_id]), ()) if order[r.run_id] < order[child_id]]
+        if earlier:
+            swapped[child_id] = earlier[-1].run_id
+    return swapped
 
 
 def diff(parent: Optional[RunRecord], child: RunRecord, notable: set[str], verbose: bool) -> Changes:
@@ -103,7 +135,8 @@ def diff(parent: Optional[RunRecord], child: RunRecord, notable: set[str], verbo
 
 
 def varying_keys(runs: list[RunRecord]) -> set[str]:
-    """Keys whose value differs somewhere in the history: the "notable" ones to show as kept."""
+    """Keys whose value differs somewhere among these runs (a run's siblings): the ones worth
+    showing as kept; the rest is "N other keys unchanged"."""
     seen: dict[str, set[str]] = {}
     counts: dict[str, int] = {}
     for run in runs:

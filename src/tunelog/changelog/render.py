@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from dataclasses import asdict
 from datetime import datetime, timezone
 from typing import Optional
@@ -45,32 +46,57 @@ def to_json(log: Changelog) -> str:
     return json.dumps(asdict(log), indent=2, sort_keys=True, default=str, allow_nan=True)
 
 
+def _cost(hours: Optional[float], gpus: Optional[int] = None) -> str:
+    """Device-hours (GPUs x hours; the CPU's hours where a run trained there, or wall hours unknown)."""
+    if hours is None:
+        return "n/a"
+    unit = {None: "device", 0: "CPU"}.get(gpus, "GPU")
+    return f"{hours:.3g} {unit}-h" if hours >= 0.01 else f"{hours * 3600:.0f} {unit}-s"
+
+
 def to_markdown(log: Changelog) -> str:
-    lines: list[str] = [f"# Changelog: {log.experiment}", ""]
-    dated = [e for e in log.entries if e.start_ms]
-    span = f", {_date(dated[0].start_ms)} to {_date(dated[-1].start_ms)}" if dated else ""
-    lines.append(f"{len(log.entries)} runs{span}. Headline metric: `{log.metric}` ({_better(log.direction)}).")
-    if log.best_id:
-        best = log.entry(log.best_id)
-        lines.append(f"Best: **{best.name}** ({log.metric} {_num(best.result)}).")
-    lines.append("")
-    lines += _overview(log) + _timeline(log) + _effects(log) + _anomalies(log)
+    lines: list[str] = [f"# Changelog: {log.experiment}", ""] + _head(log)
+    lines += _overview(log) + _timeline(log) + _phases(log) + _effects(log) + _anomalies(log)
     for group in dict.fromkeys(e.group for e in log.entries):
+        members = [e for e in log.entries if e.group == group]
         lines += [f"## {group}", ""]
-        for entry in (e for e in log.entries if e.group == group):
-            lines += _entry(log, entry)
+        if group.startswith("Sweep: "):
+            lines += _sweep(log, members)
+        elif group.startswith("Probe: "):
+            lines += _probe(log, members)
+        else:
+            for entry in members:
+                lines += _entry(log, entry)
     lines += _best_config(log)
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _head(log: Changelog) -> list[str]:
+    dated = [e for e in log.entries if e.start_ms]
+    span = f", {_date(dated[0].start_ms)} to {_date(dated[-1].start_ms)}" if dated else ""
+    spent = sum(e.cost_h or 0.0 for e in log.entries if e.kind not in (t.KIND_SWEEP, t.KIND_PIPELINE))
+    out = [
+        f"{len(log.entries)} runs{span}, {_cost(spent)} in all. "
+        f"Headline metric: `{log.metric}` ({_better(log.direction)})."
+    ]
+    if log.best_id:
+        best = log.entry(log.best_id)
+        out.append(f"Best: **{best.name}** ({log.metric} {_num(best.result)}).")
+    for key, run_id in log.other_best.items():
+        other = log.entry(run_id)
+        out.append(f"Best on another eval set ({key}, not comparable): {other.name} ({_num(other.result)}).")
+    return out + [""]
 
 
 SUMMARY_LINES = 200  # the experiment page shows the summary; the whole story is the changelog artifact
 
 
 def to_summary(log: Changelog, limit: int = SUMMARY_LINES) -> str:
-    """The story's head for the experiment page in the MLflow UI: the best run, the timeline, what worked
-    and what didn't, the anomalies; at most `limit` lines (the full Markdown is `tunelog changelog`'s)."""
-    lines = to_markdown(log).split("\n## ", 1)[0].rstrip().split("\n") + [""]
-    lines += _timeline(log) + _effects(log) + _anomalies(log)
+    """The story's head for the experiment page in the MLflow UI: the best run, the timeline, the phases,
+    what worked and what didn't, the anomalies; at most `limit` lines (the full Markdown is `tunelog
+    changelog`'s)."""
+    lines = [f"# Changelog: {log.experiment}", ""] + _head(log)
+    lines += _timeline(log) + _phases(log) + _effects(log) + _anomalies(log)
     if len(lines) > limit:
         lines = lines[: limit - 1] + ["... (the whole story: `tunelog changelog --experiment NAME`)"]
     return "\n".join(lines).rstrip() + "\n"
@@ -96,18 +122,48 @@ def _timeline(log: Changelog) -> list[str]:
     if not log.timeline:
         return []
     steps = [f"{log.entry(r).name} ({_num(log.entry(r).result)})" for r in log.timeline]
-    return ["## Timeline", "", " -> ".join(steps), ""]
+    cost = f"Getting from the baseline to the best cost {_cost(log.timeline_cost_h)}, dead ends included."
+    return ["## Timeline", "", " -> ".join(steps), "", cost, ""]
+
+
+def _phases(log: Changelog) -> list[str]:
+    rows = [p for p in log.phases if len(p.run_ids) > 1]
+    if len(log.phases) < 2 or not rows:
+        return []
+    out = [
+        "## Phases",
+        "",
+        f"| phase | runs | best | changed (first -> best) | effect on {log.metric} | cost |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    sign = 1 if log.direction == t.MAXIMIZE else -1
+    for p in rows:
+        best = log.entry(p.best_id) if p.best_id else None
+        best_cell = f"{best.name} ({_num(best.result)})" if best else "none ok"
+        effect = f"{sign * p.gain:+.4g}" if p.gain is not None else "n/a"
+        changed = f"`{p.changes}`" if p.changes else "-"
+        out.append(f"| {p.name} | {len(p.run_ids)} | {best_cell} | {changed} | {effect} | {_cost(p.cost_h)} |")
+    return out + [""]
 
 
 def _effects(log: Changelog) -> list[str]:
     out: list[str] = []
+    sign = 1 if log.direction == t.MAXIMIZE else -1
     for title, rows in (("What worked", log.worked), ("What didn't", log.didnt)):
         if not rows:
             continue
-        out += [f"## {title}", "", f"| change | runs | mean effect on {log.metric} vs parent |", "| --- | --- | --- |"]
-        sign = 1 if log.direction == t.MAXIMIZE else -1
-        out += [f"| `{r.change}` | {r.runs} | {sign * r.mean_gain:+.4g} |" for r in rows]
+        out += [
+            f"## {title}",
+            "",
+            f"| change | runs | mean effect on {log.metric} vs parent | spread |",
+            "| --- | --- | --- | --- |",
+        ]
+        for r in rows:
+            spread = "1 run: an anecdote" if r.anecdote else f"{r.spread:.3g} ({', '.join(r.run_names[:4])})"
+            out.append(f"| `{r.change}` | {r.runs} | {sign * r.mean_gain:+.4g} | {spread} |")
         out.append("")
+    if out:
+        out += ["Effects against the run's parent; a change seen in one run is no evidence of a trend.", ""]
     return out
 
 
@@ -123,43 +179,128 @@ def entry_markdown(log: Changelog, e: Entry) -> str:
 
 
 def _vs_parent(e: Entry) -> str:
-    """` (+0.12 vs parent)` when both results are finite numbers, else nothing."""
+    """` (+0.12 vs parent)` when both results are finite numbers and compare, else why not."""
+    if e.parent_id is not None and not e.comparable:
+        return " (not comparable with its parent: eval set changed)"
     if e.result is None or e.parent_result is None or not (math.isfinite(e.result) and math.isfinite(e.parent_result)):
         return ""
     delta = e.result - e.parent_result
     return f" ({'+' if delta >= 0 else ''}{_num(delta)} vs parent)"
 
 
-def _entry(log: Changelog, e: Entry) -> list[str]:
+def _results(log: Changelog, e: Entry) -> str:
+    shown = [f"{k} {_num(e.results[k])}" for k in log.result_keys[1:] if k in e.results]
+    return f"{log.metric}: {_num(e.result)}" + (f" ({', '.join(shown)})" if shown else "")
+
+
+def _heading(e: Entry) -> str:
     star = " (best)" if e.best else ""
+    flag = f" — anomaly: {'; '.join(e.anomaly)}" if e.anomaly else ""
+    return f"### {e.name}{star}{flag}"
+
+
+def _entry(log: Changelog, e: Entry) -> list[str]:
     reason = f" ({e.reason})" if e.reason else ""
     memory = f"; peak memory {e.peak_mem_gb:.2f} GB" if e.peak_mem_gb is not None else ""
+    cost = f" ({_cost(e.cost_h, e.gpus)})" if e.cost_h is not None and e.gpus is not None else ""
     out = [
-        f"### {e.name}{star}",
+        _heading(e),
         "",
-        f"Outcome: {e.outcome}{reason}; {log.metric}: {_num(e.result)}"
-        f"{_vs_parent(e)}; duration {_duration(e.duration_s)}{memory}",
+        f"Outcome: {e.outcome}{reason}; {_results(log, e)}{_vs_parent(e)}; "
+        f"duration {_duration(e.duration_s)}{cost}{memory}",
         "",
     ]
+    twin = f" ({e.twin_of}, the same config, was anomalous)" if e.twin_of else ""
     if e.parent_id is None:
         out += ["Baseline: no earlier run to compare with.", ""]
     elif e.lineage == "sweep":
         out += [f"Trial of {e.parent_name}.", ""]
     elif e.repeat:
-        out += [f"No changes: a repeat of {e.parent_name}.", ""]
+        out += [f"No changes: a repeat of {e.parent_name}{twin}.", ""]
     else:
-        out += [f"Changes from {e.parent_name}:"]
+        warn = " (that run was anomalous: no effect is measured against it)" if e.parent_anomalous else ""
+        out += [f"Changes vs {e.parent_name}{twin}{warn}:"]
         out += [f"- Added: `{k}` = {v}" for k, v in e.changes.added.items()]
         out += [f"- Changed: `{k}`: {old} -> {new}" for k, (old, new) in e.changes.changed.items()]
         out += [f"- Removed: `{k}` (was {v})" for k, v in e.changes.removed.items()]
         out.append("")
-    if e.changes.kept:
-        out += ["Kept: " + ", ".join(f"`{k}`={v}" for k, v in e.changes.kept.items()), ""]
-    others = {k: v for k, v in e.metrics.items() if k != log.metric and not k.startswith("sweep/")}
+    kept = [f"`{k}`={v}" for k, v in e.changes.kept.items()]
+    if kept or e.unchanged:
+        others = f"{e.unchanged} other key{'s' if e.unchanged > 1 else ''} unchanged" if e.unchanged else ""
+        out += ["Kept: " + ", ".join(kept + ([others] if others else [])), ""]
+    others = {
+        k: v
+        for k, v in e.metrics.items()
+        if k not in log.result_keys and k != t.SCORE_METRIC and not k.startswith("sweep/")
+    }
     if others:
-        out += ["Final metrics: " + ", ".join(f"{k} {_num(v)}" for k, v in list(others.items())[:12]), ""]
+        out += ["Final metrics: " + ", ".join(f"{k} {_num(v)}" for k, v in list(others.items())[:8]), ""]
     if e.note:
         out += ["> " + e.note.strip().replace("\n", "\n> "), ""]
+    return out
+
+
+LEADERBOARD = 10
+
+
+def _sweep(log: Changelog, members: list[Entry]) -> list[str]:
+    """A sweep in one section: its counts and cost, a leaderboard, rejected trials one line each, and
+    details only for its best trial and its anomalies."""
+    trials = [e for e in members if e.kind == t.KIND_TRIAL]
+    counts = Counter(e.outcome for e in trials)
+    spent = sum(e.cost_h or 0.0 for e in trials)
+    out = [
+        f"{len(trials)} trials: " + ", ".join(f"{n} {o}" for o, n in sorted(counts.items())) + f"; {_cost(spent)}.",
+        "",
+    ]
+    scored = [e for e in trials if e.result is not None and math.isfinite(e.result) and e.outcome == "ok"]
+    scored.sort(key=lambda e: e.result if log.direction == t.MINIMIZE else -e.result)
+    varying = sorted(_varying(trials))[:6]
+    if scored:
+        out += [
+            f"| trial | {log.metric} | " + " | ".join(f"`{k}`" for k in varying) + " | duration |",
+            "| --- | --- | " + "--- | " * len(varying) + "--- |",
+        ]
+        for e in scored[:LEADERBOARD]:
+            cells = " | ".join(e.changes.kept.get(k, "") for k in varying)
+            out.append(f"| {e.name} | {_num(e.result)} | {cells} | {_duration(e.duration_s)} |")
+        out += [f"({len(scored) - LEADERBOARD} more scored trials)" if len(scored) > LEADERBOARD else "", ""]
+    rejected = [e for e in trials if e.outcome == "rejected"]
+    out += [f"- {e.name}: rejected, {e.reason}" for e in rejected[:LEADERBOARD]]
+    if len(rejected) > LEADERBOARD:
+        out.append(f"- ... and {len(rejected) - LEADERBOARD} more rejected")
+    if rejected:
+        out.append("")
+    for e in members:
+        if e.best or (e.anomaly and e.kind == t.KIND_TRIAL) or e.kind != t.KIND_TRIAL:
+            out += _entry(log, e)
+    return out
+
+
+def _varying(trials: list[Entry]) -> set[str]:
+    values: dict[str, set[str]] = {}
+    for e in trials:
+        for k, v in e.changes.kept.items():
+            values.setdefault(k, set()).add(v)
+    return {k for k, v in values.items() if len(v) > 1}
+
+
+def _probe(log: Changelog, members: list[Entry]) -> list[str]:
+    """A probe's candidates fold into one table under the probe's own entry."""
+    parents = [e for e in members if e.container is None or e.container not in {m.run_id for m in members}]
+    candidates = [e for e in members if e not in parents]
+    out: list[str] = []
+    for e in parents:
+        out += [_heading(e), "", f"Outcome: {e.outcome}; duration {_duration(e.duration_s)}", ""]
+    if candidates:
+        out += ["| candidate | outcome | samples/s | peak memory |", "| --- | --- | --- | --- |"]
+        for c in candidates:
+            speed, mem = c.metrics.get("perf/samples_per_s"), c.peak_mem_gb
+            out.append(
+                f"| {c.name} | {c.outcome}{f' ({c.reason})' if c.reason else ''} | {_num(speed)} | "
+                f"{f'{mem:.2f} GB' if mem is not None else 'n/a'} |"
+            )
+        out.append("")
     return out
 
 

@@ -6,10 +6,11 @@ Works on the Entries `build` made; knows nothing of MLflow or Markdown.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from typing import Optional
 
 from .. import tracking as t
-from .model import Anomaly, Effect, Entry
+from .model import Anomaly, Effect, Entry, Phase
 
 REPEAT_TOLERANCE = 0.05  # a repeat whose result moves more than 5% from its twin is an anomaly
 FAR_WORSE = 0.25  # a result 25% worse than the parent's is flagged
@@ -20,12 +21,13 @@ def gain(parent: float, child: float, direction: str) -> float:
     return child - parent if direction == t.MAXIMIZE else parent - child
 
 
-def best_entry(entries: list[Entry], direction: str) -> Optional[Entry]:
-    ok = [
-        e
-        for e in entries
-        if e.outcome == "ok" and e.status == "FINISHED" and e.result is not None and math.isfinite(e.result)
-    ]
+def finished_ok(e: Entry) -> bool:
+    return e.outcome == "ok" and e.status == "FINISHED" and e.result is not None and math.isfinite(e.result)
+
+
+def best_entry(entries: list[Entry], direction: str, eval_key: Optional[str] = None) -> Optional[Entry]:
+    """The best run scored on `eval_key`'s eval set (results on other sets do not compare)."""
+    ok = [e for e in entries if finished_ok(e) and e.eval_key == eval_key]
     if not ok:
         return None
     if direction == t.MAXIMIZE:
@@ -33,53 +35,82 @@ def best_entry(entries: list[Entry], direction: str) -> Optional[Entry]:
     return min(ok, key=lambda e: (e.result, e.start_ms))  # ties: the earliest run that reached it
 
 
+def main_eval_key(entries: list[Entry]) -> Optional[str]:
+    """The eval set most scored runs were measured on (ties: the most recent run's): the "Best" line's."""
+    scored = [e for e in entries if finished_ok(e)]
+    counts = Counter(e.eval_key for e in scored)
+    if not counts:
+        return None
+    top = max(counts.values())
+    return next(e.eval_key for e in reversed(scored) if counts[e.eval_key] == top)
+
+
 def anomalies(entries: list[Entry], direction: str, tolerance: float = REPEAT_TOLERANCE) -> list[Anomaly]:
+    """Every run that should not be read as a plain result, each with a short flag for its heading."""
     found = []
     for e in entries:
-        if e.outcome == "diverged" or (e.result is not None and not math.isfinite(e.result)):
-            found.append(Anomaly(e.run_id, e.name, "diverged", f"{e.name} diverged: {e.reason or 'NaN/inf result'}"))
-            continue
-        if e.outcome in ("failed", "oom"):
-            found.append(Anomaly(e.run_id, e.name, e.outcome, f"{e.name} {e.outcome}: {e.reason or e.status}"))
-            continue
-        if e.result is None or e.parent_result is None or not math.isfinite(e.parent_result):
-            continue
-        rel = abs(e.result - e.parent_result) / max(abs(e.parent_result), 1e-12)
-        if e.repeat and rel > tolerance:
-            found.append(
-                Anomaly(
-                    e.run_id,
-                    e.name,
-                    "repeat-mismatch",
-                    f"{e.name} repeats {e.parent_name} with no config change, but its result "
-                    f"{e.result:.4g} differs from {e.parent_result:.4g} by {rel:.0%}",
-                )
-            )
-        elif not e.repeat and gain(e.parent_result, e.result, direction) < 0 and rel > FAR_WORSE:
-            found.append(
-                Anomaly(
-                    e.run_id,
-                    e.name,
-                    "far-worse",
-                    f"{e.name} is {rel:.0%} worse than its parent {e.parent_name} "
-                    f"({e.result:.4g} vs {e.parent_result:.4g})",
-                )
-            )
+        anomaly = _anomaly(e, direction, tolerance)
+        if anomaly is not None:
+            found.append(anomaly)
     return found
 
 
+def _anomaly(e: Entry, direction: str, tolerance: float) -> Optional[Anomaly]:
+    if e.outcome == "diverged" or (e.result is not None and not math.isfinite(e.result)):
+        said = e.reason or "NaN/inf result"
+        return Anomaly(e.run_id, e.name, "diverged", f"{e.name} diverged: {said}", f"diverged, {said}")
+    if e.outcome in ("failed", "oom", "incomplete"):
+        said = e.reason or e.status
+        return Anomaly(e.run_id, e.name, e.outcome, f"{e.name} {e.outcome}: {said}", f"{e.outcome}, {said}")
+    if e.result is None or e.parent_result is None or not math.isfinite(e.parent_result):
+        return None
+    rel = abs(e.result - e.parent_result) / max(abs(e.parent_result), 1e-12)
+    worse = gain(e.parent_result, e.result, direction) < 0
+    if e.repeat and rel > tolerance:
+        how = f"{rel:.0%} {'worse' if worse else 'better'} than {e.parent_name}"
+        return Anomaly(
+            e.run_id,
+            e.name,
+            "repeat-mismatch",
+            f"{e.name} repeats {e.parent_name} with no config change, but its result "
+            f"{e.result:.4g} differs from {e.parent_result:.4g} by {rel:.0%}",
+            f"repeat {how}",
+        )
+    if not e.repeat and worse and rel > FAR_WORSE:
+        return Anomaly(
+            e.run_id,
+            e.name,
+            "far-worse",
+            f"{e.name} is {rel:.0%} worse than its parent {e.parent_name} ({e.result:.4g} vs {e.parent_result:.4g})",
+            f"{rel:.0%} worse than {e.parent_name}",
+        )
+    return None
+
+
 def effects(entries: list[Entry], direction: str) -> tuple[list[Effect], list[Effect]]:
-    """Each change's gain against the parent, averaged over every run that made it; ranked."""
+    """Each change set's gain against the parent, averaged over every run that made it; ranked.
+
+    Only runs that ended ok against a sane parent scored on the same eval set count: an effect
+    measured against a fluke, a crash or another eval set would be a false lesson."""
     acc: dict[str, list] = {}
     for e in entries:
         if e.result is None or e.parent_result is None or e.outcome != "ok" or e.lineage == "sweep":
             continue
+        if e.parent_anomalous or not e.comparable or e.changes.empty:
+            continue
         if not (math.isfinite(e.result) and math.isfinite(e.parent_result)):
             continue
-        g = gain(e.parent_result, e.result, direction)
-        for label in e.changes.labels():
-            acc.setdefault(label, []).append((g, e.name))
-    rows = [Effect(change, len(v), sum(g for g, _ in v) / len(v), [n for _, n in v]) for change, v in acc.items()]
+        acc.setdefault(e.changes.label(), []).append((gain(e.parent_result, e.result, direction), e.name))
+    rows = [
+        Effect(
+            change,
+            len(v),
+            sum(g for g, _ in v) / len(v),
+            [n for _, n in v],
+            max(g for g, _ in v) - min(g for g, _ in v) if len(v) > 1 else None,
+        )
+        for change, v in acc.items()
+    ]
     worked = sorted((r for r in rows if r.mean_gain > 0), key=lambda r: (-r.mean_gain, r.change))
     didnt = sorted((r for r in rows if r.mean_gain <= 0), key=lambda r: (r.mean_gain, r.change))
     return worked, didnt
@@ -96,3 +127,37 @@ def timeline(entries: list[Entry], best: Optional[Entry]) -> list[str]:
         chain.append(node.run_id)
         node = by_id.get(node.parent_id) if node.parent_id else None
     return [rid for rid in reversed(chain) if by_id[rid].kind not in (t.KIND_SWEEP, t.KIND_PIPELINE)]
+
+
+def cost_between(entries: list[Entry], first: Entry, last: Entry) -> Optional[float]:
+    """Device-hours of every run started from `first`'s start to `last`'s: what reaching `last` cost,
+    dead ends included."""
+    costs = [e.cost_h for e in entries if first.start_ms <= e.start_ms <= last.start_ms and e.cost_h is not None]
+    return sum(costs) if costs else None
+
+
+def phases(entries: list[Entry], direction: str, changes_between) -> list[Phase]:
+    """Per group: its best run (on the main eval set of the group), what it changed overall (first run
+    against best run) and what it cost."""
+    out = []
+    for group in dict.fromkeys(e.group for e in entries):
+        members = [e for e in entries if e.group == group and e.kind not in (t.KIND_SWEEP, t.KIND_PIPELINE)]
+        if not members:
+            continue
+        first = members[0]
+        best = best_entry(members, direction, main_eval_key(members))
+        moved = None
+        if best is not None and finished_ok(first) and first.eval_key == best.eval_key:
+            moved = gain(first.result, best.result, direction)
+        out.append(
+            Phase(
+                name=group,
+                run_ids=[e.run_id for e in members],
+                best_id=best.run_id if best else None,
+                first_id=first.run_id,
+                changes=changes_between(first.run_id, best.run_id) if best and best is not first else "",
+                gain=moved,
+                cost_h=sum(e.cost_h or 0.0 for e in members),
+            )
+        )
+    return out

@@ -29,6 +29,7 @@ from typing import Any, Optional
 from ..errors import SpecError
 from ..logparse import LogParser
 from ..memory import ProcessTreeMemory
+from ..outcomes import nonfinite_line, truncation
 from ..spec import Spec
 from ..tracking import RunLogger
 from . import EvalHook, Result
@@ -98,6 +99,12 @@ LineHook = Callable[[Optional[int], dict[str, float]], Optional[bool]]
 _EVAL_NAME = re.compile(r"^(eval|val|valid|validation)[/_.]", re.I)
 
 
+def configured_length(spec: Spec) -> dict[str, Any]:
+    """The lengths the script was told to train for: its own args and `train.max_steps` when set."""
+    args = {k: v for k, v in spec.flat_params().items() if k.startswith("trainer.args.")}
+    return {**args, "train.max_steps": spec.train.max_steps} if spec.train.max_steps else args
+
+
 def run_command(
     spec: Spec, argv: list[str], output_dir: Path, on_metrics: LineHook, memory_budget_gb: Optional[float] = None
 ) -> Ran:
@@ -127,14 +134,21 @@ def run_command(
     watch = _Watch(proc, spec.trainer.timeout)
     sampler = ProcessTreeMemory(proc.pid, memory_budget_gb, on_over=lambda: _stop(proc))
     final: dict[str, float] = {}
-    outcome, reason, oom_line, steps = "ok", "", "", 0
+    outcome, reason, oom_line, steps, named_step, epoch = "ok", "", "", 0, None, None
     try:
         for line in proc.stdout:  # type: ignore[union-attr]
             if _OOM.search(line):
                 oom_line = line.strip()[:300]
             _, step, metrics = parser.parse_line(line)
             if not metrics:
+                if nonfinite_line(line):  # `loss is nan at batch 1200`: diverged, whatever numbers follow
+                    outcome, reason = "diverged", f"log says {line.strip()[:200]}"
+                    _stop(proc)
+                    break
                 continue
+            if step is not None:
+                named_step = max(step, named_step or step)
+            epoch = metrics.get("epoch", epoch)
             steps = max(steps, step or steps + 1)
             stop = on_metrics(step or steps, metrics)
             final.update(metrics)
@@ -159,6 +173,9 @@ def run_command(
         outcome, reason = "failed", f"timeout after {spec.trainer.timeout:g}s"
     elif outcome == "ok" and code != 0:
         outcome, reason = ("oom", oom_line) if oom_line else ("failed", f"exit code {code}")
+    elif outcome == "ok":
+        cut = truncation(configured_length(spec), named_step, epoch)
+        outcome, reason = ("incomplete", cut) if cut else (outcome, reason)
     return Ran(outcome, reason, steps, final, time.monotonic() - start, sampler.peak_gb)
 
 

@@ -19,6 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import memory, plots
+from .. import tracking as t
 from ..adapters import adapter_resolver
 from ..data import TokenizedData, read_texts, tokenize
 from ..model import LoadedModel, load_for_training
@@ -93,6 +94,7 @@ class HFTrainer:
                 "train.device": loaded.device.type,
             }
         )
+        run.set_tags({t.TAG_GPUS: "1" if loaded.device.type == "cuda" else "0"})  # one device per run
         loop = _Loop(spec, loaded, train_data, eval_data, schedule, run, on_eval)
         loop.extra_eval = extra
         try:
