@@ -46,6 +46,16 @@ def test_nan_loss_is_diverged(tmp_path, store):
     assert result.outcome == "diverged" and "non-finite loss at step 3" in result.reason
 
 
+def test_loss_nan_in_words_is_diverged_and_a_short_log_is_incomplete(tmp_path, store):
+    _, said = run_training(example(tmp_path, say_nan_at=4), Tracker())
+    assert said.outcome == "diverged" and "log says WARNING loss is nan at step 4" in said.reason
+    assert all(v == v for v in said.metrics.values())  # no parsed value was NaN: the words decided
+    spec = example(tmp_path, stop_after=3).with_overrides({"train.max_steps": 10})
+    run_id, cut = run_training(spec, Tracker())
+    assert cut.outcome == "incomplete" and cut.reason == "log ends at step 3 of train.max_steps=10"
+    assert MlflowClient(store).get_run(run_id).data.tags["tunelog.outcome"] == "incomplete"
+
+
 def test_unknown_placeholder_is_a_spec_error(tmp_path, store):
     spec = example(tmp_path)
     spec = spec.model_copy(update={"trainer": spec.trainer.model_copy(update={"argv": ["{python}", "{nope.x}"]})})

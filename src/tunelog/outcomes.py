@@ -21,8 +21,18 @@ NONFINITE_WORDS = re.compile(
 )
 OOM_WORDS = re.compile(r"(?i)out of memory|OutOfMemoryError")
 # configured lengths, by the last part of a (dotted) param name, lower-cased
-STEP_KEYS = ("max_steps", "nbatch", "n_batch", "num_steps", "total_steps", "train_steps", "max_iters", "num_iterations")
-EPOCH_KEYS = ("epochs", "num_epochs", "num_train_epochs", "max_epochs", "n_epochs", "nepoch")
+STEP_KEYS = (
+    "max_steps",
+    "max_train_steps",
+    "nbatch",
+    "n_batch",
+    "num_steps",
+    "total_steps",
+    "train_steps",
+    "max_iters",
+    "num_iterations",
+)
+EPOCH_KEYS = ("epochs", "max_train_epochs", "num_epochs", "num_train_epochs", "max_epochs", "n_epochs", "nepoch")
 COMPLETE = 0.9  # a last step below 90% of the configured steps is a run that ended early
 
 
@@ -31,8 +41,12 @@ def nonfinite_line(line: str) -> bool:
     return bool(NONFINITE_WORDS.search(line))
 
 
+_STAMP = re.compile(r"^\[?\d{4}-\d{2}-\d{2}[ T][\d:.,]+\]?\s*(?:[A-Z]+\s+)?")
+
+
 def first_nonfinite_line(lines: Iterable[str]) -> Optional[str]:
-    return next((line.strip() for line in lines if nonfinite_line(line)), None)
+    """The first line saying the loss is NaN/inf, without its timestamp and level (`WARNING`)."""
+    return next((_STAMP.sub("", line.strip()) for line in lines if nonfinite_line(line)), None)
 
 
 def _configured(params: Mapping[str, Any], keys: tuple[str, ...]) -> Optional[tuple[str, float]]:

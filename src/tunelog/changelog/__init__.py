@@ -114,6 +114,7 @@ def build(
     groups = phases.assign(runs, phase_names)
     keys = result_keys(runs, metric)
     entries = [_entry(r, metric, keys, groups[r.run_id]) for r in runs]
+    by_entry_id = {e.run_id: e for e in entries}
     found = lineage.find_parents(runs)
     for entry in entries:
         parent_id, how = found[entry.run_id]
@@ -126,9 +127,12 @@ def build(
             entry.twin_of = entry.parent_name
             _link(entry, by_id[twins[entry.run_id]], by_id, entry.lineage, metric)
         entry.parent_anomalous = entry.parent_id in anomalous and entry.run_id not in twins
+    closest = {e.run_id: e.parent_id for e in entries if e.lineage == "closest" and not e.twin_of}
+    for run_id, name in lineage.passed_over(runs, closest, anomalous).items():
+        by_entry_id[run_id].twin_of = name
     found_anomalies = verdicts.anomalies(entries, direction, tolerance)
     for anomaly in found_anomalies:
-        next(e for e in entries if e.run_id == anomaly.run_id).anomaly.append(anomaly.short)
+        by_entry_id[anomaly.run_id].anomaly.append(anomaly.short)
     main_key = verdicts.main_eval_key(entries)
     best = verdicts.best_entry(entries, direction, main_key)
     if best is not None:
@@ -139,7 +143,6 @@ def build(
             other_best[str(key)] = other.run_id
     worked, didnt = verdicts.effects(entries, direction)
     chain = verdicts.timeline(entries, best)
-    by_entry = {e.run_id: e for e in entries}
     return Changelog(
         experiment=experiment,
         metric=metric,
@@ -154,7 +157,9 @@ def build(
         best_config=dict(sorted(by_id[best.run_id].params.items())) if best else {},
         phases=verdicts.phases(entries, direction, lambda a, b: _changes(by_id[a], by_id[b])),
         other_best=other_best,
-        timeline_cost_h=verdicts.cost_between(entries, by_entry[chain[0]], by_entry[chain[-1]]) if chain else None,
+        timeline_cost_h=verdicts.cost_between(entries, by_entry_id[chain[0]], by_entry_id[chain[-1]])
+        if chain
+        else None,
         result_keys=keys,
     )
 
@@ -188,7 +193,18 @@ def collect_and_build(tracker: t.Tracker, experiment: str, **options) -> Changel
     return build(tracker.all_runs(experiment), experiment, **options)
 
 
-__all__ = ["Anomaly", "Changelog", "Changes", "Effect", "Entry", "Phase", "build", "collect_and_build", "to_json", "to_markdown"]
+__all__ = [
+    "Anomaly",
+    "Changelog",
+    "Changes",
+    "Effect",
+    "Entry",
+    "Phase",
+    "build",
+    "collect_and_build",
+    "to_json",
+    "to_markdown",
+]
 
 
 def publish_summary(tracker: t.Tracker, experiment: str) -> Changelog:

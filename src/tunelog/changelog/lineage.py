@@ -9,6 +9,7 @@ anomalous is swapped for its sane twin (`sane_twins`): no lesson is measured aga
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from functools import lru_cache
 from typing import Optional
 
@@ -113,6 +114,27 @@ def sane_twins(runs: list[RunRecord], parents: dict[str, Optional[str]], anomalo
         if earlier:
             swapped[child_id] = earlier[-1].run_id
     return swapped
+
+
+def passed_over(runs: list[RunRecord], parents: dict[str, str], anomalous: set[str]) -> dict[str, str]:
+    """child run id -> the anomalous run with its parent's very config that ran between the two: the
+    closer-in-time candidate the ok-first tie-break passed over, which the reader should hear of."""
+    order = {r.run_id: i for i, r in enumerate(runs)}
+    by_id = {r.run_id: r for r in runs}
+    flukes: dict[tuple, list[int]] = {}
+    for run_id in anomalous:
+        if by_id[run_id].kind not in CONTAINER_KINDS:
+            flukes.setdefault(config_key(by_id[run_id]), []).append(order[run_id])
+    for rows in flukes.values():
+        rows.sort()
+    out = {}
+    for child_id, parent_id in parents.items():
+        rows = flukes.get(config_key(by_id[parent_id]), []) if by_id[parent_id].kind not in CONTAINER_KINDS else []
+        between = [i for i in rows[bisect_right(rows, order[parent_id]) : bisect_left(rows, order[child_id])]]
+        if between:
+            fluke = runs[between[-1]]
+            out[child_id] = fluke.tags.get(t.TAG_NAME) or fluke.name
+    return out
 
 
 def diff(parent: Optional[RunRecord], child: RunRecord, notable: set[str], verbose: bool) -> Changes:

@@ -189,13 +189,15 @@ def _vs_parent(e: Entry) -> str:
 
 
 def _results(log: Changelog, e: Entry) -> str:
-    shown = [f"{k} {_num(e.results[k])}" for k in log.result_keys[1:] if k in e.results]
-    return f"{log.metric}: {_num(e.result)}" + (f" ({', '.join(shown)})" if shown else "")
+    """The headline with its delta, then the other candidate results: `per_greedy: 0.2 (-0.01 vs parent);
+    per_beam 0.19`."""
+    shown = [f"; {k} {_num(e.results[k])}" for k in log.result_keys[1:] if k in e.results]
+    return f"{log.metric}: {_num(e.result)}{_vs_parent(e)}" + "".join(shown)
 
 
 def _heading(e: Entry) -> str:
     star = " (best)" if e.best else ""
-    flag = f" — anomaly: {'; '.join(e.anomaly)}" if e.anomaly else ""
+    flag = f" — anomaly: {', '.join(e.anomaly)}" if e.anomaly else ""
     return f"### {e.name}{star}{flag}"
 
 
@@ -206,8 +208,7 @@ def _entry(log: Changelog, e: Entry) -> list[str]:
     out = [
         _heading(e),
         "",
-        f"Outcome: {e.outcome}{reason}; {_results(log, e)}{_vs_parent(e)}; "
-        f"duration {_duration(e.duration_s)}{cost}{memory}",
+        f"Outcome: {e.outcome}{reason}; {_results(log, e)}; duration {_duration(e.duration_s)}{cost}{memory}",
         "",
     ]
     twin = f" ({e.twin_of}, the same config, was anomalous)" if e.twin_of else ""

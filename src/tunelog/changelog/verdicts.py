@@ -46,35 +46,42 @@ def main_eval_key(entries: list[Entry]) -> Optional[str]:
 
 
 def anomalies(entries: list[Entry], direction: str, tolerance: float = REPEAT_TOLERANCE) -> list[Anomaly]:
-    """Every run that should not be read as a plain result, each with a short flag for its heading."""
+    """Every run that should not be read as a plain result; a run may be flagged twice (a repeat far
+    off its twin whose log also says the loss went NaN), each flag short enough for its heading."""
     found = []
     for e in entries:
-        anomaly = _anomaly(e, direction, tolerance)
-        if anomaly is not None:
-            found.append(anomaly)
+        outcome, result = _outcome_anomaly(e), _result_anomaly(e, direction, tolerance)
+        if outcome is not None and result is not None and result.kind == "repeat-mismatch":
+            found += [result, outcome]  # the repeat first: "repeat 335% worse than X, log says loss is nan"
+        else:
+            found += [a for a in (outcome, result) if a is not None][:1]
     return found
 
 
-def _anomaly(e: Entry, direction: str, tolerance: float) -> Optional[Anomaly]:
+def _outcome_anomaly(e: Entry) -> Optional[Anomaly]:
     if e.outcome == "diverged" or (e.result is not None and not math.isfinite(e.result)):
         said = e.reason or "NaN/inf result"
-        return Anomaly(e.run_id, e.name, "diverged", f"{e.name} diverged: {said}", f"diverged, {said}")
+        short = said if said.startswith("log says") else f"diverged, {said}"
+        return Anomaly(e.run_id, e.name, "diverged", f"{e.name} diverged: {said}", short)
     if e.outcome in ("failed", "oom", "incomplete"):
         said = e.reason or e.status
         return Anomaly(e.run_id, e.name, e.outcome, f"{e.name} {e.outcome}: {said}", f"{e.outcome}, {said}")
-    if e.result is None or e.parent_result is None or not math.isfinite(e.parent_result):
+    return None
+
+
+def _result_anomaly(e: Entry, direction: str, tolerance: float) -> Optional[Anomaly]:
+    if e.result is None or e.parent_result is None or not (math.isfinite(e.result) and math.isfinite(e.parent_result)):
         return None
     rel = abs(e.result - e.parent_result) / max(abs(e.parent_result), 1e-12)
     worse = gain(e.parent_result, e.result, direction) < 0
     if e.repeat and rel > tolerance:
-        how = f"{rel:.0%} {'worse' if worse else 'better'} than {e.parent_name}"
         return Anomaly(
             e.run_id,
             e.name,
             "repeat-mismatch",
             f"{e.name} repeats {e.parent_name} with no config change, but its result "
             f"{e.result:.4g} differs from {e.parent_result:.4g} by {rel:.0%}",
-            f"repeat {how}",
+            f"repeat {rel:.0%} {'worse' if worse else 'better'} than {e.parent_name}",
         )
     if not e.repeat and worse and rel > FAR_WORSE:
         return Anomaly(

@@ -10,25 +10,34 @@ import click
 from ..redact import redact_url
 from .app import cli
 
+DIRECTIONS = ["min", "max", "minimize", "maximize"]
+
 
 @cli.command()
 @click.option("--experiment", required=True, help="The MLflow experiment to write the story of.")
 @click.option("-o", "--output", default=None, help="Write here (default: print).")
 @click.option("--format", "fmt", type=click.Choice(["markdown", "json"]), default="markdown", show_default=True)
 @click.option("--metric", default=None, help="Headline metric (default: the runs' tunelog.metric).")
-@click.option("--direction", type=click.Choice(["minimize", "maximize"]), default=None)
+@click.option("--direction", type=click.Choice(DIRECTIONS), default=None, help="min/minimize or max/maximize.")
+@click.option("--phases", "phases_file", default=None, help="YAML: phase name -> run-name patterns (run16_*).")
 @click.option("--verbose", is_flag=True, help="List every unchanged key under Kept.")
 @click.option("--no-log", is_flag=True, help="Do not log the changelog to the store as an artifact.")
-def changelog(experiment: str, output: Optional[str], fmt: str, metric, direction, verbose: bool, no_log: bool) -> None:
+def changelog(
+    experiment: str, output: Optional[str], fmt: str, metric, direction, phases_file, verbose: bool, no_log: bool
+) -> None:
     """Write the run-evolution changelog of an experiment from the tracking store.
 
     Example: tunelog changelog --experiment demo -o CHANGELOG.md
     """
     from .. import changelog as cl
     from .. import tracking as t
+    from ..changelog.phases import read_phases
 
+    named = read_phases(phases_file) if phases_file else None
     tracker = t.Tracker()
-    log = cl.collect_and_build(tracker, experiment, metric=metric, direction=direction, verbose=verbose)
+    log = cl.collect_and_build(
+        tracker, experiment, metric=metric, direction=direction, verbose=verbose, phase_names=named
+    )
     text = cl.to_json(log) if fmt == "json" else cl.to_markdown(log)
     if output:
         existed = Path(output).exists()
@@ -42,6 +51,25 @@ def changelog(experiment: str, output: Optional[str], fmt: str, metric, directio
         with tracker.run(experiment, run_name="changelog", tags={t.TAG_KIND: t.KIND_CHANGELOG}) as run:
             run.log_text(text, "CHANGELOG.json" if fmt == "json" else "CHANGELOG.md")
         tracker.set_experiment_note(experiment, cl.to_summary(log))
+
+
+@cli.command("diff")
+@click.argument("run_a", metavar="RUN_A")
+@click.argument("run_b", metavar="RUN_B")
+@click.option("--experiment", default=None, help="Find RUN_A and RUN_B by name in this experiment.")
+@click.option("--md", "markdown", is_flag=True, help="Markdown tables (for a PR or a notebook).")
+@click.option("--only-changed", is_flag=True, help="Leave out params and metrics that are equal.")
+def diff(run_a: str, run_b: str, experiment: Optional[str], markdown: bool, only_changed: bool) -> None:
+    """What differs between two runs: params, final metrics with deltas, outcome, duration, lineage.
+
+    Example: tunelog diff baseline rank16 --experiment demo --only-changed
+    """
+    from .. import tracking as t
+    from ..changelog.compare import compare, resolve, to_text
+
+    tracker = t.Tracker()
+    a, b = resolve(tracker, run_a, experiment), resolve(tracker, run_b, experiment)
+    click.echo(to_text(compare(tracker, a, b), markdown, only_changed), nl=False)
 
 
 @cli.command("based-on")
