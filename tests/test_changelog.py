@@ -6,6 +6,7 @@ from mlflow import MlflowClient
 
 from conftest import demo_raw, run_cli, write_spec
 from tunelog import changelog as cl
+from tunelog import tracking as t
 from tunelog.spec import load_spec
 from tunelog.tracking import TAG_BASED_ON, Tracker
 from tunelog.train import run_training
@@ -153,3 +154,71 @@ def test_the_experiment_page_shows_the_story(imported, store):
     assert any(line.startswith("Best: **") for line in lines) and "## Timeline" in note
     assert "## What worked" in note and "## Anomalies" in note
     assert "### " not in note  # per-run sections stay in the full changelog artifact
+
+
+def test_sweeps_and_probes_fold_into_tables(store):
+    """40 trials (3 rejected, 1 diverged) and a probe of 6 candidates: a leaderboard and a candidate table,
+    details only for the best trial and the anomaly, each rejected trial one line."""
+    tracker, t0 = Tracker(), 1_700_000_000_000
+    sweep = tracker.create_finished_run(
+        "folded",
+        "demo-sweep",
+        t0,
+        t0 + 4_000_000,
+        "FINISHED",
+        {},
+        {t.TAG_KIND: t.KIND_SWEEP, t.TAG_NAME: "demo-sweep"},
+        [],
+    )
+    for i in range(40):
+        start = t0 + i * 100_000
+        outcome = "rejected" if i % 13 == 5 else ("diverged" if i == 7 else "ok")
+        tags = {
+            t.TAG_KIND: t.KIND_TRIAL,
+            t.TAG_NAME: f"trial-{i}",
+            t.TAG_PARENT: sweep,
+            t.TAG_OUTCOME: outcome,
+            t.TAG_REASON: "warmup-rule: warmup longer than training" if outcome == "rejected" else "",
+            t.TAG_METRIC: "eval/loss",
+        }
+        params = {"train.learning_rate": repr(1e-4 * (1 + i % 7)), "lora.r": str(4 * (1 + i % 3)), "seed": "0"}
+        value = 2.0 + ((i * 7) % 11) / 10 if outcome == "ok" else float("nan")
+        metrics = [] if outcome == "rejected" else [("eval/loss", value, start + 50_000, 0)]
+        tracker.create_finished_run("folded", f"trial-{i}", start, start + 60_000, "FINISHED", params, tags, metrics)
+    probe = tracker.create_finished_run(
+        "folded",
+        "probe",
+        t0 + 5e6,
+        t0 + 5e6 + 1000,
+        "FINISHED",
+        {},
+        {t.TAG_KIND: t.KIND_PROBE, t.TAG_NAME: "probe"},
+        [],
+    )
+    for b in (1, 2, 4, 8, 16, 32):
+        tags = {t.TAG_KIND: t.KIND_PROBE, t.TAG_NAME: f"batch {b}", t.TAG_PARENT: probe, t.TAG_OUTCOME: "ok"}
+        tracker.create_finished_run(
+            "folded",
+            f"batch {b}",
+            t0 + 5e6,
+            t0 + 5e6,
+            "FINISHED",
+            {"train.batch_size": str(b)},
+            tags,
+            [("perf/samples_per_s", 10.0 * b, t0, 0)],
+        )
+    log = cl.collect_and_build(tracker, "folded")
+    md = cl.to_markdown(log)
+    headings = [line for line in md.splitlines() if line.startswith("### ")]
+    assert headings == [
+        "### trial-0 (best)",
+        "### trial-7 — anomaly: diverged, NaN/inf result",
+        "### probe",
+    ]
+    assert "40 trials: 1 diverged, 36 ok, 3 rejected" in md
+    assert "| trial | eval/loss | `lora.r` | `train.learning_rate` | duration |" in md
+    assert "| trial-0 | 2 | 4 | 0.0001 | 1m 00s |" in md and "(26 more scored trials)" in md
+    assert "| trial-33 | 2 | 4 | 0.0006 | 1m 00s |" in md  # the cell, not 0.0006000000000000001
+    assert "- trial-5: rejected, warmup-rule: warmup longer than training" in md
+    assert "| batch 32 | ok | 320 | n/a |" in md
+    assert len(md.splitlines()) < 90

@@ -7,7 +7,7 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from conftest import demo_raw, subprocess_env, write_spec
+from conftest import DEMO, demo_raw, subprocess_env, write_spec
 from tunelog.promote import promote
 from tunelog.reproduce import reproduce
 from tunelog.spec import load_spec
@@ -15,8 +15,11 @@ from tunelog.tracking import TAG_BASED_ON, Tracker
 from tunelog.train import run_training
 
 
-def short_run(tmp_path, name, **train):
-    spec = load_spec(write_spec(tmp_path / f"{name}.yaml", demo_raw(eval_every=None, **train)))
+def short_run(tmp_path, name, eval_file=None, **train):
+    raw = demo_raw(eval_every=None, **train)
+    if eval_file:
+        raw["data"]["eval"] = str(eval_file)
+    spec = load_spec(write_spec(tmp_path / f"{name}.yaml", raw))
     spec = spec.with_overrides({"tracking.run_name": name})
     return run_training(spec, Tracker())
 
@@ -39,6 +42,16 @@ def test_promote_keeps_the_better_champion_and_never_registers_twice(tmp_path, s
     again = promote(tracker, tracker.get_run(good_id), "demo-lora")
     assert not again.created and again.version == first.version
     assert len(client.search_model_versions("name = 'demo-lora'")) == 2
+    # a weak champion, then a lower number scored on another eval set: not comparable, so it must not win
+    promote(tracker, tracker.get_run(bad_id), "weak-lora")
+    other_set = tmp_path / "other_eval.txt"
+    other_set.write_text("\n".join((DEMO / "data/general/train.txt").read_text().splitlines()[:40]))
+    other_id, other = short_run(tmp_path, "other-set", max_steps=30, eval_file=other_set)
+    assert other.metrics["eval/loss"] < bad.metrics["eval/loss"]
+    third = promote(tracker, tracker.get_run(other_id), "weak-lora")
+    assert third.created and not third.champion and not third.comparable
+    assert "not comparable" in third.summary()
+    assert client.get_model_version_by_alias("weak-lora", "champion").run_id == bad_id
 
 
 def test_champion_loads_in_a_fresh_process_with_the_runs_logits(tmp_path, store):

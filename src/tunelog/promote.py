@@ -9,6 +9,7 @@ model ready to evaluate or generate.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass
 from typing import Optional
 
@@ -26,21 +27,33 @@ class Promotion:
     created: bool
     champion: bool
     previous: Optional[str]  # the champion's version before, if any
+    comparable: bool = True  # False: the champion was scored on another eval set
 
     def summary(self) -> str:
         if not self.created:
             return f"run {self.run_id} is already {self.model} version {self.version}; nothing registered"
-        role = "champion" if self.champion else "challenger (the champion stays better)"
+        if self.champion:
+            role = "champion"
+        elif not self.comparable:
+            role = "challenger (not comparable: the champion was scored on another eval set; move it by hand)"
+        else:
+            role = "challenger (the champion stays better)"
         return f"registered {self.model} version {self.version} from run {self.run_id} ({self.value:.4g}) as {role}"
 
 
 def best_run(tracker: Tracker, experiment: str, metric: Optional[str] = None) -> RunRecord:
-    """The best FINISHED run with outcome ok, by its headline metric, among runs with an adapter."""
+    """The best FINISHED run with outcome ok, by its headline metric, among runs with an adapter scored
+    on the eval set most of them used (a number on another eval set is not better, only different)."""
     runs = [
         r
         for r in tracker.all_runs(experiment)
         if r.status == "FINISHED" and r.kind in t.ADAPTER_KINDS and r.tags.get(t.TAG_OUTCOME) == "ok"
     ]
+    keys = Counter(r.tags.get(t.TAG_EVAL_KEY) for r in runs)
+    if len(keys) > 1:
+        top = max(keys.values())
+        main = next(r.tags.get(t.TAG_EVAL_KEY) for r in reversed(runs) if keys[r.tags.get(t.TAG_EVAL_KEY)] == top)
+        runs = [r for r in runs if r.tags.get(t.TAG_EVAL_KEY) == main]
     direction = runs[0].direction if runs else t.MINIMIZE
     best = t.best_of(runs, lambda r: r.metrics.get(metric or r.metric), direction)
     if best is None:
@@ -84,14 +97,19 @@ def promote(tracker: Tracker, run: RunRecord, model: str, metric: Optional[str] 
         if run.params.get("model.name") not in (None, "None")
         else f"tiny:{run.tags.get(t.TAG_SPEC_HASH, '')}",
         "spec_hash": run.tags.get(t.TAG_SPEC_HASH),
+        "eval_key": run.tags.get(t.TAG_EVAL_KEY),
     }
+    comparable = champion is None or (champion.tags.get("eval_key") or None) == tags["eval_key"]
     version = tracker.register_adapter(model, run.run_id, tags, _description(tracker, run))
-    wins = champion is None or t.better(value, float(champion.tags.get("metric_value", "nan")), direction)
+    wins = champion is None or (
+        comparable and t.better(value, float(champion.tags.get("metric_value", "nan")), direction)
+    )
     if wins:
         tracker.set_alias(model, "champion", version.version)
     else:
         tracker.tag_version(model, version.version, "challenger", "true")
-    return Promotion(model, version.version, run.run_id, value, True, wins, champion.version if champion else None)
+    previous = champion.version if champion else None
+    return Promotion(model, version.version, run.run_id, value, True, wins, previous, comparable)
 
 
 def load_model(uri: str, device=None):

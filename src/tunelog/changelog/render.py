@@ -140,7 +140,7 @@ def _phases(log: Changelog) -> list[str]:
     for p in rows:
         best = log.entry(p.best_id) if p.best_id else None
         best_cell = f"{best.name} ({_num(best.result)})" if best else "none ok"
-        effect = f"{sign * p.gain:+.4g}" if p.gain is not None else "n/a"
+        effect = f"{sign * p.gain + 0.0:+.4g}" if p.gain is not None else "n/a"
         changed = f"`{p.changes}`" if p.changes else "-"
         out.append(f"| {p.name} | {len(p.run_ids)} | {best_cell} | {changed} | {effect} | {_cost(p.cost_h)} |")
     return out + [""]
@@ -160,7 +160,7 @@ def _effects(log: Changelog) -> list[str]:
         ]
         for r in rows:
             spread = "1 run: an anecdote" if r.anecdote else f"{r.spread:.3g} ({', '.join(r.run_names[:4])})"
-            out.append(f"| `{r.change}` | {r.runs} | {sign * r.mean_gain:+.4g} | {spread} |")
+            out.append(f"| `{r.change}` | {r.runs} | {sign * r.mean_gain + 0.0:+.4g} | {spread} |")
         out.append("")
     if out:
         out += ["Effects against the run's parent; a change seen in one run is no evidence of a trend.", ""]
@@ -263,7 +263,7 @@ def _sweep(log: Changelog, members: list[Entry]) -> list[str]:
             "| --- | --- | " + "--- | " * len(varying) + "--- |",
         ]
         for e in scored[:LEADERBOARD]:
-            cells = " | ".join(e.changes.kept.get(k, "") for k in varying)
+            cells = " | ".join(_short(e.changes.kept.get(k, "")) for k in varying)
             out.append(f"| {e.name} | {_num(e.result)} | {cells} | {_duration(e.duration_s)} |")
         out += [f"({len(scored) - LEADERBOARD} more scored trials)" if len(scored) > LEADERBOARD else "", ""]
     rejected = [e for e in trials if e.outcome == "rejected"]
@@ -272,10 +272,19 @@ def _sweep(log: Changelog, members: list[Entry]) -> list[str]:
         out.append(f"- ... and {len(rejected) - LEADERBOARD} more rejected")
     if rejected:
         out.append("")
-    for e in members:
-        if e.best or (e.anomaly and e.kind == t.KIND_TRIAL) or e.kind != t.KIND_TRIAL:
+    for e in trials:
+        if e.best or e.anomaly:
             out += _entry(log, e)
     return out
+
+
+def _short(value: str) -> str:
+    """`0.0006000000000000001` -> `0.0006`: a table cell, not the stored digits."""
+    try:
+        number = float(value)
+    except ValueError:
+        return value
+    return value if number.is_integer() else f"{number:.4g}"
 
 
 def _varying(trials: list[Entry]) -> set[str]:
@@ -293,6 +302,7 @@ def _probe(log: Changelog, members: list[Entry]) -> list[str]:
     out: list[str] = []
     for e in parents:
         out += [_heading(e), "", f"Outcome: {e.outcome}; duration {_duration(e.duration_s)}", ""]
+    candidates.sort(key=lambda c: -(c.metrics.get("perf/samples_per_s") or 0.0))  # the fastest first
     if candidates:
         out += ["| candidate | outcome | samples/s | peak memory |", "| --- | --- | --- | --- |"]
         for c in candidates:

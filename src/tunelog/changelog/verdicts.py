@@ -139,7 +139,13 @@ def timeline(entries: list[Entry], best: Optional[Entry]) -> list[str]:
 def cost_between(entries: list[Entry], first: Entry, last: Entry) -> Optional[float]:
     """Device-hours of every run started from `first`'s start to `last`'s: what reaching `last` cost,
     dead ends included."""
-    costs = [e.cost_h for e in entries if first.start_ms <= e.start_ms <= last.start_ms and e.cost_h is not None]
+    costs = [
+        e.cost_h
+        for e in entries
+        if first.start_ms <= e.start_ms <= last.start_ms
+        and e.cost_h is not None
+        and e.kind not in (t.KIND_SWEEP, t.KIND_PIPELINE)  # their time is their children's
+    ]
     return sum(costs) if costs else None
 
 
