@@ -120,3 +120,63 @@ def command_example(tmp_path: Path, **args):
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return load_spec(path)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def mlflow_server(root: Path, backend: str | None = None):
+    """`mlflow server --serve-artifacts` on 127.0.0.1 over a SQLite store in `root` (or `backend`), until the
+    block ends; yields its http URL. Waits on the server's health answer, not on a clock: up to 3 minutes
+    on a loaded machine, and the process group is killed whatever happens."""
+    import signal
+    import subprocess
+    import time
+    import urllib.request
+
+    root.mkdir(parents=True, exist_ok=True)
+    if backend is None:
+        backend = f"sqlite:///{_template_store(root)}"
+    port = free_port()
+    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend, "--serve-artifacts"]
+    cmd += ["--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port)]
+    cmd += ["--workers", "1"]
+    log = open(root / "server.log", "w")  # noqa: SIM115 (closed below)
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=5) as answer:
+                    if answer.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"mlflow server did not start: {(root / 'server.log').read_text()[-2000:]}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+
+
+def _template_store(root: Path) -> Path:
+    from mlflow import MlflowClient
+
+    path = root / "server.db"
+    MlflowClient(f"sqlite:///{path}").search_experiments()
+    return path

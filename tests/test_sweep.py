@@ -10,7 +10,7 @@ import pytest
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
-from conftest import REPO, demo_raw, run_cli, subprocess_env, write_spec
+from conftest import REPO, demo_raw, mlflow_server, run_cli, subprocess_env, write_spec
 from tunelog.spec import load_spec
 from tunelog.sweep import Sweep, SweepOptions, default_storage, open_storage
 from tunelog.tracking import Tracker
@@ -340,6 +340,30 @@ def test_mlflow_run_sweep_entry_point(tmp_path, store):
     champion = client.get_model_version_by_alias("demo-lora", "champion")  # left behind: a champion
     assert champion.run_id == sweep.data.tags["tunelog.best_run_id"]
     assert (tmp_path / "CHANGELOG.md").read_text().startswith("# Changelog: ui")  # ...and the story
+
+
+@pytest.mark.slow
+def test_mlflow_run_sweep_without_experiment_name_through_a_server(tmp_path, store):
+    """The headline path against `mlflow server` on 127.0.0.1, without --experiment-name: mlflow run puts
+    the run in `Default`, and the sweep's trials follow it there (said once); no per-trial URL lines."""
+    search = {"n_trials": 2, "params": {"lora.r": {"type": "categorical", "choices": [4, 8]}}}
+    path = write_spec(tmp_path / "m.yaml", sweep_raw(tmp_path, search))
+    with mlflow_server(tmp_path / "server") as url:
+        env = subprocess_env(url)
+        argv = ["mlflow", "run", str(REPO), "-e", "sweep", "--env-manager", "local", "-P", f"spec={path}"]
+        argv += ["-P", "quick=false", "-P", f"changelog={tmp_path / 'CHANGELOG.md'}"]
+        proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert proc.stderr.count("this run and its children go to experiment 'Default'") == 1
+        assert "View run" not in proc.stdout + proc.stderr.replace("=== Run (ID", "")
+        client = MlflowClient(url)
+        assert client.get_experiment_by_name("test") is None
+        (sweep,) = client.search_runs(["0"], "tags.`tunelog.kind` = 'sweep'")
+        children = client.search_runs(["0"], f"tags.`mlflow.parentRunId` = '{sweep.info.run_id}'")
+        assert sweep.info.status == "FINISHED" and len(children) == 2
+        assert "search.lora.r" in sweep.data.params and "lora.r" not in sweep.data.params  # mlflow#15713
+        assert all("lora.r" in c.data.params and "search.lora.r" not in c.data.params for c in children)
+        assert client.get_experiment("0").tags["mlflow.note.content"].startswith("# Changelog: Default")
 
 
 def test_best_trial_overrides_for_stages_from_sweep(tmp_path, store):
