@@ -161,6 +161,7 @@ def build(
         if chain
         else None,
         result_keys=keys,
+        varying_keys=sorted(lineage.varying_keys([r for r in runs if r.kind not in lineage.CONTAINER_KINDS])),
     )
 
 

@@ -22,7 +22,7 @@ class Changes:
         together are one change (`scheduler linear→cosine + warmup +1000`), since their effects
         cannot be told apart; a key gets its own row only when it changed alone."""
         parts = [f"{k} {_moved(old, new)}" for k, (old, new) in sorted(self.changed.items())]
-        parts += [f"{k}={v} added" for k, v in sorted(self.added.items())]
+        parts += [f"{k}={short(v)} added" for k, v in sorted(self.added.items())]
         parts += [f"{k} removed" for k in sorted(self.removed)]
         return " + ".join(parts)
 
@@ -32,8 +32,17 @@ def _moved(old: str, new: str) -> str:
     try:
         a, b = int(old), int(new)
     except ValueError:
-        return f"{old}→{new}"
+        return f"{short(old)}→{short(new)}"
     return f"{b - a:+d}"
+
+
+def short(value: str) -> str:
+    """`19.366778109965093` -> `19.37`, `0.0006000000000000001` -> `0.0006`: for reading, not the stored digits."""
+    try:
+        number = float(value)
+    except ValueError:
+        return value
+    return value if number.is_integer() or len(value) <= 8 else f"{number:.4g}"
 
 
 @dataclass
@@ -132,6 +141,7 @@ class Changelog:
     other_best: dict[str, str] = field(default_factory=dict)  # eval key -> best run id, for other eval sets
     timeline_cost_h: Optional[float] = None  # device-hours of every run from the baseline's start to the best's
     result_keys: list[str] = field(default_factory=list)  # candidate headline metrics shown side by side
+    varying_keys: list[str] = field(default_factory=list)  # config keys that differ somewhere in the history
 
     def entry(self, run_id: str) -> Entry:
         return next(e for e in self.entries if e.run_id == run_id)

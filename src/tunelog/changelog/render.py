@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from typing import Optional
 
 from .. import tracking as t
-from .model import Changelog, Entry
+from .model import Changelog, Entry, short
 
 
 def _num(x: Optional[float]) -> str:
@@ -127,7 +127,7 @@ def _timeline(log: Changelog) -> list[str]:
 
 
 def _phases(log: Changelog) -> list[str]:
-    rows = [p for p in log.phases if len(p.run_ids) > 1]
+    rows = [p for p in log.phases if len(p.run_ids) > 1 and not p.name.startswith("Probe: ")]  # no headline
     if len(log.phases) < 2 or not rows:
         return []
     out = [
@@ -141,7 +141,7 @@ def _phases(log: Changelog) -> list[str]:
         best = log.entry(p.best_id) if p.best_id else None
         best_cell = f"{best.name} ({_num(best.result)})" if best else "none ok"
         effect = f"{sign * p.gain + 0.0:+.4g}" if p.gain is not None else "n/a"
-        changed = f"`{p.changes}`" if p.changes else "-"
+        changed = f"`{_label(p.changes)}`" if p.changes else "-"
         out.append(f"| {p.name} | {len(p.run_ids)} | {best_cell} | {changed} | {effect} | {_cost(p.cost_h)} |")
     return out + [""]
 
@@ -160,7 +160,7 @@ def _effects(log: Changelog) -> list[str]:
         ]
         for r in rows:
             spread = "1 run: an anecdote" if r.anecdote else f"{r.spread:.3g} ({', '.join(r.run_names[:4])})"
-            out.append(f"| `{r.change}` | {r.runs} | {sign * r.mean_gain + 0.0:+.4g} | {spread} |")
+            out.append(f"| `{_label(r.change)}` | {r.runs} | {sign * r.mean_gain + 0.0:+.4g} | {spread} |")
         out.append("")
     if out:
         out += ["Effects against the run's parent; a change seen in one run is no evidence of a trend.", ""]
@@ -212,7 +212,9 @@ def _entry(log: Changelog, e: Entry) -> list[str]:
         "",
     ]
     twin = f" ({e.twin_of}, the same config, was anomalous)" if e.twin_of else ""
-    if e.parent_id is None:
+    if e.parent_id is None and e.kind in (t.KIND_PIPELINE, t.KIND_SWEEP, t.KIND_PROBE):
+        pass  # a container: its children carry the configs
+    elif e.parent_id is None:
         out += ["Baseline: no earlier run to compare with.", ""]
     elif e.lineage == "sweep":
         out += [f"Trial of {e.parent_name}.", ""]
@@ -263,7 +265,7 @@ def _sweep(log: Changelog, members: list[Entry]) -> list[str]:
             "| --- | --- | " + "--- | " * len(varying) + "--- |",
         ]
         for e in scored[:LEADERBOARD]:
-            cells = " | ".join(_short(e.changes.kept.get(k, "")) for k in varying)
+            cells = " | ".join(short(e.changes.kept.get(k, "")) for k in varying)
             out.append(f"| {e.name} | {_num(e.result)} | {cells} | {_duration(e.duration_s)} |")
         out += [f"({len(scored) - LEADERBOARD} more scored trials)" if len(scored) > LEADERBOARD else "", ""]
     rejected = [e for e in trials if e.outcome == "rejected"]
@@ -278,13 +280,10 @@ def _sweep(log: Changelog, members: list[Entry]) -> list[str]:
     return out
 
 
-def _short(value: str) -> str:
-    """`0.0006000000000000001` -> `0.0006`: a table cell, not the stored digits."""
-    try:
-        number = float(value)
-    except ValueError:
-        return value
-    return value if number.is_integer() else f"{number:.4g}"
+def _label(change: str, parts: int = 4) -> str:
+    """A change set for a table cell: its first `parts` changes and how many more (JSON keeps them all)."""
+    items = change.split(" + ")
+    return change if len(items) <= parts else " + ".join(items[:parts]) + f" + {len(items) - parts} more"
 
 
 def _varying(trials: list[Entry]) -> set[str]:
@@ -305,26 +304,26 @@ def _probe(log: Changelog, members: list[Entry]) -> list[str]:
     candidates.sort(key=lambda c: -(c.metrics.get("perf/samples_per_s") or 0.0))  # the fastest first
     if candidates:
         out += ["| candidate | outcome | samples/s | peak memory |", "| --- | --- | --- | --- |"]
-        for c in candidates:
+        for c in candidates[:LEADERBOARD]:
             speed, mem = c.metrics.get("perf/samples_per_s"), c.peak_mem_gb
             out.append(
                 f"| {c.name} | {c.outcome}{f' ({c.reason})' if c.reason else ''} | {_num(speed)} | "
                 f"{f'{mem:.2f} GB' if mem is not None else 'n/a'} |"
             )
+        if len(candidates) > LEADERBOARD:
+            out.append(f"({len(candidates) - LEADERBOARD} slower candidates: the probe run's probe_summary.json)")
         out.append("")
     return out
 
 
 def _best_config(log: Changelog) -> list[str]:
+    """The best run's config: the keys that differ somewhere in the history (the rest never moved and is
+    in the run's params and spec.yaml; `--format json` has them all)."""
     if not log.best_config:
         return []
     best = log.entry(log.best_id) if log.best_id else None
-    out = [
-        "## Final best configuration",
-        "",
-        f"From **{best.name}**." if best else "",
-        "",
-        "| param | value |",
-        "| --- | --- |",
-    ]
-    return out + [f"| `{k}` | {v} |" for k, v in log.best_config.items()] + [""]
+    shown = {k: v for k, v in log.best_config.items() if k in set(log.varying_keys)}
+    rest = len(log.best_config) - len(shown)
+    out = ["## Final best configuration", "", f"From **{best.name}**." if best else "", ""]
+    out += ["| param | value |", "| --- | --- |"] + [f"| `{k}` | {v} |" for k, v in shown.items()]
+    return out + ([f"| ({rest} other params) | the same in every run: see the run's params |"] if rest else []) + [""]
