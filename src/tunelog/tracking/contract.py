@@ -26,6 +26,9 @@ TAG_METRIC = "tunelog.metric"  # the headline metric's name...
 TAG_DIRECTION = "tunelog.direction"  # ...and whether lower or higher is better
 TAG_NOTE = "mlflow.note.content"  # shown by the MLflow UI
 TAG_PARENT = "mlflow.parentRunId"
+# on experiments: the MLflow UI (3.x) opens a "finetuning" experiment in its model-training view (runs
+# table, charts) rather than the GenAI one (traces), which says nothing about fine-tunes
+TAG_EXPERIMENT_KIND = "mlflow.experimentKind"
 TAG_RUN_NAME = "mlflow.runName"
 OUTCOMES = ("ok", "oom", "diverged", "rejected", "failed", "pruned", "incomplete")
 TAG_EVAL_KEY = "tunelog.eval_key"  # what the headline was measured on (a hash of data.eval): only equal keys compare

@@ -23,6 +23,7 @@ from ..errors import TrainingInterrupted
 from ..owner import owner_tag
 from .contract import (
     OUTCOMES,
+    TAG_EXPERIMENT_KIND,
     TAG_OUTCOME,
     TAG_OWNER,
     TAG_PARENT,
@@ -174,7 +175,9 @@ class RunWrites:
         if self.uri.startswith("sqlite:///"):  # a local store: artifacts beside the SQLite file
             location = (Path(self.uri[len("sqlite:///") :]).resolve().parent / "artifacts").as_uri()
         try:
-            return self.client.create_experiment(name, artifact_location=location)
+            return self.client.create_experiment(
+                name, artifact_location=location, tags={TAG_EXPERIMENT_KIND: "finetuning"}
+            )
         except MlflowException:  # another worker created it first
             found = self.client.get_experiment_by_name(name)
             if found is None:
@@ -310,7 +313,10 @@ class RunWrites:
         """The experiment's description in the MLflow UI (its `mlflow.note.content` tag)."""
         from .contract import TAG_NOTE
 
-        self.client.set_experiment_tag(self.experiment_id(self._aliases.get(experiment, experiment)), TAG_NOTE, text)
+        experiment_id = self.experiment_id(self._aliases.get(experiment, experiment))
+        self.client.set_experiment_tag(experiment_id, TAG_NOTE, text)
+        if not self.client.get_experiment(experiment_id).tags.get(TAG_EXPERIMENT_KIND):  # `Default`, mlflow run's
+            self.client.set_experiment_tag(experiment_id, TAG_EXPERIMENT_KIND, "finetuning")
 
 
 def _record_failure(run: RunLogger, reason: str) -> None:
