@@ -141,8 +141,8 @@ def mlflow_server(root: Path, backend: str | None = None):
     import urllib.request
 
     root.mkdir(parents=True, exist_ok=True)
-    if backend is None:
-        backend = f"sqlite:///{_template_store(root)}"
+    if backend is None:  # made by the server itself: its Default experiment then keeps artifacts behind the proxy
+        backend = f"sqlite:///{root / 'server.db'}"
     port = free_port()
     cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend, "--serve-artifacts"]
     cmd += ["--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port)]
@@ -173,10 +173,3 @@ def mlflow_server(root: Path, backend: str | None = None):
             proc.wait()
         log.close()
 
-
-def _template_store(root: Path) -> Path:
-    from mlflow import MlflowClient
-
-    path = root / "server.db"
-    MlflowClient(f"sqlite:///{path}").search_experiments()
-    return path

@@ -350,6 +350,7 @@ def test_mlflow_run_sweep_without_experiment_name_through_a_server(tmp_path, sto
     path = write_spec(tmp_path / "m.yaml", sweep_raw(tmp_path, search))
     with mlflow_server(tmp_path / "server") as url:
         env = subprocess_env(url)
+        env["TUNELOG_STORE_DIR"] = str(tmp_path / "mlruns")  # mlflow run works in the project folder: not there
         argv = ["mlflow", "run", str(REPO), "-e", "sweep", "--env-manager", "local", "-P", f"spec={path}"]
         argv += ["-P", "quick=false", "-P", f"changelog={tmp_path / 'CHANGELOG.md'}"]
         proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
@@ -364,6 +365,10 @@ def test_mlflow_run_sweep_without_experiment_name_through_a_server(tmp_path, sto
         assert "search.lora.r" in sweep.data.params and "lora.r" not in sweep.data.params  # mlflow#15713
         assert all("lora.r" in c.data.params and "search.lora.r" not in c.data.params for c in children)
         assert client.get_experiment("0").tags["mlflow.note.content"].startswith("# Changelog: Default")
+        assert client.get_experiment("0").tags["mlflow.experimentKind"] == "finetuning"  # the UI's training view
+        journals = list((tmp_path / "mlruns").glob("optuna-*.journal"))
+        assert len(journals) == 1 and "secret" not in journals[0].name
+        assert list((tmp_path / "server" / "artifacts").rglob("adapter_model.safetensors"))  # behind the proxy
 
 
 def test_best_trial_overrides_for_stages_from_sweep(tmp_path, store):

@@ -62,7 +62,9 @@ def default_storage(tracker_uri: str) -> str:
     """
     if tracker_uri.startswith("sqlite:///"):
         return str(Path(tracker_uri[len("sqlite:///") :]).resolve().parent / "optuna.journal")
-    return str(t.default_store_dir() / "optuna.journal")
+    # one journal per server: a study's trials point at runs of the store they were logged to
+    server = hashlib.sha256(redact_url(tracker_uri).encode()).hexdigest()[:8]
+    return str(t.default_store_dir() / f"optuna-{server}.journal")
 
 
 def open_storage(url: str) -> optuna.storages.BaseStorage:
