@@ -172,4 +172,3 @@ def mlflow_server(root: Path, backend: str | None = None):
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         log.close()
-

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -55,7 +56,15 @@ def train(spec_file: str, config: Optional[str], overrides: tuple[str, ...], for
     help="Optuna storage: a journal file path or a database URL (default: optuna.journal beside the MLflow store).",
 )
 @click.option("--study", default=None, help="Study name (default: search.study or EXPERIMENT-sweep).")
-@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Local worker processes.")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Local worker processes (default: one per --gpus-per-trial visible GPUs, one on the CPU).",
+)
+@click.option(
+    "--gpus-per-trial", type=click.IntRange(min=1), default=1, show_default=True, help="GPUs each worker gets."
+)
 @click.option("--force-resume", is_flag=True, help="Go on with a study started with another search space.")
 @click.option("--refine-from", default=None, metavar="STUDY", help="Narrow the space around STUDY's best trials.")
 @click.option("--top-k", type=click.IntRange(min=1), default=5, show_default=True, help="Trials --refine-from keeps.")
@@ -72,7 +81,8 @@ def sweep(
     quick: bool,
     storage,
     study,
-    workers: int,
+    workers: Optional[int],
+    gpus_per_trial: int,
     force_resume: bool,
     refine_from,
     top_k: int,
@@ -91,6 +101,7 @@ def sweep(
     if not worker:
         lint_gate(spec, force)
     from ..sweep import Sweep, SweepOptions
+    from ..sweep.workers import default_workers
     from ..tracking import Tracker
 
     opts = SweepOptions(
@@ -100,7 +111,8 @@ def sweep(
         quick=quick,
         storage=storage,
         study=study,
-        workers=workers,
+        workers=workers or default_workers(dict(os.environ), gpus_per_trial),
+        gpus_per_trial=gpus_per_trial,
         force_resume=force_resume,
         refine_from=refine_from,
         top_k=top_k,
@@ -112,6 +124,9 @@ def sweep(
         return
     summary = runner.run()
     c = summary.counts
+    if summary.deferred:  # other invocations still train: the last of them analyses, promotes, writes
+        click.echo(f"study {summary.study}: this invocation is done; sweep run {summary.sweep_run_id} stays open")
+        return
     click.echo(
         f"study {summary.study}: {c['complete']} complete, {c['pruned']} pruned, {c['rejected']} rejected, "
         f"{c['failed']} failed; sweep run {summary.sweep_run_id}"

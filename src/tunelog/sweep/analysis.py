@@ -40,6 +40,7 @@ class SweepSummary:
     best_params: dict[str, Any] = field(default_factory=dict)
     best_run_id: Optional[str] = None
     narrowed: list[str] = field(default_factory=list)
+    deferred: bool = False  # trials still train elsewhere: the last invocation to finish analyses
 
 
 def best_trials(study: optuna.Study, k: int) -> list[optuna.trial.FrozenTrial]:

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,26 +21,28 @@ from optuna.trial import TrialState
 
 from .. import rules, space
 from .. import tracking as t
-from ..errors import SpecError, SweepStuck, TrainingInterrupted, TunelogError
+from ..errors import SpecError, SweepStuck, TrainingInterrupted
 from ..owner import owner_tag
 from ..plan import make_plan
 from ..redact import redact_url
 from ..spec import SearchSpec, Spec, flatten
 from ..tracking import Tracker
 from ..train import run_training
-from .analysis import REFINED, SweepSummary, analyze, best_trials
+from .analysis import REFINED, SweepSummary, analyze, best_trials, counts
 from .study import (
     ATTR_CONFIG,
     ATTR_OUTCOME,
     ATTR_OWNER,
     ATTR_REASON,
     ATTR_RUN,
+    HEARTBEAT_SECONDS,
     INTERRUPTED,
     STUDY_HASH,
     STUDY_RUN,
     STUDY_SPACE,
     Heartbeat,
     check_space,
+    claim,
     default_storage,
     directions,
     enqueue_named_configs,
@@ -49,10 +50,13 @@ from .study import (
     make_sampler,
     open_storage,
     recover,
+    running_elsewhere,
     space_hash,
     suggest,
     used_budget,
+    wait_for_sweep_run,
 )
+from .workers import spawn_workers
 
 
 @dataclass
@@ -63,6 +67,7 @@ class SweepOptions:
     storage: Optional[str] = None
     study: Optional[str] = None
     workers: int = 1
+    gpus_per_trial: int = 1  # GPUs each --workers process gets (CUDA_VISIBLE_DEVICES)
     force_resume: bool = False
     overrides: tuple[str, ...] = ()  # the --set items as given, passed on to --workers processes
     refine_from: Optional[str] = None
@@ -139,21 +144,30 @@ class Sweep:
             tags[t.TAG_NOTE] = f"{REFINED}\n" + "\n".join(f"- {line}" for line in self.narrowed)
         return tags
 
+    def _sweep_run_to_join(self, study: optuna.Study) -> Optional[str]:
+        """The study's one sweep run: the one it has, else None for the invocation that claims the start
+        (it makes the run), else the run the claimant is making: many invocations, one tree."""
+        if os.environ.get("MLFLOW_RUN_ID"):
+            return None  # `mlflow run` made this invocation's run: it becomes the sweep run
+        existing = os.environ.get("TUNELOG_SWEEP_RUN_ID") or study.user_attrs.get(STUDY_RUN)
+        if existing or claim(study, "start"):
+            return existing
+        return wait_for_sweep_run(study)
+
     def run(self) -> SweepSummary:
         study = self.study()
-        existing = os.environ.get("TUNELOG_SWEEP_RUN_ID") or study.user_attrs.get(STUDY_RUN)
-        if os.environ.get("MLFLOW_RUN_ID"):
-            existing = None  # `mlflow run` made this invocation's run: it becomes the sweep run
+        existing = self._sweep_run_to_join(study)
         with self.tracker.run(
             self.spec.tracking.experiment, run_name=self.study_name, tags=self.sweep_run_tags(), resume_run_id=existing
         ) as run:
-            study.set_user_attr(STUDY_RUN, run.run_id)
+            if study.user_attrs.get(STUDY_RUN) != run.run_id:
+                study.set_user_attr(STUDY_RUN, run.run_id)
             # the budget is a tag and a metric: a resumed sweep may be given another one
             run.log_new_params(
                 {f"search.{k}": json.dumps(v.model_dump(exclude_none=True)) for k, v in self.search.params.items()}
             )
             run.log_metrics({"sweep/n_trials": self.n_trials})
-            requeued = recover(study, self.tracker, self.opts.echo)
+            requeued = recover(study, self.tracker, self.opts.echo, startup=True)
             finished = used_budget(study)
             if finished or requeued:
                 self.opts.echo(
@@ -162,9 +176,18 @@ class Sweep:
                 )
             enqueue_named_configs(study, self.spec, self.search, self.n_trials, self.opts.echo)
             if self.opts.workers > 1:
-                self._spawn_workers(run.run_id)
+                spawn_workers(self, run.run_id)
             else:
                 self.loop(study, run.run_id)
+            elsewhere = self._others_still_training(study, run.run_id)
+            if elsewhere:  # they close the sweep run and analyse when the last of them ends
+                run.leave_open(elsewhere[0].user_attrs.get(ATTR_OWNER, ""))
+                self.opts.echo(
+                    f"done here; {len(elsewhere)} trial(s) still training elsewhere (trial "
+                    f"{', '.join(str(tr.number) for tr in elsewhere)}): the last invocation to finish closes "
+                    f"sweep run {run.run_id} and analyses the study"
+                )
+                return SweepSummary(self.study_name, self.storage_url, run.run_id, counts(study), deferred=True)
             summary = analyze(study, self.tracker, run, self.spec)
         summary.storage, summary.narrowed = self.storage_url, self.narrowed
         return summary
@@ -174,53 +197,34 @@ class Sweep:
         study = self.study()
         self.loop(study, os.environ["TUNELOG_SWEEP_RUN_ID"])
 
-    def worker_options(self) -> list[str]:
-        """Everything the parent was told that shapes a trial, so a worker's trials are the parent's."""
-        argv = [item for kv in self.opts.overrides for item in ("--set", kv)]
-        if self.opts.timeout:
-            argv += ["--timeout", str(self.opts.timeout)]
-        if self.opts.quick:
-            argv.append("--quick")
-        if self.spec.config_name:
-            argv += ["--config", self.spec.config_name]
-        if self.opts.refine_from:
-            argv += ["--refine-from", self.opts.refine_from, "--top-k", str(self.opts.top_k)]
-        return argv
-
-    def _spawn_workers(self, sweep_run_id: str) -> None:
-        """N local worker processes on the same storage; the parent waits, then analyses."""
-        env = {k: v for k, v in os.environ.items() if k != "MLFLOW_RUN_ID"}
-        env.update(TUNELOG_SWEEP_RUN_ID=sweep_run_id, MLFLOW_TRACKING_URI=self.tracker.uri)
-        argv = [
-            sys.executable,
-            "-m",
-            "tunelog.cli",
-            "sweep",
-            self.spec.source,
-            "--worker",
-            "--storage",
-            self.storage_url,
-            "--study",
-            self.study_name,
-            "--n-trials",
-            str(self.n_trials),
-        ]
-        argv += self.worker_options()
-        env.update(worker_threads(self.opts.workers, env))
-        procs = [subprocess.Popen(argv, env=env) for _ in range(self.opts.workers)]
-        try:
-            codes = [p.wait() for p in procs]
-        finally:
-            for p in procs:
-                if p.poll() is None:
-                    p.terminate()
-        if any(codes):
-            raise TunelogError(f"{sum(1 for c in codes if c)} of {len(codes)} workers failed (exit codes {codes})")
+    def _others_still_training(self, study: optuna.Study, sweep_run_id: str) -> list:
+        """Trials other invocations still train. Where their death can be told (a heartbeat in an RDB
+        storage, or a pid on this host), wait for them, and run any that died (re-queued) here, so that
+        a killed machine's trial is not left behind; elsewhere, leave them to their own invocation."""
+        me = owner_tag()
+        said = False
+        while True:
+            elsewhere = running_elsewhere(study, me)
+            knowable = isinstance(study._storage, optuna.storages.RDBStorage) or all(
+                tr.user_attrs.get(ATTR_OWNER, "").rpartition(":")[0] == socket.gethostname() for tr in elsewhere
+            )
+            if not elsewhere or not knowable:
+                return elsewhere
+            if not said:
+                self.opts.echo(f"waiting for {len(elsewhere)} trial(s) training elsewhere before closing the sweep")
+                said = True
+            time.sleep(HEARTBEAT_SECONDS)
+            if recover(study, self.tracker, self.opts.echo):
+                self.loop(study, sweep_run_id)  # a dead worker's trial, queued again: run it here
 
     def loop(self, study: optuna.Study, sweep_run_id: str) -> None:
-        """Ask, judge, train, tell, until the study holds n_trials trials or the time is up."""
+        """Ask, judge, train, tell, until the study holds n_trials trials or the time is up. Before each
+        trial, trials of dead workers (this host's or, with heartbeats, any machine's) are re-queued."""
         start, streak, why = time.monotonic(), 0, {}
-        while used_budget(study) < self.n_trials:
+        while True:
+            recover(study, self.tracker, self.opts.echo)
+            if used_budget(study) >= self.n_trials:
+                break
             if self.opts.timeout and time.monotonic() - start > self.opts.timeout:
                 self.opts.echo(f"timeout of {self.opts.timeout:g}s reached")
                 break
@@ -348,13 +352,6 @@ class Sweep:
         shown = f", {metric} {value:.4g}" if value is not None else ""
         best = f" (best {top[0].values[0]:.4g})" if top else ""
         self.opts.echo(f"trial {number}/{self.n_trials}: {outcome}{shown}{best}, {seconds:.0f} s")
-
-
-def worker_threads(workers: int, env: dict[str, str]) -> dict[str, str]:
-    """Each of N local workers gets its share of the cores (torch, OpenMP and MKL threads), unless the user
-    set it: N processes that each use every core run slower together than one (0.09-0.60x seen on 2 cores)."""
-    share = str(max(1, (os.cpu_count() or 1) // workers))
-    return {k: share for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS") if k not in env}
 
 
 def short_values(params: dict[str, Any], limit: int = 48) -> str:

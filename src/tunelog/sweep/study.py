@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -39,12 +40,8 @@ STUDY_HASH = "tunelog.space_hash"  # what the study searches: a different space 
 STUDY_REQUEUED = "tunelog.requeued"  # numbers of interrupted trials already queued again
 INTERRUPTED = "interrupted"  # Ctrl-C, SIGTERM or a dead worker: the trial runs again on resume
 HEARTBEAT_SECONDS, GRACE_SECONDS = 10, 60
-
-optuna.logging.set_verbosity(optuna.logging.WARNING)
-# Heartbeats are recorded by tunelog's own ask/tell loop (see Heartbeat), and the matplotlib
-# plots are "experimental" only in name: neither warning helps a user.
-warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
-warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+CLAIM_PREFIX = "tunelog-claim:"  # empty marker studies: the storage's unique study names make a claim atomic
+START_WAIT_SECONDS = 120  # how long a joining invocation waits for the starter's sweep run
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 # Heartbeats are recorded by tunelog's own ask/tell loop (see Heartbeat), and the matplotlib
@@ -169,11 +166,43 @@ def check_space(study: optuna.Study, new: str, source: str, force: bool) -> None
         study.set_user_attr(STUDY_HASH, new)
 
 
+def claim(study: optuna.Study, key: str) -> bool:
+    """True for exactly one caller per (study, key), across processes and machines sharing the storage.
+
+    Why a marker study: a study name is unique in every Optuna storage (a unique index in an RDB, the
+    journal's lock), so creating one is an atomic test-and-set where a user attribute is not: three
+    invocations started in the same second all read "not enqueued yet" before any writes it."""
+    try:
+        study._storage.create_new_study(
+            [optuna.study.StudyDirection.MINIMIZE], f"{CLAIM_PREFIX}{study.study_name}:{key}"
+        )
+        return True
+    except optuna.exceptions.DuplicatedStudyError:
+        return False
+
+
+def is_claim(study_name: str) -> bool:
+    return study_name.startswith(CLAIM_PREFIX)
+
+
+def wait_for_sweep_run(study: optuna.Study, seconds: float = START_WAIT_SECONDS) -> Optional[str]:
+    """The sweep run another invocation is creating for this study (it claimed the start), or None if it
+    never appears (it died first): then this invocation makes one."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        run_id = study._storage.get_study_user_attrs(study._study_id).get(STUDY_RUN)
+        if run_id:
+            return run_id
+        time.sleep(0.5)
+    return None
+
+
 def enqueue_named_configs(
     study: optuna.Study, spec: Spec, search: SearchSpec, n_trials: int, echo: Callable[[str], None]
 ) -> None:
-    """The spec's named configs run first, then the sampler takes over (once per study)."""
-    if study.user_attrs.get(STUDY_ENQUEUED):
+    """The spec's named configs run first, then the sampler takes over (once per study, however many
+    invocations start it at the same moment)."""
+    if study.user_attrs.get(STUDY_ENQUEUED) or not claim(study, "enqueued"):
         return
     study.set_user_attr(STUDY_ENQUEUED, True)
     base = spec.flat_params()
@@ -186,36 +215,61 @@ def enqueue_named_configs(
             study.enqueue_trial(kept, user_attrs={ATTR_CONFIG: name})
 
 
-def recover(study: optuna.Study, tracker: Tracker, echo: Callable[[str], None]) -> list[int]:
-    """Trials whose worker died (same host: its pid is gone; elsewhere: heartbeat stale) end as interrupted,
-    their runs closed KILLED; every interrupted trial is queued again once, with the same params."""
-    for tr in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if owner_dead(tr.user_attrs.get(ATTR_OWNER, "")):
-            study._storage.set_trial_user_attr(tr._trial_id, ATTR_OUTCOME, INTERRUPTED)  # no public setter
-            study.tell(tr.number, state=TrialState.FAIL, skip_if_finished=True)
-    if isinstance(study._storage, optuna.storages.RDBStorage):
-        optuna.storages.fail_stale_trials(study)
-    for tr in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
+def recover(study: optuna.Study, tracker: Tracker, echo: Callable[[str], None], startup: bool = False) -> list[int]:
+    """Trials whose worker died (same host: its pid is gone; elsewhere: heartbeat older than the grace) end
+    as interrupted, their runs closed KILLED; every interrupted trial is queued again once, with the same
+    params. Every invocation calls this before each new trial, so a dead machine's trial runs again soon."""
+    dead = [
+        tr._trial_id
+        for tr in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        if owner_dead(tr.user_attrs.get(ATTR_OWNER, ""))
+    ]
+    storage = study._storage
+    if isinstance(storage, optuna.storages.RDBStorage) and storage.heartbeat_interval:
+        dead += storage._get_stale_trial_ids(study._study_id)  # no public way to ask without failing them
+    for trial_id in dict.fromkeys(dead):
+        try:
+            storage.set_trial_user_attr(trial_id, ATTR_OUTCOME, INTERRUPTED)  # Optuna has no public setter
+            storage.set_trial_state_values(trial_id, state=TrialState.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # another invocation failed it first
+        tr = storage.get_trial(trial_id)
         run_id = tr.user_attrs.get(ATTR_RUN)
-        if run_id and tracker.close_run(run_id, "KILLED", "failed", "worker died mid-trial; failed on resume"):
+        if run_id and tracker.close_run(run_id, "KILLED", "failed", "worker died mid-trial; failed by another worker"):
             echo(f"trial {tr.number}: its worker died; trial failed and run {run_id} closed KILLED")
+    if startup:  # failed trials whose runs were left open (a crash between the two writes, an older tunelog)
+        for tr in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
+            run_id = tr.user_attrs.get(ATTR_RUN)
+            if run_id and tracker.close_run(run_id, "KILLED", "failed", "worker died mid-trial; failed on resume"):
+                echo(f"trial {tr.number}: its worker died; trial failed and run {run_id} closed KILLED")
     return requeue_interrupted(study)
 
 
 def requeue_interrupted(study: optuna.Study) -> list[int]:
-    """An interrupted trial did not finish, so it does not count: its params run again (Optuna's queue)."""
+    """An interrupted trial did not finish, so it does not count: its params run again (Optuna's queue),
+    once, whichever invocation gets there first."""
     done = set(study.user_attrs.get(STUDY_REQUEUED, []))
     again = [
         tr
         for tr in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
         if tr.user_attrs.get(ATTR_OUTCOME) == INTERRUPTED and tr.number not in done and tr.params
     ]
+    again = [tr for tr in again if claim(study, f"requeue-{tr.number}")]
     for tr in again:
         attrs = {k: v for k, v in tr.user_attrs.items() if k == ATTR_CONFIG}
         study.enqueue_trial(tr.params, user_attrs={**attrs, "tunelog.requeued_from": tr.number}, skip_if_exists=False)
     if again:
         study.set_user_attr(STUDY_REQUEUED, sorted(done | {tr.number for tr in again}))
     return [tr.number for tr in again]
+
+
+def running_elsewhere(study: optuna.Study, me: str) -> list[optuna.trial.FrozenTrial]:
+    """Trials other invocations are still training (not this process's, not known dead)."""
+    return [
+        tr
+        for tr in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        if tr.user_attrs.get(ATTR_OWNER) != me and not owner_dead(tr.user_attrs.get(ATTR_OWNER, ""))
+    ]
 
 
 def used_budget(study: optuna.Study, before: Optional[int] = None) -> int:

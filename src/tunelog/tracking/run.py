@@ -44,6 +44,13 @@ class RunLogger:
         self._pending: list[Any] = []
         self._lock = threading.Lock()
         self._writer: _BackgroundWriter | None = None
+        self.left_open = False
+
+    def leave_open(self, owner: str) -> None:
+        """End this process's part without closing the run: a shared sweep run stays RUNNING while other
+        invocations still train its trials, owned by one of them (so `tunelog gc` sees a live owner)."""
+        self.set_tags({TAG_OWNER: owner})
+        self.left_open = True
 
     # params and tags are few: logged synchronously so readers see them at once
     def log_params(self, params: Mapping[str, Any]) -> None:
@@ -247,7 +254,10 @@ class RunWrites:
                 _record_failure(run, f"{type(exc).__name__}: {exc}".splitlines()[0][:500])
                 raise
             finally:
-                _close(run, status)
+                if run.left_open and status == "FINISHED":
+                    run.flush()
+                else:
+                    _close(run, status)
 
     def log_closed_run(
         self,

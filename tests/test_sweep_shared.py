@@ -1,0 +1,131 @@
+"""One study, several `tunelog sweep` invocations started at the same moment (as on several machines), one of
+them SIGKILLed mid-trial; and each --workers process's share of the machine. Trials run the command trainer
+over the test fixture script (tests/fixtures), so each costs a fraction of a second of real work."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import optuna
+import psutil
+import yaml
+from mlflow import MlflowClient
+from optuna.trial import TrialState
+
+from conftest import REPO, subprocess_env
+from tunelog.sweep import default_storage, open_storage
+from tunelog.sweep.workers import gpu_groups, worker_envs
+
+N_TRIALS = 6
+
+
+def shared_spec(tmp_path, sleep: float) -> str:
+    """The diffusion example's script with a small search space and two named configs."""
+    raw = yaml.safe_load((REPO / "examples/diffusion_lora/spec.yaml").read_text())
+    raw["trainer"]["argv"][1] = str(REPO / "tests/fixtures/fake_diffusion_train.py")
+    raw["trainer"]["argv"] += ["--sleep", str(sleep)]
+    raw["data"]["train"] = str(REPO / "examples/diffusion_lora/captions.txt")
+    raw["tracking"]["experiment"] = "shared"
+    raw["configs"] = {
+        "low": {"purpose": "a low LR", "overrides": {"train.learning_rate": 5e-5}},
+        "high": {"purpose": "a high LR", "overrides": {"train.learning_rate": 2e-4}},
+    }
+    raw["search"] = {
+        "study": "shared",
+        "n_trials": N_TRIALS,
+        "sampler": "random",
+        "seed": 1,
+        "params": {"train.learning_rate": {"type": "float", "min": 2e-5, "max": 4e-4, "log": True}},
+    }
+    path = tmp_path / "shared.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return str(path)
+
+
+def kill_tree(proc: subprocess.Popen) -> None:
+    """SIGKILL a process and everything it started (the command trainer's script has its own session)."""
+    try:
+        family = psutil.Process(proc.pid).children(recursive=True) + [psutil.Process(proc.pid)]
+    except psutil.NoSuchProcess:
+        return
+    for p in family:
+        try:
+            p.send_signal(signal.SIGKILL)
+        except psutil.NoSuchProcess:
+            pass
+    proc.wait()
+
+
+def running_trial_of(storage: str, pid: int, proc: subprocess.Popen, seconds: float = 600) -> int:
+    """The number of a trial `pid` is training, once there is one; waits on the study's state."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            study = optuna.load_study(study_name="shared", storage=open_storage(storage))
+        except KeyError:
+            study = None
+        for tr in study.get_trials(states=(TrialState.RUNNING,)) if study else []:
+            if tr.user_attrs.get("tunelog.owner", "").endswith(f":{pid}") and tr.user_attrs.get("tunelog.run_id"):
+                return tr.number
+        time.sleep(0.2)
+    raise AssertionError(f"process {pid} never trained a trial (exit code {proc.poll()})")
+
+
+def test_invocations_started_together_share_one_sweep_and_outlive_a_killed_one(tmp_path, store):
+    spec = shared_spec(tmp_path, sleep=0.3)
+    argv = [sys.executable, "-m", "tunelog.cli", "sweep", spec, "--n-trials", str(N_TRIALS)]
+    env = subprocess_env(store)
+    procs = [
+        subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
+        for _ in range(3)
+    ]
+    try:
+        storage = default_storage(store)
+        victim = procs[0]
+        killed = running_trial_of(storage, victim.pid, victim)
+        kill_tree(victim)
+        outputs = [p.communicate(timeout=600)[0] for p in procs[1:]]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                kill_tree(p)
+    assert all(p.returncode == 0 for p in procs[1:]), outputs
+    study = optuna.load_study(study_name="shared", storage=open_storage(storage))
+    trials = [t for t in study.trials if t.user_attrs.get("tunelog.outcome") != "over_budget"]
+    done = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert len(done) == N_TRIALS  # exactly the budget, the killed trial not counted
+    presets = [t.user_attrs.get("tunelog.config") for t in done if t.user_attrs.get("tunelog.config")]
+    assert sorted(presets) == ["high", "low"]  # each named config queued once, not once per invocation
+    killed_trial = study.trials[killed]
+    assert killed_trial.state == TrialState.FAIL and killed_trial.user_attrs["tunelog.outcome"] == "interrupted"
+    assert any(t.user_attrs.get("tunelog.requeued_from") == killed for t in done)  # its params ran again
+
+    client = MlflowClient(store)
+    exp = client.get_experiment_by_name("shared").experiment_id
+    (sweep,) = client.search_runs([exp], "tags.`tunelog.kind` = 'sweep'")  # one sweep run for three invocations
+    children = client.search_runs([exp], f"tags.`mlflow.parentRunId` = '{sweep.info.run_id}'")
+    assert len(children) == len([t for t in trials if t.user_attrs.get("tunelog.run_id")])  # every trial's run
+    assert len({c.data.tags["tunelog.trial"] for c in children}) == len(children)  # distinct trials
+    assert sweep.info.status == "FINISHED" and sweep.data.tags.get("tunelog.best_run_id")
+    statuses = {c.data.tags["tunelog.trial"]: c.info.status for c in children}
+    assert statuses.pop(str(killed)) == "KILLED" and set(statuses.values()) == {"FINISHED"}  # nothing RUNNING
+
+
+def test_each_worker_gets_its_own_gpus_and_a_share_of_the_cores():
+    """Pure planning, checked on a made-up CUDA_VISIBLE_DEVICES (no GPU here): which devices and threads
+    each --workers process is started with."""
+    envs = worker_envs({"CUDA_VISIBLE_DEVICES": "0,1,2,3", "PATH": "/bin"}, workers=2, gpus_per_trial=2)
+    assert [e["CUDA_VISIBLE_DEVICES"] for e in envs] == ["0,1", "2,3"]
+    assert all(e["OMP_NUM_THREADS"] == str(max(1, (os.cpu_count() or 1) // 2)) for e in envs)
+    kept = worker_envs({"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "7"}, workers=2, gpus_per_trial=1)
+    assert all("CUDA_VISIBLE_DEVICES" not in e or e["CUDA_VISIBLE_DEVICES"] == "" for e in kept)
+    assert all(e["OMP_NUM_THREADS"] == "7" for e in kept)  # the user's own setting wins
+    assert gpu_groups(["0", "1", "2"], 3, 1) == ["0", "1", "2"]
+    try:
+        gpu_groups(["0", "1"], 2, 2)
+    except Exception as exc:  # noqa: BLE001
+        assert "needs 4 GPUs; 2 visible (0,1); accepted: --workers 1 or fewer" in str(exc)
+    else:
+        raise AssertionError("4 GPUs asked of 2 was accepted")
