@@ -1,0 +1,113 @@
+"""Beyond one machine, for real: a PostgreSQL on 127.0.0.1 (scripts/pg_local.sh) holding the Optuna study and,
+behind `mlflow server --serve-artifacts`, the MLflow store; three `tunelog sweep` invocations started together
+in three folders (three "machines"), one SIGKILLed mid-trial. Skipped only where PostgreSQL is not installed."""
+
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow import MlflowClient
+from optuna.trial import TrialState
+
+from conftest import REPO, mlflow_server, run_cli, subprocess_env
+from test_sweep_shared import N_TRIALS, kill_tree, running_trial_of, shared_spec
+from tunelog.sweep import open_storage
+
+
+@pytest.fixture
+def postgres():
+    """postgresql://tunelog:PASSWORD@127.0.0.1:PORT with databases `mlflow` and `optuna`; stopped and removed after."""
+    if shutil.which("initdb") is None or shutil.which("pg_ctl") is None:
+        pytest.skip("PostgreSQL is not installed (initdb, pg_ctl): the distributed test needs a local one")
+    folder = tempfile.mkdtemp(prefix="tunelog-pg-")  # under /tmp: reachable by the unprivileged cluster user
+    script = str(REPO / "scripts" / "pg_local.sh")
+    try:
+        started = subprocess.run(["bash", script, "start", folder], capture_output=True, text=True, timeout=300)
+        assert started.returncode == 0, started.stderr + Path(folder, "initdb.log").read_text(errors="replace")
+        yield started.stdout.strip()
+    finally:
+        subprocess.run(["bash", script, "stop", folder], capture_output=True, timeout=120)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def rows_holding(url: str, secret: str) -> list[str]:
+    """Every table row of a PostgreSQL database whose text holds `secret`."""
+    import psycopg
+
+    found = []
+    with psycopg.connect(url) as con:
+        tables = con.execute("select table_name from information_schema.tables where table_schema = 'public'")
+        for (table,) in tables.fetchall():
+            for row in con.execute(f'select * from "{table}"').fetchall():  # names from the catalogue itself
+                if secret in str(row):
+                    found.append(f"{table}: {str(row)[:200]}")
+    return found
+
+
+@pytest.mark.slow
+def test_three_machines_on_postgresql_and_mlflow_server(postgres, tmp_path, monkeypatch):
+    password = postgres.split("@")[0].rsplit(":", 1)[1]
+    direct = postgres.replace("postgresql://", "postgresql+psycopg://") + "/mlflow"
+    storage = f"{postgres}/optuna"
+    with mlflow_server(tmp_path / "server", backend=direct) as server:
+        spec = shared_spec(tmp_path, sleep=0.3)
+        argv = [sys.executable, "-m", "tunelog.cli", "sweep", spec, "--n-trials", str(N_TRIALS), "--storage", storage]
+        env = subprocess_env(server)
+        procs = []
+        for i in range(3):  # three machines: their own folders, one study, one tracking server
+            (tmp_path / f"machine{i}").mkdir()
+            procs.append(
+                subprocess.Popen(
+                    argv,
+                    env=env,
+                    cwd=tmp_path / f"machine{i}",
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    text=True,
+                )
+            )
+        try:
+            killed = running_trial_of(storage, procs[0].pid, procs[0])
+            kill_tree(procs[0])
+            outputs = [p.communicate(timeout=600)[0] for p in procs[1:]]
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    kill_tree(p)
+        assert all(p.returncode == 0 for p in procs[1:]), outputs
+
+        study = optuna.load_study(study_name="shared", storage=open_storage(storage))
+        done = [t for t in study.trials if t.state == TrialState.COMPLETE]
+        assert len(done) == N_TRIALS and study.trials[killed].user_attrs["tunelog.outcome"] == "interrupted"
+        presets = sorted(t.user_attrs["tunelog.config"] for t in done if t.user_attrs.get("tunelog.config"))
+        assert presets == ["high", "low"]
+
+        client = MlflowClient(server)
+        exp = client.get_experiment_by_name("shared").experiment_id
+        (sweep,) = client.search_runs([exp], "tags.`tunelog.kind` = 'sweep'")
+        children = client.search_runs([exp], f"tags.`mlflow.parentRunId` = '{sweep.info.run_id}'")
+        assert len({c.data.tags["tunelog.trial"] for c in children}) == len(children) == N_TRIALS + 1
+        assert sweep.info.status == "FINISHED"
+        assert not client.search_runs([exp], "attributes.status = 'RUNNING'")  # nothing left RUNNING
+        assert sweep.data.tags["tunelog.storage"] == storage.replace(password, "***")
+
+        # no password anywhere: not in MLflow's tables, not in the study's, not in artifacts, not in output
+        assert rows_holding(postgres + "/mlflow", password) == []
+        assert rows_holding(postgres + "/optuna", password) == []
+        for path in (tmp_path / "server").rglob("*"):
+            if path.is_file() and path.name != "server.log":
+                assert password not in path.read_text(errors="replace"), path
+        assert all(password not in out for out in outputs)
+
+        # readers through the server give what the direct store gives
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", server)
+        over_rest = run_cli("changelog", "--experiment", "shared", "--format", "json", "--no-log")
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", direct)
+        on_store = run_cli("changelog", "--experiment", "shared", "--format", "json", "--no-log")
+        assert over_rest.returncode == on_store.returncode == 0, over_rest.stderr + on_store.stderr
+        assert json.loads(over_rest.stdout) == json.loads(on_store.stdout)
