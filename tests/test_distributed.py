@@ -55,7 +55,7 @@ def test_three_machines_on_postgresql_and_mlflow_server(postgres, tmp_path, monk
     direct = postgres.replace("postgresql://", "postgresql+psycopg://") + "/mlflow"
     storage = f"{postgres}/optuna"
     with mlflow_server(tmp_path / "server", backend=direct) as server:
-        spec = shared_spec(tmp_path, sleep=0.3)
+        spec = shared_spec(tmp_path, sleep=0.1)
         argv = [sys.executable, "-m", "tunelog.cli", "sweep", spec, "--n-trials", str(N_TRIALS), "--storage", storage]
         env = subprocess_env(server)
         procs = []

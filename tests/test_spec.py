@@ -8,7 +8,7 @@ from tunelog.spec import load_spec
 
 
 def test_every_shipped_example_spec_validates():
-    specs = sorted((REPO / "examples").rglob("*.yaml"))
+    specs = sorted(p for p in (REPO / "examples").rglob("*.yaml") if "cluster" not in p.parts)  # k8s manifests
     assert specs, "no example specs found"
     for path in specs:
         spec = load_spec(path)

@@ -74,7 +74,7 @@ def running_trial_of(storage: str, pid: int, proc: subprocess.Popen, seconds: fl
 
 
 def test_invocations_started_together_share_one_sweep_and_outlive_a_killed_one(tmp_path, store):
-    spec = shared_spec(tmp_path, sleep=0.3)
+    spec = shared_spec(tmp_path, sleep=0.1)
     argv = [sys.executable, "-m", "tunelog.cli", "sweep", spec, "--n-trials", str(N_TRIALS)]
     env = subprocess_env(store)
     procs = [
