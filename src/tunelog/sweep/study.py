@@ -219,10 +219,11 @@ def recover(study: optuna.Study, tracker: Tracker, echo: Callable[[str], None], 
     """Trials whose worker died (same host: its pid is gone; elsewhere: heartbeat older than the grace) end
     as interrupted, their runs closed KILLED; every interrupted trial is queued again once, with the same
     params. Every invocation calls this before each new trial, so a dead machine's trial runs again soon."""
+    trials = study.get_trials(deepcopy=False)  # one read of the storage for the common case: nothing died
     dead = [
         tr._trial_id
-        for tr in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-        if owner_dead(tr.user_attrs.get(ATTR_OWNER, ""))
+        for tr in trials
+        if tr.state == TrialState.RUNNING and owner_dead(tr.user_attrs.get(ATTR_OWNER, ""))
     ]
     storage = study._storage
     if isinstance(storage, optuna.storages.RDBStorage) and storage.heartbeat_interval:
@@ -238,22 +239,27 @@ def recover(study: optuna.Study, tracker: Tracker, echo: Callable[[str], None], 
         if run_id and tracker.close_run(run_id, "KILLED", "failed", "worker died mid-trial; failed by another worker"):
             echo(f"trial {tr.number}: its worker died; trial failed and run {run_id} closed KILLED")
     if startup:  # failed trials whose runs were left open (a crash between the two writes, an older tunelog)
-        for tr in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
+        for tr in (t_ for t_ in trials if t_.state == TrialState.FAIL):
             run_id = tr.user_attrs.get(ATTR_RUN)
             if run_id and tracker.close_run(run_id, "KILLED", "failed", "worker died mid-trial; failed on resume"):
                 echo(f"trial {tr.number}: its worker died; trial failed and run {run_id} closed KILLED")
+    if not dead and not any(tr.user_attrs.get(ATTR_OUTCOME) == INTERRUPTED for tr in trials):
+        return []
     return requeue_interrupted(study)
 
 
 def requeue_interrupted(study: optuna.Study) -> list[int]:
     """An interrupted trial did not finish, so it does not count: its params run again (Optuna's queue),
     once, whichever invocation gets there first."""
-    done = set(study.user_attrs.get(STUDY_REQUEUED, []))
-    again = [
+    interrupted = [
         tr
         for tr in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
-        if tr.user_attrs.get(ATTR_OUTCOME) == INTERRUPTED and tr.number not in done and tr.params
+        if tr.user_attrs.get(ATTR_OUTCOME) == INTERRUPTED and tr.params
     ]
+    if not interrupted:
+        return []
+    done = set(study.user_attrs.get(STUDY_REQUEUED, []))
+    again = [tr for tr in interrupted if tr.number not in done]
     again = [tr for tr in again if claim(study, f"requeue-{tr.number}")]
     for tr in again:
         attrs = {k: v for k, v in tr.user_attrs.items() if k == ATTR_CONFIG}
