@@ -1,13 +1,21 @@
 """Changelog speed: build stores of 1,000 and 10,000 runs (20 params, 5 metrics each, logged in
 batches) and time `changelog` (collect from the store, diff, judge, render) over each.
 
-Targets: 10,000 runs in under 10 s; the 10,000/1,000 time ratio is printed (near 10 means linear).
+Targets: 10,000 runs in under 10 s, on the store directly and through `mlflow server` (REST, the
+way a team reads a shared store); the 10,000/1,000 time ratio is printed (near 10 means linear).
+`promote`'s reader (the best run of the experiment) is timed through the server too.
 """
 
 from __future__ import annotations
 
+import os
 import random
+import socket
+import subprocess
+import sys
 import time
+import urllib.request
+from contextlib import contextmanager
 
 from _common import sized, temp_store, verdict
 
@@ -53,6 +61,45 @@ def time_changelog(tracker, experiment: str) -> tuple[float, int]:
     return time.perf_counter() - start, len(text)
 
 
+@contextmanager
+def server(store_uri: str):
+    """`mlflow server` over the bench's store on a free port of 127.0.0.1, stopped at the end."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", store_uri, "--host", "127.0.0.1"]
+    proc = subprocess.Popen(cmd + ["--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(600):
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=5):
+                    break
+            except OSError:
+                time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
+def over_rest(store_uri: str, experiment: str) -> tuple[float, float]:
+    """(changelog seconds, promote's best-run seconds) through the server."""
+    from tunelog.promote import best_run
+    from tunelog.tracking import Tracker
+
+    with server(store_uri) as url:
+        os.environ["MLFLOW_TRACKING_URI"] = url
+        try:
+            tracker = Tracker()
+            seconds, _ = time_changelog(tracker, experiment)
+            start = time.perf_counter()
+            best_run(tracker, experiment)
+            return seconds, time.perf_counter() - start
+        finally:
+            os.environ["MLFLOW_TRACKING_URI"] = store_uri
+
+
 def main() -> None:
     temp_store()
     from tunelog.tracking import Tracker
@@ -69,6 +116,9 @@ def main() -> None:
         print(f"{n:>6} runs: store built in {built:.0f} s; changelog {seconds:.2f} s ({size / 1e6:.1f} MB of Markdown)")
     print(f"ratio {large:,} / {small:,} runs: {results[large] / results[small]:.1f} ({large // small} is linear)")
     print(verdict("changelog_10k_seconds", results[large], "<=", 10))
+    rest, best = over_rest(tracker.uri, f"bench-{large}")
+    print(f"through mlflow server (REST): changelog {rest:.2f} s, promote's best run {best:.2f} s ({large:,} runs)")
+    print(verdict("changelog_10k_rest_seconds", rest, "<=", 10))
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """promote (champion and challenger), load_model in a fresh process, and reproduce, on a real registry."""
 
+import shutil
 import subprocess
 import sys
 
@@ -8,6 +9,7 @@ import torch
 from mlflow import MlflowClient
 
 from conftest import DEMO, demo_raw, subprocess_env, write_spec
+from tunelog.errors import TunelogError
 from tunelog.promote import promote
 from tunelog.reproduce import reproduce
 from tunelog.spec import load_spec
@@ -15,10 +17,14 @@ from tunelog.tracking import TAG_BASED_ON, Tracker
 from tunelog.train import run_training
 
 
-def short_run(tmp_path, name, eval_file=None, **train):
+def short_run(tmp_path, name, eval_file=None, tokenizer=None, train_file=None, **train):
     raw = demo_raw(eval_every=None, **train)
     if eval_file:
         raw["data"]["eval"] = str(eval_file)
+    if tokenizer:
+        raw["model"]["tokenizer"] = str(tokenizer)
+    if train_file:
+        raw["data"]["train"] = str(train_file)
     spec = load_spec(write_spec(tmp_path / f"{name}.yaml", raw))
     spec = spec.with_overrides({"tracking.run_name": name})
     return run_training(spec, Tracker())
@@ -59,7 +65,10 @@ def test_champion_loads_in_a_fresh_process_with_the_runs_logits(tmp_path, store)
 
     from tunelog.model import _tiny_model, load_tokenizer
 
-    run_id, _ = short_run(tmp_path, "champ", max_steps=8)
+    machine_a = tmp_path / "machine_a"  # the training machine's files, gone before the model is loaded
+    machine_a.mkdir()
+    shutil.copy(DEMO / "tokenizer.json", machine_a / "tokenizer.json")
+    run_id, _ = short_run(tmp_path, "champ", max_steps=8, tokenizer=machine_a / "tokenizer.json")
     tracker = Tracker()
     promote(tracker, tracker.get_run(run_id), "logits-model")
     spec = load_spec(tmp_path / "champ.yaml")
@@ -76,8 +85,16 @@ def test_champion_loads_in_a_fresh_process_with_the_runs_logits(tmp_path, store)
         "with torch.no_grad():\n    torch.save(m.model(input_ids=ids).logits, sys.argv[1])\n"
     )
     out = tmp_path / "logits.pt"
+    shutil.rmtree(machine_a)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
     proc = subprocess.run(
-        [sys.executable, "-c", script, str(out)], capture_output=True, text=True, env=subprocess_env(store), timeout=600
+        [sys.executable, "-c", script, str(out)],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(store),
+        timeout=600,
+        cwd=elsewhere,  # another folder (and, for all the run knows, another machine)
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert torch.equal(torch.load(out), expected)
@@ -85,8 +102,20 @@ def test_champion_loads_in_a_fresh_process_with_the_runs_logits(tmp_path, store)
 
 
 def test_reproduce_gives_the_same_final_loss(tmp_path, store):
-    run_id, result = short_run(tmp_path, "orig", max_steps=12)
-    new_id, pairs = reproduce(Tracker(), run_id)
+    train_file = tmp_path / "machine_a" / "train.txt"
+    train_file.parent.mkdir()
+    shutil.copy(DEMO / "data/general/train.txt", train_file)
+    run_id, result = short_run(tmp_path, "orig", max_steps=12, train_file=train_file)
+    moved = tmp_path / "machine_b" / "train.txt"
+    moved.parent.mkdir()
+    train_file.rename(moved)  # the data is elsewhere on this machine
+    with pytest.raises(TunelogError) as missing:
+        reproduce(Tracker(), run_id)
+    assert f"data.train: {train_file} not found (the run read {moved.stat().st_size} bytes, sha256" in str(
+        missing.value
+    )
+    assert "--set FIELD=PATH" in str(missing.value)
+    new_id, pairs = reproduce(Tracker(), run_id, {"data.train": str(moved)})
     assert new_id != run_id
     original, again = pairs["train/final_loss"]
     assert abs(original - again) <= 1e-6

@@ -49,6 +49,44 @@ def eval_key(spec: Spec) -> str | None:
     return digest.hexdigest()[:12]
 
 
+def manifest(spec: Spec) -> dict[str, dict]:
+    """The data files a run read, by spec field: where they were, their size and a hash. Logged with the
+    run (`data_manifest.json`), so that on another machine `reproduce` can say which are missing and
+    whether the files it finds are the same."""
+    fields = {"data.train": spec.data.train, "data.eval": spec.data.eval}
+    fields.update({f"data.extra_eval.{k}": v for k, v in spec.data.extra_eval.items()})
+    out = {}
+    for field, value in fields.items():
+        if not value:
+            continue
+        path = spec.path(value)
+        entry: dict = {"path": str(path), "as_written": str(value)}
+        if path.is_file():
+            data = path.read_bytes()
+            entry.update(bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
+        out[field] = entry
+    return out
+
+
+def missing_data(spec: Spec, recorded: dict[str, dict]) -> list[str]:
+    """One line per data file of `recorded` that this machine lacks or holds in another version (and the
+    tokenizer file, when the spec names one that is not here)."""
+    lines = []
+    if spec.model.tokenizer and not spec.path(spec.model.tokenizer).exists():
+        lines.append(f"model.tokenizer: {spec.path(spec.model.tokenizer)} not found")
+    for field, entry in recorded.items():
+        value = spec.flat_params().get(field)
+        path = spec.path(str(value)) if value not in (None, "None") else Path(entry["path"])
+        if not path.exists():
+            digest = f", sha256 {entry['sha256'][:12]}" if entry.get("sha256") else ""
+            lines.append(f"{field}: {path} not found (the run read {entry.get('bytes', '?')} bytes{digest})")
+        elif entry.get("sha256") and path.is_file():
+            now = hashlib.sha256(path.read_bytes()).hexdigest()
+            if now != entry["sha256"]:
+                lines.append(f"{field}: {path} differs from the file the run read (sha256 {entry['sha256'][:12]})")
+    return lines
+
+
 def read_texts(spec: Spec, relative: str, field: str) -> list[str]:
     """The samples of one data file, as strings; errors name the spec field."""
     path = spec.path(relative)

@@ -23,11 +23,15 @@ def pick_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def load_tokenizer(spec: Spec):
-    """The tokenizer: a tokenizer.json (or folder) for the tiny model, else the model's own."""
+def load_tokenizer(spec: Spec, saved: Optional[Path] = None):
+    """The tokenizer: the copy saved beside an adapter when given (a run loaded on another machine or from
+    another folder has no access to the training machine's paths), else a tokenizer.json (or folder) for
+    the tiny model, else the model's own."""
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-    if spec.model.tokenizer:
+    if saved is not None and (Path(saved) / "tokenizer_config.json").is_file():
+        tok = AutoTokenizer.from_pretrained(str(saved))
+    elif spec.model.tokenizer:
         path = spec.path(spec.model.tokenizer)
         if path.is_dir():
             tok = AutoTokenizer.from_pretrained(str(path))

@@ -121,6 +121,6 @@ def load_model(uri: str, device=None):
     ref = t.resolve_model_uri(uri) if uri.startswith("models:/") else uri
     adapter_dir, spec = fetch_run_adapter(ref)
     device = device or pick_device()
-    tokenizer = load_tokenizer(spec)
+    tokenizer = load_tokenizer(spec, saved=adapter_dir)  # the run's own copy: no path of the training machine
     model = with_trained_adapter(spec, adapter_dir, tokenizer, device, adapter_resolver(spec))
     return LoadedModel(model=model, tokenizer=tokenizer, device=device)

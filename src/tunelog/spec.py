@@ -607,8 +607,11 @@ def validate(
     base_dir: str,
     config: Optional[str] = None,
     overrides: Optional[dict[str, Any]] = None,
+    check_files: bool = True,
 ) -> Spec:
-    """Raw data to a checked Spec with the named config and overrides applied; every problem reported."""
+    """Raw data to a checked Spec with the named config and overrides applied; every problem reported.
+    `check_files=False` for a spec a run logged: its files were on the training machine, and the reader
+    (load_model, reproduce) says itself which it needs."""
     problems: list[tuple[str, str]] = []
     try:
         base = Spec.model_validate(raw)
@@ -637,7 +640,8 @@ def validate(
     from .scope import check_names
 
     check_names(spec)
-    _check_files(spec)
+    if check_files:
+        _check_files(spec)
     return spec
 
 

@@ -5,6 +5,7 @@ Stages and sweeps call `run_training` too, with their own kind, parent and linea
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Optional
@@ -12,7 +13,7 @@ from typing import TYPE_CHECKING, Optional
 import yaml
 
 from . import tracking as t
-from .data import eval_key
+from .data import eval_key, manifest
 from .spec import Spec
 from .tracking import TAG_LINT, RunLogger, Tracker
 from .trainers import EvalHook, Result, get_trainer
@@ -40,12 +41,16 @@ def run_tags(spec: Spec, kind: str, based_on: Optional[str] = None, extra: Optio
     return {k: v for k, v in tags.items() if v is not None}
 
 
+DATA_MANIFEST = "data_manifest.json"  # the data files a run read: path, size, sha256 (see data.manifest)
+
+
 def record_spec(spec: Spec, run: RunLogger) -> None:
     """The resolved config as params (dotted names) and the whole resolved spec as an artifact."""
     run.log_params(spec.flat_params())
     # libyaml's emitter where present: the pure-Python one was a tenth of a cheap sweep trial's overhead
     dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
     run.log_text(yaml.dump(spec.resolved(absolute_paths=True), Dumper=dumper, sort_keys=False), t.SPEC_ARTIFACT)
+    run.log_text(json.dumps(manifest(spec), indent=2), DATA_MANIFEST)
 
 
 def lint_tags(spec: Spec, report: Optional["LintReport"]) -> dict:

@@ -142,15 +142,17 @@ def promote_cmd(experiment: Optional[str], run_id: Optional[str], model: Optiona
 
 @cli.command("reproduce")
 @click.argument("run_id", metavar="RUN")
-def reproduce_cmd(run_id: str) -> None:
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Where the data is here: data.train=PATH.")
+def reproduce_cmd(run_id: str, overrides: tuple[str, ...]) -> None:
     """Rerun RUN from the spec it logged and print how its final metrics compare.
 
-    Example: tunelog reproduce 3f2a9c...
+    Example: tunelog reproduce 3f2a9c... --set data.train=/data/train.txt
     """
     from ..reproduce import reproduce
+    from ..spec import parse_set_options
     from ..tracking import Tracker
 
-    new_id, pairs = reproduce(Tracker(), run_id)
+    new_id, pairs = reproduce(Tracker(), run_id, parse_set_options(overrides))
     click.echo(f"reproduced {run_id} as {new_id}")
     click.echo(f"{'metric':<28} {'original':>12} {'reproduced':>12} {'difference':>12}")
     for key, (a, b) in pairs.items():
