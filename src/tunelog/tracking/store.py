@@ -9,6 +9,7 @@ import os
 import socket
 import time
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Optional
 
@@ -90,6 +91,9 @@ def download_artifacts(run_id: str, artifact_path: str, dst: str, uri: Optional[
     return mlflow.artifacts.download_artifacts(
         run_id=run_id, artifact_path=artifact_path, dst_path=dst, tracking_uri=uri or tracking_uri()
     )
+
+
+REST_WINDOWS = 8  # concurrent start-time windows when reading a whole experiment from a tracking server
 
 
 class StoreReads:
@@ -216,10 +220,38 @@ class StoreReads:
         ]
 
     def _all_runs_api(self, experiment_id: str, experiment: str) -> list[RunRecord]:
+        """Through the search API. Against a tracking server the runs are fetched in `REST_WINDOWS` start-time
+        windows at once: the server's time goes into turning runs into JSON, one request is one of its
+        workers busy (16 s for 10,000 runs), and its workers serve windows side by side (under 10 s on 2
+        cores)."""
+        if not self.uri.startswith(("http://", "https://")):
+            return self._search_window(experiment_id, experiment, "")
+        ends = [
+            self.client.search_runs([experiment_id], max_results=1, order_by=[f"attributes.start_time {way}"])
+            for way in ("ASC", "DESC")
+        ]
+        if not ends[0]:
+            return []
+        first, last = ends[0][0].info.start_time, ends[1][0].info.start_time + 1
+        edges = [first + (last - first) * i // REST_WINDOWS for i in range(REST_WINDOWS + 1)]
+        windows = [
+            f"attributes.start_time >= {a} and attributes.start_time < {b}" for a, b in zip(edges, edges[1:]) if b > a
+        ]
+        with ThreadPoolExecutor(len(windows)) as pool:
+            parts = pool.map(lambda where: self._search_window(experiment_id, experiment, where), windows)
+            return [record for part in parts for record in part]
+
+    def _search_window(self, experiment_id: str, experiment: str, where: str) -> list[RunRecord]:
+        if self.uri.startswith(("http://", "https://")):
+            try:
+                return self._search_window_json(experiment_id, experiment, where)
+            except Exception:  # an older or newer server's answer this code does not know: the client's road
+                pass
         records, token = [], None
         while True:
             page = self.client.search_runs(
                 [experiment_id],
+                where,
                 max_results=50_000,
                 page_token=token,
                 order_by=["attributes.start_time ASC", "attributes.run_id ASC"],
@@ -228,6 +260,41 @@ class StoreReads:
             token = page.token
             if not token:
                 return records
+
+    def _search_window_json(self, experiment_id: str, experiment: str, where: str) -> list[RunRecord]:
+        """The REST search read as plain JSON: MLflow's client turns each run into protobuf objects, then
+        entities, a few seconds of Python for 10,000 runs that the server needs more on a small machine."""
+        from mlflow.utils.rest_utils import http_request
+
+        creds = self.client._tracking_client.store.get_host_creds()  # the client's own auth (token, basic)
+        body: dict[str, Any] = {
+            "experiment_ids": [experiment_id],
+            "filter": where,
+            "max_results": 50_000,
+            "order_by": ["attributes.start_time ASC", "attributes.run_id ASC"],
+        }
+        records: list[RunRecord] = []
+        while True:
+            page = http_request(creds, "/api/2.0/mlflow/runs/search", "POST", json=body).json()
+            for run in page.get("runs", []):
+                info, data = run["info"], run.get("data", {})
+                records.append(
+                    RunRecord(
+                        run_id=info["run_id"],
+                        name=info.get("run_name") or info["run_id"][:8],
+                        status=info["status"],
+                        start_ms=int(info.get("start_time") or 0),
+                        end_ms=int(info["end_time"]) if info.get("end_time") else None,
+                        params={p["key"]: p.get("value", "") for p in data.get("params", [])},
+                        metrics={m["key"]: float(m["value"]) for m in data.get("metrics", [])},
+                        tags={x["key"]: x.get("value", "") for x in data.get("tags", [])},
+                        experiment_id=str(info["experiment_id"]),
+                        experiment_name=experiment,
+                    )
+                )
+            if not page.get("next_page_token"):
+                return records
+            body["page_token"] = page["next_page_token"]
 
     def stale_runs(self, older_than_s: float) -> list[tuple[RunRecord, str]]:
         """Runs left RUNNING with no live process: (record, why), across every experiment.
