@@ -15,7 +15,7 @@ from mlflow import MlflowClient
 from optuna.trial import TrialState
 
 from conftest import REPO, mlflow_server, run_cli, subprocess_env
-from test_sweep_shared import N_TRIALS, kill_tree, running_trial_of, shared_spec
+from test_sweep_shared import N_TRIALS, kill_one_mid_trial, shared_spec
 from tunelog.sweep import open_storage
 
 
@@ -71,15 +71,7 @@ def test_three_machines_on_postgresql_and_mlflow_server(postgres, tmp_path, monk
                     text=True,
                 )
             )
-        try:
-            killed = running_trial_of(storage, procs[0].pid, procs[0])
-            kill_tree(procs[0])
-            outputs = [p.communicate(timeout=600)[0] for p in procs[1:]]
-        finally:
-            for p in procs:
-                if p.poll() is None:
-                    kill_tree(p)
-        assert all(p.returncode == 0 for p in procs[1:]), outputs
+        killed, outputs = kill_one_mid_trial(procs, storage)
 
         study = optuna.load_study(study_name="shared", storage=open_storage(storage))
         done = [t for t in study.trials if t.state == TrialState.COMPLETE]

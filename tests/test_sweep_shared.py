@@ -73,6 +73,21 @@ def running_trial_of(storage: str, pid: int, proc: subprocess.Popen, seconds: fl
     raise AssertionError(f"process {pid} never trained a trial (exit code {proc.poll()})")
 
 
+def kill_one_mid_trial(procs: list[subprocess.Popen], storage: str) -> tuple[int, list[str]]:
+    """SIGKILL the first invocation (and its script) once it trains a trial; wait for the others.
+    Returns the killed trial's number and the others' output; nothing is left running either way."""
+    try:
+        killed = running_trial_of(storage, procs[0].pid, procs[0])
+        kill_tree(procs[0])
+        outputs = [p.communicate(timeout=600)[0] for p in procs[1:]]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                kill_tree(p)
+    assert all(p.returncode == 0 for p in procs[1:]), outputs
+    return killed, outputs
+
+
 def test_invocations_started_together_share_one_sweep_and_outlive_a_killed_one(tmp_path, store):
     spec = shared_spec(tmp_path, sleep=0.1)
     argv = [sys.executable, "-m", "tunelog.cli", "sweep", spec, "--n-trials", str(N_TRIALS)]
@@ -81,17 +96,8 @@ def test_invocations_started_together_share_one_sweep_and_outlive_a_killed_one(t
         subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
         for _ in range(3)
     ]
-    try:
-        storage = default_storage(store)
-        victim = procs[0]
-        killed = running_trial_of(storage, victim.pid, victim)
-        kill_tree(victim)
-        outputs = [p.communicate(timeout=600)[0] for p in procs[1:]]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                kill_tree(p)
-    assert all(p.returncode == 0 for p in procs[1:]), outputs
+    storage = default_storage(store)
+    killed, _ = kill_one_mid_trial(procs, storage)
     study = optuna.load_study(study_name="shared", storage=open_storage(storage))
     trials = [t for t in study.trials if t.user_attrs.get("tunelog.outcome") != "over_budget"]
     done = [t for t in trials if t.state == TrialState.COMPLETE]

@@ -10,9 +10,9 @@ from typing import Optional
 
 from .. import tracking as t
 from ..errors import TunelogError
-from ..tracking import DERIVED_PARAMS, RunRecord
+from ..tracking import RunRecord
 from . import build
-from .lineage import normalise
+from .lineage import diff as lineage_diff
 
 
 @dataclass
@@ -41,18 +41,8 @@ def resolve(tracker: t.Tracker, ref: str, experiment: Optional[str]) -> RunRecor
 
 
 def compare(tracker: t.Tracker, a: RunRecord, b: RunRecord) -> RunDiff:
-    diff = RunDiff(a, b)
-    old = {k: v for k, v in a.params.items() if k not in DERIVED_PARAMS}
-    new = {k: v for k, v in b.params.items() if k not in DERIVED_PARAMS}
-    for key in sorted(set(old) | set(new)):
-        if key not in old:
-            diff.added[key] = new[key]
-        elif key not in new:
-            diff.removed[key] = old[key]
-        elif normalise(old[key]) != normalise(new[key]):
-            diff.changed[key] = (old[key], new[key])
-        else:
-            diff.same[key] = new[key]
+    changes = lineage_diff(a, b, set(), verbose=True)  # the changelog's own diff: the same normalising
+    diff = RunDiff(a, b, changes.added, changes.changed, changes.removed, changes.kept)
     headline = b.metric or a.metric
     keys = [headline] + sorted((set(a.metrics) | set(b.metrics)) - {headline})
     diff.metrics = [(k, a.metrics.get(k), b.metrics.get(k)) for k in keys]
