@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import random
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -92,8 +93,9 @@ def warm_up(tracker, experiment: str) -> None:
         list(pool.map(lambda _: tracker.client.search_runs([exp], max_results=10), range(16)))
 
 
-def over_rest(store_uri: str, experiment: str) -> tuple[float, float]:
-    """(changelog seconds, promote's best-run seconds) through the server."""
+def over_rest(store_uri: str, experiment: str, repeats: int = 3) -> tuple[list[float], list[float]]:
+    """(changelog seconds, promote's best-run seconds) through the server, `repeats` times each: the first
+    call after a server starts also pays its workers' first big query; the median is the steady state."""
     from tunelog.promote import best_run
     from tunelog.tracking import Tracker
 
@@ -102,10 +104,13 @@ def over_rest(store_uri: str, experiment: str) -> tuple[float, float]:
         try:
             tracker = Tracker()
             warm_up(tracker, experiment)
-            seconds, _ = time_changelog(tracker, experiment)
-            start = time.perf_counter()
-            best_run(tracker, experiment)
-            return seconds, time.perf_counter() - start
+            changelog, promote = [], []
+            for _ in range(repeats):
+                changelog.append(time_changelog(tracker, experiment)[0])
+                start = time.perf_counter()
+                best_run(tracker, experiment)
+                promote.append(time.perf_counter() - start)
+            return changelog, promote
         finally:
             os.environ["MLFLOW_TRACKING_URI"] = store_uri
 
@@ -126,9 +131,12 @@ def main() -> None:
         print(f"{n:>6} runs: store built in {built:.0f} s; changelog {seconds:.2f} s ({size / 1e6:.1f} MB of Markdown)")
     print(f"ratio {large:,} / {small:,} runs: {results[large] / results[small]:.1f} ({large // small} is linear)")
     print(verdict("changelog_10k_seconds", results[large], "<=", 10))
-    rest, best = over_rest(tracker.uri, f"bench-{large}")
-    print(f"through mlflow server (REST): changelog {rest:.2f} s, promote's best run {best:.2f} s ({large:,} runs)")
-    print(verdict("changelog_10k_rest_seconds", rest, "<=", 10))
+    rest, best = over_rest(tracker.uri, f"bench-{large}", sized(3, 1))
+    print(
+        f"through mlflow server (REST), {large:,} runs: changelog {', '.join(f'{x:.2f}' for x in rest)} s; "
+        f"promote's best run {', '.join(f'{x:.2f}' for x in best)} s (median is the steady state)"
+    )
+    print(verdict("changelog_10k_rest_seconds", statistics.median(rest), "<=", 10))
 
 
 if __name__ == "__main__":

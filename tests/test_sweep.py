@@ -193,13 +193,12 @@ def test_rejecting_everything_stops_with_a_clear_message(tmp_path, store):
 
 
 def test_two_workers_share_one_study(tmp_path, store):
-    search = {
-        "n_trials": 6,
-        "sampler": "random",
-        "params": {"train.learning_rate": {"type": "float", "min": 1e-3, "max": 1e-2, "log": True}},
-    }
-    path = write_spec(tmp_path / "w.yaml", sweep_raw(tmp_path, search))
-    argv = [sys.executable, "-m", "tunelog.cli", "sweep", str(path), "--workers", "2", "--set", "lora.dropout=0.25"]
+    """--workers 2 over the command trainer's test script (cheap trials): one study, the parent's --set in
+    every worker's trials, the parent itself training none."""
+    from test_sweep_shared import shared_spec
+
+    path = shared_spec(tmp_path, sleep=0.0)
+    argv = [sys.executable, "-m", "tunelog.cli", "sweep", path, "--workers", "2", "--set", "lora.dropout=0.25"]
     proc = subprocess.Popen(argv, env=subprocess_env(store), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         _, err = proc.communicate(timeout=600)
@@ -208,13 +207,16 @@ def test_two_workers_share_one_study(tmp_path, store):
             proc.kill()
             proc.wait()
     assert proc.returncode == 0, err[-2000:]
-    study = study_of(store)
+    study = study_of(store, "shared")
     counted = [t for t in study.trials if t.user_attrs.get("tunelog.outcome") != "over_budget"]
     assert sorted(t.number for t in counted) == list(range(6))
     assert all(t.state == TrialState.COMPLETE for t in counted)
     owners = {t.user_attrs["tunelog.owner"].rpartition(":")[2] for t in counted}
     assert 1 <= len(owners) <= 2 and str(proc.pid) not in owners  # worker processes trained, not the parent
-    children = runs(store, **{"tunelog.kind": "trial"})
+    client = MlflowClient(store)
+    children = client.search_runs(
+        [client.get_experiment_by_name("shared").experiment_id], "tags.`tunelog.kind` = 'trial'"
+    )
     assert len(children) == 6 and len({c.data.tags["tunelog.trial"] for c in children}) == 6
     assert {c.data.params["lora.dropout"] for c in children} == {"0.25"}  # the parent's --set reached the workers
 

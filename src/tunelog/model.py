@@ -14,7 +14,8 @@ from typing import Any, Optional
 import torch
 
 from .errors import MachineError, SpecError
-from .spec import Spec, is_uri
+from .quiet import import_peft
+from .spec import Spec, flatten, is_uri
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -117,10 +118,25 @@ def load_base_model(spec: Spec, tokenizer, device: torch.device) -> torch.nn.Mod
     return model if quant is not None else model.to(device)
 
 
+def quantized(spec: Spec) -> bool:
+    """Whether any run of this spec may load 4/8-bit weights (its own setting, a named config, a searched param)."""
+    if spec.model.load_in_4bit or spec.model.load_in_8bit:
+        return True
+    keys = set(spec.search.params) if spec.search else set()
+    for preset in spec.configs.values():
+        keys |= set(flatten(preset.overrides))
+    return any(k.startswith(("model.load_in_4bit", "model.load_in_8bit")) for k in keys)
+
+
+def _peft(spec: Spec) -> None:
+    import_peft(needs_bitsandbytes=quantized(spec))
+
+
 def target_modules(spec: Spec, model: torch.nn.Module) -> list[str] | str:
     """`auto`: peft's default for the architecture (q/v projections for Llama), else every linear layer."""
     if spec.lora.target_modules != "auto":
         return spec.lora.target_modules
+    _peft(spec)
     from peft.utils import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
 
     model_type = getattr(getattr(model, "config", None), "model_type", None)
@@ -129,6 +145,7 @@ def target_modules(spec: Spec, model: torch.nn.Module) -> list[str] | str:
 
 def add_lora(spec: Spec, model: torch.nn.Module) -> torch.nn.Module:
     """Wrap the base model with a fresh LoRA adapter; only the adapter trains."""
+    _peft(spec)
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
     if spec.model.load_in_4bit or spec.model.load_in_8bit:
@@ -173,6 +190,7 @@ def foundation(spec: Spec, tokenizer, device: torch.device, resolve: AdapterReso
     """
     if not spec.model.adapter:
         return load_base_model(spec, tokenizer, device)
+    _peft(spec)
     from peft import PeftModel
 
     adapter_dir, earlier = resolve(spec.model.adapter)
@@ -186,6 +204,7 @@ def with_trained_adapter(
     spec: Spec, adapter_dir: Path, tokenizer, device: torch.device, resolve: AdapterResolver
 ) -> torch.nn.Module:
     """A run's result: its foundation with the adapter it saved, ready to evaluate or generate."""
+    _peft(spec)
     from peft import PeftModel
 
     model = PeftModel.from_pretrained(foundation(spec, tokenizer, device, resolve), str(adapter_dir))
@@ -209,6 +228,7 @@ def load_for_training(
     resolve = resolve or local_adapter(spec)
     base = foundation(spec, tokenizer, device, resolve)
     if spec.model.adapter and spec.model.adapter_init == "continue":
+        _peft(spec)
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(base, str(resolve(spec.model.adapter)[0]), is_trainable=True)

@@ -10,9 +10,33 @@
 from __future__ import annotations
 
 import logging
+import sys
 import warnings
 
 
 def quiet_libraries() -> None:
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+
+
+def import_peft(needs_bitsandbytes: bool) -> None:
+    """Import peft, hiding bitsandbytes from it when the run needs neither 4/8-bit weights nor anything
+    else of it yet.
+
+    Why: peft imports bitsandbytes eagerly (`peft.helpers`), which costs 4 s on every process start on
+    this CPU (a sweep's worker, `tunelog train`, `load_model`) and prints a kernels notice, for runs
+    that never quantize. Hidden (`sys.modules` entry None), peft's import skips it and notes it as absent;
+    the entry is removed right after, so the 8-bit optimizer can still import bitsandbytes itself."""
+    if "peft" in sys.modules or needs_bitsandbytes or "bitsandbytes" in sys.modules:
+        import peft  # noqa: F401
+
+        return
+    sys.modules["bitsandbytes"] = None  # type: ignore[assignment]
+    try:
+        import peft.import_utils as available
+
+        available.is_bnb_available()  # cached: peft's later LoRA dispatch asks again, not the disk
+        available.is_bnb_4bit_available()
+    finally:
+        if "bitsandbytes" in sys.modules and sys.modules["bitsandbytes"] is None:
+            del sys.modules["bitsandbytes"]
