@@ -1,21 +1,20 @@
-"""One study, several `tunelog sweep` invocations started at the same moment (as on several machines), one of
-them SIGKILLed mid-trial; and each --workers process's share of the machine. Trials run the command trainer
-over the test fixture script (tests/fixtures), so each costs a fraction of a second of real work."""
+"""One study, many processes: claims through the study storage (what makes one sweep run out of invocations
+started together), each --workers process's share of the machine, and the helpers the multi-invocation tests
+share (a cheap spec over the command trainer's test script, killing one invocation mid-trial)."""
 
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import optuna
 import psutil
+import pytest
 import yaml
-from mlflow import MlflowClient
 from optuna.trial import TrialState
 
-from conftest import REPO, subprocess_env
-from tunelog.sweep import default_storage, open_storage
+from conftest import REPO
+from tunelog.sweep import open_storage
 from tunelog.sweep.workers import gpu_groups, worker_envs
 
 N_TRIALS = 6
@@ -88,35 +87,37 @@ def kill_one_mid_trial(procs: list[subprocess.Popen], storage: str) -> tuple[int
     return killed, outputs
 
 
-def test_invocations_started_together_share_one_sweep_and_outlive_a_killed_one(tmp_path, store):
-    spec = shared_spec(tmp_path, sleep=0.1)
-    argv = [sys.executable, "-m", "tunelog.cli", "sweep", spec, "--n-trials", str(N_TRIALS)]
-    env = subprocess_env(store)
-    procs = [
-        subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
-        for _ in range(3)
-    ]
-    storage = default_storage(store)
-    killed, _ = kill_one_mid_trial(procs, storage)
-    study = optuna.load_study(study_name="shared", storage=open_storage(storage))
-    trials = [t for t in study.trials if t.user_attrs.get("tunelog.outcome") != "over_budget"]
-    done = [t for t in trials if t.state == TrialState.COMPLETE]
-    assert len(done) == N_TRIALS  # exactly the budget, the killed trial not counted
-    presets = [t.user_attrs.get("tunelog.config") for t in done if t.user_attrs.get("tunelog.config")]
-    assert sorted(presets) == ["high", "low"]  # each named config queued once, not once per invocation
-    killed_trial = study.trials[killed]
-    assert killed_trial.state == TrialState.FAIL and killed_trial.user_attrs["tunelog.outcome"] == "interrupted"
-    assert any(t.user_attrs.get("tunelog.requeued_from") == killed for t in done)  # its params ran again
+def _claim_in_a_process(storage: str, results) -> None:
+    import optuna
 
-    client = MlflowClient(store)
-    exp = client.get_experiment_by_name("shared").experiment_id
-    (sweep,) = client.search_runs([exp], "tags.`tunelog.kind` = 'sweep'")  # one sweep run for three invocations
-    children = client.search_runs([exp], f"tags.`mlflow.parentRunId` = '{sweep.info.run_id}'")
-    assert len(children) == len([t for t in trials if t.user_attrs.get("tunelog.run_id")])  # every trial's run
-    assert len({c.data.tags["tunelog.trial"] for c in children}) == len(children)  # distinct trials
-    assert sweep.info.status == "FINISHED" and sweep.data.tags.get("tunelog.best_run_id")
-    statuses = {c.data.tags["tunelog.trial"]: c.info.status for c in children}
-    assert statuses.pop(str(killed)) == "KILLED" and set(statuses.values()) == {"FINISHED"}  # nothing RUNNING
+    from tunelog.sweep.study import claim
+
+    study = optuna.load_study(study_name="race", storage=open_storage(storage))
+    results.put(claim(study, "start"))
+
+
+@pytest.mark.parametrize("kind", ["journal", "sqlite"])
+def test_a_claim_is_won_by_exactly_one_of_many_processes(tmp_path, kind):
+    """What makes one sweep run and one queue of named configs out of invocations started in the same
+    second: six processes claim the study's start at once through its storage; exactly one wins. (Three
+    real invocations, one SIGKILLed, on PostgreSQL: tests/test_distributed.py.)"""
+    import multiprocessing
+
+    storage = str(tmp_path / "s.journal") if kind == "journal" else f"sqlite:///{tmp_path / 's.db'}"
+    optuna.create_study(study_name="race", storage=open_storage(storage))
+    spawn = multiprocessing.get_context("spawn")
+    results = spawn.Queue()
+    procs = [spawn.Process(target=_claim_in_a_process, args=(storage, results)) for _ in range(6)]
+    try:
+        for p in procs:
+            p.start()
+        won = [results.get(timeout=600) for _ in procs]
+    finally:
+        for p in procs:
+            p.join(timeout=60)
+            if p.is_alive():
+                p.kill()
+    assert sorted(won) == [False] * 5 + [True]
 
 
 def test_each_worker_gets_its_own_gpus_and_a_share_of_the_cores():
