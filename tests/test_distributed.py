@@ -16,7 +16,9 @@ from optuna.trial import TrialState
 
 from conftest import REPO, mlflow_server, run_cli, subprocess_env
 from test_sweep_shared import N_TRIALS, kill_one_mid_trial, shared_spec
+from tunelog.promote import best_run
 from tunelog.sweep import open_storage
+from tunelog.tracking import Tracker
 
 
 @pytest.fixture
@@ -96,10 +98,12 @@ def test_three_machines_on_postgresql_and_mlflow_server(postgres, tmp_path, monk
                 assert password not in path.read_text(errors="replace"), path
         assert all(password not in out for out in outputs)
 
-        # readers through the server give what the direct store gives
+        # readers through the server give what the direct store gives: the changelog, promote's pick
         monkeypatch.setenv("MLFLOW_TRACKING_URI", server)
         over_rest = run_cli("changelog", "--experiment", "shared", "--format", "json", "--no-log")
+        pick_over_rest = best_run(Tracker(), "shared").run_id
         monkeypatch.setenv("MLFLOW_TRACKING_URI", direct)
         on_store = run_cli("changelog", "--experiment", "shared", "--format", "json", "--no-log")
         assert over_rest.returncode == on_store.returncode == 0, over_rest.stderr + on_store.stderr
         assert json.loads(over_rest.stdout) == json.loads(on_store.stdout)
+        assert pick_over_rest == best_run(Tracker(), "shared").run_id == sweep.data.tags["tunelog.best_run_id"]
