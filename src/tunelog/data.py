@@ -11,6 +11,7 @@ import hashlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -38,15 +39,35 @@ def eval_key(spec: Spec) -> str | None:
     if not spec.data.eval:
         return None
     path = spec.path(spec.data.eval)
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    if path.is_file():  # the manifest's hash of the same file, computed once
+        return file_sha256(path)[:12]
+    if not path.is_dir():
+        return None
+    files = sorted(p for p in path.rglob("*") if p.is_file())
     digest = hashlib.sha256()
     try:
         for file in files:
-            digest.update(file.relative_to(path).as_posix().encode() if path.is_dir() else b"")
+            digest.update(file.relative_to(path).as_posix().encode())
             digest.update(file.read_bytes())
     except OSError:
         return None
     return digest.hexdigest()[:12]
+
+
+@lru_cache(maxsize=256)
+def _sha256(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    """A file's sha256, read in blocks and remembered per (path, size, mtime) for this process: a sweep's
+    trials all record the same data files, and a training set may be gigabytes."""
+    stat = path.stat()
+    return _sha256(str(path), stat.st_size, stat.st_mtime_ns)
 
 
 def manifest(spec: Spec) -> dict[str, dict]:
@@ -62,8 +83,7 @@ def manifest(spec: Spec) -> dict[str, dict]:
         path = spec.path(value)
         entry: dict = {"path": str(path), "as_written": str(value)}
         if path.is_file():
-            data = path.read_bytes()
-            entry.update(bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
+            entry.update(bytes=path.stat().st_size, sha256=file_sha256(path))
         out[field] = entry
     return out
 
@@ -81,8 +101,7 @@ def missing_data(spec: Spec, recorded: dict[str, dict]) -> list[str]:
             digest = f", sha256 {entry['sha256'][:12]}" if entry.get("sha256") else ""
             lines.append(f"{field}: {path} not found (the run read {entry.get('bytes', '?')} bytes{digest})")
         elif entry.get("sha256") and path.is_file():
-            now = hashlib.sha256(path.read_bytes()).hexdigest()
-            if now != entry["sha256"]:
+            if file_sha256(path) != entry["sha256"]:
                 lines.append(f"{field}: {path} differs from the file the run read (sha256 {entry['sha256'][:12]})")
     return lines
 

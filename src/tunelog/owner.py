@@ -16,10 +16,15 @@ def owner_tag() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+def on_this_host(owner: str) -> bool:
+    """Whether an owner tag (host:pid) names a process of this machine: only then can its life be checked."""
+    return str(owner or "").rpartition(":")[0] == socket.gethostname()
+
+
 def owner_dead(owner: str) -> bool:
     """True only when the owner is on this host and its process is gone; False when alive or unknowable."""
-    host, _, pid = str(owner or "").rpartition(":")
-    return host == socket.gethostname() and pid.isdigit() and not pid_alive(int(pid))
+    pid = str(owner or "").rpartition(":")[2]
+    return on_this_host(owner) and pid.isdigit() and not pid_alive(int(pid))
 
 
 def pid_alive(pid: int) -> bool:

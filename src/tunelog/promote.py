@@ -9,7 +9,6 @@ model ready to evaluate or generate.
 from __future__ import annotations
 
 import math
-from collections import Counter
 from dataclasses import dataclass
 from typing import Optional
 
@@ -49,11 +48,8 @@ def best_run(tracker: Tracker, experiment: str, metric: Optional[str] = None) ->
         for r in tracker.all_runs(experiment)
         if r.status == "FINISHED" and r.kind in t.ADAPTER_KINDS and r.tags.get(t.TAG_OUTCOME) == "ok"
     ]
-    keys = Counter(r.tags.get(t.TAG_EVAL_KEY) for r in runs)
-    if len(keys) > 1:
-        top = max(keys.values())
-        main = next(r.tags.get(t.TAG_EVAL_KEY) for r in reversed(runs) if keys[r.tags.get(t.TAG_EVAL_KEY)] == top)
-        runs = [r for r in runs if r.tags.get(t.TAG_EVAL_KEY) == main]
+    main = t.main_eval_key([r.tags.get(t.TAG_EVAL_KEY) for r in runs])
+    runs = [r for r in runs if r.tags.get(t.TAG_EVAL_KEY) == main]
     direction = runs[0].direction if runs else t.MINIMIZE
     best = t.best_of(runs, lambda r: r.metrics.get(metric or r.metric), direction)
     if best is None:

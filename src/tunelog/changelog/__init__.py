@@ -169,10 +169,11 @@ def _diff_configs(
     entries: list[Entry], runs: list[RunRecord], by_id: dict[str, RunRecord], groups: dict, verbose: bool
 ) -> None:
     """Each entry's changes from its parent; "kept" shows only keys that vary among its group's runs."""
-    notable: dict[str, set[str]] = {}
-    for group in set(groups.values()):
-        members = [r for r in runs if groups[r.run_id] == group and r.kind not in lineage.CONTAINER_KINDS]
-        notable[group] = lineage.varying_keys(members)
+    members: dict[str, list[RunRecord]] = {group: [] for group in groups.values()}
+    for run in runs:
+        if run.kind not in lineage.CONTAINER_KINDS:
+            members[groups[run.run_id]].append(run)
+    notable = {group: lineage.varying_keys(runs_of) for group, runs_of in members.items()}
     for entry in entries:
         run = by_id[entry.run_id]
         if entry.lineage == "sweep":  # a trial shows the values that vary among its sweep's trials

@@ -9,6 +9,7 @@ name family among consecutive runs, split where the history pauses for more than
 from __future__ import annotations
 
 import re
+from collections import Counter
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Optional
@@ -83,7 +84,7 @@ def _inferred(runs: list[RunRecord]) -> dict[str, str]:
     once) share one, split at long pauses."""
     names = [r.tags.get(t.TAG_NAME) or r.name for r in runs]
     families = [family(n) for n in names]
-    seen = {f: families.count(f) for f in set(families)}
+    seen = Counter(families)
     keys = [f if f and seen[f] > 1 else None for f in families]
     segments: list[tuple[Optional[str], list[RunRecord]]] = []
     previous_end = None

@@ -6,7 +6,6 @@ Works on the Entries `build` made; knows nothing of MLflow or Markdown.
 from __future__ import annotations
 
 import math
-from collections import Counter
 from typing import Optional
 
 from .. import tracking as t
@@ -36,13 +35,8 @@ def best_entry(entries: list[Entry], direction: str, eval_key: Optional[str] = N
 
 
 def main_eval_key(entries: list[Entry]) -> Optional[str]:
-    """The eval set most scored runs were measured on (ties: the most recent run's): the "Best" line's."""
-    scored = [e for e in entries if finished_ok(e)]
-    counts = Counter(e.eval_key for e in scored)
-    if not counts:
-        return None
-    top = max(counts.values())
-    return next(e.eval_key for e in reversed(scored) if counts[e.eval_key] == top)
+    """The eval set most scored runs were measured on: the "Best" line's."""
+    return t.main_eval_key([e.eval_key for e in entries if finished_ok(e)])
 
 
 def anomalies(entries: list[Entry], direction: str, tolerance: float = REPEAT_TOLERANCE) -> list[Anomaly]:

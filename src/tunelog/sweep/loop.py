@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from optuna.trial import TrialState
 from .. import rules, space
 from .. import tracking as t
 from ..errors import SpecError, SweepStuck, TrainingInterrupted
-from ..owner import owner_tag
+from ..owner import on_this_host, owner_tag
 from ..plan import make_plan
 from ..redact import redact_url
 from ..spec import SearchSpec, Spec, flatten
@@ -206,7 +205,7 @@ class Sweep:
         while True:
             elsewhere = running_elsewhere(study, me)
             knowable = isinstance(study._storage, optuna.storages.RDBStorage) or all(
-                tr.user_attrs.get(ATTR_OWNER, "").rpartition(":")[0] == socket.gethostname() for tr in elsewhere
+                on_this_host(tr.user_attrs.get(ATTR_OWNER, "")) for tr in elsewhere
             )
             if not elsewhere or not knowable:
                 return elsewhere

@@ -294,7 +294,8 @@ def load_for_analysis(study_name: str, storage_url: str) -> optuna.Study:
     try:
         return optuna.load_study(study_name=study_name, storage=open_storage(storage_url))
     except KeyError:
-        names = [s.study_name for s in optuna.get_all_study_summaries(open_storage(storage_url))]
+        summaries = optuna.get_all_study_summaries(open_storage(storage_url))
+        names = [s.study_name for s in summaries if not is_claim(s.study_name)]  # markers, not studies
         raise TunelogError(
             f"no study {study_name!r} in {redact_url(storage_url)}; studies there: {', '.join(names) or 'none'}"
         ) from None

@@ -8,7 +8,8 @@ same tags works as well as one tunelog started. Documented in docs/tracking-cont
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Optional, TypeVar
 
@@ -88,6 +89,16 @@ def better(a: float, b: float, direction: str) -> bool:
 
 
 T = TypeVar("T")
+
+
+def main_eval_key(keys: Sequence[Optional[str]]) -> Optional[str]:
+    """The eval key most of these results carry (given oldest first; ties: the most recent one's): the set
+    "best" is judged on, since results on different eval sets do not compare."""
+    counts = Counter(keys)
+    if not counts:
+        return None
+    top = max(counts.values())
+    return next(k for k in reversed(keys) if counts[k] == top)
 
 
 def best_of(items: Iterable[T], value, direction: str) -> Optional[T]:
