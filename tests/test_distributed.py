@@ -107,3 +107,45 @@ def test_three_machines_on_postgresql_and_mlflow_server(postgres, tmp_path, monk
         assert over_rest.returncode == on_store.returncode == 0, over_rest.stderr + on_store.stderr
         assert json.loads(over_rest.stdout) == json.loads(on_store.stdout)
         assert pick_over_rest == best_run(Tracker(), "shared").run_id == sweep.data.tags["tunelog.best_run_id"]
+
+        # an adapter trained, registered and loaded through the server (the registry in PostgreSQL, the files
+        # behind its artifact proxy), loaded in another folder after the training machine's files are gone
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", server)
+        assert_loads_through_the_server(tmp_path, MlflowClient(server), monkeypatch)
+
+
+def assert_loads_through_the_server(tmp_path: Path, client: MlflowClient, monkeypatch) -> None:
+    import torch
+    from peft import PeftModel
+
+    from test_promote import short_run
+    from tunelog import load_model
+    from tunelog.model import _tiny_model
+    from tunelog.promote import promote
+    from tunelog.spec import load_spec
+
+    machine = tmp_path / "trainer"
+    machine.mkdir()
+    shutil.copy(REPO / "examples/demo/tokenizer.json", machine / "tokenizer.json")
+    monkeypatch.chdir(machine)
+    run_id, _ = short_run(machine, "served", max_steps=8, tokenizer=machine / "tokenizer.json")
+    tracker = Tracker()
+    assert promote(tracker, tracker.get_run(run_id), "served-lora").champion
+    assert client.get_model_version_by_alias("served-lora", "champion").run_id == run_id
+    assert client.get_run(run_id).info.artifact_uri.startswith("mlflow-artifacts:")  # through the proxy
+    spec = load_spec(machine / "served.yaml")  # the base model is built from its config (no weights to fetch)
+    shutil.rmtree(machine)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    loaded = load_model("models:/served-lora@champion")
+    ids = loaded.tokenizer(["Æ e heime i dag ."], return_tensors="pt")["input_ids"]
+    (on_server,) = [
+        p.parent for p in (tmp_path / "server" / "artifacts").rglob("adapter_config.json") if run_id in str(p)
+    ]
+    reference = PeftModel.from_pretrained(_tiny_model(spec, loaded.tokenizer), str(on_server)).eval()
+    with torch.no_grad():
+        assert torch.equal(loaded.model(input_ids=ids).logits, reference(input_ids=ids).logits)
+        assert not torch.equal(
+            loaded.model(input_ids=ids).logits, _tiny_model(spec, loaded.tokenizer)(input_ids=ids).logits
+        )

@@ -3,6 +3,7 @@
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -102,21 +103,29 @@ def test_champion_loads_in_a_fresh_process_with_the_runs_logits(tmp_path, store)
     assert not torch.equal(expected, _tiny_model(spec, tokenizer)(input_ids=ids).logits)  # the adapter matters
 
 
-def test_reproduce_gives_the_same_final_loss(tmp_path, store):
-    train_file = tmp_path / "machine_a" / "train.txt"
-    train_file.parent.mkdir()
-    shutil.copy(DEMO / "data/general/train.txt", train_file)
-    run_id, result = short_run(tmp_path, "orig", max_steps=12, train_file=train_file)
-    moved = tmp_path / "machine_b" / "train.txt"
+def test_reproduce_from_a_moved_checkout_gives_the_same_final_loss(tmp_path, store, monkeypatch):
+    """The logged spec names data relative to the project root: a checkout moved (or cloned on another
+    machine) reproduces from its own root; from a folder without the data, the error names the file."""
+    checkout = tmp_path / "machine_a" / "project"
+    (checkout / "data").mkdir(parents=True)
+    shutil.copy(DEMO / "data/general/train.txt", checkout / "data" / "train.txt")
+    monkeypatch.chdir(checkout)
+    run_id, result = short_run(checkout, "orig", max_steps=12, train_file="data/train.txt")
+    logged = Path(Tracker().download(run_id, "spec.yaml", str(tmp_path / "dl"))).read_text()
+    assert "train: data/train.txt" in logged and str(checkout) not in logged
+    moved = tmp_path / "machine_b" / "project"
     moved.parent.mkdir()
-    train_file.rename(moved)  # the data is elsewhere on this machine
+    checkout.rename(moved)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
     with pytest.raises(TunelogError) as missing:
         reproduce(Tracker(), run_id)
-    assert f"data.train: {train_file} not found (the run read {moved.stat().st_size} bytes, sha256" in str(
-        missing.value
-    )
+    size = (moved / "data" / "train.txt").stat().st_size
+    assert f"data.train: {elsewhere}/data/train.txt not found (the run read {size} bytes, sha256" in str(missing.value)
     assert "--set FIELD=PATH" in str(missing.value)
-    new_id, pairs = reproduce(Tracker(), run_id, {"data.train": str(moved)})
+    monkeypatch.chdir(moved)
+    new_id, pairs = reproduce(Tracker(), run_id)
     assert new_id != run_id
     original, again = pairs["train/final_loss"]
     assert abs(original - again) <= 1e-6

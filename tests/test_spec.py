@@ -1,5 +1,7 @@
 """The spec is validated once at the edge; bad input names the file, the field and what is accepted."""
 
+from pathlib import Path
+
 import pytest
 
 from conftest import REPO, demo_raw, run_cli, write_spec
@@ -20,6 +22,32 @@ def test_demo_spec_resolves_paths_against_its_folder():
     spec = load_spec(REPO / "examples/demo/demo.yaml")
     assert spec.path(spec.data.train) == REPO / "examples/demo/data/general/train.txt"
     assert spec.train.schedule == "warmup_cosine"
+
+
+def test_logged_paths_are_relative_to_the_project_root_and_relocated_on_the_same_machine(tmp_path, monkeypatch):
+    """Files under the folder a run starts from are logged relative to it (a moved checkout finds them),
+    files elsewhere absolute; started from another folder on the training machine, `reproduce` falls back
+    to the absolute path the manifest recorded."""
+    from tunelog.data import manifest, relocated
+    from tunelog.spec import validate
+
+    project = tmp_path / "project"
+    (project / "data").mkdir(parents=True)
+    (project / "data" / "train.txt").write_text("a b c\nd e f\n")
+    raw = demo_raw()
+    raw["data"]["train"] = "data/train.txt"
+    spec = load_spec(write_spec(project / "run.yaml", raw))
+    logged = spec.resolved(root=project)
+    assert logged["data"]["train"] == "data/train.txt"
+    assert logged["model"]["tokenizer"] == str((REPO / "examples/demo/tokenizer.json").resolve())
+    recorded = manifest(spec)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    read_back = validate(logged, "spec of run X", str(Path.cwd()), check_files=False)
+    assert relocated(read_back, recorded) == {"data.train": str(project / "data" / "train.txt")}
+    monkeypatch.chdir(project)
+    assert relocated(validate(logged, "spec of run X", str(Path.cwd()), check_files=False), recorded) == {}
 
 
 def test_named_config_overrides_and_note(tmp_path):

@@ -47,6 +47,6 @@ def fetch_run_adapter(ref: str) -> tuple[Path, Any]:
         raw = yaml.safe_load(Path(spec_file).read_text())
         _FETCHED[ref] = (
             Path(local),
-            validate(raw, f"{ref} (spec of run {run_id})", str(Path(local).parent), check_files=False),
+            validate(raw, f"{ref} (spec of run {run_id})", str(Path.cwd()), check_files=False),
         )
     return _FETCHED[ref]

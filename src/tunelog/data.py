@@ -88,6 +88,21 @@ def manifest(spec: Spec) -> dict[str, dict]:
     return out
 
 
+def relocated(spec: Spec, recorded: dict[str, dict]) -> dict[str, str]:
+    """Overrides for data fields whose logged path (relative to the project root) is not found from this
+    folder while the absolute path the run recorded still holds the file: the same machine, started from
+    another folder. Another machine's checkout finds the relative paths from its own root."""
+    flat = spec.flat_params()
+    moves = {}
+    for field, entry in recorded.items():
+        value = flat.get(field)
+        if value in (None, "None") or spec.path(str(value)).exists():
+            continue
+        if Path(entry["path"]).is_file():
+            moves[field] = entry["path"]
+    return moves
+
+
 def missing_data(spec: Spec, recorded: dict[str, dict]) -> list[str]:
     """One line per data file of `recorded` that this machine lacks or holds in another version (and the
     tokenizer file, when the spec names one that is not here)."""

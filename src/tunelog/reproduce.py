@@ -10,7 +10,7 @@ from typing import Optional
 import yaml
 
 from . import tracking as t
-from .data import missing_data
+from .data import missing_data, relocated
 from .errors import TunelogError
 from .spec import validate
 from .tracking import Tracker
@@ -32,9 +32,12 @@ def reproduce(
     original = tracker.get_run(run_id)
     with tempfile.TemporaryDirectory(prefix="tunelog-reproduce-") as folder:
         spec_file = tracker.download(run_id, t.SPEC_ARTIFACT, folder)
-        spec = validate(yaml.safe_load(Path(spec_file).read_text()), f"spec of run {run_id}", folder, check_files=False)
+        spec = validate(
+            yaml.safe_load(Path(spec_file).read_text()), f"spec of run {run_id}", str(Path.cwd()), check_files=False
+        )
         recorded = _recorded_data(tracker, run_id, folder)
-    spec = spec.with_overrides({"tracking.run_name": f"reproduce-{original.name}", **(overrides or {})})
+    found = relocated(spec, recorded)
+    spec = spec.with_overrides({"tracking.run_name": f"reproduce-{original.name}", **found, **(overrides or {})})
     problems = missing_data(spec, recorded)
     if problems:
         raise TunelogError(

@@ -387,25 +387,37 @@ class Spec(_Section):
         p = Path(relative).expanduser()
         return p if p.is_absolute() else Path(self.base_dir) / p
 
-    def resolved(self, absolute_paths: bool = False) -> dict[str, Any]:
+    def resolved(self, root: Optional[Path] = None) -> dict[str, Any]:
         """The spec as data (named configs dropped: the applied one is already merged).
 
-        With absolute_paths, file fields point at real files wherever the copy is read
-        (the spec logged with a run, which `reproduce` and `load_model` read back).
+        With a root (the project folder a run started from), file fields are written the way the
+        logged copy is read back: relative to that root when the file lies under it, so a checkout
+        moved or cloned elsewhere finds them from its own root; absolute otherwise.
         """
         data = self.model_dump(mode="json", exclude={"configs"}, by_alias=True, exclude_none=False)
-        if absolute_paths:
-            for section, field in PATH_FIELDS:
-                value = data[section].get(field)
-                if value and not is_uri(value):
-                    data[section][field] = str(self.path(value).resolve())
-            data["data"]["extra_eval"] = {k: str(self.path(v).resolve()) for k, v in data["data"]["extra_eval"].items()}
-            if data.get("pipeline"):
-                for stage in data["pipeline"]["stages"]:
-                    for field in ("train", "eval"):
-                        if stage.get(field):
-                            stage[field] = str(self.path(stage[field]).resolve())
+        if root is None:
+            return data
+        for section, field in PATH_FIELDS:
+            value = data[section].get(field)
+            if value and not is_uri(value):
+                data[section][field] = self.portable_path(value, root)
+        data["data"]["extra_eval"] = {k: self.portable_path(v, root) for k, v in data["data"]["extra_eval"].items()}
+        if data.get("pipeline"):
+            for stage in data["pipeline"]["stages"]:
+                for field in ("train", "eval"):
+                    if stage.get(field):
+                        stage[field] = self.portable_path(stage[field], root)
+        if data["trainer"]["argv"]:  # a command trainer's script runs in its folder (the spec's, by default)
+            data["trainer"]["cwd"] = self.portable_path(data["trainer"]["cwd"] or ".", root)
         return data
+
+    def portable_path(self, value: str, root: Path) -> str:
+        """`value` relative to `root` (POSIX separators) when the file lies under it, else absolute."""
+        path = self.path(value).resolve()
+        try:
+            return path.relative_to(root.resolve()).as_posix()
+        except ValueError:
+            return str(path)
 
     def flat_params(self) -> dict[str, Any]:
         """The config flattened with dots (`train.learning_rate`), the names MLflow compares across runs."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
 import yaml
@@ -49,7 +50,7 @@ def record_spec(spec: Spec, run: RunLogger) -> None:
     run.log_params(spec.flat_params())
     # libyaml's emitter where present: the pure-Python one was a tenth of a cheap sweep trial's overhead
     dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
-    run.log_text(yaml.dump(spec.resolved(absolute_paths=True), Dumper=dumper, sort_keys=False), t.SPEC_ARTIFACT)
+    run.log_text(yaml.dump(spec.resolved(root=Path.cwd()), Dumper=dumper, sort_keys=False), t.SPEC_ARTIFACT)
     run.log_text(json.dumps(manifest(spec), indent=2), DATA_MANIFEST)
 
 
