@@ -131,8 +131,8 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def mlflow_server(root: Path, backend: str | None = None):
-    """`mlflow server --serve-artifacts` on 127.0.0.1 over a SQLite store in `root` (or `backend`), until the
+def mlflow_server(root: Path, backend: str | None = None, app: str | None = None):
+    """`mlflow server --serve-artifacts [--app-name APP]` on 127.0.0.1 over a SQLite store in `root` (or `backend`), until the
     block ends; yields its http URL. Waits on the server's health answer, not on a clock: up to 3 minutes
     on a loaded machine, and the process group is killed whatever happens."""
     import signal
@@ -146,7 +146,7 @@ def mlflow_server(root: Path, backend: str | None = None):
     port = free_port()
     cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend, "--serve-artifacts"]
     cmd += ["--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port)]
-    cmd += ["--workers", "1"]
+    cmd += ["--workers", "1"] + (["--app-name", app] if app else [])
     log = open(root / "server.log", "w")  # noqa: SIM115 (closed below)
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"

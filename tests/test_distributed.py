@@ -56,7 +56,7 @@ def test_three_machines_on_postgresql_and_mlflow_server(postgres, tmp_path, monk
     password = postgres.split("@")[0].rsplit(":", 1)[1]
     direct = postgres.replace("postgresql://", "postgresql+psycopg://") + "/mlflow"
     storage = f"{postgres}/optuna"
-    with mlflow_server(tmp_path / "server", backend=direct) as server:
+    with mlflow_server(tmp_path / "server", backend=direct, app="tunelog") as server:  # tunelog's bulk-read app
         spec = shared_spec(tmp_path, sleep=0.1)
         argv = [sys.executable, "-m", "tunelog.cli", "sweep", spec, "--n-trials", str(N_TRIALS), "--storage", storage]
         env = subprocess_env(server)
@@ -99,6 +99,7 @@ def test_three_machines_on_postgresql_and_mlflow_server(postgres, tmp_path, monk
         assert all(password not in out for out in outputs)
 
         # readers through the server give what the direct store gives: the changelog, promote's pick
+        assert "tunelog: mlflow server with gc thresholds" in (tmp_path / "server" / "server.log").read_text()
         monkeypatch.setenv("MLFLOW_TRACKING_URI", server)
         over_rest = run_cli("changelog", "--experiment", "shared", "--format", "json", "--no-log")
         pick_over_rest = best_run(Tracker(), "shared").run_id
