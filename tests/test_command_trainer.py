@@ -15,6 +15,7 @@ from optuna.trial import TrialState
 
 from conftest import command_example as example
 from conftest import subprocess_env
+from tunelog.changelog import collect_and_build
 from tunelog.errors import SpecError
 from tunelog.spec import load_spec
 from tunelog.sweep import Sweep, SweepOptions, default_storage, open_storage
@@ -23,7 +24,9 @@ from tunelog.train import run_training
 
 
 def test_metrics_artifacts_and_argv(tmp_path, store):
-    run_id, result = run_training(example(tmp_path), Tracker())
+    # a made-up pair of GPUs (named so: the script never touches them) recorded as the run's devices
+    spec = example(tmp_path).with_overrides({"trainer.env.CUDA_VISIBLE_DEVICES": "0,1"})
+    run_id, result = run_training(spec, Tracker())
     client = MlflowClient(store)
     run = client.get_run(run_id)
     assert result.outcome == "ok" and run.info.status == "FINISHED"
@@ -32,6 +35,9 @@ def test_metrics_artifacts_and_argv(tmp_path, store):
     assert losses[-1].value < losses[0].value and result.metrics["loss"] == losses[-1].value
     assert "--network_dim" in run.data.params["trainer.rendered_argv"]
     assert "outputs/last.safetensors" in {a.path for a in client.list_artifacts(run_id, "outputs")}
+    assert run.data.tags["tunelog.gpus"] == "2"  # the changelog's device-hours: 2 GPUs x wall time
+    (entry,) = [e for e in collect_and_build(Tracker(), "diffusion-lora").entries if e.run_id == run_id]
+    assert entry.gpus == 2 and entry.cost_h == pytest.approx(2 * entry.duration_s / 3600)
 
 
 def test_cuda_out_of_memory_is_outcome_oom(tmp_path, store):

@@ -11,30 +11,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
+from ..devices import visible_gpus
 from ..errors import TunelogError
 
 if TYPE_CHECKING:
     from .loop import Sweep
-
-
-NVIDIA_GPUS = Path("/proc/driver/nvidia/gpus")  # one entry per GPU the driver sees (Linux)
-
-
-def visible_gpus(env: dict[str, str]) -> list[str]:
-    """The GPU ids this process may use: `CUDA_VISIBLE_DEVICES` when set, else every GPU the NVIDIA driver
-    lists, else every device torch sees. Why not torch first: importing it costs a second per process, and a
-    command trainer's sweep never needs it."""
-    if "CUDA_VISIBLE_DEVICES" in env:
-        return [d.strip() for d in env["CUDA_VISIBLE_DEVICES"].split(",") if d.strip() and d.strip() != "-1"]
-    if NVIDIA_GPUS.is_dir():
-        return [str(i) for i in range(len(list(NVIDIA_GPUS.iterdir())))]
-    if "torch" in sys.modules:  # already paid for
-        torch = sys.modules["torch"]
-        return [str(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
-    return []
 
 
 def default_workers(env: dict[str, str], gpus_per_trial: int) -> int:

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+from .. import tracking as t
+from ..devices import visible_gpus
 from ..errors import SpecError
 from ..logparse import LogParser
 from ..memory import ProcessTreeMemory
@@ -204,6 +206,8 @@ class CommandTrainer:
     def _run(self, spec: Spec, run: RunLogger, output_dir: Path, on_eval: Optional[EvalHook]) -> Result:
         argv = render_argv(spec, output_dir)
         run.log_params({"trainer.rendered_argv": json.dumps(argv)})
+        # the GPUs the script is given (its device-hours in the changelog); 0 where it gets none
+        run.set_tags({t.TAG_GPUS: str(len(visible_gpus({**os.environ, **spec.trainer.env})))})
 
         evals = set(spec.trainer.eval_metrics)
 
