@@ -4,7 +4,7 @@ batches) and time `changelog` (collect from the store, diff, judge, render) over
 Targets: 10,000 runs in under 10 s, on the store directly and through `mlflow server` (REST, the
 way a team reads a shared store): plain, then with `--app-name tunelog` (the same server, its garbage
 collector set for bulk reads; the last line); the 10,000/1,000 time ratio is printed (near 10 means linear).
-`promote`'s reader (the best run of the experiment) is timed through the server too.
+`promote` (read, pick, register with its description) is timed through the server too.
 """
 
 from __future__ import annotations
@@ -98,9 +98,12 @@ def warm_up(tracker, experiment: str) -> None:
 def over_rest(
     store_uri: str, experiment: str, repeats: int = 3, app: str | None = None
 ) -> tuple[list[float], list[float]]:
-    """(changelog seconds, promote's best-run seconds) through the server, `repeats` times each: the first
-    call after a server starts also pays its workers' first big query; the median is the steady state."""
+    """(changelog seconds, promote seconds) through the server, `repeats` times each: the first call after a
+    server starts also pays its workers' first big query; the median is the steady state. promote is the
+    whole `tunelog promote --experiment`: read the runs, pick the best, register it (a new model each time,
+    so each call writes a version and its changelog-entry description)."""
     from tunelog.promote import best_run
+    from tunelog.promote import promote as register
     from tunelog.tracking import Tracker
 
     with server(store_uri, app) as url:
@@ -109,10 +112,11 @@ def over_rest(
             tracker = Tracker()
             warm_up(tracker, experiment)
             changelog, promote = [], []
-            for _ in range(repeats):
+            for i in range(repeats):
                 changelog.append(time_changelog(tracker, experiment)[0])
                 start = time.perf_counter()
-                best_run(tracker, experiment)
+                runs = tracker.all_runs(experiment)
+                register(tracker, best_run(tracker, experiment, runs=runs), f"bench-model-{i}-{app}", runs=runs)
                 promote.append(time.perf_counter() - start)
             return changelog, promote
         finally:
@@ -139,9 +143,11 @@ def main() -> None:
         rest, best = over_rest(tracker.uri, f"bench-{large}", sized(3, 1), app)
         print(
             f"through {name} (REST), {large:,} runs: changelog {', '.join(f'{x:.2f}' for x in rest)} s; "
-            f"promote's best run {', '.join(f'{x:.2f}' for x in best)} s (median is the steady state)"
+            f"promote {', '.join(f'{x:.2f}' for x in best)} s (median is the steady state)"
         )
-        print(verdict(f"changelog_10k_rest{'_' + app if app else ''}_seconds", statistics.median(rest), "<=", 10))
+        suffix = f"_{app}" if app else ""
+        print(verdict(f"promote_10k_rest{suffix}_seconds", statistics.median(best), "<=", 10))
+        print(verdict(f"changelog_10k_rest{suffix}_seconds", statistics.median(rest), "<=", 10))
 
 
 if __name__ == "__main__":

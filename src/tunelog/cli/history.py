@@ -134,10 +134,11 @@ def promote_cmd(experiment: Optional[str], run_id: Optional[str], model: Optiona
     if bool(experiment) == bool(run_id):
         raise click.UsageError("give exactly one of --experiment or --run")
     tracker = Tracker()
-    run = tracker.get_run(run_id) if run_id else best_run(tracker, experiment, metric)
+    runs = None if run_id else tracker.all_runs(experiment)  # read once: the pick and the version's description
+    run = tracker.get_run(run_id) if run_id else best_run(tracker, experiment, metric, runs)
     if not model:
         model = experiment or run.experiment_name
-    click.echo(promote(tracker, run, model, metric).summary())
+    click.echo(promote(tracker, run, model, metric, runs).summary())
 
 
 @cli.command("reproduce")
