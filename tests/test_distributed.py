@@ -99,7 +99,7 @@ def test_three_machines_on_postgresql_and_mlflow_server(postgres, tmp_path, monk
         assert all(password not in out for out in outputs)
 
         # readers through the server give what the direct store gives: the changelog, promote's pick
-        assert "tunelog: mlflow server with gc thresholds" in (tmp_path / "server" / "server.log").read_text()
+        assert "tunelog: mlflow server worker, gc thresholds" in (tmp_path / "server" / "server.log").read_text()
         monkeypatch.setenv("MLFLOW_TRACKING_URI", server)
         over_rest = run_cli("changelog", "--experiment", "shared", "--format", "json", "--no-log")
         pick_over_rest = best_run(Tracker(), "shared").run_id
