@@ -301,80 +301,39 @@ def test_refine_narrows_around_the_best(tmp_path, store):
 
 
 @pytest.mark.slow
-def test_mlflow_run_sweep_entry_point(tmp_path, store):
+@pytest.mark.slow
+def test_mlflow_run_sweep_entry_point_through_a_server(tmp_path, store):
+    """The headline path, `mlflow run . -e sweep` against `mlflow server` on 127.0.0.1 without
+    --experiment-name: mlflow run puts the run in `Default`, and the sweep's trials follow it there (said
+    once, nothing in the spec's experiment); no per-trial URL lines; the champion and the story are left
+    behind; the adapters' files go through the server's artifact proxy."""
     search = {"n_trials": 2, "params": {"lora.r": {"type": "categorical", "choices": [4, 8]}}}
     path = write_spec(tmp_path / "m.yaml", sweep_raw(tmp_path, search))
-    proc = subprocess.run(
-        [
-            "mlflow",
-            "run",
-            str(REPO),
-            "-e",
-            "sweep",
-            "--env-manager",
-            "local",
-            "--experiment-name",
-            "ui",  # not the spec's experiment ("test"): the whole tree must follow mlflow run's choice
-            "-P",
-            f"spec={path}",
-            "-P",
-            "quick=false",
-            "-P",
-            f"changelog={tmp_path / 'CHANGELOG.md'}",
-        ],
-        capture_output=True,
-        text=True,
-        env=subprocess_env(store),
-        timeout=600,
-        cwd=tmp_path,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stderr.count("this run and its children go to experiment 'ui'") == 1  # said once
-    client = MlflowClient(store)
-    assert client.get_experiment_by_name("test") is None  # nothing strayed into the spec's experiment
-    ui = client.get_experiment_by_name("ui").experiment_id
-    (sweep,) = client.search_runs([ui], "tags.`tunelog.kind` = 'sweep'")
-    children = client.search_runs([ui], f"tags.`mlflow.parentRunId` = '{sweep.info.run_id}'")
-    assert sweep.info.status == "FINISHED" and len(children) == 2  # one tree, one experiment
-    # mlflow#15713: a child under MLFLOW_RUN_ID can overwrite its parent; each keeps its own params here
-    assert "search.lora.r" in sweep.data.params and "lora.r" not in sweep.data.params
-    assert all("lora.r" in c.data.params and "search.lora.r" not in c.data.params for c in children)
-    champion = client.get_model_version_by_alias("demo-lora", "champion")  # left behind: a champion
-    assert champion.run_id == sweep.data.tags["tunelog.best_run_id"]
-    assert (tmp_path / "CHANGELOG.md").read_text().startswith("# Changelog: ui")  # ...and the story
-
-
-@pytest.mark.slow
-def test_mlflow_run_sweep_without_experiment_name_through_a_server(tmp_path, store):
-    """The headline path against `mlflow server` on 127.0.0.1, without --experiment-name: mlflow run puts
-    the run in `Default`, and the sweep's trials follow it there (said once); no per-trial URL lines.
-    Trials run the command trainer's test script (cheap); the demo model's path is the test above."""
-    from test_sweep_shared import shared_spec
-
-    path = shared_spec(tmp_path, sleep=0.0)
     with mlflow_server(tmp_path / "server") as url:
         env = subprocess_env(url)
         env["TUNELOG_STORE_DIR"] = str(tmp_path / "mlruns")  # mlflow run works in the project folder: not there
         argv = ["mlflow", "run", str(REPO), "-e", "sweep", "--env-manager", "local", "-P", f"spec={path}"]
-        argv += ["-P", "n_trials=3", "-P", "promote=", "-P", f"changelog={tmp_path / 'CHANGELOG.md'}"]
+        argv += ["-P", "quick=false", "-P", f"changelog={tmp_path / 'CHANGELOG.md'}"]
         proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
         assert proc.returncode == 0, proc.stderr[-3000:]
-        assert proc.stderr.count("this run and its children go to experiment 'Default'") == 1
+        assert proc.stderr.count("this run and its children go to experiment 'Default'") == 1  # said once
         assert "View run" not in proc.stdout + proc.stderr.replace("=== Run (ID", "")
         client = MlflowClient(url)
-        assert client.get_experiment_by_name("shared") is None  # nothing strayed into the spec's experiment
+        assert client.get_experiment_by_name("test") is None  # nothing strayed into the spec's experiment
         (sweep,) = client.search_runs(["0"], "tags.`tunelog.kind` = 'sweep'")
         children = client.search_runs(["0"], f"tags.`mlflow.parentRunId` = '{sweep.info.run_id}'")
-        assert sweep.info.status == "FINISHED" and len(children) == 3
+        assert sweep.info.status == "FINISHED" and len(children) == 2  # one tree, one experiment
         # mlflow#15713: a child under MLFLOW_RUN_ID can overwrite its parent; each keeps its own params here
-        lr = "train.learning_rate"
-        assert f"search.{lr}" in sweep.data.params and lr not in sweep.data.params
-        assert all(lr in c.data.params and f"search.{lr}" not in c.data.params for c in children)
+        assert "search.lora.r" in sweep.data.params and "lora.r" not in sweep.data.params
+        assert all("lora.r" in c.data.params and "search.lora.r" not in c.data.params for c in children)
+        champion = client.get_model_version_by_alias("demo-lora", "champion")  # left behind: a champion
+        assert champion.run_id == sweep.data.tags["tunelog.best_run_id"]
+        assert (tmp_path / "CHANGELOG.md").read_text().startswith("# Changelog: Default")  # ...and the story
         assert client.get_experiment("0").tags["mlflow.note.content"].startswith("# Changelog: Default")
         assert client.get_experiment("0").tags["mlflow.experimentKind"] == "finetuning"  # the UI's training view
         journals = list((tmp_path / "mlruns").glob("optuna-*.journal"))
         assert len(journals) == 1  # one journal per server, in the store folder given
-        assert list((tmp_path / "server" / "artifacts").rglob("*.safetensors"))  # behind the proxy
+        assert list((tmp_path / "server" / "artifacts").rglob("adapter_model.safetensors"))  # behind the proxy
 
 
 def test_best_trial_overrides_for_stages_from_sweep(tmp_path, store):
