@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import urllib.request
 from pathlib import Path
 
 import optuna
@@ -100,6 +101,8 @@ def test_three_machines_on_postgresql_and_mlflow_server(postgres, tmp_path, monk
 
         # readers through the server give what the direct store gives: the changelog, promote's pick
         assert "tunelog: mlflow server worker, gc thresholds" in (tmp_path / "server" / "server.log").read_text()
+        with urllib.request.urlopen(f"{server}/api/2.0/mlflow/experiments/get-by-name?experiment_name=shared") as got:
+            assert json.loads(body := got.read())["experiment"]["name"] == "shared" and b"\n" not in body  # compact
         monkeypatch.setenv("MLFLOW_TRACKING_URI", server)
         over_rest = run_cli("changelog", "--experiment", "shared", "--format", "json", "--no-log")
         pick_over_rest = best_run(Tracker(), "shared").run_id

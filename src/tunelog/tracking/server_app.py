@@ -5,8 +5,10 @@ Why: a search over 10,000 runs builds about 300,000 SQLAlchemy objects inside on
 CPython's default thresholds (700, 10, 10) the collector walks the growing heap again and again while
 they are built: more than half of the server's CPU on that request (7.4 CPU-s down to 4.1 measured on
 the 2-core CI machine, see bench/changelog_speed.py). Larger thresholds collect the same garbage, less
-often. And each worker opens its store when it starts rather than on its first request (the schema
-check and first queries: 1-2 CPU-s a worker, which the first reader after a restart used to wait for).
+often. Answers are compact JSON: the same data as MLflow's indented JSON in half the bytes (15 MB, not
+33, for 10,000 runs), built by json's C encoder (indentation sends json to its Python one): 3.6 -> 2.9
+CPU-s. And each worker opens its store when it starts rather than on its first request (the schema check
+and first queries: 1-2 CPU-s a worker, which the first reader after a restart used to wait for).
 Nothing else differs from `mlflow server`; uvicorn imports this module in every worker.
 """
 
@@ -22,6 +24,20 @@ gc.set_threshold(*THRESHOLDS)
 
 from mlflow.server import BACKEND_STORE_URI_ENV_VAR  # noqa: E402 (after the thresholds: imports build the app)
 from mlflow.server.fastapi_app import app  # noqa: E402
+
+
+def _compact_json() -> str:
+    """MLflow's handlers write JSON through `message_to_json` (indented by default); give them the compact
+    form of the same function. Left alone where this MLflow's handlers do not use it by that name."""
+    from functools import partial
+
+    from mlflow.server import handlers
+    from mlflow.utils.proto_json_utils import message_to_json
+
+    if getattr(handlers, "message_to_json", None) is not message_to_json:
+        return "json as MLflow writes it"
+    handlers.message_to_json = partial(message_to_json, pretty=False)
+    return "compact json"
 
 
 def _open_store() -> str:
@@ -41,6 +57,10 @@ def _open_store() -> str:
 
 
 if os.environ.get(BACKEND_STORE_URI_ENV_VAR):  # a server worker (mlflow server's CLI imports this module too)
-    print(f"tunelog: mlflow server worker, gc thresholds {THRESHOLDS}, {_open_store()}", file=sys.stderr, flush=True)
+    print(
+        f"tunelog: mlflow server worker, gc thresholds {THRESHOLDS}, {_compact_json()}, {_open_store()}",
+        file=sys.stderr,
+        flush=True,
+    )
 
 __all__ = ["app"]
