@@ -17,6 +17,9 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / "examples" / "demo"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a model hub
+if os.environ.get("PYTEST_XDIST_WORKER"):  # pytest -n N: N processes share the cores, one thread each
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_var, "1")
 
 
 @pytest.fixture(scope="session")

@@ -81,6 +81,7 @@ def test_three_machines_on_postgresql_and_mlflow_server(postgres, tmp_path, monk
         assert len(done) == N_TRIALS and study.trials[killed].user_attrs["tunelog.outcome"] == "interrupted"
         presets = sorted(t.user_attrs["tunelog.config"] for t in done if t.user_attrs.get("tunelog.config"))
         assert presets == ["high", "low"]
+        assert len({t.params["train.learning_rate"] for t in done}) == N_TRIALS  # three machines, distinct draws
 
         client = MlflowClient(server)
         exp = client.get_experiment_by_name("shared").experiment_id

@@ -211,6 +211,8 @@ def test_two_workers_share_one_study(tmp_path, store):
     counted = [t for t in study.trials if t.user_attrs.get("tunelog.outcome") != "over_budget"]
     assert sorted(t.number for t in counted) == list(range(6))
     assert all(t.state == TrialState.COMPLETE for t in counted)
+    # each worker draws its own sequence (seed + its seat), not the same learning rates in step
+    assert len({t.params["train.learning_rate"] for t in counted}) == 6
     owners = {t.user_attrs["tunelog.owner"].rpartition(":")[2] for t in counted}
     assert 1 <= len(owners) <= 2 and str(proc.pid) not in owners  # worker processes trained, not the parent
     client = MlflowClient(store)

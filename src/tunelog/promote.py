@@ -52,7 +52,8 @@ def best_run(
         if r.status == "FINISHED" and r.kind in t.ADAPTER_KINDS and r.tags.get(t.TAG_OUTCOME) == "ok"
     ]
     main = t.main_eval_key([r.tags.get(t.TAG_EVAL_KEY) for r in runs])
-    runs = [r for r in runs if r.tags.get(t.TAG_EVAL_KEY) == main]
+    # earliest first: of equal results the first run wins, as a sweep's own pick is its lowest trial number
+    runs = sorted((r for r in runs if r.tags.get(t.TAG_EVAL_KEY) == main), key=lambda r: r.start_ms)
     direction = runs[0].direction if runs else t.MINIMIZE
     best = t.best_of(runs, lambda r: r.metrics.get(metric or r.metric), direction)
     if best is None:

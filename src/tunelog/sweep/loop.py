@@ -47,6 +47,7 @@ from .study import (
     enqueue_named_configs,
     make_pruner,
     make_sampler,
+    take_seat,
     open_storage,
     recover,
     running_elsewhere,
@@ -116,11 +117,11 @@ class Sweep:
             study_name=self.study_name,
             storage=self.storage,
             load_if_exists=True,
-            sampler=make_sampler(self.search, self.n_trials),
             pruner=make_pruner(self.spec, plan.total_steps),
             directions=directions(self.spec),
         )
         check_space(study, space_hash(self.spec, self.search), self.spec.source, self.opts.force_resume)
+        study.sampler = make_sampler(self.search, self.n_trials, take_seat(study))
         if STUDY_SPACE not in study.user_attrs:
             study.set_user_attr(STUDY_SPACE, {k: v.model_dump() for k, v in self.search.params.items()})
         return study

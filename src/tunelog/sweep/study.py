@@ -106,11 +106,24 @@ def _driver_url(url: str) -> str:
     return f"postgresql+psycopg2{sep}{rest}" if has2 else url
 
 
-def make_sampler(search: SearchSpec, n_trials: int) -> optuna.samplers.BaseSampler:
+def make_sampler(search: SearchSpec, n_trials: int, seat: int = 0) -> optuna.samplers.BaseSampler:
+    """The spec's sampler, seeded with `seed + seat`: the study's first invocation draws exactly what `seed`
+    promises, and every other one (another machine, a --workers process, a resume) draws its own sequence.
+    One seed everywhere would have three machines sample the same learning rates in step."""
+    seed = None if search.seed is None else search.seed + seat
     if search.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=search.seed)
+        return optuna.samplers.RandomSampler(seed=seed)
     startup = min(10, max(3, n_trials // 4))
-    return optuna.samplers.TPESampler(seed=search.seed, n_startup_trials=startup, multivariate=True, constant_liar=True)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup, multivariate=True, constant_liar=True)
+
+
+def take_seat(study: optuna.Study) -> int:
+    """This invocation's number among all that ever ran this study (0 for the first): unique across
+    processes and machines, because each seat is a claim."""
+    seat = 0
+    while not claim(study, f"seat-{seat}"):
+        seat += 1
+    return seat
 
 
 def make_pruner(spec: Spec, total_steps: int) -> optuna.pruners.BasePruner:
