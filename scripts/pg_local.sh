@@ -27,9 +27,14 @@ start)
   [ "$(id -u)" = 0 ] && chown nobody "$DIR/pw"
   "${AS[@]}" initdb -D "$DIR/data" -U tunelog --pwfile="$DIR/pw" --auth=scram-sha-256 -E UTF8 >"$DIR/initdb.log" 2>&1
   rm -f "$DIR/pw"
-  PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-  "${AS[@]}" pg_ctl -D "$DIR/data" -l "$DIR/postgres.log" -w -t 120 \
-    -o "-c listen_addresses=127.0.0.1 -p $PORT -k $DIR" start >/dev/null
+  for attempt in 1 2 3; do  # a free port can be taken by another process before postgres binds it
+    PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+    if "${AS[@]}" pg_ctl -D "$DIR/data" -l "$DIR/postgres.log" -w -t 120 \
+      -o "-c listen_addresses=127.0.0.1 -p $PORT -k $DIR" start >/dev/null; then
+      break
+    fi
+    [ "$attempt" = 3 ] && { echo "pg_local.sh: postgres did not start, see $DIR/postgres.log" >&2; exit 1; }
+  done
   for db in mlflow optuna; do
     PGPASSWORD="$PASS" createdb -h 127.0.0.1 -p "$PORT" -U tunelog "$db"
   done

@@ -133,41 +133,77 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def serves(proc, port: int) -> bool:
+    """True when `proc` or one of its children listens on `port`: the answer on that port is this test's
+    server, not another pytest worker's that took the same free port a moment earlier."""
+    import psutil
+
+    try:
+        family = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return False
+    for member in family:
+        with contextlib.suppress(psutil.Error):
+            for conn in member.net_connections(kind="inet"):
+                if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN:
+                    return True
+    return False
+
+
+def _await_server(proc, url: str, port: int, deadline: float) -> bool:
+    """Waits for the server's health answer (on a loaded machine, minutes): True once up, False when the
+    process ended first (its port taken)."""
+    import time
+    import urllib.request
+
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=5) as answer:
+                if answer.status == 200 and serves(proc, port):
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.5)
+    return False
+
+
 @contextlib.contextmanager
 def mlflow_server(root: Path, backend: str | None = None, app: str | None = None):
     """`mlflow server --serve-artifacts [--app-name APP]` on 127.0.0.1 over a SQLite store in `root` (or `backend`), until the
     block ends; yields its http URL. Waits on the server's health answer, not on a clock: up to 3 minutes
-    on a loaded machine, and the process group is killed whatever happens."""
-    import signal
+    on a loaded machine (a port another test took meanwhile: a new port), and the process group is
+    killed whatever happens."""
     import subprocess
     import time
-    import urllib.request
 
     root.mkdir(parents=True, exist_ok=True)
     if backend is None:  # made by the server itself: its Default experiment then keeps artifacts behind the proxy
         backend = f"sqlite:///{root / 'server.db'}"
-    port = free_port()
-    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend, "--serve-artifacts"]
-    cmd += ["--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port)]
-    cmd += ["--workers", "1"] + (["--app-name", app] if app else [])
     log = open(root / "server.log", "w")  # noqa: SIM115 (closed below)
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
+    deadline, proc = time.monotonic() + 180, None
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=5) as answer:
-                    if answer.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"mlflow server did not start: {(root / 'server.log').read_text()[-2000:]}")
-            time.sleep(0.5)
+        for _ in range(3):
+            port = free_port()
+            cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend, "--serve-artifacts"]
+            cmd += ["--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port)]
+            cmd += ["--workers", "1"] + (["--app-name", app] if app else [])
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            url = f"http://127.0.0.1:{port}"
+            if _await_server(proc, url, port, deadline):
+                break
+            _kill_group(proc)
+        else:
+            raise RuntimeError(f"mlflow server did not start: {(root / 'server.log').read_text()[-2000:]}")
         yield url
     finally:  # the test is done with it: no graceful shutdown to wait for (3 s a server)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        if proc is not None:
+            _kill_group(proc)
         log.close()
+
+
+def _kill_group(proc) -> None:
+    import signal
+
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()

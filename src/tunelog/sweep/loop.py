@@ -47,12 +47,12 @@ from .study import (
     enqueue_named_configs,
     make_pruner,
     make_sampler,
-    take_seat,
     open_storage,
     recover,
     running_elsewhere,
     space_hash,
     suggest,
+    take_seat,
     used_budget,
     wait_for_sweep_run,
 )
