@@ -4,7 +4,7 @@ import json
 
 from mlflow import MlflowClient
 
-from conftest import demo_raw, run_cli, write_spec
+from conftest import demo_raw, mlflow_server, run_cli, write_spec
 from tunelog import changelog as cl
 from tunelog import tracking as t
 from tunelog.spec import load_spec
@@ -116,7 +116,7 @@ def test_based_on_refuses_unknown_runs(store):
     assert proc.returncode == 1 and "no run 'nope'" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_fast_sql_collection_equals_the_mlflow_search_api(imported, store):
+def test_fast_sql_collection_equals_the_mlflow_search_api(imported, store, tmp_path):
     tracker = Tracker()
     exp = tracker.client.get_experiment_by_name("speech").experiment_id
     tracker.client.delete_run(Tracker().find_runs("speech", {"tunelog.name": "03_lr_2e-3"})[0].run_id)
@@ -141,6 +141,12 @@ def test_fast_sql_collection_equals_the_mlflow_search_api(imported, store):
     fast, api = tracker._all_runs_sql(exp, "speech"), tracker._all_runs_api(exp, "speech")
     assert len(fast) == 18  # the deleted run is left out by both
     assert comparable(fast) == comparable(api)
+    # `mlflow server --app-name tunelog` runs the same queries and readers over REST take its answer
+    with mlflow_server(tmp_path / "server", backend=store, app="tunelog") as server:
+        assert "bulk runs at /api/2.0/tunelog/runs" in (tmp_path / "server" / "server.log").read_text()
+        served = Tracker(server)._all_runs_server(exp, "speech")
+        assert served is not None and comparable(served) == comparable(api)
+        assert comparable(Tracker(server).all_runs("speech")) == comparable(api)
 
 
 def test_the_experiment_page_shows_the_story(imported, store):

@@ -101,7 +101,8 @@ def test_three_machines_on_postgresql_and_mlflow_server(postgres, tmp_path, monk
         assert all(password not in out for out in outputs)
 
         # readers through the server give what the direct store gives: the changelog, promote's pick
-        assert "tunelog: mlflow server worker, gc thresholds" in (tmp_path / "server" / "server.log").read_text()
+        said = (tmp_path / "server" / "server.log").read_text()
+        assert "tunelog: mlflow server worker, gc thresholds" in said and "bulk runs at" in said
         with urllib.request.urlopen(f"{server}/api/2.0/mlflow/experiments/get-by-name?experiment_name=shared") as got:
             assert json.loads(body := got.read())["experiment"]["name"] == "shared" and b"\n" not in body  # compact
         monkeypatch.setenv("MLFLOW_TRACKING_URI", server)
