@@ -3,6 +3,7 @@
 - `contract`: tag names, outcomes, run kinds, artifact names, `RunRecord`, `better`/`best_of`;
 - `run`: the run context (always closed), buffered metrics, SIGTERM as KILLED;
 - `store`: where the store is, reading runs back (one query per table on SQL stores), gc;
+- `bulk`: those per-table queries, shared with `server_app` (`mlflow server --app-name tunelog`);
 - `registry`: model versions, aliases, `models:/` URIs.
 
 `Tracker` joins the three halves over one MLflow client. See docs/tracking-contract.md.
