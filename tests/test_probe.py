@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 from mlflow import MlflowClient
 
 from conftest import REPO, demo_raw, subprocess_env, write_spec
@@ -64,6 +65,7 @@ def test_skip_reasons_name_the_cause(tmp_path, store):
     assert probe.skip_reason({"train.batch_size": 16, "lora.r": 4}, done) == ""
 
 
+@pytest.mark.slow
 def test_probe_survives_oom_and_writes_a_script_that_runs(tmp_path, store):
     """Load-proof: two batch sizes far apart in memory, so a budget between them holds however busy the
     machine is, and the walk always reaches the large one (a throughput fall is judged only after it ran)."""
