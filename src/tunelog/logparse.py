@@ -46,6 +46,8 @@ class ParsedLog:
     lines: int = 0
     metric_lines: int = 0
     max_step: Optional[int] = None  # the largest step a line named itself (not a per-key line counter)
+    counts: dict[str, int] = field(default_factory=dict)  # lines each key was read on
+    stepped: set[str] = field(default_factory=set)  # keys read on a line that named its step
 
     def final(self) -> dict[str, float]:
         out: dict[str, float] = {}
@@ -125,8 +127,10 @@ class LogParser:
             if not metrics:
                 continue
             metric_lines += 1
-            if step is not None and (max_step is None or step > max_step):
-                max_step = step
+            if step is not None:
+                log.stepped.update(metrics)
+                if max_step is None or step > max_step:
+                    max_step = step
             for key, value in metrics.items():
                 at = counters[key] = counters.get(key, 0) + 1
                 if step is not None:
@@ -137,7 +141,7 @@ class LogParser:
                 last[key] = at
                 append((key, value, at, ms))
         log.lines, log.metric_lines, log.first_ms, log.last_ms = n, metric_lines, first_ms, last_ms
-        log.max_step = max_step
+        log.max_step, log.counts = max_step, counters
         return log
 
     def parse_text(self, text: str) -> ParsedLog:

@@ -111,11 +111,11 @@ def build(
     metric, direction = headline(runs, metric, direction)
     direction = t.MAXIMIZE if direction in ("max", t.MAXIMIZE) else t.MINIMIZE
     by_id = {r.run_id: r for r in runs}
-    groups = phases.assign(runs, phase_names)
+    found = lineage.find_parents(runs)
+    groups = phases.assign(runs, phase_names, lineage.changed_keys(by_id, found))
     keys = result_keys(runs, metric)
     entries = [_entry(r, metric, keys, groups[r.run_id]) for r in runs]
     by_entry_id = {e.run_id: e for e in entries}
-    found = lineage.find_parents(runs)
     for entry in entries:
         parent_id, how = found[entry.run_id]
         _link(entry, by_id.get(parent_id) if parent_id else None, by_id, how, metric)

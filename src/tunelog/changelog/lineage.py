@@ -16,7 +16,7 @@ from typing import Optional
 import numpy as np
 
 from .. import tracking as t
-from ..tracking import DERIVED_PARAMS, TAG_BASED_ON, TAG_PARENT, RunRecord
+from ..tracking import TAG_BASED_ON, TAG_PARENT, RunRecord
 from .model import Changes
 
 WINDOW = 200
@@ -39,7 +39,7 @@ def normalise(value: str) -> str:
 
 
 def config_of(run: RunRecord) -> dict[str, str]:
-    return {k: normalise(v) for k, v in run.params.items() if k not in DERIVED_PARAMS}
+    return {k: normalise(v) for k, v in run.compared_params.items()}
 
 
 def find_parents(runs: list[RunRecord]) -> dict[str, tuple[Optional[str], str]]:
@@ -93,6 +93,20 @@ def _closest(row: int, candidates: list[int], matrix: np.ndarray, sane: np.ndarr
     return candidates[last_min]
 
 
+def changed_keys(by_id: dict[str, RunRecord], parents: dict[str, tuple[Optional[str], str]]):
+    """run -> the config keys it changed from its parent (none for a run without a config parent):
+    what `phases` groups loose runs by."""
+
+    def changed(run: RunRecord) -> frozenset:
+        parent = by_id.get(parents[run.run_id][0] or "")
+        if parent is None or parent.kind in CONTAINER_KINDS:
+            return frozenset()
+        old, new = config_of(parent), config_of(run)
+        return frozenset(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+
+    return changed
+
+
 def config_key(run: RunRecord) -> tuple:
     return tuple(sorted(config_of(run).items()))
 
@@ -139,10 +153,10 @@ def passed_over(runs: list[RunRecord], parents: dict[str, str], anomalous: set[s
 
 def diff(parent: Optional[RunRecord], child: RunRecord, notable: set[str], verbose: bool) -> Changes:
     """Added / Changed (old -> new) / Removed, and Kept: notable unchanged keys (all with verbose)."""
-    new = {k: v for k, v in child.params.items() if k not in DERIVED_PARAMS}
+    new = child.compared_params
     if parent is None:
         return Changes(kept=dict(sorted(new.items())) if verbose else {})
-    old = {k: v for k, v in parent.params.items() if k not in DERIVED_PARAMS}
+    old = parent.compared_params
     changes = Changes()
     for key in sorted(set(old) | set(new)):
         if key not in old:

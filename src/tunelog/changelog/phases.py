@@ -4,12 +4,17 @@ People rarely tag phases; they name runs in families (`gru_ctc_reg1..7`, `run16_
 `run16_2`) and work in bursts. So a run's group is, first that found: a `--phases FILE`
 pattern, its `tunelog.phase` tag, its container (a sweep, pipeline or probe), else its
 name family among consecutive runs, split where the history pauses for more than `GAP_H`.
+Runs of no family (or all of one family: `sdxl_v01..30` says nothing) are grouped by what they
+changed: a phase lasts while each run changes keys within the phase's topic (the keys of its first
+change), and is titled by its most common change (`Phase: rank + alpha`, `Phase: optimizer`), as a
+person titles the sections of a hand-written changelog.
 """
 
 from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Callable
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Optional
@@ -20,8 +25,27 @@ from ..spec import read_yaml
 from ..tracking import RunRecord
 
 GAP_H = 12.0  # a pause this long (hours) between two runs starts a new phase
+CHANGE_PHASES_FROM = 6  # a stretch of fewer loose runs stays one section: a short history needs no phases
 CONTAINERS = (t.KIND_SWEEP, t.KIND_PIPELINE, t.KIND_PROBE)
 _TRAILING_NUMBER = re.compile(r"^(.*?)[_\-.]?\d+$")
+ChangedKeys = Callable[[RunRecord], frozenset]  # the config keys a run changed from its parent
+# what a change is called in a title, by the key's last dotted part (others by their own name)
+TOPICS = {
+    "rank": ("network_dim", "r", "lora_r", "rank", "lora_rank"),
+    "alpha": ("network_alpha", "alpha", "lora_alpha"),
+    "optimizer": ("optimizer", "optimizer_type", "optimizer_args", "optim"),
+    "learning rate": ("learning_rate", "lr", "unet_lr", "text_encoder_lr", "peak_lr"),
+    "LR schedule": ("lr_scheduler", "scheduler", "schedule", "lr_scheduler_num_cycles", "lr_warmup_steps"),
+    "warmup": ("warmup", "warmup_steps", "warmup_ratio"),
+    "resolution": ("resolution",),
+    "bucketing": ("enable_bucket", "min_bucket_reso", "max_bucket_reso", "bucket_reso_steps", "bucket_no_upscale"),
+    "batch size": ("batch_size", "train_batch_size", "per_device_train_batch_size", "grad_accum"),
+    "training length": ("max_train_steps", "max_train_epochs", "max_steps", "epochs", "num_train_epochs"),
+    "dropout": ("dropout", "network_dropout", "lora_dropout", "rank_dropout", "module_dropout"),
+    "precision": ("mixed_precision", "full_bf16", "full_fp16", "precision", "bf16", "fp16"),
+    "target modules": ("target_modules", "network_module"),
+}
+_TOPIC_OF = {key: topic for topic, keys in TOPICS.items() for key in keys}
 
 
 def read_phases(path: str | Path) -> dict[str, list[str]]:
@@ -46,8 +70,13 @@ def family(name: str) -> Optional[str]:
     return stem if stem and not stem.isdigit() else None
 
 
-def assign(runs: list[RunRecord], named: Optional[dict[str, list[str]]] = None) -> dict[str, str]:
-    """run id -> its group's title (`Phase: run16*`, `Sweep: demo-sweep`, `Runs`), runs in start order."""
+def assign(
+    runs: list[RunRecord],
+    named: Optional[dict[str, list[str]]] = None,
+    changed: Optional[ChangedKeys] = None,
+) -> dict[str, str]:
+    """run id -> its group's title (`Phase: run16*`, `Sweep: demo-sweep`, `Phase: rank`, `Runs`), runs in
+    start order."""
     by_id = {r.run_id: r for r in runs}
     groups: dict[str, str] = {}
     loose: list[RunRecord] = []
@@ -59,7 +88,7 @@ def assign(runs: list[RunRecord], named: Optional[dict[str, list[str]]] = None) 
             loose.append(run)
         else:
             groups[run.run_id] = f"{run.kind.capitalize()}: {run.tags.get(t.TAG_NAME) or run.name}"
-    groups.update(_inferred(loose))
+    groups.update(_inferred(loose, changed))
     return groups
 
 
@@ -79,13 +108,13 @@ def _contained(run: RunRecord, by_id: dict[str, RunRecord]) -> Optional[str]:
     return f"{container.kind.capitalize()}: {container.tags.get(t.TAG_NAME) or container.name}"
 
 
-def _inferred(runs: list[RunRecord]) -> dict[str, str]:
+def _inferred(runs: list[RunRecord], changed: Optional[ChangedKeys] = None) -> dict[str, str]:
     """Consecutive runs of one name family form a phase; runs of no family (or of a family seen
-    once) share one, split at long pauses."""
+    once, or of the one family every run shares) are grouped by what they changed, split at long pauses."""
     names = [r.tags.get(t.TAG_NAME) or r.name for r in runs]
     families = [family(n) for n in names]
     seen = Counter(families)
-    keys = [f if f and seen[f] > 1 else None for f in families]
+    keys = [f if f and 1 < seen[f] < len(runs) else None for f in families]
     segments: list[tuple[Optional[str], list[RunRecord]]] = []
     previous_end = None
     for run, key in zip(runs, keys):
@@ -94,13 +123,55 @@ def _inferred(runs: list[RunRecord]) -> dict[str, str]:
             segments.append((key, []))
         segments[-1][1].append(run)
         previous_end = max(previous_end or 0, run.end_ms or run.start_ms)
-    anonymous = sum(1 for key, _ in segments if key is None)
-    out, n = {}, 0
+    titled: list[tuple[str, list[RunRecord]]] = []
     for key, members in segments:
-        if key is None:
+        if key is not None:
+            titled.append((f"Phase: {key}*", members))
+        else:
+            enough = changed is not None and len(members) >= CHANGE_PHASES_FROM
+            titled += _by_change(members, changed) if enough else [("", members)]
+    anonymous = sum(1 for title, _ in titled if not title)
+    out, n, used = {}, 0, Counter()
+    for title, members in titled:
+        if not title:
             n += 1
             title = "Runs" if anonymous == 1 else f"Runs, part {n}"
-        else:
-            title = f"Phase: {key}*"
+        used[title] += 1
+        title = title if used[title] == 1 else f"{title} ({used[title]})"
         out.update({r.run_id: title for r in members})
     return out
+
+
+def _by_change(runs: list[RunRecord], changed: ChangedKeys) -> list[tuple[str, list[RunRecord]]]:
+    """Consecutive runs while each changes only keys of the phase's topic (the first change's keys; a
+    repeat or a run without a parent stays); a key outside it starts the next phase, unless that phase
+    would be one run. '' titles a stretch that changed nothing."""
+    phases: list[tuple[Optional[frozenset], list[RunRecord], list[frozenset]]] = []
+    for run in runs:
+        keys = changed(run)
+        if phases and (not keys or phases[-1][0] is None or keys <= phases[-1][0]):
+            topic, members, changes = phases[-1]
+            phases[-1] = (topic or keys or None, members + [run], changes + ([keys] if keys else []))
+        else:
+            phases.append((keys or None, [run], [keys] if keys else []))
+    merged: list[tuple[list[RunRecord], list[frozenset]]] = []
+    for _, members, changes in phases:  # a one-run detour stays in the phase it interrupted
+        if merged and (len(members) == 1 or len(merged[-1][0]) == 1):
+            merged[-1] = (merged[-1][0] + members, merged[-1][1] + changes)
+        else:
+            merged.append((members, changes))
+    return [(_title(changes), members) for members, changes in merged]
+
+
+def _title(changes: list[frozenset]) -> str:
+    """`Phase: rank + alpha`: the phase's most common change set (the first of equals), in words."""
+    if not changes:
+        return ""
+    top = Counter(changes).most_common(1)[0][0]
+    words = dict.fromkeys(_TOPIC_OF.get(k.rsplit(".", 1)[-1].lower(), k) for k in sorted(top, key=_topic_order))
+    return "Phase: " + " + ".join(words)
+
+
+def _topic_order(key: str) -> tuple[int, str]:
+    topic = _TOPIC_OF.get(key.rsplit(".", 1)[-1].lower())
+    return (list(TOPICS).index(topic) if topic else len(TOPICS), key)

@@ -180,7 +180,7 @@ def entry_markdown(log: Changelog, e: Entry) -> str:
 
 def _vs_parent(e: Entry) -> str:
     """` (+0.12 vs parent)` when both results are finite numbers and compare, else why not."""
-    if e.parent_id is not None and not e.comparable:
+    if e.parent_id is not None and not e.comparable and e.result is not None:
         return " (not comparable with its parent: eval set changed)"
     if e.result is None or e.parent_result is None or not (math.isfinite(e.result) and math.isfinite(e.parent_result)):
         return ""

@@ -144,15 +144,18 @@ def cost_between(entries: list[Entry], first: Entry, last: Entry) -> Optional[fl
 
 
 def phases(entries: list[Entry], direction: str, changes_between) -> list[Phase]:
-    """Per group: its best run (on the main eval set of the group), what it changed overall (first run
+    """Per group: its best run (on the history's main eval set where the group has results on it, else
+    on the group's own), what it changed overall (first run
     against best run) and what it cost."""
     out = []
+    overall = main_eval_key(entries)
     for group in dict.fromkeys(e.group for e in entries):
         members = [e for e in entries if e.group == group and e.kind not in (t.KIND_SWEEP, t.KIND_PIPELINE)]
         if not members:
             continue
         first = members[0]
-        best = best_entry(members, direction, main_eval_key(members))
+        key = overall if any(finished_ok(e) and e.eval_key == overall for e in members) else main_eval_key(members)
+        best = best_entry(members, direction, key)
         moved = None
         if best is not None and finished_ok(first) and first.eval_key == best.eval_key:
             moved = gain(first.result, best.result, direction)

@@ -92,8 +92,13 @@ def based_on(run_id: str, parent_id: str) -> None:
 @cli.command("import")
 @click.argument("root", type=click.Path(exists=True, file_okay=False))
 @click.option("--experiment", required=True, help="The MLflow experiment to import into.")
-@click.option("--metric", default=None, help="Headline metric (default: eval_loss, val_loss... as found).")
-@click.option("--direction", type=click.Choice(["minimize", "maximize"]), default="minimize", show_default=True)
+@click.option("--metric", default=None, help="Headline metric (default: your eval files' number, else eval/loss...).")
+@click.option(
+    "--direction",
+    type=click.Choice(["minimize", "maximize"]),
+    default=None,
+    help="Whether lower or higher is better (default: from the metric's name; losses and errors lower).",
+)
 @click.option(
     "--pattern",
     "patterns",
@@ -101,20 +106,52 @@ def based_on(run_id: str, parent_id: str) -> None:
     metavar="REGEX",
     help="Extra metric regex with named groups key and value (and optionally step).",
 )
-def import_(root: str, experiment: str, metric, direction: str, patterns: tuple[str, ...]) -> None:
-    """Import legacy run folders (a config and a log each) under ROOT as MLflow runs, once.
+@click.option(
+    "--metrics-file",
+    "metrics_files",
+    multiple=True,
+    metavar="GLOB",
+    help="Your eval files (default: eval.json, metrics.json, results.json, *.jsonl); repeatable.",
+)
+@click.option(
+    "--ignore-keys",
+    "ignore_keys",
+    multiple=True,
+    metavar="GLOB",
+    help="Config keys that name a run rather than change it (recorded, never compared); repeatable.",
+)
+def import_(
+    root: str,
+    experiment: str,
+    metric,
+    direction,
+    patterns: tuple[str, ...],
+    metrics_files: tuple[str, ...],
+    ignore_keys: tuple[str, ...],
+) -> None:
+    """Import run folders under ROOT as MLflow runs, once: kohya sd-scripts, Hugging Face Trainer, Lightning,
+    TensorBoard events, your eval files, or a config and a log.
 
-    Example: tunelog import old_runs/ --experiment speech-decoder
+    Example: tunelog import old_runs/ --experiment sdxl-lora --metrics-file 'eval*.json'
     """
     from ..importer import import_tree
     from ..tracking import Tracker
 
-    report = import_tree(Path(root), Tracker(), experiment, metric=metric, patterns=patterns, direction=direction)
+    ignore = tuple(g.strip() for item in ignore_keys for g in item.split(",") if g.strip())
+    report = import_tree(
+        Path(root),
+        Tracker(),
+        experiment,
+        metric=metric,
+        patterns=patterns,
+        direction=direction,
+        metrics_files=metrics_files,
+        ignore_keys=ignore,
+    )
     for warning in report.warnings:
         click.echo(f"warning: {warning}", err=True)
     click.echo(
-        f"imported {len(report.imported)} runs, {len(report.skipped)} already there, "
-        f"{len(report.warnings)} skipped with a warning"
+        f"imported {len(report.imported)} runs, {len(report.skipped)} already there, {len(report.warnings)} warnings"
     )
 
 

@@ -55,6 +55,10 @@ DERIVED_PARAMS = frozenset(
 )
 TAG_OWNER = "tunelog.owner"  # host:pid of the process that opened the run (`tunelog gc` checks it)
 TAG_IMPORT_KEY = "tunelog.import_key"  # identifies an imported legacy folder, so importing twice adds nothing
+TAG_IMPORT_READERS = "tunelog.import_readers"  # the readers that understood the folder (kohya,tensorboard)
+# params that name the run rather than what it did (output paths, run names, seeds-as-ids), comma-joined:
+# recorded, but left out of "what changed", repeats, change sets and effects
+TAG_IDENTITY_KEYS = "tunelog.identity_keys"
 
 # --- run kinds (tag tunelog.kind) ---------------------------------------------------
 KIND_TRAIN = "train"  # one fine-tune (`tunelog train`, `reproduce`)
@@ -127,6 +131,13 @@ class RunRecord:
     tags: dict[str, str]
     experiment_id: str = ""
     experiment_name: str = ""
+
+    @property
+    def compared_params(self) -> dict[str, str]:
+        """The params that say what the run did: without derived ones and the run's identity keys."""
+        identity = self.tags.get(TAG_IDENTITY_KEYS)
+        skip = DERIVED_PARAMS.union(identity.split(",")) if identity else DERIVED_PARAMS
+        return {k: v for k, v in self.params.items() if k not in skip}
 
     @property
     def kind(self) -> str:

@@ -298,13 +298,17 @@ class RunWrites:
         from mlflow.entities import Metric, Param, RunTag
 
         run = self.client.create_run(self.experiment_id(experiment), start_time=start_ms, run_name=run_name)
-        self.client.log_batch(
-            run.info.run_id,
-            params=[Param(k, _param_value(v)) for k, v in params.items()],
-            tags=[RunTag(k, str(v)) for k, v in tags.items() if v is not None],
-            metrics=[Metric(k, v, ts, step) for k, v, ts, step in metrics],
-            synchronous=True,
-        )
+        try:
+            self.client.log_batch(
+                run.info.run_id,
+                params=[Param(k, _param_value(v)) for k, v in params.items()],
+                tags=[RunTag(k, str(v)) for k, v in tags.items() if v is not None],
+                metrics=[Metric(k, v, ts, step) for k, v, ts, step in metrics],
+                synchronous=True,
+            )
+        except BaseException:  # the store refused a value: the run is closed, never left RUNNING
+            self.client.set_terminated(run.info.run_id, status="FAILED", end_time=end_ms)
+            raise
         self.client.set_terminated(run.info.run_id, status=status, end_time=end_ms)
         return run.info.run_id
 

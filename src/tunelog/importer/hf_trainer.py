@@ -1,0 +1,180 @@
+"""Hugging Face Trainer / TRL output folders.
+
+- `trainer_state.json` (the folder's own, else the newest `checkpoint-N/`'s): `log_history` as
+  `train/…` and `eval/…` series by `global_step` (the names tunelog's own trainer logs: `train/loss`,
+  `train/lr`, `eval/loss`), `max_steps` and the batch size as params, `best_metric`.
+- `all_results.json`, `eval_results.json`, `train_results.json`: final metrics.
+- `adapter_config.json` (peft): rank, alpha, dropout, target modules and the base model, under
+  tunelog's names (`lora.r`, `lora.alpha`, ...) so imported and trained runs compare.
+- `checkpoint-N/` folders: the run's saved steps (tag `tunelog.checkpoints`); its TensorBoard
+  events (`runs/`) hold what `log_history` holds and are left unread.
+
+`training_args.bin` is a pickle: it is never opened (unpickling runs code).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Optional
+
+from ..outcomes import COMPLETE
+from .base import Folder, ReadError, Reading, number
+
+_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+RESULT_FILES = ("all_results.json", "eval_results.json", "train_results.json", "test_results.json")
+_TRAIN_NAMES = {
+    "loss": "train/loss",
+    "learning_rate": "train/lr",
+    "grad_norm": "train/grad_norm",
+    "epoch": "train/epoch",
+}
+_STATE_PARAMS = {
+    "max_steps": "train.max_steps",
+    "num_train_epochs": "train.epochs",
+    "train_batch_size": "train.batch_size",
+}
+# how often it logged, evaluated and saved: recorded, not compared (the run learns the same)
+_STATE_IDENTITY = {"logging_steps", "eval_steps", "save_steps", "trial_name", "best_model_checkpoint"}
+_ADAPTER_PARAMS = {
+    "r": "lora.r",
+    "lora_alpha": "lora.alpha",
+    "lora_dropout": "lora.dropout",
+    "target_modules": "lora.target_modules",
+    "base_model_name_or_path": "model.name",
+    "peft_type": "lora.peft_type",
+    "bias": "lora.bias",
+    "use_rslora": "lora.use_rslora",
+    "use_dora": "lora.use_dora",
+    "modules_to_save": "lora.modules_to_save",
+}
+
+
+class HFTrainerReader:
+    name = "hf-trainer"
+
+    def detect(self, folder: Folder) -> bool:
+        return bool(self._state(folder) or folder.top(*RESULT_FILES) or folder.top("adapter_config.json"))
+
+    def _checkpoints(self, folder: Folder) -> list[tuple[int, str]]:
+        found = {
+            m.group(1): rel.split("/", 1)[0] for rel in folder.files if (m := _CHECKPOINT.match(rel.split("/")[0]))
+        }
+        return sorted((int(step), name) for step, name in found.items())
+
+    def _state(self, folder: Folder) -> Optional[str]:
+        """The folder's trainer_state.json, or the newest checkpoint's when that went further."""
+        latest = next(
+            (
+                f"{n}/trainer_state.json"
+                for _, n in reversed(self._checkpoints(folder))
+                if f"{n}/trainer_state.json" in folder.files
+            ),
+            None,
+        )
+        if "trainer_state.json" not in folder.files:
+            return latest
+        if latest and _global_step(folder, latest) > _global_step(folder, "trainer_state.json"):
+            return latest
+        return "trainer_state.json"
+
+    def read(self, folder: Folder) -> Reading:
+        reading = Reading()
+        checkpoints = self._checkpoints(folder)
+        if checkpoints:
+            reading.tags["tunelog.checkpoints"] = ", ".join(n for _, n in checkpoints)[:5000]
+        state_file = self._state(folder)
+        if state_file:
+            self._read_state(folder, state_file, reading)
+        for name in RESULT_FILES:
+            if name in folder.files:
+                reading.files.append(folder.files[name])
+                for key, value in _dict(folder.data(name), name).items():
+                    if (v := number(value)) is not None:
+                        reading.final.setdefault(metric_name(key, summary=True), v)
+        adapter = folder.top("adapter_config.json") or next(
+            (
+                f"{n}/adapter_config.json"
+                for _, n in reversed(checkpoints)
+                if f"{n}/adapter_config.json" in folder.files
+            ),
+            None,
+        )
+        if adapter:
+            self._read_adapter(folder, adapter, reading)
+        for rel in folder.glob("runs/*"):  # the TensorBoard copy of log_history
+            if state_file:
+                folder.claimed.add(rel)
+        return reading
+
+    def _read_state(self, folder: Folder, name: str, reading: Reading) -> None:
+        state = _dict(folder.data(name), name)
+        reading.files.append(folder.files[name])
+        for key, param in _STATE_PARAMS.items():
+            if state.get(key) is not None:
+                reading.params[param] = state[key]
+        for key in _STATE_IDENTITY:
+            if state.get(key) is not None:
+                reading.params[f"hf.{key}"] = state[key]
+                reading.identity.add(f"hf.{key}")
+        if (best := number(state.get("best_metric"))) is not None:
+            reading.final["eval/best_metric"] = best
+        for entry in state.get("log_history") or []:
+            if not isinstance(entry, dict) or number(entry.get("step")) is None:
+                continue
+            step = int(entry["step"])
+            summary = "train_runtime" in entry
+            is_eval = any(str(k).startswith("eval_") for k in entry)
+            for key, value in entry.items():
+                v = number(value)
+                if v is None or key in ("step", "total_flos") or (key == "epoch" and is_eval):
+                    continue
+                if summary:
+                    reading.final[metric_name(key, summary=True)] = v
+                else:
+                    reading.series.append((metric_name(key), v, step, None))
+        global_step, max_steps = number(state.get("global_step")), number(state.get("max_steps"))
+        if global_step is not None:
+            reading.max_step = int(global_step)
+        if global_step is not None and max_steps and global_step < COMPLETE * max_steps:
+            reading.outcome = ("incomplete", f"{name}: global_step {int(global_step)} of max_steps {int(max_steps)}")
+
+    def _read_adapter(self, folder: Folder, name: str, reading: Reading) -> None:
+        config = _dict(folder.data(name), name)
+        reading.files.append(folder.files[name])
+        for key, param in _ADAPTER_PARAMS.items():
+            value = config.get(key)
+            if value is None:
+                continue
+            if isinstance(value, list):
+                value = ",".join(sorted(map(str, value)))
+            reading.params[param] = value
+        base = config.get("base_model_name_or_path")
+        if isinstance(base, str) and ("/" in base or base.startswith(".")):
+            reading.lineage.append(base)  # stage 2 trained on stage 1's output: a path into another run
+
+
+def metric_name(key: str, summary: bool = False) -> str:
+    """HF's log keys under tunelog's names: `eval_loss` -> `eval/loss`, `loss` -> `train/loss`; a final
+    summary's `train_loss` (the mean over the run) -> `train/mean_loss`."""
+    if key.startswith("eval_"):
+        return f"eval/{key[5:]}"
+    if key.startswith("test_"):
+        return f"test/{key[5:]}"
+    if summary and key == "train_loss":
+        return "train/mean_loss"
+    if key.startswith("train_"):
+        return f"train/{key[6:]}"
+    return _TRAIN_NAMES.get(key, f"train/{key}")
+
+
+def _dict(data: Any, name: str) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise ReadError(f"{name}: expected a JSON object")
+    return data
+
+
+def _global_step(folder: Folder, name: str) -> int:
+    try:
+        return int(_dict(folder.data(name), name).get("global_step") or 0)
+    except (ReadError, TypeError, ValueError):
+        return -1
