@@ -28,13 +28,17 @@ _TRAIN_NAMES = {
     "grad_norm": "train/grad_norm",
     "epoch": "train/epoch",
 }
-_STATE_PARAMS = {
-    "max_steps": "train.max_steps",
-    "num_train_epochs": "train.epochs",
-    "train_batch_size": "train.batch_size",
+_STATE_PARAMS = {"max_steps": "train.max_steps", "train_batch_size": "train.batch_size"}
+# how often it logged, evaluated and saved: recorded, not compared (the run learns the same); so is the
+# epoch count Trainer derived from max_steps (max_steps is what it stops at: the length a run is judged by)
+_STATE_IDENTITY = {
+    "logging_steps",
+    "eval_steps",
+    "save_steps",
+    "trial_name",
+    "best_model_checkpoint",
+    "num_train_epochs",
 }
-# how often it logged, evaluated and saved: recorded, not compared (the run learns the same)
-_STATE_IDENTITY = {"logging_steps", "eval_steps", "save_steps", "trial_name", "best_model_checkpoint"}
 _ADAPTER_PARAMS = {
     "r": "lora.r",
     "lora_alpha": "lora.alpha",
@@ -118,6 +122,7 @@ class HFTrainerReader:
                 reading.identity.add(f"hf.{key}")
         if (best := number(state.get("best_metric"))) is not None:
             reading.final["eval/best_metric"] = best
+        points: dict[tuple[str, int], float] = {}  # a second evaluate() at the last step replaces the first
         for entry in state.get("log_history") or []:
             if not isinstance(entry, dict) or number(entry.get("step")) is None:
                 continue
@@ -131,7 +136,8 @@ class HFTrainerReader:
                 if summary:
                     reading.final[metric_name(key, summary=True)] = v
                 else:
-                    reading.series.append((metric_name(key), v, step, None))
+                    points[(metric_name(key), step)] = v
+        reading.series = [(key, v, step, None) for (key, step), v in points.items()]
         global_step, max_steps = number(state.get("global_step")), number(state.get("max_steps"))
         if global_step is not None:
             reading.max_step = int(global_step)

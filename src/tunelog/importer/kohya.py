@@ -73,7 +73,12 @@ class KohyaReader:
         return [r for r in folder.glob("*.toml") if "/" not in r and "dataset" not in r.lower()]
 
     def _models(self, folder: Folder) -> list[str]:
-        return sorted(folder.glob("*.safetensors"), key=lambda r: (folder.files[r].stat().st_mtime, r))
+        """Saved LoRAs in the folder itself (sd-scripts' `output_dir`); a peft checkpoint's
+        `checkpoint-N/adapter_model.safetensors` is no kohya file."""
+        found = [
+            r for r in folder.glob("*.safetensors") if "/" not in r and not r.startswith(("adapter_model", "model"))
+        ]
+        return sorted(found, key=lambda r: (folder.files[r].stat().st_mtime, r))
 
     def _log(self, folder: Folder) -> Optional[str]:
         """A console log with sd-scripts' markers (its first 256 kB looked at)."""

@@ -18,13 +18,16 @@ PATTERN = "*tfevents*"
 class TensorBoardReader:
     name = "tensorboard"
 
+    def _files(self, folder: Folder) -> list[str]:
+        return sorted(rel for rel in folder.glob(PATTERN) if rel not in folder.claimed)
+
     def detect(self, folder: Folder) -> bool:
-        return bool(folder.glob(PATTERN))
+        return bool(self._files(folder))
 
     def read(self, folder: Folder) -> Reading:
         reading = Reading()
         points: dict[tuple[str, int], tuple[float, int]] = {}  # (tag, step) -> (value, ms); a later write wins
-        for rel in sorted(folder.glob(PATTERN)):
+        for rel in self._files(folder):
             if folder.size(rel) > MAX_DATA_BYTES:
                 raise ReadError(f"{rel}: {folder.size(rel):,} bytes, more than the {MAX_DATA_BYTES:,} read")
             folder.claimed.add(rel)

@@ -205,7 +205,8 @@ def _outcome(r: Reading) -> tuple[str, str]:
     if r.outcome:
         return r.outcome
     epochs = [v for k, v, _, _ in r.series if k.rsplit("/", 1)[-1] == "epoch"]
-    cut = truncation(r.params, r.max_step, epochs[-1] if epochs else None)
+    configured = {k: v for k, v in r.params.items() if k not in r.identity}  # a recorded length is no setting
+    cut = truncation(configured, r.max_step, epochs[-1] if epochs else None)
     return ("incomplete", cut) if cut else ("ok", "")
 
 
