@@ -229,3 +229,39 @@ def test_lightning_logs_and_tensorboard_events(tmp_path, store):
     history = MlflowClient().get_metric_history(runs["tb_only"].run_id, "val/loss")
     assert [m.step for m in history] == [1, 2, 3, 4, 5] and history[0].timestamp == 1_700_000_001_000
     assert runs["tb_only"].start_ms == 1_700_000_001_000 and runs["tb_only"].params["lr"] == "0.01"
+
+
+def test_runs_written_in_one_transaction_equal_runs_written_by_the_client(store):
+    tracker = Tracker()
+    metrics = [
+        ("loss", 2.0, 1000, 1),
+        ("loss", float("nan"), 1500, 3),
+        ("loss", 1.0, 2000, 2),
+        ("loss", 1.0, 2000, 2),  # an exact duplicate
+        ("grad", float("inf"), 1000, 1),
+        ("score", 0.5, 3000, 0),
+    ]
+
+    def run(run_id: str) -> t.FinishedRun:
+        tags = {t.TAG_KIND: t.KIND_IMPORT, "tunelog.reason": ""}
+        return t.FinishedRun(run_id, "r", 1000, 3000, "FAILED", {"lr": "0.1", "seed": "3"}, tags, metrics)
+
+    written, _ = tracker.create_finished_runs("bulk", [run("a" * 32)])
+    assert written == {"a" * 32: "a" * 32}  # the SQL road, with the id it was given
+    by_client = tracker.create_finished_run("bulk", "r", 1000, 3000, "FAILED", run("x").params, run("x").tags, metrics)
+    client = MlflowClient()
+    a, b = client.get_run("a" * 32), client.get_run(by_client)
+    assert (a.info.status, a.info.start_time, a.info.end_time, a.info.run_name) == (
+        b.info.status,
+        b.info.start_time,
+        b.info.end_time,
+        b.info.run_name,
+    )
+    assert a.info.artifact_uri == b.info.artifact_uri.replace(by_client, "a" * 32)
+    assert a.data.params == b.data.params and a.data.tags == b.data.tags
+    assert str(a.data.metrics) == str(b.data.metrics)  # the latest: NaN at step 3, inf as the store keeps it
+    for key in ("loss", "grad", "score"):
+        history = lambda rid: sorted((m.step, m.timestamp, str(m.value)) for m in client.get_metric_history(rid, key))  # noqa: E731
+        assert history("a" * 32) == history(by_client)
+    records = {r.run_id: r for r in tracker.all_runs("bulk")}
+    assert str(records["a" * 32].metrics) == str(records[by_client].metrics)

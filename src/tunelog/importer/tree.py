@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
@@ -23,6 +24,7 @@ from typing import Optional
 from .. import tracking as t
 from ..logparse import LogParser
 from ..outcomes import truncation
+from ..tracking.run import param_value
 from .base import SEVERITY, Folder, Reader, ReadError, Reading
 from .evalfiles import EvalFilesReader
 from .generic import GenericReader
@@ -47,6 +49,7 @@ _MINIMIZED = re.compile(r"(?i)loss|err|wer|cer|per\b|per_|ppl|perplex|fid|mse|ma
 _COUNT = re.compile(r"(?i)^(?:n|num|count|total|number)_|_(?:count|total|runtime|seconds|time)$")
 _NAME_CHARS = re.compile(r"[^\w.\- :/]")
 _ROOT_RUN_FILES = ("trainer_state.json", "all_results.json", "adapter_config.json", "metrics.csv")
+BATCH = 250  # runs written per transaction
 HASHED_WHOLE = 1 << 20  # larger files (checkpoints, event files) are keyed by size and their first bytes
 
 
@@ -265,24 +268,33 @@ def import_tree(
     run_ids = {r.tags.get(t.TAG_NAME): r.run_id for r in earlier}
     done = {r.tags.get(t.TAG_IMPORT_KEY) for r in earlier}
     starts = {r.folder: r.reading.first_ms or int(r.folder.stat().st_mtime * 1000) for r in legacies}
+    batch: list[t.FinishedRun] = []
     for legacy in sorted(legacies, key=lambda r: (starts[r.folder], r.folder.name)):  # parents before children
         if legacy.key in done:
             report.skipped.append(legacy.folder.name)
             continue
-        try:
-            run_ids[legacy.folder.name] = _write(legacy, tracker, experiment, metric, direction, starts, run_ids, names)
-        except Exception as exc:  # the store refused the run: it is closed FAILED, the next folder goes on
-            report.warnings.append(f"{legacy.folder.name}: not imported: {exc}".splitlines()[0][:300])
-            continue
-        report.imported.append(legacy.folder.name)
+        run_ids[legacy.folder.name] = uuid.uuid4().hex  # chosen here, so a child names its parent in one batch
+        batch.append(_finished(legacy, run_ids, metric, direction, starts[legacy.folder], names))
+        if len(batch) == BATCH:
+            _write(tracker, experiment, batch, report)
+    _write(tracker, experiment, batch, report)
     return report
 
 
-def _write(legacy: Legacy, tracker, experiment, metric, direction, starts, run_ids, names) -> str:
+def _write(tracker: t.Tracker, experiment: str, batch: list[t.FinishedRun], report: ImportReport) -> None:
+    written, refused = tracker.create_finished_runs(experiment, batch)
+    for run in batch:
+        if run.run_id in written:
+            report.imported.append(run.name)
+        else:
+            report.warnings.append(f"{run.name}: not imported: {refused.get(run.run_id, 'refused by the store')}")
+    batch.clear()
+
+
+def _finished(legacy: Legacy, run_ids: dict, metric: str, direction: str, start: int, names: set) -> t.FinishedRun:
     r = legacy.reading
     outcome, reason = _outcome(r)
     parent = _based_on(legacy, names)
-    start = starts[legacy.folder]
     end = r.last_ms or start
     tags = {
         t.TAG_KIND: t.KIND_IMPORT,
@@ -304,13 +316,13 @@ def _write(legacy: Legacy, tracker, experiment, metric, direction, starts, run_i
     final = _finals(r).get(metric)
     if final is not None and math.isfinite(final):
         metrics.append((t.SCORE_METRIC, t.score(final, direction), end, 0))
-    return tracker.create_finished_run(
-        experiment,
-        legacy.folder.name,
-        start,
-        end,
-        "FINISHED" if outcome == "ok" else "FAILED",
-        r.params,
-        tags,
-        metrics,
+    return t.FinishedRun(
+        run_id=run_ids[legacy.folder.name],
+        name=legacy.folder.name,
+        start_ms=start,
+        end_ms=end,
+        status="FINISHED" if outcome == "ok" else "FAILED",
+        params={k: param_value(v) for k, v in r.params.items()},
+        tags={k: str(v) for k, v in tags.items() if v is not None},
+        metrics=metrics,
     )

@@ -3,7 +3,8 @@
 - `contract`: tag names, outcomes, run kinds, artifact names, `RunRecord`, `better`/`best_of`;
 - `run`: the run context (always closed), buffered metrics, SIGTERM as KILLED;
 - `store`: where the store is, reading runs back (one query per table on SQL stores), gc;
-- `bulk`: those per-table queries, shared with `server_app` (`mlflow server --app-name tunelog`);
+- `bulk`: those per-table queries, shared with `server_app` (`mlflow server --app-name tunelog`), and
+  finished runs written in one transaction (an import);
 - `registry`: model versions, aliases, `models:/` URIs.
 
 `Tracker` joins the three halves over one MLflow client. See docs/tracking-contract.md.
@@ -11,6 +12,7 @@
 
 from __future__ import annotations
 
+from .bulk import FinishedRun
 from .contract import *  # noqa: F401,F403  (the contract's names: t.TAG_KIND, t.KIND_SWEEP...)
 from .contract import RunRecord, best_of, better
 from .registry import RegistryOps, resolve_model_uri
@@ -40,6 +42,7 @@ class Tracker(StoreReads, RunWrites, RegistryOps):
 
 
 __all__ = [
+    "FinishedRun",
     "RunLogger",
     "RunRecord",
     "Tracker",

@@ -21,8 +21,11 @@ from typing import Any, Optional
 
 from ..errors import TrainingInterrupted
 from ..owner import owner_tag
+from . import bulk
+from .bulk import FinishedRun
 from .contract import (
     OUTCOMES,
+    TAG_BASED_ON,
     TAG_EXPERIMENT_KIND,
     TAG_OUTCOME,
     TAG_OWNER,
@@ -56,7 +59,7 @@ class RunLogger:
     def log_params(self, params: Mapping[str, Any]) -> None:
         from mlflow.entities import Param
 
-        items = [Param(k, _param_value(v)) for k, v in params.items()]
+        items = [Param(k, param_value(v)) for k, v in params.items()]
         self.client.log_batch(self.run_id, params=items, synchronous=True)
 
     def log_new_params(self, params: Mapping[str, Any]) -> None:
@@ -153,7 +156,7 @@ class _BackgroundWriter:
         self._thread.join()
 
 
-def _param_value(value: Any) -> str:
+def param_value(value: Any) -> str:
     text = str(value)
     return text if len(text) <= 6000 else text[:5997] + "..."
 
@@ -276,7 +279,7 @@ class RunWrites:
         run = self.client.create_run(self.experiment_id(experiment), run_name=run_name)
         self.client.log_batch(
             run.info.run_id,
-            params=[Param(k, _param_value(v)) for k, v in params.items()],
+            params=[Param(k, param_value(v)) for k, v in params.items()],
             tags=[RunTag(k, v) for k, v in all_tags.items()],
             synchronous=True,
         )
@@ -301,7 +304,7 @@ class RunWrites:
         try:
             self.client.log_batch(
                 run.info.run_id,
-                params=[Param(k, _param_value(v)) for k, v in params.items()],
+                params=[Param(k, param_value(v)) for k, v in params.items()],
                 tags=[RunTag(k, str(v)) for k, v in tags.items() if v is not None],
                 metrics=[Metric(k, v, ts, step) for k, v, ts, step in metrics],
                 synchronous=True,
@@ -311,6 +314,30 @@ class RunWrites:
             raise
         self.client.set_terminated(run.info.run_id, status=status, end_time=end_ms)
         return run.info.run_id
+
+    def create_finished_runs(self, experiment: str, runs: list[FinishedRun]) -> tuple[dict[str, str], dict[str, str]]:
+        """Many finished runs at once (an import): one transaction on a SQL store (`bulk.write_finished`),
+        else, or where that fails, run by run, with `tunelog.based_on` links moved to the ids MLflow gave.
+        Returns (written: given run id -> stored run id, refused: given run id -> why)."""
+        experiment_id = self.experiment_id(experiment)
+        store = getattr(self.client._tracking_client, "store", None)
+        if runs and type(store).__name__ == "SqlAlchemyStore":
+            try:
+                bulk.write_finished(store, experiment_id, runs)
+                return {r.run_id: r.run_id for r in runs}, {}
+            except Exception:  # a value MLflow refuses or a schema this code does not know: the supported road
+                pass
+        written: dict[str, str] = {}
+        refused: dict[str, str] = {}
+        for run in runs:
+            tags = {k: written.get(v, v) if k == TAG_BASED_ON else v for k, v in run.tags.items()}
+            try:
+                written[run.run_id] = self.create_finished_run(
+                    experiment, run.name, run.start_ms, run.end_ms, run.status, run.params, tags, run.metrics
+                )
+            except Exception as exc:  # closed FAILED by create_finished_run; the others go on
+                refused[run.run_id] = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+        return written, refused
 
     def close_run(self, run_id: str, status: str, outcome: str, reason: str) -> bool:
         """Close a run some dead process left RUNNING; False when it was already closed."""
