@@ -260,8 +260,11 @@ def test_runs_written_in_one_transaction_equal_runs_written_by_the_client(store)
     assert a.info.artifact_uri == b.info.artifact_uri.replace(by_client, "a" * 32)
     assert a.data.params == b.data.params and a.data.tags == b.data.tags
     assert str(a.data.metrics) == str(b.data.metrics)  # the latest: NaN at step 3, inf as the store keeps it
+
+    def history(run_id: str, key: str) -> list:
+        return sorted((m.step, m.timestamp, str(m.value)) for m in client.get_metric_history(run_id, key))
+
     for key in ("loss", "grad", "score"):
-        history = lambda rid: sorted((m.step, m.timestamp, str(m.value)) for m in client.get_metric_history(rid, key))  # noqa: E731
-        assert history("a" * 32) == history(by_client)
+        assert history("a" * 32, key) == history(by_client, key)
     records = {r.run_id: r for r in tracker.all_runs("bulk")}
     assert str(records["a" * 32].metrics) == str(records[by_client].metrics)
