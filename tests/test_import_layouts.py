@@ -216,9 +216,11 @@ def test_lightning_logs_and_tensorboard_events(tmp_path, store):
     for step in range(1, 6):
         writer.add_scalar("val/loss", 1.0 / step, step, walltime=1_700_000_000 + step)
     writer.close()
-    (tree / "tb_only" / "args.json").write_text(json.dumps({"lr": 0.01}))
+    (tree / "tb_only" / "args.json").write_text(json.dumps({"lr": 0.01, "max_steps": 5}))
+    shutil.copytree(tree / "tb_only", tree / "tb_cut")
+    (tree / "tb_cut" / "args.json").write_text(json.dumps({"lr": 0.01, "max_steps": 50}))  # its events stop at 5
     report = import_tree(tree, Tracker(), "mixed", metric="val_loss")
-    assert sorted(report.imported) == ["done", "stopped", "tb_only"], report.warnings
+    assert sorted(report.imported) == ["done", "stopped", "tb_cut", "tb_only"], report.warnings
     runs = {r.name: r for r in Tracker().all_runs("mixed")}
     assert (
         runs["done"].params["lr"] == "0.001" and runs["done"].params["args.lr"] == "0.001"
@@ -229,6 +231,39 @@ def test_lightning_logs_and_tensorboard_events(tmp_path, store):
     history = MlflowClient().get_metric_history(runs["tb_only"].run_id, "val/loss")
     assert [m.step for m in history] == [1, 2, 3, 4, 5] and history[0].timestamp == 1_700_000_001_000
     assert runs["tb_only"].start_ms == 1_700_000_001_000 and runs["tb_only"].params["lr"] == "0.01"
+    assert runs["tb_only"].tags[t.TAG_OUTCOME] == "ok"
+    assert (runs["tb_cut"].tags[t.TAG_OUTCOME], runs["tb_cut"].tags[t.TAG_REASON]) == (
+        "incomplete",
+        "log ends at step 5 of max_steps=50",
+    )
+
+
+def test_eval_jsonl_records_and_a_plain_logs_chatter(tmp_path, store):
+    tree = tmp_path / "runs"
+    for name, eval_set, scores in (
+        ("a", "dev", [0.5, 0.6, 0.7]),
+        ("b", "dev", [0.5, 0.55, 0.65]),
+        ("c", "test", [0.9]),
+    ):
+        folder = tree / name
+        folder.mkdir(parents=True)
+        (folder / "args.json").write_text(json.dumps({"lr": 0.001 if name != "b" else 0.002}))
+        (folder / "train.log").write_text(
+            "create LoRA for Text Encoder: 264 modules.\nnumber of trainable params: 1234\n"
+            "step=1 loss=2.0\nstep=2 loss=1.5\nFinal eval loss: 1.4\n"
+        )
+        records = [{"step": 10 * (i + 1), "accuracy": v, "eval_set": eval_set} for i, v in enumerate(scores)]
+        (folder / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n")
+        (folder / "train.jsonl").write_text('{"text": "a training example"}\n')  # data, not metrics
+    report = import_tree(tree, Tracker(), "jsonl", metric="accuracy")
+    assert sorted(report.imported) == ["a", "b", "c"], report.warnings
+    runs = {r.name: r for r in Tracker().all_runs("jsonl")}
+    assert runs["a"].tags[t.TAG_DIRECTION] == t.MAXIMIZE  # from the name: accuracy, higher is better
+    assert [m.step for m in MlflowClient().get_metric_history(runs["a"].run_id, "accuracy")] == [10, 20, 30]
+    assert runs["a"].metrics["accuracy"] == 0.7 and runs["a"].metrics["final_eval_loss"] == 1.4
+    assert not {"Encoder", "params"} & set(runs["a"].metrics)  # start-up counts, seen once, are no metrics
+    log = cl.collect_and_build(Tracker(), "jsonl")
+    assert log.entry(log.best_id).name == "a" and log.other_best == {"eval_set:test": runs["c"].run_id}
 
 
 def test_runs_written_in_one_transaction_equal_runs_written_by_the_client(store):

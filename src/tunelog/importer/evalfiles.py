@@ -70,6 +70,8 @@ class EvalFilesReader:
                 if key not in _STEP_KEYS and (v := number(value)) is not None:
                     reading.series.append((key, v, int(step), None))
                     reading.max_step = max(reading.max_step or 0, int(step))
+                elif key in EVAL_SET_KEYS and isinstance(value, str) and value.strip():
+                    reading.eval_key = reading.eval_key or f"eval_set:{value.strip()}"
 
     def _record(self, data: dict[str, Any], reading: Reading, rel: str) -> None:
         for key, value in flat(data, sep="/").items():

@@ -60,7 +60,9 @@ _POSTFIX = re.compile(rf"([A-Za-z_][\w/]*)=({NUMBER})")
 _EPOCH = re.compile(r"^\s*epoch (\d+)/(\d+)\s*$")
 _SAVED = re.compile(r"^\s*(?:\S+\s+)*model saved\.\s*$")
 _STAMP = re.compile(r"^\[?(\d{4}-\d{2}-\d{2})[ T](\d{2}:\d{2}:\d{2})")
-_MARKERS = ("steps:", "running training", "create LoRA for", "saving checkpoint:", "model saved.")
+_MARKERS = re.compile(
+    r"steps:\s+\d+%\||running training / 学習開始|^\S*\s*(?:INFO\s+)?model saved\.$", re.M
+)  # sd-scripts' own
 
 
 class KohyaReader:
@@ -86,7 +88,7 @@ class KohyaReader:
             if name in folder.files:
                 with folder.files[name].open("rb") as f:
                     head = f.read(1 << 18).decode("utf-8", "replace")
-                if any(marker in head for marker in _MARKERS):
+                if _MARKERS.search(head):
                     return name
         return None
 
