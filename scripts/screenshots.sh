@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Headless screenshots of what a user sees in the MLflow UI after the README's demo:
 #   the experiment's runs page (headed by its description, the changelog summary, and the sweep
-#   tree), the sweep run (its note: the leaderboard), its best trial, and the compare view of
-#   the sweep's trials.
+#   tree), the sweep run (its note: the leaderboard), its best trial, the compare view of the sweep's
+#   trials, the experiment's Models tab (each trained adapter a LoggedModel), the runs table with its
+#   Datasets column, and the champion's registered version.
 # usage: scripts/screenshots.sh [STORE_URI] [EXPERIMENT] [OUT_DIR]
 #   STORE_URI  default sqlite:///mlruns/mlflow.db (run the README's headline command first)
 #   EXPERIMENT default demo;  OUT_DIR default docs/img
@@ -30,7 +31,7 @@ for _ in $(seq 1 240); do  # the server's health answer, not a fixed sleep (up t
 done
 
 # the ids to visit: the experiment, its latest sweep run, that sweep's best trial and its trials
-read -r EXP SWEEP BEST TRIALS < <(MLFLOW_TRACKING_URI="$STORE" "$PY" - "$EXPERIMENT" <<'EOF'
+read -r EXP SWEEP BEST TRIALS CHAMPION < <(MLFLOW_TRACKING_URI="$STORE" "$PY" - "$EXPERIMENT" <<'EOF'
 import json, sys
 from mlflow import MlflowClient
 client = MlflowClient()
@@ -43,7 +44,12 @@ if not sweeps:
 sweep = sweeps[0]
 trials = client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{sweep.info.run_id}'")
 best = sweep.data.tags.get("tunelog.best_run_id") or trials[0].info.run_id
-print(exp.experiment_id, sweep.info.run_id, best, json.dumps([t.info.run_id for t in trials[:6]]).replace(" ", ""))
+champion = ""
+for model in client.search_registered_models():
+    if "champion" in (model.aliases or {}):
+        champion = f"{model.name}/versions/{model.aliases['champion']}"
+        break
+print(exp.experiment_id, sweep.info.run_id, best, json.dumps([t.info.run_id for t in trials[:6]]).replace(" ", ""), champion or "-")
 EOF
 )
 
@@ -57,3 +63,6 @@ shot experiment "$URL/#/experiments/$EXP/runs?$ML"   # the description's first l
 shot trial "$URL/#/experiments/$EXP/runs/$BEST?$ML"
 shot compare "$URL/#/compare-runs?runs=$TRIALS&experiments=[\"$EXP\"]&$ML"
 shot sweep-run "$URL/#/experiments/$EXP/runs/$SWEEP?$ML"
+shot models "$URL/#/experiments/$EXP/models?$ML"   # every trained adapter, a LoggedModel with its eval metric
+shot datasets "$URL/#/experiments/$EXP/runs?$ML&isPreview=true"   # the runs table's Datasets column
+[ "$CHAMPION" = "-" ] || shot champion "$URL/#/models/$CHAMPION"   # the registered version: an MLflow model

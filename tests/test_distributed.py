@@ -146,8 +146,9 @@ def assert_loads_through_the_server(tmp_path: Path, client: MlflowClient, monkey
     monkeypatch.chdir(elsewhere)
     loaded = load_model("models:/served-lora@champion")
     ids = loaded.tokenizer(["Æ e heime i dag ."], return_tensors="pt")["input_ids"]
+    model_id = client.get_run(run_id).data.tags["tunelog.model_id"]  # the adapter lives in the run's MLflow model
     (on_server,) = [
-        p.parent for p in (tmp_path / "server" / "artifacts").rglob("adapter_config.json") if run_id in str(p)
+        p.parent for p in (tmp_path / "server" / "artifacts").rglob("adapter_config.json") if model_id in str(p)
     ]
     reference = PeftModel.from_pretrained(_tiny_model(spec, loaded.tokenizer), str(on_server)).eval()
     with torch.no_grad():

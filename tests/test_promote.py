@@ -9,16 +9,16 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from conftest import DEMO, demo_raw, subprocess_env, write_spec
+from conftest import DEMO, _await_server, _kill_group, demo_raw, free_port, subprocess_env, write_spec
 from tunelog.errors import TunelogError
 from tunelog.promote import promote
 from tunelog.reproduce import reproduce
 from tunelog.spec import load_spec
-from tunelog.tracking import TAG_BASED_ON, Tracker
+from tunelog.tracking import TAG_BASED_ON, Tracker, model_adapter
 from tunelog.train import run_training
 
 
-def short_run(tmp_path, name, eval_file=None, tokenizer=None, train_file=None, **train):
+def short_run(tmp_path, name, eval_file=None, tokenizer=None, train_file=None, system_metrics=True, **train):
     raw = demo_raw(eval_every=None, **train)
     if eval_file:
         raw["data"]["eval"] = str(eval_file)
@@ -27,7 +27,7 @@ def short_run(tmp_path, name, eval_file=None, tokenizer=None, train_file=None, *
     if train_file:
         raw["data"]["train"] = str(train_file)
     spec = load_spec(write_spec(tmp_path / f"{name}.yaml", raw))
-    spec = spec.with_overrides({"tracking.run_name": name})
+    spec = spec.with_overrides({"tracking.run_name": name, "tracking.system_metrics": system_metrics})
     return run_training(spec, Tracker())
 
 
@@ -75,7 +75,8 @@ def test_champion_loads_in_a_fresh_process_with_the_runs_logits(tmp_path, store)
     promote(tracker, tracker.get_run(run_id), "logits-model")
     spec = load_spec(tmp_path / "champ.yaml")
     tokenizer = load_tokenizer(spec)
-    adapter = tracker.download(run_id, "adapter", str(tmp_path / "dl"))
+    model_id = tracker.get_run(run_id).tags["tunelog.model_id"]  # the adapter, stored once in the run's model
+    adapter = str(model_adapter(model_id, tmp_path / "dl", store))
     reference = PeftModel.from_pretrained(_tiny_model(spec, tokenizer), adapter).eval()
     ids = tokenizer(["Æ e heime i dag ."], return_tensors="pt")["input_ids"]
     with torch.no_grad():
@@ -101,6 +102,72 @@ def test_champion_loads_in_a_fresh_process_with_the_runs_logits(tmp_path, store)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert torch.equal(torch.load(out), expected)
     assert not torch.equal(expected, _tiny_model(spec, tokenizer)(input_ids=ids).logits)  # the adapter matters
+
+
+def test_the_champion_is_an_mlflow_model_pyfunc_loads_and_mlflow_models_serve_answers(tmp_path, store):
+    """What promote registered opens with MLflow's own tools: `mlflow.pyfunc.load_model` generates text,
+    and `mlflow models serve --env-manager local` answers /invocations on 127.0.0.1."""
+    import json
+    import time
+    import urllib.request
+
+    import mlflow
+
+    run_id, result = short_run(tmp_path, "served", max_steps=6)
+    tracker = Tracker()
+    promote(tracker, tracker.get_run(run_id), "served-lora")
+    version = MlflowClient().get_model_version_by_alias("served-lora", "champion")
+    assert version.source == f"models:/{tracker.get_run(run_id).tags['tunelog.model_id']}"
+    (logged,) = mlflow.search_logged_models(
+        filter_string=f"source_run_id = '{run_id}'",
+        experiment_ids=[tracker.get_run(run_id).experiment_id],
+        output_format="list",
+    )
+    assert dict((m.key, m.value) for m in logged.metrics)["eval/loss"] == result.metrics["eval/loss"]
+    model = mlflow.pyfunc.load_model("models:/served-lora@champion")
+    (text,) = model.predict(["Æ e heime"], params={"max_new_tokens": 6})
+    assert isinstance(text, str) and text.startswith("Æ e heime") and len(text) > len("Æ e heime")
+    port = free_port()
+    log = open(tmp_path / "serve.log", "w")  # noqa: SIM115 (closed below)
+    cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/served-lora@champion"]
+    cmd += ["--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)]
+    proc = subprocess.Popen(
+        cmd, stdout=log, stderr=subprocess.STDOUT, env=subprocess_env(store), start_new_session=True
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        up = _await_server(proc, url, port, time.monotonic() + 300)
+        assert up, (tmp_path / "serve.log").read_text()[-2000:]
+        body = json.dumps({"inputs": ["Æ e heime"], "params": {"max_new_tokens": 4}}).encode()
+        request = urllib.request.Request(f"{url}/invocations", body, {"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=120) as answer:
+            (served,) = json.loads(answer.read())["predictions"]
+        assert isinstance(served, str) and served.startswith("Æ e heime")
+    finally:
+        _kill_group(proc)
+        log.close()
+
+
+def test_a_plain_adapter_folder_still_promotes_and_loads(tmp_path, store, monkeypatch):
+    """Runs from before MLflow models (and stages on merged earlier stages) hold a plain `adapter/` folder:
+    promote registers that folder and load_model opens it; system metrics switched off stay off."""
+    import tunelog.trainers.hf as hf
+
+    monkeypatch.setattr(hf, "base_reference", lambda spec, tokenizer: None)  # the path such runs take
+    run_id, _ = short_run(tmp_path, "plain", max_steps=4, system_metrics=False)
+    tracker = Tracker()
+    record = tracker.get_run(run_id)
+    assert "tunelog.model_id" not in record.tags and not any(k.startswith("system/") for k in record.metrics)
+    promote(tracker, record, "plain-lora")
+    assert (
+        MlflowClient()
+        .get_model_version_by_alias("plain-lora", "champion")
+        .source.endswith(f"{run_id}/artifacts/adapter")
+    )
+    from tunelog.promote import load_model
+
+    loaded = load_model("models:/plain-lora@champion")
+    assert type(loaded.model).__name__ == "PeftModelForCausalLM"
 
 
 def test_reproduce_from_a_moved_checkout_gives_the_same_final_loss(tmp_path, store, monkeypatch):

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 
+import mlflow
 import pytest
 from mlflow import MlflowClient
 
@@ -49,9 +50,20 @@ def test_cli_train_produces_a_complete_run(tmp_path, store, quick_spec):
         "eval/perplexity",
     ):
         assert key in run.data.metrics, key
-    assert {"adapter", "plots", "spec.yaml"} <= artifacts(client, run.info.run_id)
+    assert {"plots", "spec.yaml"} <= artifacts(client, run.info.run_id)
     assert {"plots/loss.png", "plots/lr_schedule.png"} <= artifacts(client, run.info.run_id, "plots")
-    assert "adapter/adapter_model.safetensors" in artifacts(client, run.info.run_id, "adapter")
+    # the adapter is the run's MLflow model (stored once): linked to the run and its final eval metric
+    model_id = run.data.tags["tunelog.model_id"]
+    (logged,) = mlflow.search_logged_models(experiment_ids=[run.info.experiment_id], output_format="list")
+    assert logged.model_id == model_id and logged.source_run_id == run.info.run_id
+    final_eval = run.data.metrics["eval/loss"]
+    assert {(m.key, m.value) for m in logged.metrics} >= {("eval/loss", final_eval)}
+    assert "peft/adapter_model.safetensors" in {a.path for a in client.list_logged_model_artifacts(model_id, "peft")}
+    # the data it read as dataset inputs; the eval set's digest is the run's eval key
+    inputs = {i.tags[0].value: i.dataset for i in run.inputs.dataset_inputs}
+    assert set(inputs) == {"train", "eval"} and inputs["train"].name == "train.txt"
+    assert inputs["eval"].digest == run.data.tags["tunelog.eval_key"]
+    assert any(k.startswith("system/cpu_utilization") for k in run.data.metrics)  # MLflow's system metrics
     assert f"run {run.info.run_id}: outcome ok" in proc.stdout
     assert run.data.metrics["tunelog/score"] == run.data.metrics["eval/loss"]  # minimized: the value itself
 
@@ -208,4 +220,4 @@ def test_mlflow_run_entry_point_joins_its_run(tmp_path, store):
     run = runs[0]
     assert run.info.status == "FINISHED" and run.data.tags[TAG_OUTCOME] == "ok"
     assert len(losses(client, run.info.run_id)) == 20
-    assert {"adapter", "plots", "spec.yaml"} <= artifacts(client, run.info.run_id)
+    assert {"plots", "spec.yaml"} <= artifacts(client, run.info.run_id) and run.data.tags["tunelog.model_id"]

@@ -15,7 +15,7 @@ import yaml
 
 from .errors import SpecError
 from .spec import is_uri, validate
-from .tracking import ADAPTER_ARTIFACT, SPEC_ARTIFACT, download_artifacts
+from .tracking import ADAPTER_ARTIFACT, SPEC_ARTIFACT, download_artifacts, model_adapter, run_model_id, tracking_uri
 
 _FETCHED: dict[str, tuple[Path, Any]] = {}
 
@@ -37,12 +37,17 @@ def adapter_resolver(spec) -> Callable[[str], tuple[Path, Any]]:
 
 
 def fetch_run_adapter(ref: str) -> tuple[Path, Any]:
-    """`runs:/RUN/adapter` -> (local adapter folder, the Spec that run logged); cached for this process."""
+    """`runs:/RUN/adapter` -> (local adapter folder, the Spec that run logged); cached for this process.
+    The folder comes from the run's MLflow model where it has one (`tunelog.model_id`), else `adapter/`."""
     if ref not in _FETCHED:
         run_id, _, path = ref[len("runs:/") :].partition("/")
         folder = Path(tempfile.mkdtemp(prefix="tunelog-adapter-"))
         atexit.register(shutil.rmtree, folder, True)  # cached for this process, gone with it
-        local = download_artifacts(run_id, path or ADAPTER_ARTIFACT, str(folder))
+        model_id = run_model_id(run_id) if (path or ADAPTER_ARTIFACT) == ADAPTER_ARTIFACT else None
+        if model_id:  # the adapter lives in the run's MLflow model (tracking.models), stored once
+            local = str(model_adapter(model_id, folder / "model", tracking_uri()))
+        else:
+            local = download_artifacts(run_id, path or ADAPTER_ARTIFACT, str(folder))
         spec_file = download_artifacts(run_id, SPEC_ARTIFACT, str(folder))
         raw = yaml.safe_load(Path(spec_file).read_text())
         _FETCHED[ref] = (

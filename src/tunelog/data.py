@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional
 
 from .errors import SpecError
 from .spec import Spec
@@ -85,6 +85,22 @@ def manifest(spec: Spec) -> dict[str, dict]:
         if path.is_file():
             entry.update(bytes=path.stat().st_size, sha256=file_sha256(path))
         out[field] = entry
+    return out
+
+
+def dataset_inputs(spec: Spec) -> list[tuple[str, str, Optional[str]]]:
+    """(context, path as written, digest) of the train, eval and extra eval sets: the run's MLflow dataset
+    inputs. The eval set's digest is the run's eval key, the one the changelog and promote compare."""
+    out: list[tuple[str, str, Optional[str]]] = []
+    for context, value in (("train", spec.data.train), ("eval", spec.data.eval), *spec.data.extra_eval.items()):
+        if not value:
+            continue
+        path = spec.path(value)
+        if context == "eval":
+            digest = eval_key(spec)
+        else:
+            digest = file_sha256(path)[:12] if path.is_file() else None
+        out.append((context if context in ("train", "eval") else f"eval/{context}", str(value), digest))
     return out
 
 

@@ -6,6 +6,8 @@ bitsandbytes); the CPU is the fallback, and asking it for 4-bit is a clear error
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,6 +102,48 @@ def _tiny_model(spec: Spec, tokenizer) -> torch.nn.Module:
     model = LlamaForCausalLM(config)
     torch.random.set_rng_state(state)
     return model
+
+
+def base_reference(spec: Spec, tokenizer) -> Optional[str]:
+    """What an adapter's MLflow model names as its base: a local folder or a hub id (the tiny demo model
+    saved once as a folder, so it has one). None for an adapter on top of merged earlier stages, whose
+    foundation exists in no folder: such a run keeps its plain `adapter/` artifact."""
+    if spec.model.adapter and spec.model.adapter_init == "merge":
+        return None
+    if spec.model.tiny is not None:
+        return str(_saved_tiny(spec, tokenizer))
+    local = spec.path(spec.model.name)
+    return str(local) if local.is_dir() else spec.model.name
+
+
+def cache_dir() -> Path:
+    """tunelog's cache: TUNELOG_CACHE_DIR, else $XDG_CACHE_HOME/tunelog (~/.cache/tunelog)."""
+    if os.environ.get("TUNELOG_CACHE_DIR"):
+        return Path(os.environ["TUNELOG_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tunelog"
+
+
+def _saved_tiny(spec: Spec, tokenizer) -> Path:
+    """The tiny model's initial weights as a model folder, built once per config and tokenizer (1.5 MB for the
+    demo): it is what every LoRA on it starts from, since the init seed is part of the config."""
+    import hashlib
+    import json
+    import tempfile
+
+    assert spec.model.tiny is not None
+    digest = hashlib.sha256(json.dumps(spec.model.tiny.model_dump(), sort_keys=True).encode())
+    digest.update(json.dumps(tokenizer.get_vocab(), sort_keys=True).encode())
+    folder = cache_dir() / "bases" / f"tiny-{digest.hexdigest()[:16]}"
+    if not (folder / "config.json").is_file():
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".building-"))
+        _tiny_model(spec, tokenizer).save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        try:
+            os.replace(tmp, folder)  # atomic: another process building the same folder loses the race
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return folder
 
 
 def load_base_model(spec: Spec, tokenizer, device: torch.device) -> torch.nn.Module:

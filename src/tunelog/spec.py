@@ -344,6 +344,9 @@ class TrackingSpec(_Section):
     note: Optional[str] = None
     metric: str = "eval/loss"
     direction: Literal["minimize", "maximize"] = "minimize"
+    system_metrics: bool = (
+        True  # MLflow's CPU/memory/GPU figures on training runs (`--set tracking.system_metrics=false`)
+    )
 
 
 class NamedConfig(_Section):

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Optional
 import yaml
 
 from . import tracking as t
-from .data import eval_key, manifest
+from .data import dataset_inputs, eval_key, manifest
 from .spec import Spec
 from .tracking import TAG_LINT, RunLogger, Tracker
 from .trainers import EvalHook, Result, get_trainer
@@ -84,7 +84,9 @@ def run_training(
         if on_start:
             on_start(run.run_id)
         record_spec(spec, run)
-        result = get_trainer(spec.trainer.type).train(spec, run, on_eval=on_eval)
+        run.log_datasets(dataset_inputs(spec))
+        with run.system_metrics(spec.tracking.system_metrics):
+            result = get_trainer(spec.trainer.type).train(spec, run, on_eval=on_eval)
         run.set_outcome(result.outcome, result.reason)
         headline = result.metrics.get(spec.tracking.metric)
         if headline is not None and math.isfinite(headline):

@@ -3,19 +3,21 @@
 - `contract`: tag names, outcomes, run kinds, artifact names, `RunRecord`, `better`/`best_of`;
 - `run`: the run context (always closed), buffered metrics, SIGTERM as KILLED;
 - `store`: where the store is, reading runs back (one query per table on SQL stores), gc;
-- `bulk`: those per-table queries, shared with `server_app` (`mlflow server --app-name tunelog`), and
-  finished runs written in one transaction (an import);
-- `registry`: model versions, aliases, `models:/` URIs.
+- `bulk`: those per-table queries, shared with `server_app` (`mlflow server --app-name tunelog`);
+- `finished`: finished runs written in one go (an import), many in one transaction on a SQL store;
+- `registry`: model versions, aliases, `models:/` URIs;
+- `models`: trained adapters as LoggedModels (the transformers flavor), datasets, system metrics.
 
 `Tracker` joins the three halves over one MLflow client. See docs/tracking-contract.md.
 """
 
 from __future__ import annotations
 
-from .bulk import FinishedRun
 from .contract import *  # noqa: F401,F403  (the contract's names: t.TAG_KIND, t.KIND_SWEEP...)
 from .contract import RunRecord, best_of, better
-from .registry import RegistryOps, resolve_model_uri
+from .finished import FinishedRun, FinishedRuns
+from .models import model_adapter
+from .registry import RegistryOps, resolve_model_uri, run_model_id
 from .run import RunLogger, RunWrites
 from .store import (
     StoreReads,
@@ -27,7 +29,7 @@ from .store import (
 )
 
 
-class Tracker(StoreReads, RunWrites, RegistryOps):
+class Tracker(StoreReads, RunWrites, RegistryOps, FinishedRuns):
     """Opens runs in the resolved store (joining the run `mlflow run` created) and reads them back."""
 
     def __init__(self, uri: str | None = None):
@@ -51,6 +53,8 @@ __all__ = [
     "client_for",
     "default_store_dir",
     "download_artifacts",
+    "model_adapter",
+    "run_model_id",
     "resolve_model_uri",
     "tracking_uri",
     "tune_sqlite",

@@ -37,6 +37,7 @@ TAG_GPUS = "tunelog.gpus"  # GPUs the run trained on (0: the CPU); with its wall
 TAG_STUDY = "tunelog.study"  # sweep trials and the sweep run: the Optuna study's name
 TAG_TRIAL = "tunelog.trial"  # the trial's number in its study
 TAG_BEST = "tunelog.best"  # "true" on the best trial's run
+TAG_MODEL_ID = "tunelog.model_id"  # the run's trained adapter as an MLflow LoggedModel (models:/<id>)
 SPEC_ARTIFACT = "spec.yaml"
 ADAPTER_ARTIFACT = "adapter"
 PLOTS_ARTIFACT = "plots"

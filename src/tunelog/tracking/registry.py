@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any, Optional
 
 from ..errors import TunelogError
-from .contract import ADAPTER_ARTIFACT
+from .contract import ADAPTER_ARTIFACT, TAG_MODEL_ID
 from .store import client_for, tracking_uri
 
 
@@ -28,13 +28,19 @@ class RegistryOps:
             self.client.create_registered_model(name)
         except MlflowException:  # already there
             pass
-        source = f"{self.client.get_run(run_id).info.artifact_uri.rstrip('/')}/{ADAPTER_ARTIFACT}"
+        run = self.client.get_run(run_id)
+        model_id = run.data.tags.get(TAG_MODEL_ID)
+        if model_id:  # the run's MLflow model: mlflow.pyfunc.load_model and `mlflow models serve` take it
+            source = f"models:/{model_id}"
+        else:  # an older run, or a command trainer's adapter folder: registered as the plain folder
+            source = f"{run.info.artifact_uri.rstrip('/')}/{ADAPTER_ARTIFACT}"
         return self.client.create_model_version(
             name,
             source,
             run_id=run_id,
             description=description,
             tags={k: str(v) for k, v in tags.items() if v is not None},
+            model_id=model_id,
         )
 
     def version_by_alias(self, name: str, alias: str) -> Optional[Any]:
@@ -66,3 +72,8 @@ def resolve_model_uri(uri: str) -> str:
     except Exception as exc:
         raise TunelogError(f"cannot resolve {uri!r}: {str(exc).splitlines()[0]}") from None
     return f"runs:/{version.run_id}/{ADAPTER_ARTIFACT}"
+
+
+def run_model_id(run_id: str) -> Optional[str]:
+    """The run's trained adapter as a LoggedModel (tag `tunelog.model_id`), or None."""
+    return client_for(tracking_uri()).get_run(run_id).data.tags.get(TAG_MODEL_ID)

@@ -21,11 +21,8 @@ from typing import Any, Optional
 
 from ..errors import TrainingInterrupted
 from ..owner import owner_tag
-from . import bulk
-from .bulk import FinishedRun
 from .contract import (
     OUTCOMES,
-    TAG_BASED_ON,
     TAG_EXPERIMENT_KIND,
     TAG_OUTCOME,
     TAG_OWNER,
@@ -120,6 +117,24 @@ class RunLogger:
 
     def log_text(self, text: str, artifact_file: str) -> None:
         self.client.log_text(self.run_id, text, artifact_file)
+
+    def log_adapter_model(self, model: Any, tokenizer: Any, base: str, step: int) -> str:
+        """The trained adapter as the run's LoggedModel (see `tracking.models`); its metrics so far flushed
+        first, so those of `step` are linked to it."""
+        from .models import log_adapter_model
+
+        self.flush()
+        return log_adapter_model(self.client, self.run_id, model, tokenizer, base, step)
+
+    def log_datasets(self, files: list[tuple[str, str, Optional[str]]]) -> None:
+        from .models import log_datasets
+
+        log_datasets(self.client, self.run_id, files)
+
+    def system_metrics(self, enabled: bool = True):
+        from .models import system_metrics
+
+        return system_metrics(self.run_id, self.client.tracking_uri, enabled)
 
     def log_figure(self, figure, artifact_file: str) -> None:
         self.client.log_figure(self.run_id, figure, artifact_file)
@@ -285,59 +300,6 @@ class RunWrites:
         )
         self.client.set_terminated(run.info.run_id, status="FINISHED")
         return run.info.run_id
-
-    def create_finished_run(
-        self,
-        experiment: str,
-        run_name: str,
-        start_ms: int,
-        end_ms: int,
-        status: str,
-        params: Mapping[str, Any],
-        tags: Mapping[str, Any],
-        metrics: list[tuple[str, float, int, int]],
-    ) -> str:
-        """A run written in one go with its own times (an imported legacy run); metrics as (key, value, ms, step)."""
-        from mlflow.entities import Metric, Param, RunTag
-
-        run = self.client.create_run(self.experiment_id(experiment), start_time=start_ms, run_name=run_name)
-        try:
-            self.client.log_batch(
-                run.info.run_id,
-                params=[Param(k, param_value(v)) for k, v in params.items()],
-                tags=[RunTag(k, str(v)) for k, v in tags.items() if v is not None],
-                metrics=[Metric(k, v, ts, step) for k, v, ts, step in metrics],
-                synchronous=True,
-            )
-        except BaseException:  # the store refused a value: the run is closed, never left RUNNING
-            self.client.set_terminated(run.info.run_id, status="FAILED", end_time=end_ms)
-            raise
-        self.client.set_terminated(run.info.run_id, status=status, end_time=end_ms)
-        return run.info.run_id
-
-    def create_finished_runs(self, experiment: str, runs: list[FinishedRun]) -> tuple[dict[str, str], dict[str, str]]:
-        """Many finished runs at once (an import): one transaction on a SQL store (`bulk.write_finished`),
-        else, or where that fails, run by run, with `tunelog.based_on` links moved to the ids MLflow gave.
-        Returns (written: given run id -> stored run id, refused: given run id -> why)."""
-        experiment_id = self.experiment_id(experiment)
-        store = getattr(self.client._tracking_client, "store", None)
-        if runs and type(store).__name__ == "SqlAlchemyStore":
-            try:
-                bulk.write_finished(store, experiment_id, runs)
-                return {r.run_id: r.run_id for r in runs}, {}
-            except Exception:  # a value MLflow refuses or a schema this code does not know: the supported road
-                pass
-        written: dict[str, str] = {}
-        refused: dict[str, str] = {}
-        for run in runs:
-            tags = {k: written.get(v, v) if k == TAG_BASED_ON else v for k, v in run.tags.items()}
-            try:
-                written[run.run_id] = self.create_finished_run(
-                    experiment, run.name, run.start_ms, run.end_ms, run.status, run.params, tags, run.metrics
-                )
-            except Exception as exc:  # closed FAILED by create_finished_run; the others go on
-                refused[run.run_id] = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
-        return written, refused
 
     def close_run(self, run_id: str, status: str, outcome: str, reason: str) -> bool:
         """Close a run some dead process left RUNNING; False when it was already closed."""

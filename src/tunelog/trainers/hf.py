@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -22,7 +23,7 @@ from .. import memory, plots
 from .. import tracking as t
 from ..adapters import adapter_resolver
 from ..data import TokenizedData, read_texts, tokenize
-from ..model import LoadedModel, load_for_training
+from ..model import LoadedModel, base_reference, load_for_training
 from ..plan import make_plan
 from ..schedules import Schedule
 from ..spec import Spec
@@ -253,11 +254,21 @@ class _Loop:
             plots.loss_curve(h.steps, h.losses, h.eval_steps, h.eval_losses), f"{PLOTS_ARTIFACT}/loss.png"
         )
         if outcome in ("ok", "pruned"):
-            self._save_adapter()
+            self._save_adapter(step)
         return Result(outcome=outcome, reason=reason, steps=step, metrics=final)
 
-    def _save_adapter(self) -> None:
-        with tempfile.TemporaryDirectory() as tmp, self.ema.applied() if self.ema else contextlib.nullcontext():
-            self.model.save_pretrained(tmp)
-            self.loaded.tokenizer.save_pretrained(tmp)
-            self.run_log.log_artifacts(tmp, ADAPTER_ARTIFACT)
+    def _save_adapter(self, step: int) -> None:
+        """The adapter (EMA weights where kept) as the run's MLflow model; the plain `adapter/` artifact
+        where it cannot be one (on merged stages, or when the flavor refuses the model)."""
+        base = base_reference(self.spec, self.loaded.tokenizer)
+        with self.ema.applied() if self.ema else contextlib.nullcontext():
+            if base is not None:
+                try:
+                    self.run_log.log_adapter_model(self.model, self.loaded.tokenizer, base, step)
+                    return
+                except Exception as exc:  # noqa: BLE001 (the adapter must not be lost to a flavor's refusal)
+                    print(f"warning: adapter kept as a plain artifact, not an MLflow model: {exc}", file=sys.stderr)
+            with tempfile.TemporaryDirectory() as tmp:
+                self.model.save_pretrained(tmp)
+                self.loaded.tokenizer.save_pretrained(tmp)
+                self.run_log.log_artifacts(tmp, ADAPTER_ARTIFACT)

@@ -1,0 +1,157 @@
+"""Trained adapters as MLflow models, the data a run read as MLflow datasets, and MLflow's system metrics.
+
+- A trained adapter is logged through MLflow's transformers flavor as a LoggedModel of its run: the peft
+  adapter and the tokenizer only, with the base as a reference (`base_model_path`: a local folder, or a
+  hub id), a signature with generation params, linked to the metrics logged at its final step. So
+  `mlflow.pyfunc.load_model("models:/NAME@champion")` and `mlflow models serve` work on what `promote`
+  registered, and the experiment's Models tab lists every trained adapter. The run's tag
+  `tunelog.model_id` names it; tunelog's own readers fetch the adapter from it (`model_adapter`), so
+  each adapter is stored once. Runs without one (older runs, command trainers) keep `adapter/`.
+- Datasets: the train and eval files as run inputs (context `train` / `eval`), the eval file's digest
+  being the run's eval key, so the UI's Datasets column shows what the changelog means by
+  "not comparable".
+- System metrics: MLflow's own monitor (CPU, memory, disk, network; GPU through pynvml where present)
+  while the run trains, with one sample taken at the end so a run shorter than the sampling interval
+  has its figures too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Optional
+
+from .contract import TAG_MODEL_ID
+
+MODEL_NAME = "model"  # the LoggedModel's name within its run
+SAMPLING_S = 10.0  # MLflow's default; MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL overrides it
+
+
+def signature():
+    """Text in, text out; `max_new_tokens` and `temperature` as params a caller may pass to predict."""
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
+
+    return ModelSignature(
+        inputs=Schema([ColSpec("string")]),
+        outputs=Schema([ColSpec("string")]),
+        params=ParamSchema([ParamSpec("max_new_tokens", "long", 64), ParamSpec("temperature", "double", 1.0)]),
+    )
+
+
+def _requirements() -> list[str]:
+    """Pinned from what is installed (MLflow's own inference imports torchvision, which a text model
+    does not need and this environment may not have)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = []
+    for package in ("mlflow", "torch", "transformers", "peft", "tokenizers", "safetensors", "accelerate"):
+        try:
+            out.append(f"{package}=={version(package).split('+')[0]}")
+        except PackageNotFoundError:
+            continue
+    return out
+
+
+def log_adapter_model(client: Any, run_id: str, model: Any, tokenizer: Any, base: str, step: int) -> str:
+    """The peft `model` (adapter only; `base` its base model's folder or hub id) as a LoggedModel of the run,
+    its metrics at `step` linked; returns the model id, also tagged on the run."""
+    import mlflow
+
+    run = client.get_run(run_id)
+    # made here in the run's own experiment (the flavor would make it in the fluent API's current one)
+    logged = client.create_logged_model(
+        experiment_id=run.info.experiment_id, name=MODEL_NAME, source_run_id=run_id, model_type="peft-adapter"
+    )
+    with _fluent_uri(client.tracking_uri):  # the flavor writes through the fluent client
+        info = mlflow.transformers.log_model(
+            transformers_model={"model": model, "tokenizer": tokenizer},
+            name=MODEL_NAME,
+            task="text-generation",
+            base_model_path=base,
+            step=step,
+            signature=signature(),
+            pip_requirements=_requirements(),
+            run_id=run_id,
+            model_id=logged.model_id,
+        )
+    client.set_tag(run_id, TAG_MODEL_ID, info.model_id)
+    return info.model_id
+
+
+@contextmanager
+def _fluent_uri(uri: str) -> Iterator[None]:
+    """MLflow's fluent tracking URI set for the body, then put back as it was: the module's value and the
+    MLFLOW_TRACKING_URI variable (MLflow's own `_use_tracking_uri` unsets the variable on the way out,
+    and every later `Tracker()` of the process would then miss its store)."""
+    from mlflow.tracking._tracking_service import utils
+
+    before, env = utils._tracking_uri, os.environ.get("MLFLOW_TRACKING_URI")
+    utils.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        utils._tracking_uri = before
+        if env is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = env
+
+
+def model_adapter(model_id: str, dst: Path, tracking_uri: str) -> Path:
+    """A LoggedModel's adapter as the folder tunelog's readers know (peft files and the tokenizer together)."""
+    import mlflow
+
+    local = Path(
+        mlflow.artifacts.download_artifacts(
+            artifact_uri=f"models:/{model_id}", dst_path=str(dst), tracking_uri=tracking_uri
+        )
+    )
+    adapter = local / "peft"
+    for file in (local / "components" / "tokenizer").glob("*"):
+        shutil.copy2(file, adapter / file.name)
+    return adapter
+
+
+def log_datasets(client: Any, run_id: str, files: list[tuple[str, str, Optional[str]]]) -> None:
+    """Each (context, path, digest) as a dataset input of the run: the UI's Datasets column."""
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    inputs = [
+        DatasetInput(
+            dataset=Dataset(
+                name=Path(path).name,
+                digest=(digest or "unknown")[:36],
+                source_type="local",
+                source=json.dumps({"uri": path}),
+            ),
+            tags=[InputTag("mlflow.data.context", context)],
+        )
+        for context, path, digest in files
+    ]
+    if inputs:
+        client.log_inputs(run_id, datasets=inputs)
+
+
+@contextmanager
+def system_metrics(run_id: str, tracking_uri: str, enabled: bool = True) -> Iterator[None]:
+    """MLflow's system metrics monitor while the body runs; one closing sample if none was logged."""
+    if not enabled:
+        yield
+        return
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+    monitor = SystemMetricsMonitor(run_id, sampling_interval=SAMPLING_S, tracking_uri=tracking_uri)
+    monitor.start()
+    try:
+        yield
+    finally:
+        monitor.finish()
+        if monitor._logging_step == 0:  # shorter than one interval: the figures as the run ends
+            monitor.collect_metrics()
+            monitor.publish_metrics(monitor.aggregate_metrics())
+            monitor.mlflow_logger.flush()
