@@ -10,6 +10,7 @@ meaningful experiment:
 
 Each slice gets a train and a held-out split. Usage: python examples/demo/make_corpus.py
 """
+
 from __future__ import annotations
 
 import random
@@ -26,13 +27,46 @@ ADJ = ["fin", "kald", "stor", "god", "rar", "gammel", "ny", "lang"]
 QUESTION_WORDS = ["hva", "hvor", "hvorfor", "når"]
 
 # Bokmål form -> Nynorsk form (the general slice mixes both standards).
-NYNORSK = {"jeg": "eg", "ikke": "ikkje", "hva": "kva", "hvor": "kvar", "hvorfor": "kvifor", "hun": "ho",
-           "hjemme": "heime", "også": "òg", "noen": "nokon", "bare": "berre", "mye": "mykje",
-           "kjøper": "kjøper", "dere": "de", "de": "dei", "er": "er", "vil": "vil", "boka": "boka"}
+NYNORSK = {
+    "jeg": "eg",
+    "ikke": "ikkje",
+    "hva": "kva",
+    "hvor": "kvar",
+    "hvorfor": "kvifor",
+    "hun": "ho",
+    "hjemme": "heime",
+    "også": "òg",
+    "noen": "nokon",
+    "bare": "berre",
+    "mye": "mykje",
+    "kjøper": "kjøper",
+    "dere": "de",
+    "de": "dei",
+    "er": "er",
+    "vil": "vil",
+    "boka": "boka",
+}
 # Bokmål form -> Trøndersk-like dialect form (the narrowest slice).
-DIALECT = {"jeg": "æ", "ikke": "itj", "hva": "ka", "hvor": "kor", "hvorfor": "kvifor", "hun": "ho",
-           "han": "hainn", "er": "e", "meg": "mæ", "deg": "dæ", "hjemme": "heime", "bare": "bærre",
-           "mye": "møkje", "noen": "nån", "vi": "vi", "de": "dem", "dere": "dokker", "også": "ogsål"}
+DIALECT = {
+    "jeg": "æ",
+    "ikke": "itj",
+    "hva": "ka",
+    "hvor": "kor",
+    "hvorfor": "kvifor",
+    "hun": "ho",
+    "han": "hainn",
+    "er": "e",
+    "meg": "mæ",
+    "deg": "dæ",
+    "hjemme": "heime",
+    "bare": "bærre",
+    "mye": "møkje",
+    "noen": "nån",
+    "vi": "vi",
+    "de": "dem",
+    "dere": "dokker",
+    "også": "ogsål",
+}
 
 
 def sentence(rng: random.Random) -> str:
@@ -84,12 +118,15 @@ def train_tokenizer(data_dir: Path, out_file: Path, vocab_size: int = 384) -> No
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Metaspace()
     tok.decoder = decoders.Metaspace()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<pad>", "<unk>", "<s>", "</s>"],
-                                  show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=["<pad>", "<unk>", "<s>", "</s>"], show_progress=False
+    )
     files = sorted(str(p) for p in data_dir.glob("*/train.txt"))
     tok.train(files, trainer)
     bos, eos = tok.token_to_id("<s>"), tok.token_to_id("</s>")
-    tok.post_processor = processors.TemplateProcessing(single="<s> $A </s>", special_tokens=[("<s>", bos), ("</s>", eos)])
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>", special_tokens=[("<s>", bos), ("</s>", eos)]
+    )
     out_file.write_text(tok.to_str(pretty=False))
 
 

@@ -17,8 +17,18 @@ def load_model(uri: str, device=None):
     return _load(uri, device)
 
 
+def __getattr__(name: str):
+    """`tunelog.TunelogCallback` imports transformers only when a script asks for it."""
+    if name == "TunelogCallback":
+        from .callback import TunelogCallback
+
+        return TunelogCallback
+    raise AttributeError(f"module 'tunelog' has no attribute {name!r}")
+
+
 __all__ = [
     "MachineError",
+    "TunelogCallback",
     "Schedule",
     "Spec",
     "SpecError",

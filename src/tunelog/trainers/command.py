@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+from .. import attach
 from .. import tracking as t
 from ..devices import visible_gpus
 from ..errors import SpecError
@@ -96,8 +97,10 @@ class Ran:
     peak_gb: float = 0.0  # the process tree's peak: GPU memory where it used the GPU, else RSS (sampled)
 
 
-LineHook = Callable[[Optional[int], dict[str, float]], Optional[bool]]
-"""Called with (step, metrics) for each metric line as the script prints it; True stops the script (pruned)."""
+LineHook = Callable[..., Optional[bool]]
+"""Called with (step, metrics) for each metric line as the script prints it, and `logged=True` for an eval
+the script's TunelogCallback has written to the run already; True stops the script (pruned)."""
+STOP_GRACE_S = 120.0  # after a stop file, how long the script may take to end its step before it is stopped
 _EVAL_NAME = re.compile(r"^(eval|val|valid|validation)[/_.]", re.I)
 
 
@@ -108,20 +111,39 @@ def configured_length(spec: Spec) -> dict[str, Any]:
 
 
 def run_command(
-    spec: Spec, argv: list[str], output_dir: Path, on_metrics: LineHook, memory_budget_gb: Optional[float] = None
+    spec: Spec,
+    argv: list[str],
+    output_dir: Path,
+    on_metrics: LineHook,
+    memory_budget_gb: Optional[float] = None,
+    run: Optional[RunLogger] = None,
 ) -> Ran:
     """Runs the script to its end (or a stop), parsing its output live and sampling its memory.
 
     With `memory_budget_gb` (the probe's budget) a script whose process tree goes over it is stopped
-    and its outcome is oom, as if the GPU had run out.
+    and its outcome is oom, as if the GPU had run out. With `run`, a script using `TunelogCallback`
+    writes into that run (`tunelog.attach`): once it says so, its stdout is no longer parsed for metrics,
+    its evals go to `on_metrics` unlogged, a stop is asked through the stop file (the Trainer ends its
+    step and saves nothing), and its outcome is the callback's. Without `run` the callback stays off.
     """
     parser = LogParser(spec.trainer.patterns)
+    stop_file = output_dir / attach.STOP_FILE
     env = {
         **os.environ,
         "PYTHONUNBUFFERED": "1",  # lines as they happen: live metrics and step timing
         **spec.trainer.env,
         "TUNELOG_OUTPUT_DIR": str(output_dir),
+        **(
+            {
+                attach.ENV_RUN_ID: run.run_id,
+                attach.ENV_STOP_FILE: str(stop_file),
+                "MLFLOW_TRACKING_URI": run.client.tracking_uri,
+            }
+            if run is not None
+            else {attach.ENV_CALLBACK: "off"}
+        ),
     }
+    env.pop("MLFLOW_RUN_ID", None)  # the script's own MLflow calls must not join tunelog's parent run
     start = time.monotonic()
     proc = subprocess.Popen(
         argv,
@@ -137,10 +159,34 @@ def run_command(
     sampler = ProcessTreeMemory(proc.pid, memory_budget_gb, on_over=lambda: _stop(proc))
     final: dict[str, float] = {}
     outcome, reason, oom_line, steps, named_step, epoch = "ok", "", "", 0, None, None
+    attached, told, grace = False, None, None  # the callback's presence, its outcome, the stop's deadline
     try:
         for line in proc.stdout:  # type: ignore[union-attr]
             if _OOM.search(line):
                 oom_line = line.strip()[:300]
+            said = attach.parse(line) if run is not None else None
+            if said is not None:
+                kind, payload = said
+                if kind == "attached":
+                    attached = True
+                elif kind == "outcome":
+                    told = payload
+                elif kind == "eval" and outcome == "ok":
+                    step, metrics = payload
+                    named_step = steps = max(step, steps)
+                    final.update(metrics)
+                    if on_metrics(step, metrics, logged=True):
+                        shown = ", ".join(
+                            f"{k} {v:.4g}" for k, v in metrics.items() if not k.endswith(("runtime", "_per_second"))
+                        )
+                        outcome, reason = "pruned", f"pruned at step {step} ({shown})"
+                        stop_file.write_text("pruned\n")  # the callback ends training at its next step
+                        grace = threading.Timer(STOP_GRACE_S, _stop, args=(proc,))
+                        grace.daemon = True
+                        grace.start()
+                continue
+            if attached:
+                continue  # the callback writes the metrics; the rest of stdout is the script's own
             _, step, metrics = parser.parse_line(line)
             if not metrics:
                 if nonfinite_line(line):  # `loss is nan at batch 1200`: diverged, whatever numbers follow
@@ -169,13 +215,19 @@ def run_command(
     finally:
         watch.cancel()
         sampler.stop()
+        if grace is not None:
+            grace.cancel()
+    if attached and told and outcome == "ok" and code == 0:
+        outcome, reason = told  # diverged, incomplete or ok, as the callback saw training end
+        if outcome == "pruned":
+            outcome = "ok"  # a stop file tunelog did not write: nothing was pruned
     if sampler.over:
         outcome, reason = "oom", sampler.over
     elif watch.fired:
         outcome, reason = "failed", f"timeout after {spec.trainer.timeout:g}s"
     elif outcome == "ok" and code != 0:
         outcome, reason = ("oom", oom_line) if oom_line else ("failed", f"exit code {code}")
-    elif outcome == "ok":
+    elif outcome == "ok" and not attached:
         cut = truncation(configured_length(spec), named_step, epoch)
         outcome, reason = ("incomplete", cut) if cut else (outcome, reason)
     return Ran(outcome, reason, steps, final, time.monotonic() - start, sampler.peak_gb)
@@ -211,9 +263,10 @@ class CommandTrainer:
 
         evals = set(spec.trainer.eval_metrics)
 
-        def log(step: Optional[int], metrics: dict[str, float]) -> bool:
+        def log(step: Optional[int], metrics: dict[str, float], logged: bool = False) -> bool:
             """Logs the line's metrics; an eval-style one goes to `on_eval` (a sweep's pruner), which may stop."""
-            run.log_metrics({k: v for k, v in metrics.items() if math.isfinite(v)}, step=step)
+            if not logged:
+                run.log_metrics({k: v for k, v in metrics.items() if math.isfinite(v)}, step=step)
             if on_eval is None:
                 return False
             value = next(
@@ -221,7 +274,8 @@ class CommandTrainer:
             )
             return value is not None and bool(on_eval(step or 0, value))
 
-        ran = run_command(spec, argv, output_dir, log)
+        run.flush()  # the params and tags the script's callback reads are in the store before it starts
+        ran = run_command(spec, argv, output_dir, log, run=run)
         final = {**ran.final, **_metrics_file(spec, output_dir, run)}
         self._artifacts(spec, output_dir, run)
         totals = {"train/seconds": ran.seconds, "perf/peak_mem_gb": ran.peak_gb}
