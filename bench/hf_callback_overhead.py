@@ -21,8 +21,8 @@ REPEATS = sized(5, 1)
 
 def one_run(with_callback: bool, out: str) -> float:
     """Seconds of steps WARMUP.. of one training."""
-    from transformers import Trainer, TrainerCallback, TrainingArguments
     from train import DEMO, Lines, build
+    from transformers import Trainer, TrainerCallback, TrainingArguments
 
     from tunelog import TunelogCallback
 
