@@ -2,8 +2,8 @@
 # Headless screenshots of what a user sees in the MLflow UI after the README's demo:
 #   the experiment's runs page (headed by its description, the changelog summary, and the sweep
 #   tree), the sweep run (its note: the leaderboard), its best trial, the compare view of the sweep's
-#   trials, the experiment's Models tab (each trained adapter a LoggedModel), the runs table with its
-#   Datasets column, and the champion's registered version.
+#   trials, the experiment's Models tab (each trained adapter a LoggedModel), and the champion's registered
+#   version (an MLflow model). The trial's page shows its datasets, system metrics and model metrics.
 # usage: scripts/screenshots.sh [STORE_URI] [EXPERIMENT] [OUT_DIR]
 #   STORE_URI  default sqlite:///mlruns/mlflow.db (run the README's headline command first)
 #   EXPERIMENT default demo;  OUT_DIR default docs/img
@@ -64,5 +64,4 @@ shot trial "$URL/#/experiments/$EXP/runs/$BEST?$ML"
 shot compare "$URL/#/compare-runs?runs=$TRIALS&experiments=[\"$EXP\"]&$ML"
 shot sweep-run "$URL/#/experiments/$EXP/runs/$SWEEP?$ML"
 shot models "$URL/#/experiments/$EXP/models?$ML"   # every trained adapter, a LoggedModel with its eval metric
-shot datasets "$URL/#/experiments/$EXP/runs?$ML&isPreview=true"   # the runs table's Datasets column
 [ "$CHAMPION" = "-" ] || shot champion "$URL/#/models/$CHAMPION"   # the registered version: an MLflow model

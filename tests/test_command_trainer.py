@@ -103,6 +103,31 @@ def test_values_stay_one_argument_and_are_shell_quoted_inside_a_shell_script(tmp
     assert (tmp_path / "seen.txt").read_text() == hostile  # bash read the value back as one quoted word
 
 
+@pytest.mark.parametrize(
+    "prefix",
+    [
+        ["bash", "-ec"],
+        ["/usr/bin/env", "bash", "-c"],
+        ["env", "LC_ALL=C", "bash", "-e", "-o", "pipefail", "-c"],
+        ["sh", "-c"],
+        ["bash", "-lc"],
+    ],
+)
+def test_placeholders_in_any_shell_script_cannot_run_what_a_value_holds(tmp_path, prefix):
+    """`$(...)`, backticks and `;` in a value (from --set, a sweep or someone else's spec) stay data in the shell."""
+    from tunelog.trainers.command import render_argv
+
+    hostile = "$(touch pwned1) `touch pwned2`; touch pwned3"
+    spec = example(tmp_path).with_overrides({"trainer.args.optimizer": hostile})
+    argv = [*prefix, "printf %s {trainer.args.optimizer} > seen.txt", "argv0", "{trainer.args.optimizer}"]
+    rendered = render_argv(
+        spec.model_copy(update={"trainer": spec.trainer.model_copy(update={"argv": argv})}), tmp_path
+    )
+    assert rendered[-1] == hostile  # an argument after the script is data for the script ($1), as it is
+    subprocess.run(rendered, check=True, cwd=tmp_path, timeout=60)
+    assert (tmp_path / "seen.txt").read_text() == hostile and not list(tmp_path.glob("pwned*"))
+
+
 def started(pid_file: Path) -> bool:
     return pid_file.exists() and bool(pid_file.read_text().strip())
 

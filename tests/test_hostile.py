@@ -267,3 +267,77 @@ def test_unusable_storage_url_is_one_line_without_its_password(tmp_path, store, 
     assert "s3cr3t" not in err + out and "tunelog:***@127.0.0.1" in errors[0]
     assert "tunelog[postgres]" in errors[0] or "cannot open the study storage" in errors[0]
     assert store_is_empty(store)
+
+
+# --- issue 26 --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["[1, 2", "a: b: c", "!!python/object:os.system x"])
+def test_a_set_value_that_is_not_yaml_is_one_line(tmp_path, store, capsys, value):
+    item = f"train.learning_rate={value}"
+    line = assert_refused(capsys, store, ["train", spec_with(tmp_path), "--set", item], "--set", "is not YAML")
+    assert item in line
+
+
+def _cut_in_half(path):
+    import hashlib
+    import sqlite3
+
+    with sqlite3.connect(path) as con:  # the WAL folded in: the file is the whole database
+        con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_a_store_cut_in_half_is_one_line_naming_it_and_nothing_is_written(imported, store, capsys, tmp_path):
+    import hashlib
+    from pathlib import Path
+
+    db = Path(store.removeprefix("sqlite:///"))
+    digest = _cut_in_half(db)
+    beside = set(db.parent.iterdir())
+    for argv in (
+        ["changelog", "--experiment", "speech", "--no-log"],
+        ["promote", "--experiment", "speech"],
+        ["gc", "--yes"],
+        [
+            "sweep",
+            spec_with(
+                tmp_path,
+                search={"n_trials": 1, "params": {"train.learning_rate": {"type": "float", "min": 1e-4, "max": 1e-3}}},
+            ),
+        ],
+    ):
+        code, out, err = tunelog(capsys, *argv)
+        lines = [line for line in err.splitlines() if line.strip() and not line.startswith("lint warning")]
+        assert code == 1 and len(lines) == 1 and "Traceback" not in err + out, (argv, err)
+        assert f"the MLflow store {db} is damaged (cut short" in lines[0]
+    assert hashlib.sha256(db.read_bytes()).hexdigest() == digest and set(db.parent.iterdir()) == beside
+
+
+def test_a_damaged_study_journal_or_database_is_one_line_offering_a_new_study(tmp_path, store, capsys):
+    import optuna
+    from optuna.storages.journal import JournalFileBackend
+
+    journal = tmp_path / "study.journal"
+    study = optuna.create_study(
+        study_name="s", storage=optuna.storages.JournalStorage(JournalFileBackend(str(journal)))
+    )
+    study.set_user_attr("a", 1)
+    study.set_user_attr("b", 2)
+    lines = journal.read_bytes().splitlines(keepends=True)
+    journal.write_bytes(lines[0] + b'{"op_code": 2, \x00garbage\n' + b"".join(lines[1:]))  # a line torn mid-file
+    spec = spec_with(
+        tmp_path, search={"n_trials": 1, "params": {"train.learning_rate": {"type": "float", "min": 1e-4, "max": 1e-3}}}
+    )
+    line = assert_refused(
+        capsys, store, ["sweep", spec, "--storage", journal], f"study journal {journal} is damaged", code=1
+    )
+    assert "--study NEW" in line
+    database = tmp_path / "study.db"
+    database.write_bytes(b"not a database at all" * 100)  # overwritten
+    line = assert_refused(
+        capsys, store, ["sweep", spec, "--storage", f"sqlite:///{database}"], "study database is damaged", code=1
+    )
+    assert "--study NEW" in line

@@ -124,6 +124,8 @@ def test_the_champion_is_an_mlflow_model_pyfunc_loads_and_mlflow_models_serve_an
         output_format="list",
     )
     assert dict((m.key, m.value) for m in logged.metrics)["eval/loss"] == result.metrics["eval/loss"]
+    assert [v["name"] for v in json.loads(logged.tags["mlflow.modelVersions"])] == ["served-lora"]  # the Models tab
+    assert "Final metrics" in version.description and "system/" not in version.description  # the machine's figures
     model = mlflow.pyfunc.load_model("models:/served-lora@champion")
     (text,) = model.predict(["Æ e heime"], params={"max_new_tokens": 6})
     assert isinstance(text, str) and text.startswith("Æ e heime") and len(text) > len("Æ e heime")

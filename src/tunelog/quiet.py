@@ -6,7 +6,8 @@
 - peft asks transformers' `is_gradient_checkpointing`, which warns that transformers 6 will
   rename it: a deprecation inside our dependencies, not something the user can act on.
 - MLflow's system metrics monitor says at INFO, for every run, that it started, stopped and found no
-  GPU; and its transformers flavor warns on each predict that params override the saved config.
+  GPU; its transformers flavor says on each adapter it logs where the base will be loaded from, and on
+  each predict that params override the saved config.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import warnings
 def quiet_libraries() -> None:
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)
+    logging.getLogger("mlflow.transformers").setLevel(logging.ERROR)  # "the base model will be referenced..."
     warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
 

@@ -545,7 +545,14 @@ def parse_set_options(items: tuple[str, ...] | list[str]) -> dict[str, Any]:
         if "=" not in item:
             raise SpecError("--set", [(item, "expected KEY=VALUE, e.g. train.learning_rate=1e-4")])
         key, value = item.split("=", 1)
-        out[key.strip()] = _parse_value(value)
+        try:
+            out[key.strip()] = _parse_value(value)
+        except (yaml.YAMLError, RecursionError) as exc:
+            said = str(getattr(exc, "problem", None) or type(exc).__name__)
+            raise SpecError(
+                "--set",
+                [(item, f"the value is not YAML ({said}); accepted: a number, a word, a quoted string or [a, list]")],
+            ) from None
     return out
 
 

@@ -234,8 +234,8 @@ def _entry(log: Changelog, e: Entry) -> list[str]:
     others = {
         k: v
         for k, v in e.metrics.items()
-        if k not in log.result_keys and k != t.SCORE_METRIC and not k.startswith("sweep/")
-    }
+        if k not in log.result_keys and k != t.SCORE_METRIC and not k.startswith(("sweep/", "system/"))
+    }  # MLflow's system metrics are the machine's, not the run's results
     if others:
         out += ["Final metrics: " + ", ".join(f"{k} {_num(v)}" for k, v in list(others.items())[:8]), ""]
     if e.note:

@@ -32,6 +32,14 @@ def main(argv: Optional[list[str]] = None) -> None:
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)
+    except Exception as exc:  # a damaged SQLite store is the disk's fault, not a bug: one line naming it
+        from ..tracking.store import damaged_store_line
+
+        line = damaged_store_line(exc)
+        if line is None:
+            raise
+        click.echo(line, err=True)
+        sys.exit(1)
 
 
 __all__ = ["cli", "main"]

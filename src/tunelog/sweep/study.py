@@ -70,7 +70,15 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
         from optuna.storages.journal import JournalFileBackend
 
         Path(url).parent.mkdir(parents=True, exist_ok=True)
-        return optuna.storages.JournalStorage(JournalFileBackend(url))
+        try:
+            storage = optuna.storages.JournalStorage(JournalFileBackend(url))
+            storage.get_all_studies()  # replays the journal: a damaged one says so here, not mid-sweep
+        except (ValueError, KeyError, TypeError) as exc:  # json's errors are ValueErrors
+            raise TunelogError(
+                f"study journal {url} is damaged ({type(exc).__name__}: {str(exc)[:120]}); nothing was written to it. "
+                f"Restore it, or start a new study: --study NEW --storage NEW_FILE"
+            ) from None
+        return storage
     kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):
         t.tune_sqlite()
@@ -86,6 +94,12 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
             f"tunelog's postgres extra: pip install 'tunelog[postgres]'"
         ) from None
     except Exception as exc:  # refused, unknown host, bad credentials: one line, the password left out
+        damage = t.sqlite_damage(exc)
+        if damage:
+            raise TunelogError(
+                f"--storage {redact_url(url)}: the study database is damaged ({damage}); nothing was written to it. "
+                f"Restore it, or start a new study: --study NEW --storage NEW_URL"
+            ) from None
         cause = redact_url(str(exc).splitlines()[0][:200]) if str(exc) else type(exc).__name__
         raise TunelogError(f"--storage {redact_url(url)}: cannot open the study storage: {cause}") from None
 

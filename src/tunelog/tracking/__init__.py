@@ -21,9 +21,11 @@ from .registry import RegistryOps, resolve_model_uri, run_model_id
 from .run import RunLogger, RunWrites
 from .store import (
     StoreReads,
+    check_sqlite_store,
     client_for,
     default_store_dir,
     download_artifacts,
+    sqlite_damage,
     tracking_uri,
     tune_sqlite,
 )
@@ -35,6 +37,7 @@ class Tracker(StoreReads, RunWrites, RegistryOps, FinishedRuns):
     def __init__(self, uri: str | None = None):
         self.uri = uri or tracking_uri()
         if self.uri.startswith("sqlite:"):
+            check_sqlite_store(self.uri)
             tune_sqlite()
         self.client = client_for(self.uri)
         self._joined_env_run = False
@@ -55,6 +58,7 @@ __all__ = [
     "download_artifacts",
     "model_adapter",
     "run_model_id",
+    "sqlite_damage",
     "resolve_model_uri",
     "tracking_uri",
     "tune_sqlite",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 from collections.abc import Mapping
 from typing import Any, Optional
 
@@ -34,7 +36,7 @@ class RegistryOps:
             source = f"models:/{model_id}"
         else:  # an older run, or a command trainer's adapter folder: registered as the plain folder
             source = f"{run.info.artifact_uri.rstrip('/')}/{ADAPTER_ARTIFACT}"
-        return self.client.create_model_version(
+        version = self.client.create_model_version(
             name,
             source,
             run_id=run_id,
@@ -42,6 +44,12 @@ class RegistryOps:
             tags={k: str(v) for k, v in tags.items() if v is not None},
             model_id=model_id,
         )
+        if model_id:  # as mlflow.register_model does: the Models tab's "Registered models" column reads it
+            with contextlib.suppress(MlflowException):
+                seen = self.client.get_logged_model(model_id).tags.get("mlflow.modelVersions")
+                listed = [*(json.loads(seen) if seen else []), {"name": name, "version": version.version}]
+                self.client.set_logged_model_tags(model_id, {"mlflow.modelVersions": json.dumps(listed)})
+        return version
 
     def version_by_alias(self, name: str, alias: str) -> Optional[Any]:
         from mlflow.exceptions import MlflowException

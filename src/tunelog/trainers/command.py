@@ -63,7 +63,7 @@ def render_argv(spec: Spec, output_dir: Path, argv: Optional[list[str]] = None) 
 
         return fill
 
-    script = 2 if len(items) > 2 and Path(items[0]).name in _SHELLS and items[1] == "-c" else -1
+    script = shell_script_index(items)
     rendered = [_PLACEHOLDER.sub(filler(i == script), item) for i, item in enumerate(items)]
     if problems:
         raise SpecError(
@@ -78,6 +78,27 @@ def render_argv(spec: Spec, output_dir: Path, argv: Optional[list[str]] = None) 
             ],
         )
     return rendered
+
+
+def shell_script_index(argv: list[str]) -> int:
+    """Where a shell's script sits in an argv (`bash -c S`, `bash -ec S`, `sh -e -o pipefail -c S`,
+    `/usr/bin/env [VAR=x] bash -c S`), or -1 when the argv starts no shell script: placeholders there are
+    shell-quoted, since a shell reads that item as code."""
+    i = 0
+    if i < len(argv) and Path(argv[i]).name == "env":
+        i += 1
+        while i < len(argv) and ("=" in argv[i] or argv[i].startswith("-")):
+            i += 1
+    if i >= len(argv) or Path(argv[i]).name not in _SHELLS:
+        return -1
+    i, has_c = i + 1, False
+    while i < len(argv) and argv[i][:1] in ("-", "+") and argv[i] != "--":
+        if argv[i] in ("-o", "+o", "-O", "+O"):
+            i += 1  # takes the option's name
+        elif argv[i][:1] == "-" and not argv[i].startswith("--") and "c" in argv[i][1:]:
+            has_c = True
+        i += 1
+    return i if has_c and i < len(argv) else -1
 
 
 def script_cwd(spec: Spec) -> Path:
