@@ -24,8 +24,8 @@ def test_alone_one_run_under_tunelogs_names_and_the_changelog_reads_it_like_a_tr
     from train import main
 
     monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "alone")
-    main(["--max_steps", "8", "--eval_steps", "4", "--output_dir", str(tmp_path / "first")])
-    main(["--max_steps", "8", "--eval_steps", "4", "--learning_rate", "0.01", "--output_dir", str(tmp_path / "second")])
+    main(["--max_steps", "4", "--eval_steps", "2", "--output_dir", str(tmp_path / "first")])
+    main(["--max_steps", "4", "--eval_steps", "2", "--learning_rate", "0.01", "--output_dir", str(tmp_path / "second")])
     client = MlflowClient()
     runs = _all_runs(client)
     assert len(runs) == 2  # HF's MLflowCallback opened none of its own
@@ -33,12 +33,12 @@ def test_alone_one_run_under_tunelogs_names_and_the_changelog_reads_it_like_a_tr
     tags, params = first.data.tags, first.data.params
     assert (tags[t.TAG_KIND], tags[t.TAG_OUTCOME], first.info.status) == ("train", "ok", "FINISHED")
     assert params["train.learning_rate"] == "0.005" and params["train.batch_size"] == "8"
-    assert params["train.max_steps"] == "8" and params["train.schedule"] == "linear"
+    assert params["train.max_steps"] == "4" and params["train.schedule"] == "linear"
     assert (params["lora.r"], params["lora.alpha"], params["lora.target_modules"]) == ("8", "16", "q_proj,v_proj")
-    assert params["hf.eval_steps"] == "4" and "hf.learning_rate" not in params
+    assert params["hf.eval_steps"] == "2" and "hf.learning_rate" not in params
     assert "hf.output_dir" in tags[t.TAG_IDENTITY_KEYS].split(",")
     steps = lambda key: [m.step for m in client.get_metric_history(first.info.run_id, key)]  # noqa: E731
-    assert steps("train/loss") == [2, 4, 6, 8] and steps("eval/loss") == [4, 8]
+    assert steps("train/loss") == [2, 4] and steps("eval/loss") == [2, 4]
     assert "perf/samples_per_s" in first.data.metrics and "train/lr" in first.data.metrics
     assert "adapter/adapter_model.safetensors" in {a.path for a in client.list_artifacts(first.info.run_id, "adapter")}
     log = cl.collect_and_build(Tracker(), "alone")
@@ -73,7 +73,7 @@ def test_a_sweep_of_the_script_one_trial_pruned_through_the_callback(tmp_path, s
         "--n-trials",
         "4",
         "--set",
-        "train.max_steps=12",
+        "train.max_steps=8",
         "--set",
         f"trainer.argv={argv}",
     )
@@ -89,7 +89,7 @@ def test_a_sweep_of_the_script_one_trial_pruned_through_the_callback(tmp_path, s
     pruned = [r for r in trials if r.data.tags[t.TAG_OUTCOME] == "pruned"]
     assert pruned and all(r.data.tags[t.TAG_REASON].startswith("pruned at step 4 (eval/loss") for r in pruned)
     for trial in pruned:  # ended cleanly by the callback after its first eval, no adapter saved
-        assert max(m.step for m in client.get_metric_history(trial.info.run_id, "train/loss")) < 12
+        assert max(m.step for m in client.get_metric_history(trial.info.run_id, "train/loss")) < 8
         assert not client.list_artifacts(trial.info.run_id, "adapter") and t.TAG_MODEL_ID not in trial.data.tags
     done = [r for r in trials if r.data.tags[t.TAG_OUTCOME] == "ok"]
     assert done and all(client.list_artifacts(r.info.run_id, "adapter") for r in done)

@@ -341,3 +341,39 @@ def test_a_damaged_study_journal_or_database_is_one_line_offering_a_new_study(tm
         capsys, store, ["sweep", spec, "--storage", f"sqlite:///{database}"], "study database is damaged", code=1
     )
     assert "--study NEW" in line
+
+
+def test_three_sweeps_started_together_on_a_store_that_does_not_exist_yet(tmp_path):
+    """Default store and study storage (nothing in MLFLOW_TRACKING_URI): MLflow makes the store's tables on
+    first use, and three processes raced to it ("table latest_metrics already exists")."""
+    from conftest import command_example
+
+    command_example(tmp_path)  # writes tmp_path/spec.yaml
+    raw = yaml.safe_load((tmp_path / "spec.yaml").read_text())
+    raw["search"]["n_trials"] = 5
+    raw["configs"] = {
+        "first": {"overrides": {"train.learning_rate": 1.0e-4}},
+        "second": {"overrides": {"train.learning_rate": 2.0e-4}},
+    }
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    env = {k: v for k, v in subprocess_env("unused").items() if k != "MLFLOW_TRACKING_URI"}
+    cmd = [sys.executable, "-m", "tunelog.cli", "sweep", "spec.yaml"]
+    procs = [
+        subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for _ in range(3)
+    ]
+    try:
+        outputs = [p.communicate(timeout=600)[0] for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    assert [p.returncode for p in procs] == [0, 0, 0], outputs
+    assert not any("locked" in out or "Traceback" in out for out in outputs), outputs
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    runs = [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])]
+    assert sorted(r.data.tags["tunelog.kind"] for r in runs) == ["sweep"] + ["trial"] * 5
+    assert all(r.info.status != "RUNNING" for r in runs)
+    trials = [r for r in runs if r.data.tags["tunelog.kind"] == "trial"]
+    configs = sorted(r.data.tags.get("tunelog.config") or "" for r in trials)
+    assert configs.count("first") == configs.count("second") == 1
+    assert len({r.data.params["train.learning_rate"] for r in trials}) == 5  # distinct trials

@@ -40,3 +40,9 @@ def test_every_command_has_help_with_an_example():
         assert result.exit_code == 0, name
         assert "Example:" in result.output, f"`tunelog {name} --help` shows no example"
         assert name in (REPO / "README.md").read_text(), f"README does not mention `{name}`"
+
+
+def test_the_readme_stays_under_ten_kilobytes():
+    """The README is the front page: reference lives in docs/ (issue 26 found it at 12.7 kB)."""
+    size = len((REPO / "README.md").read_bytes())
+    assert size <= 10_000, f"README.md is {size:,} bytes; move reference to docs/"

@@ -23,6 +23,7 @@ from .store import (
     StoreReads,
     check_sqlite_store,
     client_for,
+    create_sqlite_store_once,
     default_store_dir,
     download_artifacts,
     sqlite_damage,
@@ -39,6 +40,7 @@ class Tracker(StoreReads, RunWrites, RegistryOps, FinishedRuns):
         if self.uri.startswith("sqlite:"):
             check_sqlite_store(self.uri)
             tune_sqlite()
+            create_sqlite_store_once(self.uri)
         self.client = client_for(self.uri)
         self._joined_env_run = False
         self._experiments: dict[str, str] = {}

@@ -129,6 +129,26 @@ def check_sqlite_store(uri: str) -> None:
         )
 
 
+def create_sqlite_store_once(uri: str) -> None:
+    """A new SQLite store's tables made by one process at a time: MLflow creates them on first use, and
+    three sweeps started together on a store that does not exist yet raced to it ("table latest_metrics
+    already exists"). A file lock beside the store; the others find the tables made and go on."""
+    if not uri.startswith("sqlite:///"):
+        return
+    path = Path(uri[len("sqlite:///") :])
+    if path.is_file() and path.stat().st_size > 0:
+        return
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".init-lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            client_for(uri)  # MLflow's client makes (or finds) every table as it opens the store
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def damaged_store_line(exc: BaseException) -> Optional[str]:
     """One line for a damaged SQLite store, naming the file (the tracking store when it is the damaged
     one), or None when `exc` is about something else."""
