@@ -33,7 +33,7 @@ def main(argv: Optional[list[str]] = None) -> None:
         click.echo("interrupted", err=True)
         sys.exit(130)
     except Exception as exc:  # a damaged SQLite store is the disk's fault, not a bug: one line naming it
-        from ..tracking.store import damaged_store_line
+        from ..tracking.sqlite_file import damaged_store_line
 
         line = damaged_store_line(exc)
         if line is None:

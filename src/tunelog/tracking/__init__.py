@@ -3,6 +3,7 @@
 - `contract`: tag names, outcomes, run kinds, artifact names, `RunRecord`, `better`/`best_of`;
 - `run`: the run context (always closed), buffered metrics, SIGTERM as KILLED;
 - `store`: where the store is, reading runs back (one query per table on SQL stores), gc;
+- `sqlite_file`: a damaged SQLite store refused in one line, a new one's tables made under a lock;
 - `bulk`: those per-table queries, shared with `server_app` (`mlflow server --app-name tunelog`);
 - `finished`: finished runs written in one go (an import), many in one transaction on a SQL store;
 - `registry`: model versions, aliases, `models:/` URIs;
@@ -19,14 +20,12 @@ from .finished import FinishedRun, FinishedRuns
 from .models import model_adapter
 from .registry import RegistryOps, resolve_model_uri, run_model_id
 from .run import RunLogger, RunWrites
+from .sqlite_file import check_sqlite_store, create_sqlite_store_once, sqlite_damage
 from .store import (
     StoreReads,
-    check_sqlite_store,
     client_for,
-    create_sqlite_store_once,
     default_store_dir,
     download_artifacts,
-    sqlite_damage,
     tracking_uri,
     tune_sqlite,
 )

@@ -5,9 +5,7 @@ Readers (changelog, promote, gc, reproduce) see `RunRecord`s, never MLflow objec
 
 from __future__ import annotations
 
-import contextlib
 import os
-import re
 import socket
 import time
 from collections.abc import Mapping
@@ -79,100 +77,6 @@ def tune_sqlite() -> None:
             cursor.close()
 
     _SQLITE_TUNED = True
-
-
-_DAMAGE = re.compile(r"malformed|not a database|file is encrypted|disk image", re.I)
-
-
-def sqlite_damage(exc: BaseException) -> Optional[str]:
-    """SQLite's own words when `exc` (or what caused it) says a database file is damaged (cut short by a
-    full disk, overwritten), else None; a locked or busy database is no damage."""
-    import sqlite3
-
-    stack, seen = [exc], set()
-    while stack:
-        e = stack.pop()
-        if e is None or id(e) in seen:
-            continue
-        seen.add(id(e))
-        if isinstance(e, sqlite3.DatabaseError) and _DAMAGE.search(str(e)):
-            return str(e)
-        stack += [e.__cause__, e.__context__, getattr(e, "orig", None)]
-    return None
-
-
-def check_sqlite_store(uri: str) -> None:
-    """A damaged SQLite store file refused in one line before MLflow opens it (MLflow would retry for
-    minutes, warning each time): its header is SQLite's and the file is as long as the header says.
-    O(1): the first 100 bytes and the file's size, not a scan of the database."""
-    if not uri.startswith("sqlite:///"):
-        return
-    path = Path(uri[len("sqlite:///") :])
-    if not path.is_file() or path.stat().st_size == 0:
-        return  # MLflow makes a new store there
-    size = path.stat().st_size
-    with path.open("rb") as f:
-        head = f.read(100)
-    why = None
-    if len(head) < 100 or not head.startswith(b"SQLite format 3\x00"):
-        why = "not an SQLite database: its header is gone"
-    else:
-        page = int.from_bytes(head[16:18], "big")
-        page = 65536 if page == 1 else page
-        pages = int.from_bytes(head[28:32], "big")
-        if pages and head[24:28] == head[92:96] and size < pages * page:  # the page count is current
-            why = f"cut short: {size:,} of its {pages * page:,} bytes"
-    if why:
-        raise TunelogError(
-            f"the MLflow store {path} is damaged ({why}); nothing was written to it. Restore it from a backup, "
-            f"or point MLFLOW_TRACKING_URI at another store"
-        )
-
-
-def create_sqlite_store_once(uri: str) -> None:
-    """A new SQLite store's tables made by one process at a time: MLflow creates them on first use, and
-    three sweeps started together on a store that does not exist yet raced to it ("table latest_metrics
-    already exists"). A file lock beside the store; the others find the tables made and go on."""
-    if not uri.startswith("sqlite:///"):
-        return
-    path = Path(uri[len("sqlite:///") :])
-    if path.is_file() and path.stat().st_size > 0:
-        return
-    import fcntl
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(path.name + ".init-lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            client_for(uri)  # MLflow's client makes (or finds) every table as it opens the store
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
-def damaged_store_line(exc: BaseException) -> Optional[str]:
-    """One line for a damaged SQLite store, naming the file (the tracking store when it is the damaged
-    one), or None when `exc` is about something else."""
-    said = sqlite_damage(exc)
-    if said is None:
-        return None
-    uri = tracking_uri()
-    path = uri[len("sqlite:///") :] if uri.startswith("sqlite:///") else None
-    where = f"the MLflow store {path}" if path and not _sound(path) else "an SQLite database tunelog uses"
-    return (
-        f"error: {where} is damaged ({said}); nothing was written to it. Restore it from a backup, or point "
-        f"MLFLOW_TRACKING_URI at another store"
-    )
-
-
-def _sound(path: str) -> bool:
-    """True when SQLite reads the file as a whole database (`PRAGMA quick_check`)."""
-    import sqlite3
-
-    try:
-        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as con:
-            return con.execute("PRAGMA quick_check").fetchone()[0] == "ok"
-    except sqlite3.DatabaseError:
-        return False
 
 
 def client_for(uri: str):
