@@ -594,7 +594,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         raise SpecError(
             str(path), [("", "expected a mapping of sections (model, data, lora, train, tracking, configs)")]
         )
-    if _expanded_size(raw) > MAX_SPEC_VALUES:
+    if expanded_size(raw) > MAX_SPEC_VALUES:
         raise SpecError(
             str(path),
             [
@@ -608,11 +608,12 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return raw
 
 
-def _expanded_size(data: Any) -> int:
+def expanded_size(data: Any, limit: int = MAX_SPEC_VALUES) -> int:
     """Values in the data as if every alias were copied out, counted without recursion and
-    stopping early: PyYAML shares an aliased node, so the bomb is small until something walks it."""
+    stopping early (past `limit`): PyYAML shares an aliased node, so the bomb is small until
+    something walks it. Specs and imported configs both ask."""
     count, stack = 0, [data]
-    while stack and count <= MAX_SPEC_VALUES:
+    while stack and count <= limit:
         node = stack.pop()
         count += 1
         if isinstance(node, dict):

@@ -21,6 +21,8 @@ from typing import Any, Optional, Protocol
 
 import yaml
 
+from ..spec import expanded_size
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10
@@ -176,23 +178,9 @@ def load_structured(text: str, name: str) -> Any:
         raise ReadError(f"{name}: nested too deeply to be a config") from None
     except (ValueError, yaml.YAMLError, tomllib.TOMLDecodeError) as exc:
         raise ReadError(f"{name}: {exc}".replace("\n", " ")[:300]) from None
-    if expanded_size(data) > MAX_VALUES:
+    if expanded_size(data, MAX_VALUES) > MAX_VALUES:
         raise ReadError(f"{name}: expands to more than {MAX_VALUES:,} values (YAML aliases?), not read")
     return data
-
-
-def expanded_size(data: Any) -> int:
-    """Values in the data as if every alias were copied out, counted without recursion, stopping early:
-    PyYAML shares an aliased node, so a bomb is small until something walks it."""
-    count, stack = 0, [data]
-    while stack and count <= MAX_VALUES:
-        node = stack.pop()
-        count += 1
-        if isinstance(node, dict):
-            stack.extend(node.values())
-        elif isinstance(node, list):
-            stack.extend(node)
-    return count
 
 
 def flat(data: dict[str, Any], prefix: str = "", sep: str = ".") -> dict[str, Any]:
