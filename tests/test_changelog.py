@@ -228,3 +228,24 @@ def test_sweeps_and_probes_fold_into_tables(store):
     assert "- trial-5: rejected, warmup-rule: warmup longer than training" in md
     assert "| batch 32 | ok | 320 | n/a |" in md
     assert len(md.splitlines()) < 90
+
+
+def test_a_rejected_trial_does_not_make_every_key_look_varied():
+    """A rejected trial logs only its sampled params; the best trial's "Kept" still lists only what varies."""
+    from tunelog.tracking import RunRecord
+
+    def run(rid, kind, params, outcome="ok", loss=None, start=0):
+        tags = {t.TAG_KIND: kind, t.TAG_OUTCOME: outcome, t.TAG_PARENT: "sweep" if kind == "trial" else ""}
+        metrics = {"eval/loss": loss} if loss is not None else {}
+        return RunRecord(rid, rid, "FINISHED", start, start + 1, params, metrics, {k: v for k, v in tags.items() if v})
+
+    fixed = {"lora.r": "8", "train.batch_size": "16", "data.format": "auto"}
+    runs = [
+        run("sweep", t.KIND_SWEEP, {}),
+        run("a", t.KIND_TRIAL, {**fixed, "train.learning_rate": "0.001"}, loss=2.0, start=1),
+        run("b", t.KIND_TRIAL, {**fixed, "train.learning_rate": "0.002"}, loss=1.5, start=2),
+        run("c", t.KIND_TRIAL, {"train.learning_rate": "0.5"}, outcome="rejected", start=3),
+    ]
+    log = cl.build(runs, "x")
+    assert log.entry(log.best_id).name == "b"
+    assert log.by_name("b").changes.kept == {"train.learning_rate": "0.002"}

@@ -170,8 +170,8 @@ def _diff_configs(
 ) -> None:
     """Each entry's changes from its parent; "kept" shows only keys that vary among its group's runs."""
     members: dict[str, list[RunRecord]] = {group: [] for group in groups.values()}
-    for run in runs:
-        if run.kind not in lineage.CONTAINER_KINDS:
+    for run in runs:  # a rejected trial holds only the sampled params: every other key would look varied
+        if run.kind not in lineage.CONTAINER_KINDS and run.tags.get(t.TAG_OUTCOME) != "rejected":
             members[groups[run.run_id]].append(run)
     notable = {group: lineage.varying_keys(runs_of) for group, runs_of in members.items()}
     for entry in entries:
