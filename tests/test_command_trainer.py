@@ -166,6 +166,49 @@ def test_sigterm_to_tunelog_stops_the_script_and_kills_the_run(tmp_path, store):
     assert runs[0].info.status == "KILLED"
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/stat").read_text().split(") ")[-1][:1] != "Z"  # a zombie is gone, awaiting its reaper
+
+
+def test_a_script_that_ignores_sigterm_and_leaves_a_grandchild_is_stopped_whole(tmp_path, store):
+    """SIGTERM to tunelog while its script ignores SIGTERM and has started a grandchild: the script's whole
+    process group is killed after the grace period, the run ends KILLED, nothing is left behind."""
+    pids = tmp_path / "pids"
+    script = f"trap '' TERM; sleep 600 & echo $$ $! > {pids}; while true; do echo step=1 loss=1.0; sleep 0.2; done"
+    spec = example(tmp_path)
+    spec = spec.model_copy(update={"trainer": spec.trainer.model_copy(update={"argv": ["bash", "-c", script]})})
+    path = tmp_path / "ignores.yaml"
+    path.write_text(yaml.safe_dump(spec.resolved(root=tmp_path), sort_keys=False))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tunelog.cli", "train", str(path)],
+        env=subprocess_env(store),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:  # waits on state (the script's pid file), not on time
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline and proc.poll() is None and not (pids.exists() and pids.read_text().strip()):
+            time.sleep(0.2)
+        assert pids.exists(), f"the script never started: {proc.communicate()[1][-2000:]}"
+        child, grandchild = map(int, pids.read_text().split())
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 143
+    assert not _alive(child) and not _alive(grandchild), "the script or its child outlived tunelog"
+    client = MlflowClient(store)
+    runs = client.search_runs([client.get_experiment_by_name("diffusion-lora").experiment_id])
+    assert runs[0].info.status == "KILLED"
+
+
 def test_sweep_over_the_script_with_seven_rules(tmp_path, store):
     spec = example(tmp_path)
     summary = Sweep(spec, Tracker(), SweepOptions(echo=lambda s: None)).run()
