@@ -131,6 +131,31 @@ def command_example(tmp_path: Path, **args):
     return load_spec(path)
 
 
+def signal_when_ready(argv: list, env: dict, ready, what: str, sig=None):
+    """Start `argv`, wait until `ready()` returns something (state in the store or on disk, not a clock: up to
+    10 minutes on a loaded machine), send `sig` (SIGTERM) and wait for the exit; the process is killed
+    whatever happens. Returns (what ready() returned, the exit code, stderr)."""
+    import signal
+    import subprocess
+    import time
+
+    proc = subprocess.Popen([str(a) for a in argv], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline, got = time.monotonic() + 600, None
+    try:
+        while got is None and time.monotonic() < deadline and proc.poll() is None:
+            got = ready() or None
+            if got is None:
+                time.sleep(0.3)
+        assert got is not None, f"{what} never happened: {proc.communicate()[1][-2000:]}"
+        proc.send_signal(sig or signal.SIGTERM)
+        _, err = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return got, proc.returncode, err
+
+
 def free_port() -> int:
     import socket
 

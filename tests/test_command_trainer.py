@@ -1,10 +1,8 @@
 """The command trainer over a script that behaves like a diffusion-LoRA trainer (tests/fixtures)."""
 
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import optuna
@@ -14,7 +12,7 @@ from mlflow import MlflowClient
 from optuna.trial import TrialState
 
 from conftest import command_example as example
-from conftest import subprocess_env
+from conftest import signal_when_ready, subprocess_env
 from tunelog.changelog import collect_and_build
 from tunelog.errors import SpecError
 from tunelog.spec import load_spec
@@ -132,46 +130,27 @@ def started(pid_file: Path) -> bool:
     return pid_file.exists() and bool(pid_file.read_text().strip())
 
 
-def test_sigterm_to_tunelog_stops_the_script_and_kills_the_run(tmp_path, store):
-    pid_file = tmp_path / "child.pid"
-    spec = example(tmp_path, sleep=0.5, pid_file=pid_file)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tunelog.cli", "train", spec.source],
-        env=subprocess_env(store),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:  # waits on state (the script's pid file), not on time; the process is ours to stop
-        deadline = time.monotonic() + 600
-        while time.monotonic() < deadline and proc.poll() is None and not started(pid_file):
-            time.sleep(0.2)
-        assert pid_file.exists(), f"the script never started: {proc.communicate()[1][-2000:]}"
-        child = int(pid_file.read_text())
-        proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=600)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 143
-    try:
-        os.kill(child, 0)
-        alive = Path(f"/proc/{child}/stat").read_text().split(") ")[-1][:1] != "Z"
-    except ProcessLookupError:
-        alive = False
-    assert not alive, "the training script outlived tunelog"
-    client = MlflowClient(store)
-    runs = client.search_runs([client.get_experiment_by_name("diffusion-lora").experiment_id])
-    assert runs[0].info.status == "KILLED"
-
-
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     return Path(f"/proc/{pid}/stat").read_text().split(") ")[-1][:1] != "Z"  # a zombie is gone, awaiting its reaper
+
+
+def test_sigterm_to_tunelog_stops_the_script_and_kills_the_run(tmp_path, store):
+    pid_file = tmp_path / "child.pid"
+    spec = example(tmp_path, sleep=0.5, pid_file=pid_file)
+    argv = [sys.executable, "-m", "tunelog.cli", "train", spec.source]
+    # waits on state (the script's pid file), not on time
+    child, code, _ = signal_when_ready(
+        argv, subprocess_env(store), lambda: started(pid_file) and int(pid_file.read_text()), "the script's start"
+    )
+    assert code == 143
+    assert not _alive(child), "the training script outlived tunelog"
+    client = MlflowClient(store)
+    runs = client.search_runs([client.get_experiment_by_name("diffusion-lora").experiment_id])
+    assert runs[0].info.status == "KILLED"
 
 
 def test_a_script_that_ignores_sigterm_and_leaves_a_grandchild_is_stopped_whole(tmp_path, store):
@@ -183,26 +162,12 @@ def test_a_script_that_ignores_sigterm_and_leaves_a_grandchild_is_stopped_whole(
     spec = spec.model_copy(update={"trainer": spec.trainer.model_copy(update={"argv": ["bash", "-c", script]})})
     path = tmp_path / "ignores.yaml"
     path.write_text(yaml.safe_dump(spec.resolved(root=tmp_path), sort_keys=False))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tunelog.cli", "train", str(path)],
-        env=subprocess_env(store),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    argv = [sys.executable, "-m", "tunelog.cli", "train", path]
+    pair, code, _ = signal_when_ready(
+        argv, subprocess_env(store), lambda: started(pids) and pids.read_text().split(), "the script's start"
     )
-    try:  # waits on state (the script's pid file), not on time
-        deadline = time.monotonic() + 600
-        while time.monotonic() < deadline and proc.poll() is None and not (pids.exists() and pids.read_text().strip()):
-            time.sleep(0.2)
-        assert pids.exists(), f"the script never started: {proc.communicate()[1][-2000:]}"
-        child, grandchild = map(int, pids.read_text().split())
-        proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=600)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 143
+    child, grandchild = map(int, pair)
+    assert code == 143
     assert not _alive(child) and not _alive(grandchild), "the script or its child outlived tunelog"
     client = MlflowClient(store)
     runs = client.search_runs([client.get_experiment_by_name("diffusion-lora").experiment_id])

@@ -7,7 +7,7 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from conftest import DEMO, demo_raw, run_cli, subprocess_env, write_spec
+from conftest import DEMO, demo_raw, run_cli, signal_when_ready, subprocess_env, write_spec
 from tunelog.promote import load_model
 from tunelog.spec import load_spec
 from tunelog.stages import Pipeline
@@ -151,29 +151,21 @@ def test_sigterm_mid_stage_two_closes_every_run_and_the_rerun_resumes(tmp_path, 
     """SIGTERM while stage 2 trains: the stage and the pipeline end KILLED (never RUNNING), the process exits
     143 with no traceback, and stage 1 stays FINISHED for the rerun to reuse (reuse itself:
     test_rerun_skips_finished_stages_and_from_stage_reruns)."""
-    import signal
     import sys
-    import time
 
     path = write_spec(tmp_path / "p.yaml", pipeline_raw(steps=(2, 100_000, 2)))
-    cmd = [sys.executable, "-m", "tunelog.cli", "stages", str(path)]
-    proc = subprocess.Popen(cmd, env=subprocess_env(store), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    client, deadline, second = MlflowClient(store), time.monotonic() + 600, None
-    try:  # waits on state (stage 2's first losses in the store), not on a clock
-        while second is None and time.monotonic() < deadline and proc.poll() is None:
-            exp = client.get_experiment_by_name("test")
-            found = client.search_runs([exp.experiment_id], "tags.`tunelog.stage` = 'bokmal'") if exp else []
-            if found and client.get_metric_history(found[0].info.run_id, "train/loss"):
-                second = found[0].info.run_id
-            time.sleep(0.3)
-        assert second, f"stage 2 never trained: {proc.communicate()[1][-2000:]}"
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=600)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 143 and "Traceback" not in err, err[-2000:]
+    client = MlflowClient(store)
+
+    def stage_two_trains():  # waits on state (stage 2's first losses in the store), not on a clock
+        exp = client.get_experiment_by_name("test")
+        found = client.search_runs([exp.experiment_id], "tags.`tunelog.stage` = 'bokmal'") if exp else []
+        if found and client.get_metric_history(found[0].info.run_id, "train/loss"):
+            return found[0].info.run_id
+        return None
+
+    argv = [sys.executable, "-m", "tunelog.cli", "stages", path]
+    second, code, err = signal_when_ready(argv, subprocess_env(store), stage_two_trains, "stage 2 training")
+    assert code == 143 and "Traceback" not in err, err[-2000:]
     runs = client.search_runs([client.get_experiment_by_name("test").experiment_id])
     assert all(r.info.status != "RUNNING" for r in runs)
     assert client.get_run(second).info.status == "KILLED"

@@ -1,16 +1,14 @@
 """The built-in trainer end to end on the demo's tiny model, against a real MLflow store."""
 
 import math
-import signal
 import subprocess
 import sys
-import time
 
 import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from conftest import REPO, demo_raw, run_cli, subprocess_env, write_spec
+from conftest import REPO, demo_raw, run_cli, signal_when_ready, subprocess_env, write_spec
 from tunelog.errors import MachineError
 from tunelog.spec import load_spec, validate
 from tunelog.tracking import TAG_KIND, TAG_OUTCOME, TAG_REASON, Tracker
@@ -159,32 +157,18 @@ def test_exception_mid_training_leaves_the_run_failed(tmp_path, store):
 
 def test_sigterm_mid_training_leaves_the_run_killed(tmp_path, store):
     spec_path = write_spec(tmp_path / "long.yaml", demo_raw(max_steps=100_000, eval_every=None))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tunelog.cli", "train", str(spec_path)],
-        env=subprocess_env(store),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
     client = MlflowClient(store)
-    deadline = time.monotonic() + 600
-    run_id = None
-    try:  # waits on state (step metrics in the store), not on time; the process is ours to stop
-        while time.monotonic() < deadline and proc.poll() is None:
-            exp = client.get_experiment_by_name("test")
-            runs = client.search_runs([exp.experiment_id]) if exp else []
-            if runs and client.get_metric_history(runs[0].info.run_id, "train/loss"):
-                run_id = runs[0].info.run_id
-                break
-            time.sleep(0.5)
-        assert run_id, f"training never started: {proc.communicate()[1][-2000:]}"
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=600)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 143, err
+
+    def training():  # waits on state (step metrics in the store), not on time
+        exp = client.get_experiment_by_name("test")
+        runs = client.search_runs([exp.experiment_id]) if exp else []
+        if runs and client.get_metric_history(runs[0].info.run_id, "train/loss"):
+            return runs[0].info.run_id
+        return None
+
+    argv = [sys.executable, "-m", "tunelog.cli", "train", spec_path]
+    run_id, code, err = signal_when_ready(argv, subprocess_env(store), training, "training")
+    assert code == 143, err
     got = client.get_run(run_id)
     assert got.info.status == "KILLED"
     assert "SIGTERM" in err and "Traceback" not in err

@@ -21,7 +21,6 @@ import atexit
 import math
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -196,20 +195,9 @@ class TunelogCallback(TrainerCallback):
 
     def _save_adapter(self, model, tokenizer, step: int) -> None:
         """The adapter as the run's MLflow model where its base has a name, else the `adapter/` folder."""
-        if not hasattr(model, "peft_config"):
-            return
-        base = getattr(model.peft_config.get("default"), "base_model_name_or_path", None)
-        if base and tokenizer is not None:
-            try:
-                self.run.log_adapter_model(model, tokenizer, base, step)
-                return
-            except Exception as exc:  # noqa: BLE001 (the adapter must not be lost to a flavor's refusal)
-                print(f"tunelog: adapter kept as a plain artifact ({exc})", file=sys.stderr)
-        with tempfile.TemporaryDirectory() as tmp:
-            model.save_pretrained(tmp)
-            if tokenizer is not None:
-                tokenizer.save_pretrained(tmp)
-            self.run.log_artifacts(tmp, t.ADAPTER_ARTIFACT)
+        if hasattr(model, "peft_config"):
+            base = getattr(model.peft_config.get("default"), "base_model_name_or_path", None)
+            self.run.log_adapter(model, tokenizer, base, step)
 
     def _drop_mlflow_callback(self) -> None:
         """Takes HF's MLflowCallback out of the trainer's callback list (found as the caller's `self`:

@@ -168,10 +168,15 @@ def _title(changes: list[frozenset]) -> str:
     if not changes:
         return ""
     top = Counter(changes).most_common(1)[0][0]
-    words = dict.fromkeys(_TOPIC_OF.get(k.rsplit(".", 1)[-1].lower(), k) for k in sorted(top, key=_topic_order))
+    words = dict.fromkeys(_topic(k) or k for k in sorted(top, key=_topic_order))
     return "Phase: " + " + ".join(words)
 
 
+def _topic(key: str) -> Optional[str]:
+    """What a key's change is called in a title, by its last dotted part (`lora.r` -> rank), or None."""
+    return _TOPIC_OF.get(key.rsplit(".", 1)[-1].lower())
+
+
 def _topic_order(key: str) -> tuple[int, str]:
-    topic = _TOPIC_OF.get(key.rsplit(".", 1)[-1].lower())
+    topic = _topic(key)
     return (list(TOPICS).index(topic) if topic else len(TOPICS), key)

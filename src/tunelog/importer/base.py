@@ -10,7 +10,6 @@ tree, bounded depth and count); the loaders bound size, nesting and expanded val
 from __future__ import annotations
 
 import json
-import math
 import os
 import stat
 import sys
@@ -145,9 +144,6 @@ class Folder:
         """A JSON, YAML or TOML file as data, by its suffix (size, nesting and aliases bounded)."""
         return load_structured(self.text(rel, MAX_CONFIG_BYTES if not rel.endswith(".json") else MAX_DATA_BYTES), rel)
 
-    def mtime_ms(self) -> int:
-        return int(self.path.stat().st_mtime * 1000)
-
 
 class _Loader(yaml.SafeLoader):
     """Safe YAML that reads unknown tags (`!!python/object:argparse.Namespace` in a Lightning
@@ -203,7 +199,3 @@ def number(value: Any) -> Optional[float]:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     return float(value)
-
-
-def finite(value: float) -> bool:
-    return math.isfinite(value)

@@ -57,7 +57,11 @@ class HFTrainerReader:
     name = "hf-trainer"
 
     def detect(self, folder: Folder) -> bool:
-        return bool(self._state(folder) or folder.top(*RESULT_FILES) or folder.top("adapter_config.json"))
+        checkpoints = self._checkpoints(folder)
+        return bool(
+            folder.top("trainer_state.json", "adapter_config.json", *RESULT_FILES)
+            or _newest(folder, checkpoints, "trainer_state.json")
+        )
 
     def _checkpoints(self, folder: Folder) -> list[tuple[int, str]]:
         found = {
@@ -65,53 +69,45 @@ class HFTrainerReader:
         }
         return sorted((int(step), name) for step, name in found.items())
 
-    def _state(self, folder: Folder) -> Optional[str]:
-        """The folder's trainer_state.json, or the newest checkpoint's when that went further."""
-        latest = next(
-            (
-                f"{n}/trainer_state.json"
-                for _, n in reversed(self._checkpoints(folder))
-                if f"{n}/trainer_state.json" in folder.files
-            ),
-            None,
-        )
-        if "trainer_state.json" not in folder.files:
-            return latest
-        if latest and _global_step(folder, latest) > _global_step(folder, "trainer_state.json"):
-            return latest
-        return "trainer_state.json"
+    def _state(self, folder: Folder, checkpoints: list[tuple[int, str]]) -> Optional[tuple[str, dict]]:
+        """The folder's trainer_state.json, or the newest checkpoint's when that went further; each parsed
+        once (a long run's state is megabytes). An unreadable one loses to a readable one."""
+        names = [
+            n for n in ("trainer_state.json", _newest(folder, checkpoints, "trainer_state.json")) if n in folder.files
+        ]
+        loaded, error = [], None
+        for name in names:
+            try:
+                loaded.append((name, _dict(folder.data(name), name)))
+            except ReadError as exc:
+                error = error or exc
+        if not loaded:
+            if error:
+                raise error
+            return None
+        return max(loaded, key=lambda item: _global_step(item[1]))  # equal steps: the folder's own, listed first
 
     def read(self, folder: Folder) -> Reading:
         reading = Reading()
         checkpoints = self._checkpoints(folder)
         if checkpoints:
             reading.tags["tunelog.checkpoints"] = ", ".join(n for _, n in checkpoints)[:5000]
-        state_file = self._state(folder)
-        if state_file:
-            self._read_state(folder, state_file, reading)
+        state = self._state(folder, checkpoints)
+        if state:
+            self._read_state(folder, *state, reading)
+            folder.claimed.update(folder.glob("runs/*"))  # the TensorBoard copy of log_history
         for name in RESULT_FILES:
             if name in folder.files:
                 reading.files.append(folder.files[name])
                 for key, value in _dict(folder.data(name), name).items():
                     if (v := number(value)) is not None:
                         reading.final.setdefault(metric_name(key, summary=True), v)
-        adapter = folder.top("adapter_config.json") or next(
-            (
-                f"{n}/adapter_config.json"
-                for _, n in reversed(checkpoints)
-                if f"{n}/adapter_config.json" in folder.files
-            ),
-            None,
-        )
+        adapter = folder.top("adapter_config.json") or _newest(folder, checkpoints, "adapter_config.json")
         if adapter:
             self._read_adapter(folder, adapter, reading)
-        for rel in folder.glob("runs/*"):  # the TensorBoard copy of log_history
-            if state_file:
-                folder.claimed.add(rel)
         return reading
 
-    def _read_state(self, folder: Folder, name: str, reading: Reading) -> None:
-        state = _dict(folder.data(name), name)
+    def _read_state(self, folder: Folder, name: str, state: dict, reading: Reading) -> None:
         reading.files.append(folder.files[name])
         for key, param in _STATE_PARAMS.items():
             if state.get(key) is not None:
@@ -179,8 +175,13 @@ def _dict(data: Any, name: str) -> dict[str, Any]:
     return data
 
 
-def _global_step(folder: Folder, name: str) -> int:
+def _global_step(state: dict) -> int:
     try:
-        return int(_dict(folder.data(name), name).get("global_step") or 0)
-    except (ReadError, TypeError, ValueError):
+        return int(state.get("global_step") or 0)
+    except (TypeError, ValueError):
         return -1
+
+
+def _newest(folder: Folder, checkpoints: list[tuple[int, str]], name: str) -> Optional[str]:
+    """`checkpoint-N/NAME` of the highest N that has one."""
+    return next((f"{n}/{name}" for _, n in reversed(checkpoints) if f"{n}/{name}" in folder.files), None)

@@ -13,13 +13,14 @@
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import datetime
 from typing import Any, Optional
 
 from ..logparse import NUMBER
 from ..outcomes import COMPLETE, OOM_WORDS
-from .base import Folder, ReadError, Reading, number
+from .base import Folder, ReadError, Reading
 
 CONFIG_NAMES = ("config.toml", "config_file.toml", "training_config.toml", "train_config.toml")
 LOG_NAMES = ("train.log", "training.log", "log.txt", "output.log", "console.log")
@@ -172,7 +173,7 @@ def read_console(text: str, reading: Reading) -> None:
             last_bar = (step, total)
             for key, value in _POSTFIX.findall(bar.group(3)):
                 values[(key, step)] = float(value)
-                if nonfinite is None and not _finite(value):
+                if nonfinite is None and not math.isfinite(float(value)):
                     nonfinite = f"{key}={value} at step {step}"
             continue
         if (match := _EPOCH.match(line)) is not None:
@@ -206,11 +207,6 @@ def _judge(text: str, bar: Optional[tuple[int, int]], saved: bool, nonfinite: Op
 
 def _ms(day: str, time: str) -> int:
     return int(datetime.fromisoformat(f"{day}T{time}+00:00").timestamp() * 1000)
-
-
-def _finite(text: str) -> bool:
-    value = number(float(text))
-    return value is not None and value == value and abs(value) != float("inf")
 
 
 def _int(value: Any) -> Optional[int]:

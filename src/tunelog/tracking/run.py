@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -22,6 +23,7 @@ from typing import Any, Optional
 from ..errors import TrainingInterrupted
 from ..owner import owner_tag
 from .contract import (
+    ADAPTER_ARTIFACT,
     OUTCOMES,
     TAG_EXPERIMENT_KIND,
     TAG_OUTCOME,
@@ -118,13 +120,25 @@ class RunLogger:
     def log_text(self, text: str, artifact_file: str) -> None:
         self.client.log_text(self.run_id, text, artifact_file)
 
-    def log_adapter_model(self, model: Any, tokenizer: Any, base: str, step: int) -> str:
-        """The trained adapter as the run's LoggedModel (see `tracking.models`); its metrics so far flushed
-        first, so those of `step` are linked to it."""
-        from .models import log_adapter_model
+    def log_adapter(self, model: Any, tokenizer: Any, base: Optional[str], step: int) -> Optional[str]:
+        """A trained peft adapter: the run's MLflow model (see `tracking.models`) when its base has a name (a
+        folder or hub id), else, or when the flavor refuses it, peft's folder as `adapter/` with the
+        tokenizer; the model id, or None for the folder. The metrics so far are flushed first, so those of
+        `step` are linked to the model."""
+        if base and tokenizer is not None:
+            from .models import log_adapter_model
 
-        self.flush()
-        return log_adapter_model(self.client, self.run_id, model, tokenizer, base, step)
+            self.flush()
+            try:
+                return log_adapter_model(self.client, self.run_id, model, tokenizer, base, step)
+            except Exception as exc:  # noqa: BLE001 (the adapter must not be lost to a flavor's refusal)
+                print(f"warning: adapter kept as a plain artifact, not an MLflow model: {exc}", file=sys.stderr)
+        with tempfile.TemporaryDirectory() as tmp:
+            model.save_pretrained(tmp)
+            if tokenizer is not None:
+                tokenizer.save_pretrained(tmp)
+            self.log_artifacts(tmp, ADAPTER_ARTIFACT)
+        return None
 
     def log_datasets(self, files: list[tuple[str, str, Optional[str]]]) -> None:
         from .models import log_datasets

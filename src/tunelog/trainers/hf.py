@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -28,7 +26,7 @@ from ..plan import make_plan
 from ..schedules import Schedule
 from ..spec import Spec
 from ..step import TrainingStep
-from ..tracking import ADAPTER_ARTIFACT, PLOTS_ARTIFACT, RunLogger
+from ..tracking import PLOTS_ARTIFACT, RunLogger
 from . import EvalHook, Result
 
 
@@ -258,17 +256,8 @@ class _Loop:
         return Result(outcome=outcome, reason=reason, steps=step, metrics=final)
 
     def _save_adapter(self, step: int) -> None:
-        """The adapter (EMA weights where kept) as the run's MLflow model; the plain `adapter/` artifact
-        where it cannot be one (on merged stages, or when the flavor refuses the model)."""
+        """The adapter (EMA weights where kept) as the run's MLflow model, or as the plain `adapter/` folder
+        on merged stages, whose foundation no folder holds (`RunLogger.log_adapter`)."""
         base = base_reference(self.spec, self.loaded.tokenizer)
         with self.ema.applied() if self.ema else contextlib.nullcontext():
-            if base is not None:
-                try:
-                    self.run_log.log_adapter_model(self.model, self.loaded.tokenizer, base, step)
-                    return
-                except Exception as exc:  # noqa: BLE001 (the adapter must not be lost to a flavor's refusal)
-                    print(f"warning: adapter kept as a plain artifact, not an MLflow model: {exc}", file=sys.stderr)
-            with tempfile.TemporaryDirectory() as tmp:
-                self.model.save_pretrained(tmp)
-                self.loaded.tokenizer.save_pretrained(tmp)
-                self.run_log.log_artifacts(tmp, ADAPTER_ARTIFACT)
+            self.run_log.log_adapter(self.model, self.loaded.tokenizer, base, step)
