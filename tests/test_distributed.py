@@ -78,7 +78,8 @@ def test_three_machines_on_postgresql_and_mlflow_server(postgres, tmp_path, monk
 
         study = optuna.load_study(study_name="shared", storage=open_storage(storage))
         done = [t for t in study.trials if t.state == TrialState.COMPLETE]
-        assert len(done) == N_TRIALS and study.trials[killed].user_attrs["tunelog.outcome"] == "interrupted"
+        told = [(t.number, t.state.name, t.user_attrs.get("tunelog.outcome")) for t in study.trials]
+        assert len(done) == N_TRIALS and study.trials[killed].user_attrs["tunelog.outcome"] == "interrupted", told
         presets = sorted(t.user_attrs["tunelog.config"] for t in done if t.user_attrs.get("tunelog.config"))
         assert presets == ["high", "low"]
         assert len({t.params["train.learning_rate"] for t in done}) == N_TRIALS  # three machines, distinct draws

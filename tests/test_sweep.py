@@ -1,6 +1,7 @@
 """sweep against a real MLflow store and a real Optuna study on SQLite, training the demo's tiny model."""
 
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -276,6 +277,31 @@ def test_interrupted_trial_runs_again_on_resume(tmp_path, store, sig):
     assert study.trials[1].params == study.trials[0].params  # the interrupted config, run again
     assert client.get_run(victim).info.status == "KILLED"
     assert all(r.info.status != "RUNNING" for r in runs(store))
+
+
+def test_a_worker_that_died_after_the_budget_looked_full_still_gets_its_trial_run(tmp_path, store):
+    """The race CI met with three invocations: worker B's loop saw the budget full while counting worker
+    A's RUNNING trial; A died just after. Before closing, B must notice the death and run the trial again
+    (it used to see nothing running elsewhere and close one trial short)."""
+    search = {
+        "n_trials": 1,
+        "sampler": "random",
+        "params": {"train.learning_rate": {"type": "float", "min": 1e-3, "max": 1e-2, "log": True}},
+    }
+    path = write_spec(tmp_path / "race.yaml", sweep_raw(tmp_path, search, max_steps=2))
+    sweep = Sweep(load_spec(path), Tracker(), SweepOptions(echo=lambda s: None))
+    study = sweep.study()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    trial = study.ask()  # worker A's trial, its params drawn; A (a finished process) is gone
+    trial.suggest_float("train.learning_rate", 1e-3, 1e-2, log=True)
+    trial.set_user_attr("tunelog.owner", f"{socket.gethostname()}:{dead.stdout.strip()}")
+    parent = MlflowClient(store).create_run(MlflowClient(store).create_experiment("race")).info.run_id
+
+    assert sweep._others_still_training(study, parent) == []
+    study = study_of(store)
+    assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.COMPLETE]
+    assert study.trials[0].user_attrs["tunelog.outcome"] == "interrupted"
+    assert study.trials[1].params == study.trials[0].params
 
 
 def test_refine_narrows_around_the_best(tmp_path, store):

@@ -204,6 +204,10 @@ class Sweep:
         me = owner_tag()
         said = False
         while True:
+            # a worker may have died after this one's loop last looked: the budget it saw full counted
+            # that worker's trial, which running_elsewhere no longer lists; run it here before closing
+            if recover(study, self.tracker, self.opts.echo):
+                self.loop(study, sweep_run_id)
             elsewhere = running_elsewhere(study, me)
             knowable = isinstance(study._storage, optuna.storages.RDBStorage) or all(
                 on_this_host(tr.user_attrs.get(ATTR_OWNER, "")) for tr in elsewhere
@@ -214,8 +218,6 @@ class Sweep:
                 self.opts.echo(f"waiting for {len(elsewhere)} trial(s) training elsewhere before closing the sweep")
                 said = True
             time.sleep(HEARTBEAT_SECONDS)
-            if recover(study, self.tracker, self.opts.echo):
-                self.loop(study, sweep_run_id)  # a dead worker's trial, queued again: run it here
 
     def loop(self, study: optuna.Study, sweep_run_id: str) -> None:
         """Ask, judge, train, tell, until the study holds n_trials trials or the time is up. Before each
