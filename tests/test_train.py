@@ -29,7 +29,7 @@ def losses(client, run_id, key="train/loss"):
 
 
 def test_cli_train_produces_a_complete_run(tmp_path, store, quick_spec):
-    proc = run_cli("train", str(quick_spec), "--config", "balanced")
+    proc = run_cli("train", str(quick_spec), "--config", "balanced", "--set", "data.sample_prompts=['Det var en']")
     assert proc.returncode == 0, proc.stderr
     client = MlflowClient(store)
     run = client.search_runs([client.get_experiment_by_name("test").experiment_id])[0]
@@ -48,7 +48,10 @@ def test_cli_train_produces_a_complete_run(tmp_path, store, quick_spec):
         "eval/perplexity",
     ):
         assert key in run.data.metrics, key
-    assert {"plots", "spec.yaml"} <= artifacts(client, run.info.run_id)
+    assert {"plots", "spec.yaml", "samples.md"} <= artifacts(client, run.info.run_id)
+    said = open(client.download_artifacts(run.info.run_id, "samples.md", str(tmp_path))).read()
+    before, after = said.split("**before:**")[1].split("**after (25 steps):**")  # the prompt answered twice
+    assert "## Det var en" in said and before.strip() != after.strip()  # greedy, so a change is the adapter's
     assert {"plots/loss.png", "plots/lr_schedule.png"} <= artifacts(client, run.info.run_id, "plots")
     # the adapter is the run's MLflow model (stored once): linked to the run and its final eval metric
     model_id = run.data.tags["tunelog.model_id"]

@@ -1,7 +1,8 @@
 """Training text in, token batches out.
 
-Sources: a text file (one sample per non-empty line), JSONL with a text field,
-or a folder saved by `datasets.save_to_disk`. Batches are padded to their own
+Sources: a text file (one sample per non-empty line), JSONL with a text field or a
+`messages` list (a chat, rendered through the tokenizer's own chat template), or a
+folder saved by `datasets.save_to_disk`. Batches are padded to their own
 longest sample, so short corpora don't pay for `max_length`.
 """
 
@@ -13,13 +14,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Optional, Union
 
 from .errors import SpecError
 from .spec import Spec
 
 if TYPE_CHECKING:  # torch is imported where batches are built, so `lint` stays light
     import torch
+
+Chat = list[dict[str, str]]  # [{"role": "user", "content": "..."}, {"role": "assistant", ...}]
+Sample = Union[str, Chat]
 
 
 def _detect_format(path: Path, fmt: str) -> str:
@@ -137,8 +141,8 @@ def missing_data(spec: Spec, recorded: dict[str, dict]) -> list[str]:
     return lines
 
 
-def read_texts(spec: Spec, relative: str, field: str) -> list[str]:
-    """The samples of one data file, as strings; errors name the spec field."""
+def read_texts(spec: Spec, relative: str, field: str) -> list[Sample]:
+    """The samples of one data file: strings, or chats (JSONL `messages`); errors name the spec field."""
     path = spec.path(relative)
     fmt = _detect_format(path, spec.data.format)
     if fmt == "text":
@@ -152,8 +156,8 @@ def read_texts(spec: Spec, relative: str, field: str) -> list[str]:
     return texts
 
 
-def _read_jsonl(spec: Spec, path: Path, field: str) -> list[str]:
-    texts = []
+def _read_jsonl(spec: Spec, path: Path, field: str) -> list[Sample]:
+    texts: list[Sample] = []
     key = spec.data.text_field
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():
@@ -162,10 +166,41 @@ def _read_jsonl(spec: Spec, path: Path, field: str) -> list[str]:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
             raise SpecError(spec.source, [(field, f"{path}:{number}: not valid JSON ({exc.msg})")]) from None
+        if isinstance(record, dict) and key not in record and "messages" in record:
+            texts.append(_chat(spec, record["messages"], f"{path}:{number}", field))
+            continue
         if not isinstance(record, dict) or key not in record:
-            raise SpecError(spec.source, [(field, f"{path}:{number}: no field {key!r} (set data.text_field)")])
+            raise SpecError(
+                spec.source, [(field, f"{path}:{number}: no field {key!r} and no `messages` (set data.text_field)")]
+            )
         texts.append(str(record[key]))
     return texts
+
+
+def _chat(spec: Spec, messages: object, where: str, field: str) -> Chat:
+    """A `messages` list as role/content strings; anything else names the line and what is accepted."""
+    ok = (
+        isinstance(messages, list)
+        and messages
+        and all(
+            isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+            for m in messages
+        )
+    )
+    if not ok:
+        raise SpecError(
+            spec.source, [(field, f"{where}: `messages` must be a non-empty list of {{role, content}} strings")]
+        )
+    return [{"role": m["role"], "content": m["content"]} for m in messages]  # type: ignore[union-attr]
+
+
+def render(samples: list[Sample], tokenizer) -> list[str]:
+    """Chats through the tokenizer's chat template (the format the model was tuned on), strings as they are."""
+    if all(isinstance(s, str) for s in samples):
+        return samples  # type: ignore[return-value]
+    if not getattr(tokenizer, "chat_template", None):
+        raise SpecError("data", [("data.train", "chat samples (`messages`) need a tokenizer with a chat template")])
+    return [s if isinstance(s, str) else tokenizer.apply_chat_template(s, tokenize=False) for s in samples]
 
 
 def _read_datasets_folder(spec: Spec, path: Path, field: str) -> list[str]:
@@ -218,7 +253,18 @@ class TokenizedData:
             yield order[start : start + batch_size]
 
 
-def tokenize(texts: list[str], tokenizer, max_length: int) -> TokenizedData:
-    encoded = tokenizer(texts, truncation=True, max_length=max_length, add_special_tokens=True)["input_ids"]
+def tokenize(texts: list[Sample], tokenizer, max_length: int) -> TokenizedData:
+    """Token ids per sample: text with the tokenizer's special tokens, a rendered chat with the ones its
+    template wrote (adding them again would start every chat with two BOS tokens)."""
+    rendered = render(texts, tokenizer)
+    encoded: list[list[int]] = [[] for _ in texts]
+    for special in (True, False):
+        picked = [i for i, t in enumerate(texts) if isinstance(t, str) == special]
+        if picked:
+            ids = tokenizer(
+                [rendered[i] for i in picked], truncation=True, max_length=max_length, add_special_tokens=special
+            )
+            for i, row in zip(picked, ids["input_ids"]):
+                encoded[i] = row
     samples = [ids for ids in encoded if len(ids) > 1]  # a one-token sample has nothing to predict
     return TokenizedData(samples=samples, pad_id=tokenizer.pad_token_id)

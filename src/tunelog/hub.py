@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import MachineError
+from .model_source import PACKAGE_PREFIX, package_folder
 
 
 def check_model_source(spec: Any, timeout: float = 10.0) -> None:
@@ -19,6 +20,9 @@ def check_model_source(spec: Any, timeout: float = 10.0) -> None:
     if spec.trainer.type != "hf":  # the user's script loads its own model; model.name is its label
         return
     if name is None or Path(name).expanduser().exists() or spec.path(name).exists():
+        return
+    if name.startswith(PACKAGE_PREFIX):
+        package_folder(name, spec.source)  # one line naming the package when it is not installed
         return
     from huggingface_hub import HfApi, try_to_load_from_cache
     from huggingface_hub.constants import is_offline_mode

@@ -16,6 +16,7 @@ from typing import Any, Optional
 import torch
 
 from .errors import MachineError, SpecError
+from .model_source import cache_dir, pretrained_path
 from .quiet import import_peft
 from .spec import Spec, flatten, is_uri
 
@@ -43,7 +44,7 @@ def load_tokenizer(spec: Spec, saved: Optional[Path] = None):
                 tokenizer_file=str(path), bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
             )
     else:
-        tok = AutoTokenizer.from_pretrained(spec.model.name)
+        tok = AutoTokenizer.from_pretrained(pretrained_path(spec))
     if tok.pad_token is None:  # most causal LMs ship without one; padding is masked out of the loss anyway
         tok.pad_token = tok.eos_token
     return tok
@@ -112,15 +113,7 @@ def base_reference(spec: Spec, tokenizer) -> Optional[str]:
         return None
     if spec.model.tiny is not None:
         return str(_saved_tiny(spec, tokenizer))
-    local = spec.path(spec.model.name)
-    return str(local) if local.is_dir() else spec.model.name
-
-
-def cache_dir() -> Path:
-    """tunelog's cache: TUNELOG_CACHE_DIR, else $XDG_CACHE_HOME/tunelog (~/.cache/tunelog)."""
-    if os.environ.get("TUNELOG_CACHE_DIR"):
-        return Path(os.environ["TUNELOG_CACHE_DIR"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tunelog"
+    return pretrained_path(spec)  # a local folder's path, else the hub id
 
 
 def _saved_tiny(spec: Spec, tokenizer) -> Path:
@@ -158,7 +151,7 @@ def load_base_model(spec: Spec, tokenizer, device: torch.device) -> torch.nn.Mod
     if quant is not None:
         kwargs["quantization_config"] = quant
         kwargs["device_map"] = {"": device.index or 0}
-    model = AutoModelForCausalLM.from_pretrained(spec.model.name, **kwargs)
+    model = AutoModelForCausalLM.from_pretrained(pretrained_path(spec), **kwargs)
     return model if quant is not None else model.to(device)
 
 

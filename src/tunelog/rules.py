@@ -16,6 +16,7 @@ from typing import Any, Optional
 
 from .errors import SpecError
 from .expressions import ExpressionError, parse
+from .model_source import known_model_folder
 from .plan import TrainingPlan, make_plan, plan_for
 from .scope import with_leaves
 from .spec import RuleSpec, Spec
@@ -36,10 +37,11 @@ class Facts:
 
 
 def model_hidden_size(spec: Spec) -> Optional[int]:
-    """The hidden size, from the tiny config or a local model's config.json; None when unknown (no hub)."""
+    """The hidden size, from the tiny config or a local model's config.json (a GGUF's once converted);
+    None when unknown (no hub, nothing converted yet: linting never starts a conversion)."""
     if spec.model.tiny is not None:
         return spec.model.tiny.hidden_size
-    config = Path(spec.model.name or "") / "config.json"
+    config = Path(known_model_folder(spec) or "") / "config.json"
     if config.is_file():
         data = json.loads(config.read_text())
         return data.get("hidden_size") or data.get("d_model") or data.get("n_embd")

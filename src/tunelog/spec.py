@@ -39,7 +39,8 @@ class TinyModelSpec(_Section):
 
 
 class ModelSpec(_Section):
-    name: Optional[str] = None
+    name: Optional[str] = None  # a hub id, a folder, or package:NAME[/SUB] (a folder of an installed package)
+    gguf_file: Optional[str] = None  # a GGUF file in model.name's folder, converted once to safetensors (cached)
     tiny: Optional[TinyModelSpec] = None
     tokenizer: Optional[str] = None
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
@@ -55,6 +56,8 @@ class ModelSpec(_Section):
             raise ValueError("set exactly one of model.name (a Hugging Face id or local path) or model.tiny")
         if self.tiny is not None and self.tokenizer is None:
             raise ValueError("model.tiny needs model.tokenizer (a tokenizer.json file or folder)")
+        if self.gguf_file is not None and self.name is None:
+            raise ValueError("model.gguf_file needs model.name: the folder (or hub id) that holds the file")
         if self.load_in_4bit and self.load_in_8bit:
             raise ValueError("load_in_4bit and load_in_8bit are exclusive; accepted: at most one true")
         return self
@@ -67,6 +70,7 @@ class DataSpec(_Section):
     text_field: str = "text"
     max_length: int = Field(128, gt=0)
     extra_eval: dict[str, str] = Field(default_factory=dict)  # more held-out sets, logged as eval/NAME/loss
+    sample_prompts: list[str] = Field(default_factory=list)  # answered before and after training: samples.md
 
 
 class LoraSpec(_Section):

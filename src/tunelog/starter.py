@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Optional
 
 PRESETS = ("lora-small", "qlora-7b", "command")
 
@@ -21,7 +22,7 @@ model:
   name: {model}{model_extra}
 
 data:
-  train: {data}          # one sample per line, or JSONL with `text_field`
+  train: {data}          # one sample per line, or JSONL with `text_field` or chat `messages`
   # eval: held_out.txt   # a held-out file gives eval/loss, the headline metric below
   max_length: {max_length}
 
@@ -88,19 +89,23 @@ trainer:
          --network_dim, "{{trainer.args.network_dim}}", --output_dir, "{{output_dir}}"]
 """
 
+_QLORA_MODEL = """
+  load_in_4bit: true      # QLoRA: 4-bit base weights (bitsandbytes, CUDA)
+  gradient_checkpointing: true"""
 
-def starter_spec(model: str, data: str, preset: str, spec_name: str, experiment: str) -> str:
-    """The starter spec's text for `preset`."""
+
+def starter_spec(
+    model: str, data: str, preset: str, spec_name: str, experiment: str, gguf: Optional[str] = None
+) -> str:
+    """The starter spec's text for `preset`; with `gguf`, the model's weights are that GGUF file."""
     if preset not in PRESETS:
         raise ValueError(f"preset {preset!r}; accepted: {', '.join(PRESETS)}")
     qlora = preset == "qlora-7b"
+    gguf_line = f"\n  gguf_file: {json.dumps(gguf)}  # converted once to safetensors (~/.cache/tunelog)" if gguf else ""
     values = {
         "spec": spec_name,
         "model": json.dumps(model),
-        "model_extra": "\n  load_in_4bit: true      # QLoRA: 4-bit base weights (bitsandbytes, CUDA)"
-        "\n  gradient_checkpointing: true"
-        if qlora
-        else "",
+        "model_extra": gguf_line + (_QLORA_MODEL if qlora else ""),
         "data": json.dumps(data),
         "max_length": 1024 if qlora else 256,
         "r": 16 if qlora else 8,
@@ -123,7 +128,7 @@ def starter_spec(model: str, data: str, preset: str, spec_name: str, experiment:
     return _HEAD.format(**values)
 
 
-def write_starter(path: Path, model: str, data: str, preset: str, force: bool) -> Path:
+def write_starter(path: Path, model: str, data: str, preset: str, force: bool, gguf: Optional[str] = None) -> Path:
     """Writes the starter spec; refuses to overwrite a file unless `force`. Data paths are kept relative to
     the spec's folder when they are inside it, so the project can move."""
     from .errors import TunelogError
@@ -136,5 +141,5 @@ def write_starter(path: Path, model: str, data: str, preset: str, force: bool) -
     except ValueError:
         data = str(data_path)
     experiment = path.stem.replace("_", "-")
-    path.write_text(starter_spec(model, data, preset, path.name, experiment))
+    path.write_text(starter_spec(model, data, preset, path.name, experiment, gguf))
     return path

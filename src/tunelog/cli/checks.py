@@ -62,9 +62,10 @@ def schedule(spec_file: str, config: Optional[str], overrides: tuple[str, ...], 
     show_default=True,
     help="What the starter spec is set up for.",
 )
+@click.option("--gguf", default=None, help="A GGUF file in the --model folder: its weights, converted once.")
 @click.option("-o", "--output", default="spec.yaml", show_default=True, help="Where to write the spec.")
 @click.option("--force", is_flag=True, help="Overwrite an existing file.")
-def init(model: str, data: str, preset: str, output: str, force: bool) -> None:
+def init(model: str, data: str, preset: str, gguf: Optional[str], output: str, force: bool) -> None:
     """Write a commented starter spec for your model and data (named configs, a search space, rules).
 
     Example: tunelog init --model Qwen/Qwen2.5-0.5B --data train.jsonl --preset lora-small -o spec.yaml
@@ -72,7 +73,7 @@ def init(model: str, data: str, preset: str, output: str, force: bool) -> None:
     from ..lint import lint_spec
     from ..starter import write_starter
 
-    path = write_starter(Path(output), model, data, preset, force)
+    path = write_starter(Path(output), model, data, preset, force, gguf)
     report = lint_spec(load(str(path), None, ()))
     click.echo(f"wrote {path} ({preset}): {report.summary().split(': ', 1)[1]}")
     click.echo(f"next: tunelog configs ls {path}; tunelog train {path} --config baseline")

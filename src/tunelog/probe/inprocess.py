@@ -53,7 +53,8 @@ class InProcess:
         if field_name:
             lines = self.spec.path(self.spec.data.train).read_text().splitlines()
             records = [json.loads(line) for line in lines if line.strip()]
-            longest = max(records, key=lambda r: float(r.get(field_name, 0)))[self.spec.data.text_field]
+            top = max(records, key=lambda r: float(r.get(field_name, 0)))
+            longest = top.get(self.spec.data.text_field, top.get("messages"))
             data = tokenize([longest], self.tokenizer, max_length)
         else:
             data = tokenize(texts, self.tokenizer, max_length)

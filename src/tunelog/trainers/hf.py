@@ -18,6 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import memory, plots
+from .. import samples as answers
 from .. import tracking as t
 from ..adapters import adapter_resolver
 from ..data import TokenizedData, read_texts, tokenize
@@ -131,6 +132,8 @@ class _Loop:
         self.model.train()
         first_loss: float | None = None
         outcome, reason = "ok", ""
+        prompts = self.spec.data.sample_prompts
+        before = answers.generate(self.model, self.loaded.tokenizer, prompts, self.device) if prompts else []
         bar = tqdm(total=self.schedule.total_steps, desc="train", unit="step", disable=None)
         for step in range(1, self.schedule.total_steps + 1):
             loss, grad_norm, samples, tokens, seconds = self._optimizer_step(step, batches)
@@ -156,6 +159,10 @@ class _Loop:
             self._eval(step)
         if outcome == "ok":
             self._eval_extra(step)
+        if outcome == "ok" and prompts:
+            with self.ema.applied() if self.ema else contextlib.nullcontext():  # the weights the adapter keeps
+                after = answers.generate(self.model, self.loaded.tokenizer, prompts, self.device)
+            self.run_log.log_text(answers.markdown(prompts, before, after, step), answers.ARTIFACT)
         return self._finish(outcome, reason, step)
 
     def _optimizer_step(self, step: int, batches: Iterator[list[int]]) -> tuple[float, float, int, int, float]:
