@@ -377,3 +377,35 @@ def test_three_sweeps_started_together_on_a_store_that_does_not_exist_yet(tmp_pa
     configs = sorted(r.data.tags.get("tunelog.config") or "" for r in trials)
     assert configs.count("first") == configs.count("second") == 1
     assert len({r.data.params["train.learning_rate"] for r in trials}) == 5  # distinct trials
+
+
+def test_a_disk_that_fills_mid_run_is_one_line_and_the_run_closed_failed(tmp_path, empty_store_file):
+    """The store on a 2 MB tmpfs (mounting one needs root; skipped elsewhere): training fills it. tunelog
+    gives back the space it keeps in reserve beside the store, closes the run FAILED and says so in one line."""
+    import shutil
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(disk)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {mounted.stderr.decode()[:200]}")
+    try:
+        shutil.copy(empty_store_file, disk / "mlflow.db")
+        uri = f"sqlite:///{disk / 'mlflow.db'}"
+        spec = write_spec(tmp_path / "long.yaml", demo_raw(max_steps=400, eval_every=None))
+        proc = subprocess.run(
+            [sys.executable, "-m", "tunelog.cli", "train", str(spec)],
+            env=subprocess_env(uri),
+            capture_output=True,
+            text=True,
+            timeout=600,
+            cwd=tmp_path,
+        )
+        assert proc.returncode == 1, proc.stderr[-2000:]
+        assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+        last = proc.stderr.strip().splitlines()[-1]
+        assert f"the disk holding {disk / 'mlflow.db'} is full" in last and "closed FAILED" in last
+        (run,) = MlflowClient(uri).search_runs(["0", "1"])
+        assert run.info.status == "FAILED" and run.data.tags["tunelog.outcome"] == "failed"
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)

@@ -100,3 +100,39 @@ def test_gpu_memory_by_pid_from_nvidia_smi_csv():
     csv = "4101, 20480\n4102, 1024\n999, 70000\n4103, [N/A]\n"
     assert gpu_gb_of(csv, [4101, 4102, 4103]) == (20480 + 1024) * 2**20 / 1e9  # the tree's PIDs, not pid 999
     assert gpu_gb_of("", [4101]) == 0.0
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_a_signal_mid_candidate_closes_the_probe_and_leaves_no_process(tmp_path, store, sig):
+    """Ctrl-C or SIGTERM while a candidate's script trains (its pid file written: mid-candidate for certain):
+    the probe run ends KILLED, tunelog exits 130/143 without a traceback, and the script is gone."""
+    import signal
+
+    import psutil
+
+    from conftest import signal_when_ready
+
+    pid_file = tmp_path / "script.pid"
+    probe_example(tmp_path, sleep=0.5, pid_file=pid_file)
+    raw = yaml.safe_load((tmp_path / "spec.yaml").read_text())
+    raw["probe"].update({"max_steps": 100_000, "min_seconds": 3600})  # the candidate would train for an hour
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+
+    def script_started():
+        return int(pid_file.read_text()) if pid_file.is_file() and pid_file.read_text().strip() else None
+
+    argv = [sys.executable, "-m", "tunelog.cli", "probe", tmp_path / "spec.yaml", "-o", tmp_path / "best.sh"]
+    script, code, err = signal_when_ready(
+        argv, subprocess_env(store), script_started, "a candidate", getattr(signal, sig)
+    )
+    assert code == (130 if sig == "SIGINT" else 143), err[-2000:]
+    assert "Traceback" not in err
+    client = MlflowClient(store)
+    exp = client.get_experiment_by_name("diffusion-lora").experiment_id
+    runs = client.search_runs([exp], "tags.`tunelog.kind` = 'probe'")
+    assert runs and {r.info.status for r in runs} == {"KILLED"}  # the probe run; no candidate finished
+    try:
+        alive = psutil.Process(script).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        alive = False
+    assert not alive  # the candidate's script was stopped with tunelog

@@ -7,7 +7,8 @@
   rename it: a deprecation inside our dependencies, not something the user can act on.
 - MLflow's system metrics monitor says at INFO, for every run, that it started, stopped and found no
   GPU; its transformers flavor says on each adapter it logs where the base will be loaded from, and on
-  each predict that params override the saved config.
+  each predict that params override the saved config; its store logs every SQL error's traceback
+  (a full disk) before raising it, and tunelog's CLI names the cause in one line.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ def quiet_libraries() -> None:
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)
     logging.getLogger("mlflow.transformers").setLevel(logging.ERROR)  # "the base model will be referenced..."
+    # MLflow logs each SQL error with its traceback and then raises it; tunelog's CLI says it in one line
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
     warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
 

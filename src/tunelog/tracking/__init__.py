@@ -20,7 +20,7 @@ from .finished import FinishedRun, FinishedRuns
 from .models import model_adapter
 from .registry import RegistryOps, resolve_model_uri, run_model_id
 from .run import RunLogger, RunWrites
-from .sqlite_file import check_sqlite_store, create_sqlite_store_once, sqlite_damage
+from .sqlite_file import check_sqlite_store, create_sqlite_store_once, keep_reserve, sqlite_damage
 from .store import (
     StoreReads,
     client_for,
@@ -40,6 +40,7 @@ class Tracker(StoreReads, RunWrites, RegistryOps, FinishedRuns):
             check_sqlite_store(self.uri)
             tune_sqlite()
             create_sqlite_store_once(self.uri)
+            keep_reserve(self.uri)
         self.client = client_for(self.uri)
         self._joined_env_run = False
         self._experiments: dict[str, str] = {}

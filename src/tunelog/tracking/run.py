@@ -32,6 +32,7 @@ from .contract import (
     TAG_REASON,
     TAG_RUN_NAME,
 )
+from .sqlite_file import closed_on_full_disk, disk_full, release_reserve
 
 _FLUSH_SECONDS = 2.0
 
@@ -273,7 +274,7 @@ class RunWrites:
         else:
             created = self.client.create_run(self.experiment_id(experiment), tags=all_tags, run_name=run_name)
             run = RunLogger(self.client, created.info.run_id, created.info.experiment_id)
-        status = "FAILED"
+        status, full = "FAILED", False
         with _sigterm_raises():
             try:
                 yield run
@@ -283,13 +284,16 @@ class RunWrites:
                 _record_failure(run, f"interrupted ({type(exc).__name__})")
                 raise
             except BaseException as exc:
+                full = disk_full(exc) and release_reserve(self.uri)  # room for the closing writes
                 _record_failure(run, f"{type(exc).__name__}: {exc}".splitlines()[0][:500])
                 raise
             finally:
                 if run.left_open and status == "FINISHED":
                     run.flush()
                 else:
-                    _close(run, status)
+                    _close(run, status, drop_unwritten=bool(full))
+                    if status == "FAILED" and full:
+                        closed_on_full_disk.append(run.run_id)
 
     def log_closed_run(
         self,
@@ -346,9 +350,14 @@ def _record_failure(run: RunLogger, reason: str) -> None:
         pass
 
 
-def _close(run: RunLogger, status: str) -> None:
+def _close(run: RunLogger, status: str, drop_unwritten: bool = False) -> None:
+    """Write what is buffered and the final status. On a full disk the buffered metrics are dropped if the
+    reserve cannot take them: the status is what must reach the store."""
     try:
         run.flush()
+    except Exception:
+        if not drop_unwritten:
+            raise
     finally:
         run.client.set_terminated(run.run_id, status=status)
 

@@ -1,4 +1,5 @@
-"""The SQLite store file itself: refused in one line when damaged, its tables made by one process at a time.
+"""The SQLite store file itself: refused in one line when damaged, its tables made by one process at a time,
+and a little disk kept in reserve beside it, so a run can still be closed FAILED when its disk fills.
 
 Why here and not in MLflow's hands: MLflow retries a damaged file's engine for minutes, warning each
 time, and makes a new store's tables on first use with no lock, so processes started together race.
@@ -7,13 +8,18 @@ time, and makes a new store's tables on first use with no lock, so processes sta
 from __future__ import annotations
 
 import contextlib
+import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Optional
 
 from ..errors import TunelogError
 
 _DAMAGE = re.compile(r"malformed|not a database|file is encrypted|disk image", re.I)
+_FULL = re.compile(r"database or disk is full|no space left on device|disk quota exceeded", re.I)
+RESERVE_BYTES = 256 * 1024  # what closing a run takes: its last metrics, outcome tags and status, with room over
+closed_on_full_disk: list[str] = []  # runs this process closed FAILED after giving back the reserve
 
 
 def sqlite_damage(exc: BaseException) -> Optional[str]:
@@ -21,15 +27,9 @@ def sqlite_damage(exc: BaseException) -> Optional[str]:
     full disk, overwritten), else None; a locked or busy database is no damage."""
     import sqlite3
 
-    stack, seen = [exc], set()
-    while stack:
-        e = stack.pop()
-        if e is None or id(e) in seen:
-            continue
-        seen.add(id(e))
+    for e in _causes(exc):
         if isinstance(e, sqlite3.DatabaseError) and _DAMAGE.search(str(e)):
             return str(e)
-        stack += [e.__cause__, e.__context__, getattr(e, "orig", None)]
     return None
 
 
@@ -109,3 +109,72 @@ def _sound(path: str) -> bool:
             return con.execute("PRAGMA quick_check").fetchone()[0] == "ok"
     except sqlite3.DatabaseError:
         return False
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    stack, seen = [exc], set()
+    while stack:
+        e = stack.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        yield e
+        stack += [e.__cause__, e.__context__, getattr(e, "orig", None)]
+
+
+def disk_full(exc: BaseException) -> Optional[str]:
+    """The words of SQLite or the OS when `exc` (or what caused it) says the disk is full, else None."""
+    import errno
+
+    for e in _causes(exc):
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return e.strerror or str(e)
+        if _FULL.search(str(e)) and not isinstance(e, (KeyboardInterrupt, SystemExit)):
+            return _FULL.search(str(e)).group(0)  # type: ignore[union-attr]
+    return None
+
+
+def _reserve(uri: str) -> Optional[Path]:
+    return Path(uri[len("sqlite:///") :] + ".tunelog-reserve") if uri.startswith("sqlite:///") else None
+
+
+def keep_reserve(uri: str) -> None:
+    """A file of RESERVE_BYTES beside a local SQLite store, made when there is room for it. Why: on a full
+    disk SQLite cannot write the run's FAILED status, so the run would read RUNNING for ever; giving this
+    space back first lets the close go through (`release_reserve`)."""
+    path = _reserve(uri)
+    if path is None or not path.parent.is_dir() or (path.is_file() and path.stat().st_size == RESERVE_BYTES):
+        return
+    try:
+        with open(path, "wb") as f:
+            f.write(b"\0" * RESERVE_BYTES)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError:  # no room even for that: nothing to keep; the store itself says so on its next write
+        path.unlink(missing_ok=True)
+
+
+def release_reserve(uri: str) -> bool:
+    """Give the reserve back to the disk; True when there was one."""
+    path = _reserve(uri)
+    if path is None or not path.is_file():
+        return False
+    path.unlink(missing_ok=True)
+    return True
+
+
+def full_disk_line(exc: BaseException) -> Optional[str]:
+    """One line for a disk that filled under the store, naming the file and what was closed; else None."""
+    said = disk_full(exc)
+    if said is None:
+        return None
+    from .store import tracking_uri
+
+    uri = tracking_uri()
+    where = uri[len("sqlite:///") :] if uri.startswith("sqlite:///") else "tunelog's files"
+    closed = (
+        f"run {', '.join(closed_on_full_disk)} closed FAILED"
+        if closed_on_full_disk
+        else "a run left open is closed by `tunelog gc` once there is room"
+    )
+    return f"error: the disk holding {where} is full ({said}); {closed}. Free space there (or point MLFLOW_TRACKING_URI at another disk) and rerun"
