@@ -199,7 +199,9 @@ def render(samples: list[Sample], tokenizer) -> list[str]:
     if all(isinstance(s, str) for s in samples):
         return samples  # type: ignore[return-value]
     if not getattr(tokenizer, "chat_template", None):
-        raise SpecError("data", [("data.train", "chat samples (`messages`) need a tokenizer with a chat template")])
+        raise SpecError(
+            "data", [("data.train / data.eval", "chat samples (`messages`) need a tokenizer with a chat template")]
+        )
     return [s if isinstance(s, str) else tokenizer.apply_chat_template(s, tokenize=False) for s in samples]
 
 

@@ -60,13 +60,13 @@ def named_source(spec) -> str:
     return str(local) if local.exists() else name
 
 
-def pretrained_path(spec, dtype: Optional[str] = None) -> str:
+def pretrained_path(spec) -> str:
     """What `from_pretrained` opens for the spec's base model and tokenizer: the named source, or for a
     GGUF file its converted folder (made on first use)."""
     source = named_source(spec)
     if not spec.model.gguf_file:
         return source
-    return str(converted_gguf(source, spec.model.gguf_file, dtype or cache_dtype(spec), spec.source))
+    return str(converted_gguf(source, spec.model.gguf_file, cache_dtype(spec), spec.source))
 
 
 def known_model_folder(spec) -> Optional[str]:

@@ -129,8 +129,9 @@ def disk_full(exc: BaseException) -> Optional[str]:
     for e in _causes(exc):
         if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
             return e.strerror or str(e)
-        if _FULL.search(str(e)) and not isinstance(e, (KeyboardInterrupt, SystemExit)):
-            return _FULL.search(str(e)).group(0)  # type: ignore[union-attr]
+        said = _FULL.search(str(e))
+        if said:
+            return said.group(0)
     return None
 
 
