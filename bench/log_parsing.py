@@ -33,7 +33,7 @@ def main() -> None:
     from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
-    from tunelog.logparse import LogParser
+    from tunelog.logs.parse import LogParser
 
     lines = make_lines(N)
     pair = re.compile(r"([A-Za-z_][\w./\-]*)\s*[=:]\s*([-+]?\d+\.?\d*(?:[eE][-+]?\d+)?)")

@@ -26,11 +26,11 @@ def main() -> None:
     temp_store()
     import torch
 
-    from tunelog.data import read_texts, tokenize
-    from tunelog.model import load_for_training
-    from tunelog.plan import make_plan
+    from tunelog.spec.plan import make_plan
     from tunelog.tracking import Tracker
     from tunelog.trainers.hf import _Loop, endless_batches
+    from tunelog.training.data import read_texts, tokenize
+    from tunelog.training.model import load_for_training
 
     spec = demo_spec(max_steps=BLOCKS * STEPS_PER_BLOCK * 2 + 10)
     torch.manual_seed(0)

@@ -9,8 +9,8 @@ import pytest
 from conftest import run_cli
 from tunelog import changelog as cl
 from tunelog import tracking as t
-from tunelog.logparse import LogParser
-from tunelog.outcomes import judge_log, nonfinite_line
+from tunelog.logs.judge import judge_log, nonfinite_line
+from tunelog.logs.parse import LogParser
 from tunelog.tracking import Tracker
 
 

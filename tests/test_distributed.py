@@ -130,9 +130,9 @@ def assert_loads_through_the_server(tmp_path: Path, client: MlflowClient, monkey
 
     from test_promote import short_run
     from tunelog import load_model
-    from tunelog.model import _tiny_model
     from tunelog.promote import promote
     from tunelog.spec import load_spec
+    from tunelog.training.model import _tiny_model
 
     machine = tmp_path / "trainer"
     machine.mkdir()

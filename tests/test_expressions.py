@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from tunelog.expressions import ExpressionError, parse
+from tunelog.spec.expressions import ExpressionError, parse
 
 
 @pytest.mark.parametrize(

@@ -254,7 +254,7 @@ def test_gc_closes_runs_whose_process_is_gone(store, capsys):
     ],
 )
 def test_urls_lose_their_secrets(url, shown):
-    from tunelog.redact import redact_url
+    from tunelog.util.redact import redact_url
 
     assert redact_url(url) == shown
 

@@ -220,14 +220,23 @@ def test_lightning_logs_and_tensorboard_events(tmp_path, store):
     shutil.copytree(tree / "tb_only", tree / "tb_cut")
     (tree / "tb_cut" / "args.json").write_text(json.dumps({"lr": 0.01, "max_steps": 50}))  # its events stop at 5
     report = import_tree(tree, Tracker(), "mixed", metric="val_loss")
-    assert sorted(report.imported) == ["done", "stopped", "tb_cut", "tb_only"], report.warnings
+    # every Lightning version is a run of its own (the abandoned version_0 too), named by its path
+    versions = [f"{p}/lightning_logs/version_{v}" for p in ("done", "stopped") for v in (0, 1)]
+    assert sorted(report.imported) == sorted([*versions, "tb_cut", "tb_only"]), report.warnings
     runs = {r.name: r for r in Tracker().all_runs("mixed")}
-    assert (
-        runs["done"].params["lr"] == "0.001" and runs["done"].params["args.lr"] == "0.001"
-    )  # a python tag, read as data
-    assert runs["done"].tags[t.TAG_OUTCOME] == "ok" and runs["done"].metrics["val_loss"] == pytest.approx(0.12)
-    assert runs["stopped"].tags[t.TAG_OUTCOME] == "incomplete"
-    assert runs["stopped"].tags[t.TAG_REASON] == "log ends at epoch 2 of max_epochs=10"
+    done = runs["done/lightning_logs/version_1"]
+    assert done.params["lr"] == "0.001" and done.params["args.lr"] == "0.001"  # a python tag, read as data
+    assert done.tags[t.TAG_OUTCOME] == "ok" and done.metrics["val_loss"] == pytest.approx(0.12)
+    assert {runs[v].tags["tunelog.project"] for v in versions} == {"done", "stopped"}
+    stopped = runs["stopped/lightning_logs/version_1"]
+    assert stopped.tags[t.TAG_OUTCOME] == "incomplete"
+    # Lightning counts epochs from 0: epochs 0, 1 and 2 logged are 3 of the 10 asked for
+    assert stopped.tags[t.TAG_REASON] == "log ends at epoch 3 of max_epochs=10"
+    abandoned = runs["done/lightning_logs/version_0"]
+    assert (abandoned.tags[t.TAG_OUTCOME], abandoned.tags[t.TAG_REASON]) == (
+        "incomplete",
+        "log ends at epoch 1 of max_epochs=10",
+    )
     history = MlflowClient().get_metric_history(runs["tb_only"].run_id, "val/loss")
     assert [m.step for m in history] == [1, 2, 3, 4, 5] and history[0].timestamp == 1_700_000_001_000
     assert runs["tb_only"].start_ms == 1_700_000_001_000 and runs["tb_only"].params["lr"] == "0.01"

@@ -2,7 +2,7 @@
 
 import math
 
-from tunelog.logparse import LogParser
+from tunelog.logs.parse import LogParser
 
 
 def test_log_parser_styles():

@@ -7,11 +7,11 @@ import json
 import pytest
 
 from conftest import demo_raw, run_cli, write_spec
-from tunelog.data import read_texts, tokenize
 from tunelog.errors import SpecError
-from tunelog.model import load_tokenizer
-from tunelog.model_source import converted_folder, named_source, package_folder
 from tunelog.spec import load_spec
+from tunelog.training.data import read_texts, tokenize
+from tunelog.training.model import load_tokenizer
+from tunelog.training.model_source import converted_folder, named_source, package_folder
 
 
 def gguf_spec(tmp_path, name, gguf="m.gguf"):

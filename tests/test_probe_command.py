@@ -95,7 +95,7 @@ def test_probe_reads_printed_gpu_memory_and_cuda_oom(tmp_path, store):
 
 def test_gpu_memory_by_pid_from_nvidia_smi_csv():
     """nvidia-smi cannot run here: its CSV (as `--query-compute-apps=pid,used_memory` prints it) is given."""
-    from tunelog.memory import gpu_gb_of
+    from tunelog.training.memory import gpu_gb_of
 
     csv = "4101, 20480\n4102, 1024\n999, 70000\n4103, [N/A]\n"
     assert gpu_gb_of(csv, [4101, 4102, 4103]) == (20480 + 1024) * 2**20 / 1e9  # the tree's PIDs, not pid 999

@@ -65,7 +65,7 @@ def test_champion_loads_in_a_fresh_process_with_the_runs_logits(tmp_path, store)
     """Loaded in a fresh process in another folder after the training machine's files are gone."""
     from peft import PeftModel
 
-    from tunelog.model import _tiny_model, load_tokenizer
+    from tunelog.training.model import _tiny_model, load_tokenizer
 
     machine_a = tmp_path / "machine_a"  # the training machine's files, gone before the model is loaded
     machine_a.mkdir()

@@ -49,9 +49,9 @@ def short_spec(tmp_path) -> str:
 
 def test_smollm2_converts_once_trains_probes_promotes_and_generates(tmp_path, store):
     from tunelog import load_model
-    from tunelog.model_source import converted_folder, named_source
-    from tunelog.samples import generate
     from tunelog.spec import load_spec
+    from tunelog.training.generation import generate
+    from tunelog.training.model_source import converted_folder, named_source
 
     path = short_spec(tmp_path)
     spec = load_spec(path)

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from tunelog.schedules import Schedule, schedule_names
+from tunelog.spec.schedules import Schedule, schedule_names
 
 
 def lr(name, step, **kw):

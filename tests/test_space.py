@@ -4,9 +4,9 @@ import pytest
 
 from conftest import demo_raw
 from tunelog.errors import SpecError
-from tunelog.rules import config_key, judge
-from tunelog.space import check_targets, derive, narrow
 from tunelog.spec import ParamSpec, validate
+from tunelog.spec.rules import config_key, judge
+from tunelog.spec.space import check_targets, derive, narrow
 
 
 def with_search(tmp_path, search):

@@ -28,8 +28,8 @@ def test_logged_paths_are_relative_to_the_project_root_and_relocated_on_the_same
     """Files under the folder a run starts from are logged relative to it (a moved checkout finds them),
     files elsewhere absolute; started from another folder on the training machine, `reproduce` falls back
     to the absolute path the manifest recorded."""
-    from tunelog.data import manifest, relocated
     from tunelog.spec import validate
+    from tunelog.training.provenance import manifest, relocated
 
     project = tmp_path / "project"
     (project / "data").mkdir(parents=True)

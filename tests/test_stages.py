@@ -85,8 +85,8 @@ def test_rerun_skips_finished_stages_and_from_stage_reruns(tmp_path, store):
 
 
 def eval_loss(loaded, path):
-    from tunelog.data import tokenize
     from tunelog.trainers.hf import evaluate
+    from tunelog.training.data import tokenize
 
     texts = [line for line in path.read_text().splitlines() if line.strip()]
     data = tokenize(texts, loaded.tokenizer, 48)

@@ -6,9 +6,9 @@ import torch
 from conftest import demo_raw, write_spec
 from tunelog.probe import Probe
 from tunelog.spec import load_spec
-from tunelog.step import TrainingStep
 from tunelog.tracking import Tracker
 from tunelog.train import run_training
+from tunelog.training.step import TrainingStep
 
 
 @pytest.fixture
@@ -64,8 +64,8 @@ def test_probe_and_trainer_take_the_same_step(tmp_path, store, recorded, optimiz
 
 def test_a_bf16_step_differs_from_an_fp32_one(tmp_path):
     """Autocast really runs: the same LoRA on the same batch gives a different loss in bf16 than in fp32."""
-    from tunelog.data import read_texts, tokenize
-    from tunelog.model import load_for_training
+    from tunelog.training.data import read_texts, tokenize
+    from tunelog.training.model import load_for_training
 
     losses = {}
     for precision in ("fp32", "bf16"):

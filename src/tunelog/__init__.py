@@ -1,10 +1,10 @@
 """tunelog: LoRA fine-tuning experiments recorded on MLflow, reproducible and comparable."""
 
 from .errors import MachineError, SpecError, TunelogError
-from .quiet import quiet_libraries
-from .schedules import Schedule, schedule_names
 from .spec import Spec, load_spec
+from .spec.schedules import Schedule, schedule_names
 from .tracking import Tracker, tracking_uri
+from .util.quiet import quiet_libraries
 
 quiet_libraries()
 
@@ -20,7 +20,7 @@ def load_model(uri: str, device=None):
 def __getattr__(name: str):
     """`tunelog.TunelogCallback` imports transformers only when a script asks for it."""
     if name == "TunelogCallback":
-        from .callback import TunelogCallback
+        from .integrations.callback import TunelogCallback
 
         return TunelogCallback
     raise AttributeError(f"module 'tunelog' has no attribute {name!r}")

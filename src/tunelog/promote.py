@@ -15,6 +15,7 @@ from typing import Optional
 from . import tracking as t
 from .errors import TunelogError
 from .tracking import RunRecord, Tracker
+from .vocabulary import Outcome
 
 
 @dataclass
@@ -49,7 +50,7 @@ def best_run(
     runs = [
         r
         for r in (tracker.all_runs(experiment) if runs is None else runs)
-        if r.status == "FINISHED" and r.kind in t.ADAPTER_KINDS and r.tags.get(t.TAG_OUTCOME) == "ok"
+        if r.status == "FINISHED" and r.kind in t.ADAPTER_KINDS and r.tags.get(t.TAG_OUTCOME) == Outcome.OK
     ]
     main = t.main_eval_key([r.tags.get(t.TAG_EVAL_KEY) for r in runs])
     # earliest first: of equal results the first run wins, as a sweep's own pick is its lowest trial number
@@ -124,8 +125,8 @@ def promote(
 def load_model(uri: str, device=None):
     """`models:/NAME@champion` (or `/VERSION`, or `runs:/RUN/adapter`) -> LoadedModel: the base model
     with the adapter applied (and any merged earlier stages), in eval mode, plus its tokenizer."""
-    from .adapters import adapter_resolver, fetch_run_adapter
-    from .model import LoadedModel, load_tokenizer, pick_device, with_trained_adapter
+    from .training.adapters import adapter_resolver, fetch_run_adapter
+    from .training.model import LoadedModel, load_tokenizer, pick_device, with_trained_adapter
 
     ref = t.resolve_model_uri(uri) if uri.startswith("models:/") else uri
     adapter_dir, spec = fetch_run_adapter(ref)

@@ -7,14 +7,13 @@ import tempfile
 from pathlib import Path
 from typing import Optional
 
-import yaml
-
 from . import tracking as t
-from .data import missing_data, relocated
 from .errors import TunelogError
 from .spec import validate
 from .tracking import Tracker
 from .train import DATA_MANIFEST, run_training
+from .training.provenance import missing_data, relocated
+from .util.safe_yaml import read_yaml
 
 
 def _recorded_data(tracker: Tracker, run_id: str, folder: str) -> dict:
@@ -32,9 +31,7 @@ def reproduce(
     original = tracker.get_run(run_id)
     with tempfile.TemporaryDirectory(prefix="tunelog-reproduce-") as folder:
         spec_file = tracker.download(run_id, t.SPEC_ARTIFACT, folder)
-        spec = validate(
-            yaml.safe_load(Path(spec_file).read_text()), f"spec of run {run_id}", str(Path.cwd()), check_files=False
-        )
+        spec = validate(read_yaml(spec_file), f"spec of run {run_id}", str(Path.cwd()), check_files=False)
         recorded = _recorded_data(tracker, run_id, folder)
     found = relocated(spec, recorded)
     spec = spec.with_overrides({"tracking.run_name": f"reproduce-{original.name}", **found, **(overrides or {})})
@@ -46,7 +43,7 @@ def reproduce(
             + "\naccepted: the same files at those paths, or --set FIELD=PATH to where they are on this machine"
         )
     new_id, result = run_training(
-        spec, tracker, kind=original.kind or t.KIND_TRAIN, based_on=run_id, extra_tags={"tunelog.reproduces": run_id}
+        spec, tracker, kind=original.kind or t.KIND_TRAIN, based_on=run_id, extra_tags={t.TAG_REPRODUCES: run_id}
     )
     shared = sorted(set(original.metrics) & set(result.metrics))
     return new_id, {k: (original.metrics[k], result.metrics[k]) for k in shared}

@@ -16,12 +16,11 @@ from typing import Any, Optional
 
 from . import tracking as t
 from .errors import SpecError, TrainingFailed
-from .plan import plan_for
 from .spec import Spec, StageSpec
 from .tracking import Tracker
 from .train import run_training
-
-TAG_STAGE = "tunelog.stage"
+from .training.facts import plan_for
+from .vocabulary import Outcome
 
 
 @dataclass
@@ -98,7 +97,7 @@ class Pipeline:
             r
             for r in self.tracker.find_runs(
                 spec.tracking.experiment,
-                {t.TAG_KIND: t.KIND_STAGE, t.TAG_SPEC_HASH: spec.spec_hash(), t.TAG_OUTCOME: "ok"},
+                {t.TAG_KIND: t.KIND_STAGE, t.TAG_SPEC_HASH: spec.spec_hash(), t.TAG_OUTCOME: Outcome.OK},
             )
             if r.status == "FINISHED"
         ]
@@ -137,9 +136,9 @@ class Pipeline:
             kind=t.KIND_STAGE,
             parent_run_id=pipeline_run,
             based_on=previous,
-            extra_tags={TAG_STAGE: name, "tunelog.stage_index": index + 1},
+            extra_tags={t.TAG_STAGE: name, t.TAG_STAGE_INDEX: index + 1},
         )
-        if result.outcome != "ok":
+        if result.outcome != Outcome.OK:
             raise TrainingFailed(
                 f"pipeline.stages[{index}]: stage {name} ended {result.outcome}: {result.reason}; "
                 f"later stages not run (run {run_id})"
@@ -203,6 +202,6 @@ class Pipeline:
         run.set_tags(
             {
                 t.TAG_NOTE: outcome.verdict + "\n\n" + self._stage_table(outcome, names),
-                "tunelog.reused_stages": ",".join(s.name for s in outcome.stages if s.reused) or None,
+                t.TAG_REUSED_STAGES: ",".join(s.name for s in outcome.stages if s.reused) or None,
             }
         )

@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, Optional
 import yaml
 
 from . import tracking as t
-from .data import dataset_inputs, eval_key, manifest
 from .spec import Spec
 from .tracking import TAG_LINT, RunLogger, Tracker
 from .trainers import EvalHook, Result, get_trainer
+from .training.provenance import dataset_inputs, eval_key, manifest
 
 if TYPE_CHECKING:
     from .lint import LintReport

@@ -12,7 +12,8 @@ from typing import Optional
 
 from .. import tracking as t
 from ..tracking import RunRecord
-from . import lineage, phases, verdicts
+from ..vocabulary import Direction, Outcome
+from . import lineage, metrics, phases, verdicts
 from .model import Anomaly, Changelog, Changes, Effect, Entry, Phase
 from .render import to_json, to_markdown, to_summary
 
@@ -58,7 +59,7 @@ def _int_tag(run: RunRecord, tag: str) -> Optional[int]:
 
 def _entry(run: RunRecord, metric: str, keys: list[str], group: str) -> Entry:
     duration = (run.end_ms - run.start_ms) / 1000 if run.end_ms and run.start_ms else None
-    outcome = run.tags.get(t.TAG_OUTCOME) or ("ok" if run.status == "FINISHED" else "failed")
+    outcome = run.tags.get(t.TAG_OUTCOME) or (Outcome.OK if run.status == "FINISHED" else Outcome.FAILED)
     return Entry(
         run_id=run.run_id,
         name=run.tags.get(t.TAG_NAME) or run.name,
@@ -108,8 +109,9 @@ def build(
 ) -> Changelog:
     """Records in, the changelog as data out."""
     runs = [r for r in runs if r.kind not in SKIP_KINDS]
+    given = metric is not None
     metric, direction = headline(runs, metric, direction)
-    direction = t.MAXIMIZE if direction in ("max", t.MAXIMIZE) else t.MINIMIZE
+    direction = Direction.of(direction)
     by_id = {r.run_id: r for r in runs}
     found = lineage.find_parents(runs)
     groups = phases.assign(runs, phase_names, lineage.changed_keys(by_id, found))
@@ -162,6 +164,10 @@ def build(
         else None,
         result_keys=keys,
         varying_keys=sorted(lineage.varying_keys([r for r in runs if r.kind not in lineage.CONTAINER_KINDS])),
+        metric_why=metrics.why_this_metric(runs, metric, given),
+        other_metrics=metrics.other_results(
+            entries, metric, [e for e in entries if verdicts.finished_ok(e) and e.eval_key == main_key]
+        ),
     )
 
 
@@ -171,7 +177,7 @@ def _diff_configs(
     """Each entry's changes from its parent; "kept" shows only keys that vary among its group's runs."""
     members: dict[str, list[RunRecord]] = {group: [] for group in groups.values()}
     for run in runs:  # a rejected trial holds only the sampled params: every other key would look varied
-        if run.kind not in lineage.CONTAINER_KINDS and run.tags.get(t.TAG_OUTCOME) != "rejected":
+        if run.kind not in lineage.CONTAINER_KINDS and run.tags.get(t.TAG_OUTCOME) != Outcome.REJECTED:
             members[groups[run.run_id]].append(run)
     notable = {group: lineage.varying_keys(runs_of) for group, runs_of in members.items()}
     for entry in entries:

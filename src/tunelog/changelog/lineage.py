@@ -1,7 +1,7 @@
 """Who derives from whom, and what changed: the `diff` layer of the changelog.
 
 A run's parent is its `tunelog.based_on` tag; a sweep trial's is its sweep; otherwise the
-earlier run of the experiment whose config is closest (fewest differing keys; among equally
+earlier run of the same project (`tunelog.project`; runs without it are one project) whose config is closest (fewest differing keys; among equally
 close ones a run that ended ok, then the most recent), looked for among the `WINDOW` most
 recent earlier runs so that a history of 10,000 runs stays linear. A parent that turns out
 anomalous is swapped for its sane twin (`sane_twins`): no lesson is measured against a fluke.
@@ -17,6 +17,7 @@ import numpy as np
 
 from .. import tracking as t
 from ..tracking import TAG_BASED_ON, TAG_PARENT, RunRecord
+from ..vocabulary import Outcome
 from .model import Changes
 
 WINDOW = 200
@@ -48,20 +49,21 @@ def find_parents(runs: list[RunRecord]) -> dict[str, tuple[Optional[str], str]]:
     matrix = _config_matrix(runs)
     sane = np.array([ended_ok(r) for r in runs], dtype=bool)
     parents: dict[str, tuple[Optional[str], str]] = {}
-    earlier: list[int] = []  # row indices of runs with a config, in start order
+    earlier: dict[str, list[int]] = {}  # project -> row indices of runs with a config, in start order
     for i, run in enumerate(runs):
         based_on = run.tags.get(TAG_BASED_ON)
         container = run.tags.get(TAG_PARENT)
+        mine = earlier.setdefault(run.tags.get(t.TAG_PROJECT, ""), [])  # another project's run is no parent
         if based_on and based_on in by_id:
             parents[run.run_id] = (based_on, "based_on")
         elif run.kind == t.KIND_TRIAL and container in by_id:
             parents[run.run_id] = (container, "sweep")
-        elif run.kind not in CONTAINER_KINDS and earlier:
-            parents[run.run_id] = (runs[_closest(i, earlier[-WINDOW:], matrix, sane)].run_id, "closest")
+        elif run.kind not in CONTAINER_KINDS and mine:
+            parents[run.run_id] = (runs[_closest(i, mine[-WINDOW:], matrix, sane)].run_id, "closest")
         else:
             parents[run.run_id] = (None, "none")
         if run.kind not in CONTAINER_KINDS:
-            earlier.append(i)
+            mine.append(i)
     return parents
 
 
@@ -80,7 +82,7 @@ def _config_matrix(runs: list[RunRecord]) -> np.ndarray:
 
 
 def ended_ok(run: RunRecord) -> bool:
-    return run.status == "FINISHED" and run.tags.get(t.TAG_OUTCOME, "ok") == "ok"
+    return run.status == "FINISHED" and run.tags.get(t.TAG_OUTCOME, Outcome.OK) == Outcome.OK
 
 
 def _closest(row: int, candidates: list[int], matrix: np.ndarray, sane: np.ndarray) -> int:

@@ -142,6 +142,8 @@ class Changelog:
     timeline_cost_h: Optional[float] = None  # device-hours of every run from the baseline's start to the best's
     result_keys: list[str] = field(default_factory=list)  # candidate headline metrics shown side by side
     varying_keys: list[str] = field(default_factory=list)  # config keys that differ somewhere in the history
+    metric_why: str = ""  # where the headline came from (--metric, or the runs' tunelog.metric)
+    other_metrics: list = field(default_factory=list)  # metrics.OtherMetric: other results and their best runs
 
     def entry(self, run_id: str) -> Entry:
         return next(e for e in self.entries if e.run_id == run_id)

@@ -21,8 +21,8 @@ from typing import Optional
 
 from .. import tracking as t
 from ..errors import SpecError
-from ..spec import read_yaml
 from ..tracking import RunRecord
+from ..util.safe_yaml import read_yaml
 
 GAP_H = 12.0  # a pause this long (hours) between two runs starts a new phase
 CHANGE_PHASES_FROM = 6  # a stretch of fewer loose runs stays one section: a short history needs no phases

@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from typing import Optional
 
 from .. import tracking as t
+from ..vocabulary import Direction, Outcome
 from .model import Changelog, Entry, short
 
 
@@ -39,7 +40,7 @@ def _date(ms: int) -> str:
 
 
 def _better(direction: str) -> str:
-    return "higher is better" if direction == t.MAXIMIZE else "lower is better"
+    return Direction.of(direction).describe()
 
 
 def to_json(log: Changelog) -> str:
@@ -79,13 +80,31 @@ def _head(log: Changelog) -> list[str]:
         f"{len(log.entries)} runs{span}, {_cost(spent)} in all. "
         f"Headline metric: `{log.metric}` ({_better(log.direction)})."
     ]
+    if log.metric_why:
+        out[-1] += f" Why this one: {log.metric_why}."
     if log.best_id:
         best = log.entry(log.best_id)
         out.append(f"Best: **{best.name}** ({log.metric} {_num(best.result)}).")
+    out += _other_metrics(log)
     for key, run_id in log.other_best.items():
         other = log.entry(run_id)
         out.append(f"Best on another eval set ({key}, not comparable): {other.name} ({_num(other.result)}).")
     return out + [""]
+
+
+def _other_metrics(log: Changelog) -> list[str]:
+    """The other results, each with its best run; where that is not the headline's best, said so."""
+    if not log.other_metrics:
+        return []
+    out = ["", "Other results (pass `--metric NAME` to judge by one):", ""]
+    for other in log.other_metrics[:12]:
+        run = log.entry(other.best_run_id)
+        differs = ""
+        if log.best_id and other.best_run_id != log.best_id:
+            mine = log.entry(log.best_id).metrics.get(other.name)
+            differs = f"; **not** the headline's best ({_num(mine)} there)" if mine is not None else ""
+        out.append(f"- `{other.name}` ({_better(other.direction)}): best {run.name} ({_num(other.value)}){differs}")
+    return out
 
 
 SUMMARY_LINES = 200  # the experiment page shows the summary; the whole story is the changelog artifact
@@ -136,7 +155,7 @@ def _phases(log: Changelog) -> list[str]:
         f"| phase | runs | best | changed (first -> best) | effect on {log.metric} | cost |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
-    sign = 1 if log.direction == t.MAXIMIZE else -1
+    sign = Direction.of(log.direction).sign
     for p in rows:
         best = log.entry(p.best_id) if p.best_id else None
         best_cell = f"{best.name} ({_num(best.result)})" if best else "none ok"
@@ -148,7 +167,7 @@ def _phases(log: Changelog) -> list[str]:
 
 def _effects(log: Changelog) -> list[str]:
     out: list[str] = []
-    sign = 1 if log.direction == t.MAXIMIZE else -1
+    sign = Direction.of(log.direction).sign
     for title, rows in (("What worked", log.worked), ("What didn't", log.didnt)):
         if not rows:
             continue
@@ -256,8 +275,8 @@ def _sweep(log: Changelog, members: list[Entry]) -> list[str]:
         f"{len(trials)} trials: " + ", ".join(f"{n} {o}" for o, n in sorted(counts.items())) + f"; {_cost(spent)}.",
         "",
     ]
-    scored = [e for e in trials if e.result is not None and math.isfinite(e.result) and e.outcome == "ok"]
-    scored.sort(key=lambda e: e.result if log.direction == t.MINIMIZE else -e.result)
+    scored = [e for e in trials if e.result is not None and math.isfinite(e.result) and e.outcome == Outcome.OK]
+    scored.sort(key=lambda e: Direction.of(log.direction).sort_key(e.result))
     varying = sorted(_varying(trials))[:6]
     if scored:
         out += [
@@ -268,7 +287,7 @@ def _sweep(log: Changelog, members: list[Entry]) -> list[str]:
             cells = " | ".join(short(e.changes.kept.get(k, "")) for k in varying)
             out.append(f"| {e.name} | {_num(e.result)} | {cells} | {_duration(e.duration_s)} |")
         out += [f"({len(scored) - LEADERBOARD} more scored trials)" if len(scored) > LEADERBOARD else "", ""]
-    rejected = [e for e in trials if e.outcome == "rejected"]
+    rejected = [e for e in trials if e.outcome == Outcome.REJECTED]
     out += [f"- {e.name}: rejected, {e.reason}" for e in rejected[:LEADERBOARD]]
     if len(rejected) > LEADERBOARD:
         out.append(f"- ... and {len(rejected) - LEADERBOARD} more rejected")

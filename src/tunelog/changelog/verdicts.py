@@ -9,6 +9,7 @@ import math
 from typing import Optional
 
 from .. import tracking as t
+from ..vocabulary import Direction, Outcome
 from .model import Anomaly, Effect, Entry, Phase
 
 REPEAT_TOLERANCE = 0.05  # a repeat whose result moves more than 5% from its twin is an anomaly
@@ -17,21 +18,17 @@ FAR_WORSE = 0.25  # a result 25% worse than the parent's is flagged
 
 def gain(parent: float, child: float, direction: str) -> float:
     """Improvement from parent to child in the headline metric's own sense (> 0 is better)."""
-    return child - parent if direction == t.MAXIMIZE else parent - child
+    return Direction.of(direction).gain(parent, child)
 
 
 def finished_ok(e: Entry) -> bool:
-    return e.outcome == "ok" and e.status == "FINISHED" and e.result is not None and math.isfinite(e.result)
+    return e.outcome == Outcome.OK and e.status == "FINISHED" and e.result is not None and math.isfinite(e.result)
 
 
 def best_entry(entries: list[Entry], direction: str, eval_key: Optional[str] = None) -> Optional[Entry]:
     """The best run scored on `eval_key`'s eval set (results on other sets do not compare)."""
-    ok = [e for e in entries if finished_ok(e) and e.eval_key == eval_key]
-    if not ok:
-        return None
-    if direction == t.MAXIMIZE:
-        return max(ok, key=lambda e: (e.result, -e.start_ms))
-    return min(ok, key=lambda e: (e.result, e.start_ms))  # ties: the earliest run that reached it
+    ok = sorted((e for e in entries if finished_ok(e) and e.eval_key == eval_key), key=lambda e: e.start_ms)
+    return Direction.of(direction).best(ok, lambda e: e.result)  # ties: the earliest run that reached it
 
 
 def main_eval_key(entries: list[Entry]) -> Optional[str]:
@@ -53,11 +50,11 @@ def anomalies(entries: list[Entry], direction: str, tolerance: float = REPEAT_TO
 
 
 def _outcome_anomaly(e: Entry) -> Optional[Anomaly]:
-    if e.outcome == "diverged" or (e.result is not None and not math.isfinite(e.result)):
+    if e.outcome == Outcome.DIVERGED or (e.result is not None and not math.isfinite(e.result)):
         said = e.reason or "NaN/inf result"
         short = said if said.startswith("log says") else f"diverged, {said}"
-        return Anomaly(e.run_id, e.name, "diverged", f"{e.name} diverged: {said}", short)
-    if e.outcome in ("failed", "oom", "incomplete"):
+        return Anomaly(e.run_id, e.name, Outcome.DIVERGED, f"{e.name} diverged: {said}", short)
+    if e.outcome in (Outcome.FAILED, Outcome.OOM, Outcome.INCOMPLETE):
         said = e.reason or e.status
         return Anomaly(e.run_id, e.name, e.outcome, f"{e.name} {e.outcome}: {said}", f"{e.outcome}, {said}")
     return None
@@ -95,7 +92,7 @@ def effects(entries: list[Entry], direction: str) -> tuple[list[Effect], list[Ef
     measured against a fluke, a crash or another eval set would be a false lesson."""
     acc: dict[str, list] = {}
     for e in entries:
-        if e.result is None or e.parent_result is None or e.outcome != "ok" or e.lineage == "sweep":
+        if e.result is None or e.parent_result is None or e.outcome != Outcome.OK or e.lineage == "sweep":
             continue
         if e.parent_anomalous or not e.comparable or e.changes.empty:
             continue

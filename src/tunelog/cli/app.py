@@ -46,8 +46,8 @@ def lint_gate(spec, force: bool):
     """Before any work or run: the model must be reachable, and lint errors stop the command unless
     --force; the report goes on the run."""
     from ..errors import LintFailed
-    from ..hub import check_model_source
     from ..lint import lint_spec
+    from ..training.hub import check_model_source
 
     check_model_source(spec)
     report = lint_spec(spec)

@@ -36,8 +36,8 @@ def schedule(spec_file: str, config: Optional[str], overrides: tuple[str, ...], 
 
     Example: tunelog schedule examples/fastspeech2/fastspeech2_fixed.yaml --at 1000,100000 -o lr.png
     """
-    from ..plots import lr_schedule
-    from ..rules import facts_for
+    from ..training.facts import facts_for
+    from ..training.plots import lr_schedule
 
     sched = facts_for(load(spec_file, config, overrides)).plan.schedule
     click.echo(f"{sched.name}: peak {sched.peak_lr:.6g}, warmup {sched.warmup_steps}, {sched.total_steps} steps")
@@ -71,7 +71,7 @@ def init(model: str, data: str, preset: str, gguf: Optional[str], output: str, f
     Example: tunelog init --model Qwen/Qwen2.5-0.5B --data train.jsonl --preset lora-small -o spec.yaml
     """
     from ..lint import lint_spec
-    from ..starter import write_starter
+    from ..spec.starter import write_starter
 
     path = write_starter(Path(output), model, data, preset, force, gguf)
     report = lint_spec(load(str(path), None, ()))

@@ -7,7 +7,8 @@ from typing import Optional
 
 import click
 
-from ..redact import redact_url
+from ..util.redact import redact_url
+from ..vocabulary import Outcome
 from .app import cli
 
 DIRECTIONS = ["min", "max", "minimize", "maximize"]
@@ -120,6 +121,10 @@ def based_on(run_id: str, parent_id: str) -> None:
     metavar="GLOB",
     help="Config keys that name a run rather than change it (recorded, never compared); repeatable.",
 )
+@click.option(
+    "--project", default=None, help="One project for every run (default: each run's first folder under ROOT)."
+)
+@click.option("--dry-run", is_flag=True, help="Say which folders are runs, read by what, named how; write nothing.")
 def import_(
     root: str,
     experiment: str,
@@ -128,6 +133,8 @@ def import_(
     patterns: tuple[str, ...],
     metrics_files: tuple[str, ...],
     ignore_keys: tuple[str, ...],
+    project: Optional[str],
+    dry_run: bool,
 ) -> None:
     """Import run folders under ROOT as MLflow runs, once: kohya sd-scripts, Hugging Face Trainer, Lightning,
     TensorBoard events, your eval files, or a config and a log.
@@ -140,18 +147,28 @@ def import_(
     ignore = tuple(g.strip() for item in ignore_keys for g in item.split(",") if g.strip())
     report = import_tree(
         Path(root),
-        Tracker(),
+        None if dry_run else Tracker(),  # a dry run opens no store (and so creates none)
         experiment,
         metric=metric,
         patterns=patterns,
         direction=direction,
         metrics_files=metrics_files,
         ignore_keys=ignore,
+        project=project,
+        dry_run=dry_run,
     )
     for warning in report.warnings:
         click.echo(f"warning: {warning}", err=True)
+    for folder, why in report.not_runs:
+        click.echo(f"not a run: {folder}: {why}", err=True)
+    if dry_run:
+        for folder, readers, name in report.planned:
+            click.echo(f"{folder} -> {', '.join(readers)} -> {name}")
+        click.echo(f"{len(report.planned)} runs would be imported; {len(report.not_runs)} folders are no run")
+        return
     click.echo(
-        f"imported {len(report.imported)} runs, {len(report.skipped)} already there, {len(report.warnings)} warnings"
+        f"imported {len(report.imported)} runs, {len(report.skipped)} already there, "
+        f"{len(report.not_runs)} folders no run, {len(report.warnings)} warnings"
     )
 
 
@@ -218,7 +235,7 @@ def gc(older_than: str, yes: bool) -> None:
     stale = tracker.stale_runs(_seconds(older_than))
     for record, why in stale:
         if yes:
-            tracker.close_run(record.run_id, "KILLED", "failed", why)
+            tracker.close_run(record.run_id, "KILLED", Outcome.FAILED, why)
         click.echo(f"{'closed' if yes else 'would close'} {record.run_id} ({record.name}): {why}")
     click.echo(
         f"{len(stale)} stale run(s) in {redact_url(tracker.uri)}" + ("" if yes or not stale else "; --yes closes them")

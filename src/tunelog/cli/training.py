@@ -10,7 +10,9 @@ from typing import Optional
 import click
 
 from ..errors import TunelogError
-from ..redact import redact_url
+from ..tracking.uri import browsable_with_mlflow_ui
+from ..util.redact import redact_url
+from ..vocabulary import Outcome
 from .app import cli, force_option, leave_behind, lint_gate, load, spec_options
 
 
@@ -36,7 +38,7 @@ def train(spec_file: str, config: Optional[str], overrides: tuple[str, ...], for
         f"run {run_id}: outcome {result.outcome}{' (' + result.reason + ')' if result.reason else ''}, "
         f"{result.steps} steps, {shown}; store {redact_url(tracker.uri)}"
     )
-    if result.outcome != "ok":
+    if result.outcome != Outcome.OK:
         sys.exit(3)
 
 
@@ -146,7 +148,7 @@ def where_it_went(tracker, experiment: str, what: str) -> None:
     click.echo(f"results: experiment {tracker.experiment_alias(experiment)!r}, {what}, store {uri}")
     click.echo(
         f"look:    mlflow ui --backend-store-uri {uri}"
-        if "://" in tracker.uri and not tracker.uri.startswith("http")
+        if browsable_with_mlflow_ui(tracker.uri)
         else f"look:    open {uri} in a browser"
     )
 

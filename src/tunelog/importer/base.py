@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import sys
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from typing import Any, Optional, Protocol
 
 import yaml
 
-from ..spec import expanded_size
+from ..util.safe_yaml import expanded_size
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -33,8 +34,8 @@ MAX_VALUES = 100_000  # values a config may expand to (aliases copied out)
 MAX_DEPTH = 8  # folder levels looked into below a run folder (kohya: logs/RUN_TS/network_train/)
 MAX_FILES = 20_000  # files listed per run folder
 
+CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")  # HF Trainer's checkpoints: points of their run, never runs
 Point = tuple[str, float, int, Optional[int]]  # metric key, value, step, time in ms (None: unknown)
-SEVERITY = {"oom": 4, "diverged": 3, "failed": 2, "incomplete": 1}  # the worst hint wins
 
 
 class ReadError(ValueError):
@@ -50,6 +51,10 @@ class Reading:
     series: list[Point] = field(default_factory=list)
     final: dict[str, float] = field(default_factory=dict)  # results (eval files, result dicts): final metrics
     outcome: Optional[tuple[str, str]] = None  # (oom | diverged | failed | incomplete, reason)
+    epoch_base: int = 0  # 1 where the layout counts epochs from 0 (Lightning): epoch 0 of 1 is the whole run
+    trainer_finished: bool = False  # the trainer's own record reached its end (a trainer_state at max_steps)
+    runtime_s: Optional[float] = None  # the run's own `train_runtime`, where its files say it
+    warnings: list[str] = field(default_factory=list)  # what was skipped while reading (a line that is not JSON)
     lineage: list[str] = field(default_factory=list)  # paths the run started from (another run's adapter)
     eval_key: Optional[str] = None  # the eval set its results were measured on
     max_step: Optional[int] = None  # the furthest step the run's own records name
@@ -61,12 +66,20 @@ class Reading:
     problem: str = ""  # said when the folder yields no metrics at all
 
 
+NONE, WEAK, RUN = 0, 1, 2  # what a reader's files in a folder say: nothing, maybe a run, a run
+
+
 class Reader(Protocol):
-    """One ecosystem's layout. `detect` looks only at file names; `read` opens files through `folder`."""
+    """One ecosystem's layout. `detect` looks only at file names; `read` opens files through `folder`.
+    `signature` says, from a shallow view, whether the folder is a run (RUN: a trainer_state.json, a
+    Lightning version, a kohya log, an events file), might be one (WEAK: a lone config or eval file,
+    which is a run only where no run lies below it), or neither (NONE)."""
 
     name: str
 
     def detect(self, folder: Folder) -> bool: ...
+
+    def signature(self, folder: Folder) -> int: ...
 
     def read(self, folder: Folder) -> Reading: ...
 
@@ -75,8 +88,11 @@ class Folder:
     """The regular files under one run folder, listed once, none reached through a symlink that leaves
     the imported tree; readers open files only through `text`, `data` and `bytes`."""
 
-    def __init__(self, path: Path, root: Path):
+    def __init__(self, path: Path, root: Path, shallow: bool = False):
+        """`shallow`: only the folder's own files and its `checkpoint-N/` folders' (what says whether
+        the folder is a run); else everything below it, to `MAX_DEPTH` levels (what a run's readers read)."""
         self.path = path
+        self.shallow = shallow
         self.name = path.name
         self._root = root.resolve()
         self.files: dict[str, Path] = {}  # posix path relative to the folder -> the file
@@ -90,6 +106,8 @@ class Folder:
             here = Path(dirpath)
             if len(here.parts) - base >= MAX_DEPTH:
                 dirnames[:] = []
+            if self.shallow:
+                dirnames[:] = [d for d in dirnames if here == self.path and CHECKPOINT.match(d)]
             dirnames.sort()
             for name in sorted(filenames):
                 if len(self.files) >= MAX_FILES:

@@ -14,11 +14,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .base import MAX_CONFIG_BYTES, Folder, ReadError, Reading, flat, number
+from .base import MAX_CONFIG_BYTES, NONE, WEAK, Folder, Reading, flat, number
 
 DEFAULT_GLOBS = ("eval.json", "metrics.json", "results.json", "*.jsonl")
 EVAL_SET_KEYS = ("eval_set", "dataset", "eval_dataset", "benchmark", "test_set")
 _STEP_KEYS = ("step", "global_step")
+# LLaMA-Factory's progress log: trainer_state.json's log_history again, with progress fields (current_steps,
+# percentage, remaining_time) that are no results; the HF reader reads the state
+NOT_EVAL_FILES = ("trainer_log.jsonl",)
 
 
 class EvalFilesReader:
@@ -28,11 +31,21 @@ class EvalFilesReader:
         self.globs = globs or DEFAULT_GLOBS
 
     def _files(self, folder: Folder) -> list[str]:
-        found = {rel for pattern in self.globs for rel in folder.glob(pattern) if rel not in folder.claimed}
+        found = {
+            rel
+            for pattern in self.globs
+            for rel in folder.glob(pattern)
+            if rel not in folder.claimed and rel.rsplit("/", 1)[-1] not in NOT_EVAL_FILES
+        }
         return sorted(found, key=lambda r: (r.count("/"), r))
 
     def detect(self, folder: Folder) -> bool:
         return bool(self._files(folder))
+
+    def signature(self, folder: Folder) -> int:
+        """A user's eval file is a run only where no run lies below it (a metrics.json beside run folders
+        summarises them)."""
+        return WEAK if any("/" not in rel for rel in self._files(folder)) else NONE
 
     def read(self, folder: Folder) -> Reading:
         reading = Reading()
@@ -53,8 +66,9 @@ class EvalFilesReader:
         for n, line in enumerate(lines, start=1):
             try:
                 record = json.loads(line)
-            except (ValueError, RecursionError):
-                raise ReadError(f"{rel}: line {n} is not JSON") from None
+            except (ValueError, RecursionError):  # `Average test loss: 0.0695` printed into the file
+                reading.warnings.append(f"{rel}: line {n} is not JSON, skipped ({line.strip()[:60]!r})")
+                continue
             if isinstance(record, dict):
                 records.append(record)
         if not any(number(v) is not None for r in records[:5] for v in r.values()):

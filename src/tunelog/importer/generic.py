@@ -9,13 +9,16 @@ start-up chatter, not a final metric named `Encoder`.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import shlex
 from typing import Any
 
-from ..logparse import LogParser
-from ..outcomes import judge_log
-from .base import Folder, ReadError, Reading, flat
+from ..logs.judge import judge_log
+from ..logs.parse import LogParser
+from ..vocabulary import Outcome
+from .base import NONE, RUN, WEAK, Folder, ReadError, Reading, flat
 
 CONFIG_FILES = (
     "args.json",
@@ -62,6 +65,12 @@ class GenericReader:
     def detect(self, folder: Folder) -> bool:
         return self._config(folder) is not None or self._log(folder) is not None
 
+    def signature(self, folder: Folder) -> int:
+        """A config with a training log beside it is a run; either alone (a model's config.json, a
+        project's log) only where no run lies below."""
+        config, log = self._config(folder), self._log(folder)
+        return RUN if config and log else WEAK if config or log else NONE
+
     def _config(self, folder: Folder):
         name = folder.top(*CONFIG_FILES)
         return name if name and name not in folder.claimed else None
@@ -77,6 +86,8 @@ class GenericReader:
             reading.params = read_config(folder, config)
             reading.files.append(folder.files[config])
             reading.identity = {k for k in reading.params if k.rsplit(".", 1)[-1].lower() in IDENTITY_KEYS}
+            if is_model_config(reading.params):
+                _as_one_model_config(reading)
             reading.lineage = [
                 v for k, v in reading.params.items() if any(x in k.lower() for x in LINEAGE_KEYS) and isinstance(v, str)
             ]
@@ -99,12 +110,34 @@ class GenericReader:
         reading.series = [p for p in log.series if p[0] in kept]
         reading.first_ms, reading.last_ms, reading.max_step = log.first_ms, log.last_ms, log.max_step
         outcome = judge_log(text, log, reading.params)
-        reading.outcome = outcome if outcome[0] != "ok" else None
+        reading.outcome = outcome if outcome[0] is not Outcome.OK else None
         return reading
 
 
 def _metric_like(key: str) -> bool:
     return bool(_METRIC_NAME.search(key) or _RESULT_NAME.match(key))
+
+
+# what a saved model's config.json (transformers' PretrainedConfig) says of itself
+_MODEL_CONFIG_MARKS = ("architectures", "model_type", "transformers_version")
+MODEL_CONFIG_PARAM = "model.config"
+
+
+def is_model_config(params: dict[str, Any]) -> bool:
+    """A saved model's own config.json (architecture, vocabulary, ids), not a run's training settings."""
+    return sum(1 for mark in _MODEL_CONFIG_MARKS if mark in params) >= 2
+
+
+def _as_one_model_config(reading: Reading) -> None:
+    """A model's config is one setting, not 45: every key recorded under `model_config.` and never compared
+    (nor the environment's `transformers_version`), and one `model.config` param (`model_type`, key count and
+    a digest) that changes when the model does."""
+    params = reading.params
+    digest = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    kept = {f"model_config.{k}": v for k, v in params.items()}
+    summary = f"{params.get('model_type', 'model')}: {len(params)} keys, {digest}"
+    reading.params = {MODEL_CONFIG_PARAM: summary, **kept}
+    reading.identity = set(kept)
 
 
 def read_config(folder: Folder, name: str) -> dict[str, Any]:

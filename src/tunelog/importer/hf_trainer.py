@@ -14,20 +14,21 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any, Optional
 
-from ..outcomes import COMPLETE
-from .base import Folder, ReadError, Reading, number
+from .. import tracking as t
+from ..integrations.hf_names import metric_name
+from ..logs.judge import COMPLETE
+from ..vocabulary import Outcome
+from .base import CHECKPOINT, NONE, RUN, WEAK, Folder, ReadError, Reading, number
 
-_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
-RESULT_FILES = ("all_results.json", "eval_results.json", "train_results.json", "test_results.json")
-_TRAIN_NAMES = {
-    "loss": "train/loss",
-    "learning_rate": "train/lr",
-    "grad_norm": "train/grad_norm",
-    "epoch": "train/epoch",
-}
+RESULT_FILES = (
+    "all_results.json",
+    "eval_results.json",
+    "train_results.json",
+    "test_results.json",
+    "predict_results.json",
+)
 _STATE_PARAMS = {"max_steps": "train.max_steps", "train_batch_size": "train.batch_size"}
 # how often it logged, evaluated and saved: recorded, not compared (the run learns the same); so is the
 # epoch count Trainer derived from max_steps (max_steps is what it stops at: the length a run is judged by)
@@ -63,10 +64,17 @@ class HFTrainerReader:
             or _newest(folder, checkpoints, "trainer_state.json")
         )
 
+    def signature(self, folder: Folder) -> int:
+        """A trainer_state.json or results file (the folder's own, or only its checkpoints'): a run; an
+        adapter_config.json alone is a saved adapter, which may be one."""
+        if folder.top("trainer_state.json", *RESULT_FILES) or _newest(
+            folder, self._checkpoints(folder), "trainer_state.json"
+        ):
+            return RUN
+        return WEAK if folder.top("adapter_config.json") else NONE
+
     def _checkpoints(self, folder: Folder) -> list[tuple[int, str]]:
-        found = {
-            m.group(1): rel.split("/", 1)[0] for rel in folder.files if (m := _CHECKPOINT.match(rel.split("/")[0]))
-        }
+        found = {m.group(1): rel.split("/", 1)[0] for rel in folder.files if (m := CHECKPOINT.match(rel.split("/")[0]))}
         return sorted((int(step), name) for step, name in found.items())
 
     def _state(self, folder: Folder, checkpoints: list[tuple[int, str]]) -> Optional[tuple[str, dict]]:
@@ -91,7 +99,7 @@ class HFTrainerReader:
         reading = Reading()
         checkpoints = self._checkpoints(folder)
         if checkpoints:
-            reading.tags["tunelog.checkpoints"] = ", ".join(n for _, n in checkpoints)[:5000]
+            reading.tags[t.TAG_CHECKPOINTS] = ", ".join(n for _, n in checkpoints)[:5000]
         state = self._state(folder, checkpoints)
         if state:
             self._read_state(folder, *state, reading)
@@ -102,6 +110,7 @@ class HFTrainerReader:
                 for key, value in _dict(folder.data(name), name).items():
                     if (v := number(value)) is not None:
                         reading.final.setdefault(metric_name(key, summary=True), v)
+        reading.runtime_s = reading.final.get("train/runtime")  # `train_runtime`: the run's own duration
         adapter = folder.top("adapter_config.json") or _newest(folder, checkpoints, "adapter_config.json")
         if adapter:
             self._read_adapter(folder, adapter, reading)
@@ -137,8 +146,12 @@ class HFTrainerReader:
         global_step, max_steps = number(state.get("global_step")), number(state.get("max_steps"))
         if global_step is not None:
             reading.max_step = int(global_step)
+        reading.trainer_finished = bool(global_step is not None and max_steps and global_step >= COMPLETE * max_steps)
         if global_step is not None and max_steps and global_step < COMPLETE * max_steps:
-            reading.outcome = ("incomplete", f"{name}: global_step {int(global_step)} of max_steps {int(max_steps)}")
+            reading.outcome = (
+                Outcome.INCOMPLETE,
+                f"{name}: global_step {int(global_step)} of max_steps {int(max_steps)}",
+            )
 
     def _read_adapter(self, folder: Folder, name: str, reading: Reading) -> None:
         config = _dict(folder.data(name), name)
@@ -153,20 +166,6 @@ class HFTrainerReader:
         base = config.get("base_model_name_or_path")
         if isinstance(base, str) and ("/" in base or base.startswith(".")):
             reading.lineage.append(base)  # stage 2 trained on stage 1's output: a path into another run
-
-
-def metric_name(key: str, summary: bool = False) -> str:
-    """HF's log keys under tunelog's names: `eval_loss` -> `eval/loss`, `loss` -> `train/loss`; a final
-    summary's `train_loss` (the mean over the run) -> `train/mean_loss`."""
-    if key.startswith("eval_"):
-        return f"eval/{key[5:]}"
-    if key.startswith("test_"):
-        return f"test/{key[5:]}"
-    if summary and key == "train_loss":
-        return "train/mean_loss"
-    if key.startswith("train_"):
-        return f"train/{key[6:]}"
-    return _TRAIN_NAMES.get(key, f"train/{key}")
 
 
 def _dict(data: Any, name: str) -> dict[str, Any]:

@@ -18,9 +18,11 @@ import re
 from datetime import datetime
 from typing import Any, Optional
 
-from ..logparse import NUMBER
-from ..outcomes import COMPLETE, OOM_WORDS
-from .base import Folder, ReadError, Reading
+from .. import tracking as t
+from ..logs.judge import COMPLETE, Evidence, judge
+from ..logs.parse import NUMBER
+from ..vocabulary import Outcome
+from .base import NONE, RUN, WEAK, Folder, ReadError, Reading
 
 CONFIG_NAMES = ("config.toml", "config_file.toml", "training_config.toml", "train_config.toml")
 LOG_NAMES = ("train.log", "training.log", "log.txt", "output.log", "console.log")
@@ -59,7 +61,8 @@ LINEAGE = ("network_weights", "resume", "dim_from_weights", "base_weights")
 _BAR = re.compile(r"^\s*steps:\s*\d+%\|[^|]*\|\s*(\d+)/(\d+)\s*\[([^\]]*)\]")
 _POSTFIX = re.compile(rf"([A-Za-z_][\w/]*)=({NUMBER})")
 _EPOCH = re.compile(r"^\s*epoch (\d+)/(\d+)\s*$")
-_SAVED = re.compile(r"^\s*(?:\S+\s+)*model saved\.\s*$")
+# rich puts the source location at the right of an INFO line: `model saved.      train_network.py:1072`
+_SAVED = re.compile(r"^\s*(?:\S+\s+)*model saved\.(?:\s+[\w.-]+\.py:\d+)?\s*$")
 _STAMP = re.compile(r"^\[?(\d{4}-\d{2}-\d{2})[ T](\d{2}:\d{2}:\d{2})")
 _MARKERS = re.compile(
     r"steps:\s+\d+%\||running training / 学習開始|^\S*\s*(?:INFO\s+)?model saved\.$", re.M
@@ -71,6 +74,10 @@ class KohyaReader:
 
     def detect(self, folder: Folder) -> bool:
         return bool(self._configs(folder) or self._models(folder) or self._log(folder))
+
+    def signature(self, folder: Folder) -> int:
+        """sd-scripts' console log or its saved LoRAs: a run; a TOML alone (a pyproject.toml) may be one."""
+        return RUN if self._models(folder) or self._log(folder) else WEAK if self._configs(folder) else NONE
 
     def _configs(self, folder: Folder) -> list[str]:
         return [r for r in folder.glob("*.toml") if "/" not in r and "dataset" not in r.lower()]
@@ -115,7 +122,7 @@ class KohyaReader:
         if not models:
             return
         meta = header_metadata(folder, models[-1])
-        reading.tags["tunelog.checkpoints"] = ", ".join(m.rsplit("/", 1)[-1] for m in models)[:5000]
+        reading.tags[t.TAG_CHECKPOINTS] = ", ".join(m.rsplit("/", 1)[-1] for m in models)[:5000]
         have_config = bool(reading.params)
         for key, value in meta.items():
             if not key.startswith("ss_"):
@@ -129,7 +136,7 @@ class KohyaReader:
         if steps is not None:
             reading.max_step = steps
         if steps is not None and total and steps < COMPLETE * total:
-            reading.outcome = ("incomplete", f"last saved LoRA {models[-1]} is at step {steps} of {total}")
+            reading.outcome = (Outcome.INCOMPLETE, f"last saved LoRA {models[-1]} is at step {steps} of {total}")
 
 
 def header_metadata(folder: Folder, rel: str) -> dict[str, str]:
@@ -188,21 +195,15 @@ def read_console(text: str, reading: Reading) -> None:
         reading.params.setdefault("max_train_steps", last_bar[1])
     if epoch:
         reading.params.setdefault("max_train_epochs", epoch[1])
-    reading.outcome = _judge(text, last_bar, saved, nonfinite) or reading.outcome
-
-
-def _judge(text: str, bar: Optional[tuple[int, int]], saved: bool, nonfinite: Optional[str]):
-    if OOM_WORDS.search(text):
-        return "oom", "out of memory in train.log"
-    if nonfinite:
-        return "diverged", f"progress bar shows {nonfinite}"
-    if "Traceback (most recent call last)" in text:
-        return "failed", "train.log ends in a traceback"
-    if bar and bar[0] < COMPLETE * bar[1]:
-        return "incomplete", f"progress bar ends at step {bar[0]} of {bar[1]}"
-    if bar and not saved:
-        return "incomplete", "no final save (`model saved.`) in train.log"
-    return None
+    evidence = Evidence(
+        lines=re.split(r"[\r\n]+", text),
+        nonfinite=f"progress bar shows {nonfinite}" if nonfinite else None,
+        progress=last_bar,
+        saved=saved,
+        where="train.log",
+    )
+    outcome, reason = judge(evidence)
+    reading.outcome = (outcome, reason) if outcome is not Outcome.OK else reading.outcome
 
 
 def _ms(day: str, time: str) -> int:

@@ -14,7 +14,7 @@ import io
 import re
 from typing import Optional
 
-from .base import Folder, ReadError, Reading, flat
+from .base import NONE, RUN, Folder, ReadError, Reading, flat
 
 _VERSION = re.compile(r"(?:^|/)version_(\d+)/metrics\.csv$")
 IDENTITY = {"save_dir", "default_root_dir", "name", "version", "seed", "seed_everything", "ckpt_path", "log_dir"}
@@ -26,6 +26,10 @@ class LightningReader:
     def detect(self, folder: Folder) -> bool:
         return self._dir(folder) is not None
 
+    def signature(self, folder: Folder) -> int:
+        """A version folder of its own (`hparams.yaml` + `metrics.csv`); each `version_N` is a run."""
+        return RUN if "metrics.csv" in folder.files and "hparams.yaml" in folder.files else NONE
+
     def _dir(self, folder: Folder) -> Optional[str]:
         """'' for the folder itself, else `…/version_N` with the highest N that has a metrics.csv."""
         if "metrics.csv" in folder.files and "hparams.yaml" in folder.files:
@@ -36,7 +40,7 @@ class LightningReader:
     def read(self, folder: Folder) -> Reading:
         where = self._dir(folder)
         prefix = f"{where}/" if where else ""
-        reading = Reading()
+        reading = Reading(epoch_base=1)  # Lightning's `epoch` column counts from 0: epoch 0 of 1 is the whole run
         for name in (f"{prefix}config.yaml", "config.yaml", f"{prefix}hparams.yaml"):
             if name in folder.files and name not in folder.claimed:
                 data = folder.data(name)

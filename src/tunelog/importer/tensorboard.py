@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from .base import MAX_DATA_BYTES, Folder, ReadError, Reading
+from .base import MAX_DATA_BYTES, NONE, RUN, Folder, ReadError, Reading
 
 PATTERN = "*tfevents*"
 
@@ -23,6 +23,10 @@ class TensorBoardReader:
 
     def detect(self, folder: Folder) -> bool:
         return bool(self._files(folder))
+
+    def signature(self, folder: Folder) -> int:
+        """An events file in the folder itself: the folder a writer logged a run to."""
+        return RUN if any("/" not in rel for rel in self._files(folder)) else NONE
 
     def read(self, folder: Folder) -> Reading:
         reading = Reading()

@@ -1,7 +1,8 @@
 """`import`: every run folder of a tree read by the readers that know its layout, merged, written once.
 
-One run per folder below ROOT (ROOT itself when it is one run: an HF output folder, a Lightning log
-folder). Each reader that detects its files reads them (`READERS` order: eval files, HF Trainer,
+Runs are found by layout at any depth (`discover`: a trainer_state.json, a Lightning version, a kohya
+log, an events file; ROOT itself when it is one run), each named by its path under ROOT and tagged with
+its project (`tunelog.project`). Each reader that detects its files reads them (the order of `readers()`: eval files, HF Trainer,
 Lightning, kohya, TensorBoard, then the generic config + log for what none took); the readings merge
 with the earlier reader winning a param, a series or a result. Then what holds for every layout:
 identity keys marked, metric names MLflow refuses renamed, the outcome judged, the headline chosen,
@@ -22,10 +23,12 @@ from pathlib import Path
 from typing import Optional
 
 from .. import tracking as t
-from ..logparse import LogParser
-from ..outcomes import truncation
+from ..logs.judge import Evidence, judge
+from ..logs.parse import LogParser
 from ..tracking.run import param_value
-from .base import SEVERITY, Folder, Reader, ReadError, Reading
+from ..vocabulary import SEVERITY, Direction, Outcome
+from .base import Folder, Reader, ReadError, Reading
+from .discover import Discovery, Found, discover
 from .evalfiles import EvalFilesReader
 from .generic import GenericReader
 from .hf_trainer import HFTrainerReader
@@ -44,11 +47,8 @@ METRIC_CANDIDATES = (
     "train/loss",
     "loss",
 )
-_MAXIMIZED = re.compile(r"(?i)score|acc|f1|bleu|rouge|auc|clip|psnr|ssim|precision|recall|map\b|reward|win")
-_MINIMIZED = re.compile(r"(?i)loss|err|wer|cer|per\b|per_|ppl|perplex|fid|mse|mae|rmse|lpips")
 _COUNT = re.compile(r"(?i)^(?:n|num|count|total|number)_|_(?:count|total|runtime|seconds|time)$")
 _NAME_CHARS = re.compile(r"[^\w.\- :/]")
-_ROOT_RUN_FILES = ("trainer_state.json", "all_results.json", "adapter_config.json", "metrics.csv")
 BATCH = 250  # runs written per transaction
 HASHED_WHOLE = 1 << 20  # larger files (checkpoints, event files) are keyed by size and their first bytes
 
@@ -58,6 +58,8 @@ class ImportReport:
     imported: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # already imported
     warnings: list[str] = field(default_factory=list)
+    not_runs: list[tuple[str, str]] = field(default_factory=list)  # (path under ROOT, why it is no run)
+    planned: list[tuple[str, list[str], str]] = field(default_factory=list)  # --dry-run: folder, readers, run
 
 
 @dataclass
@@ -66,6 +68,8 @@ class Legacy:
     reading: Reading
     by_reader: dict[str, Reading]
     key: str
+    name: str = ""  # the path under ROOT
+    project: str = ""
 
 
 def readers(patterns: tuple[str, ...] = (), metrics_files: tuple[str, ...] = ()) -> list[Reader]:
@@ -80,18 +84,19 @@ def readers(patterns: tuple[str, ...] = (), metrics_files: tuple[str, ...] = ())
     ]
 
 
-def read_folder(path: Path, root: Path, chain: list[Reader], warnings: list[str]) -> Legacy:
+def read_folder(found: Found, root: Path, chain: list[Reader], warnings: list[str]) -> Legacy:
     """Raises ReadError (one line) when a file the folder's layout needs cannot be used."""
-    folder = Folder(path, root)
-    warnings.extend(f"{path.name}: {why}" for why in folder.refused)
+    folder = Folder(found.path, root)
+    warnings.extend(f"{found.name}: {why}" for why in folder.refused)
     by_reader = {}
     for reader in chain:
         if reader.detect(folder):
             by_reader[reader.name] = reader.read(folder)
+    warnings.extend(f"{found.name}: {said}" for reading in by_reader.values() for said in reading.warnings)
     reading = merge(list(by_reader.values()))
     if not reading.series and not reading.final:
         raise ReadError(reading.problem or f"no run found ({len(folder.files)} files, none a known layout)")
-    return Legacy(path, reading, by_reader, _key(path.name, reading.files))
+    return Legacy(found.path, reading, by_reader, _key(found.name, reading.files), found.name, found.project)
 
 
 def merge(readings: list[Reading]) -> Reading:
@@ -112,6 +117,9 @@ def merge(readings: list[Reading]) -> Reading:
         out.lineage += r.lineage
         out.eval_key = out.eval_key or r.eval_key
         out.max_step = max(filter(None.__ne__, (out.max_step, r.max_step)), default=None)
+        out.epoch_base = max(out.epoch_base, r.epoch_base)
+        out.trainer_finished = out.trainer_finished or r.trainer_finished
+        out.runtime_s = out.runtime_s or r.runtime_s
         out.first_ms = min(filter(None.__ne__, (out.first_ms, r.first_ms)), default=None)
         out.last_ms = max(filter(None.__ne__, (out.last_ms, r.last_ms)), default=None)
         out.files += [f for f in r.files if f not in out.files]
@@ -135,18 +143,6 @@ def _key(name: str, files: list[Path]) -> str:
     return digest.hexdigest()[:16]
 
 
-def run_folders(root: Path) -> list[Path]:
-    """ROOT itself when it holds one run's own files, else its subfolders (none through a symlink out)."""
-    if any((root / name).is_file() for name in _ROOT_RUN_FILES) or (root / "lightning_logs").is_dir():
-        return [root]
-    real = root.resolve()
-    out = []
-    for p in sorted(root.iterdir()):
-        if p.is_dir() and (not p.is_symlink() or p.resolve().is_relative_to(real)):
-            out.append(p)
-    return out
-
-
 def mlflow_name(key: str) -> Optional[str]:
     """A metric or param name MLflow accepts (`train//loss` -> `train/loss`), or None when nothing is left."""
     parts = [p for p in _NAME_CHARS.sub("_", key.strip()).split("/") if p not in ("", ".")]
@@ -154,25 +150,28 @@ def mlflow_name(key: str) -> Optional[str]:
     return name if name and len(name) <= 250 else None
 
 
-def direction_of(metric: str) -> str:
-    """Lower is better for losses and error rates, higher for scores and accuracies; else lower."""
-    if _MINIMIZED.search(metric):
-        return t.MINIMIZE
-    return t.MAXIMIZE if _MAXIMIZED.search(metric) else t.MINIMIZE
+def direction_of(metric: str) -> Direction:
+    """Which way the metric is better, from its name (the one guess: `Direction.guess`)."""
+    return Direction.guess(metric)
 
 
 def headline(legacies: list[Legacy]) -> str:
-    """The user's eval files' most common number, else the first usual loss any run logged."""
-    from_eval = Counter(k for r in legacies for k in r.by_reader.get("eval-files", Reading()).final)
-    if from_eval:  # a score before a count (`n_images`), then the most common
+    """The user's eval files' most common number where most runs have eval files, else the usual loss the
+    most runs logged (ties: the earlier in `METRIC_CANDIDATES`): one folder's eval file never decides
+    the headline of a whole tree."""
+    with_eval = [r for r in legacies if r.by_reader.get("eval-files", Reading()).final]
+    if with_eval and 2 * len(with_eval) > len(legacies):  # a score before a count (`n_images`), then the most common
+        from_eval = Counter(k for r in with_eval for k in r.by_reader["eval-files"].final)
         return max(from_eval, key=lambda k: (_metric_like(k), from_eval[k]))
     finals = [_finals(r.reading) for r in legacies]
-    return next((m for m in METRIC_CANDIDATES if any(m in f for f in finals)), "loss")
+    counts = {m: sum(1 for f in finals if m in f) for m in METRIC_CANDIDATES}
+    best = max(METRIC_CANDIDATES, key=lambda m: (counts[m], -METRIC_CANDIDATES.index(m)))
+    return best if counts[best] else "loss"
 
 
 def _metric_like(key: str) -> bool:
     last = key.rsplit("/", 1)[-1]
-    return not _COUNT.match(last) and bool(_MAXIMIZED.search(last) or _MINIMIZED.search(last))
+    return not _COUNT.match(last) and Direction.names_a_result(last)
 
 
 def _finals(reading: Reading) -> dict[str, float]:
@@ -190,7 +189,7 @@ def _clean_names(legacy: Legacy, warnings: list[str]) -> None:
             renamed[key] = mlflow_name(key)
             if renamed[key] != key:
                 said = f"renamed to {renamed[key]!r}" if renamed[key] else "dropped"
-                warnings.append(f"{legacy.folder.name}: name {key!r} refused by MLflow, {said}")
+                warnings.append(f"{legacy.name}: name {key!r} refused by MLflow, {said}")
         return renamed[key]
 
     r.series = [(fix(k), v, s, ms) for k, v, s, ms in r.series if fix(k)]
@@ -200,33 +199,40 @@ def _clean_names(legacy: Legacy, warnings: list[str]) -> None:
 
 
 def _outcome(r: Reading) -> tuple[str, str]:
-    if r.outcome and r.outcome[0] in ("oom", "diverged"):
+    """The readers' findings (each judged its own text) with the merged series, judged once more. The
+    trainer's own record (a trainer_state at its max_steps) outranks a log's traceback."""
+    if r.outcome and r.outcome[0] in (Outcome.OOM, Outcome.DIVERGED):
         return r.outcome
+    hint = None if r.trainer_finished and r.outcome and r.outcome[0] == Outcome.FAILED else r.outcome
     loss = next(((k, v) for k, v, _, _ in r.series if "loss" in k and not math.isfinite(v)), None)
-    if loss:
-        return "diverged", f"non-finite {loss[0]} ({loss[1]})"
-    if r.outcome:
-        return r.outcome
     epochs = [v for k, v, _, _ in r.series if k.rsplit("/", 1)[-1] == "epoch"]
-    configured = {k: v for k, v in r.params.items() if k not in r.identity}  # a recorded length is no setting
-    cut = truncation(configured, r.max_step, epochs[-1] if epochs else None)
-    return ("incomplete", cut) if cut else ("ok", "")
+    evidence = Evidence(
+        nonfinite=f"non-finite {loss[0]} ({loss[1]})" if loss else None,
+        record=hint,
+        trainer_finished=r.trainer_finished,
+        params={k: v for k, v in r.params.items() if k not in r.identity},  # a recorded length is no setting
+        max_step=r.max_step,
+        last_epoch=epochs[-1] if epochs else None,
+        epoch_base=r.epoch_base,
+    )
+    return judge(evidence)
 
 
-def _based_on(legacy: Legacy, names: set[str]) -> Optional[str]:
-    """The folder name a lineage hint points at (resume_from: ../baseline/ckpt.pt, a kohya
-    network_weights file, an adapter's base model path)."""
+def _based_on(legacy: Legacy, runs: dict[tuple[str, str], str]) -> Optional[str]:
+    """The run a lineage hint points at (resume_from: ../baseline/ckpt.pt, a kohya network_weights file,
+    an adapter's base model path), by folder name inside the same project: never another project's."""
     for value in legacy.reading.lineage:
         for part in Path(value).parts:
-            if part in names and part != legacy.folder.name:
-                return part
+            name = runs.get((legacy.project, part))
+            if name and name != legacy.name:
+                return name
     return None
 
 
 def _metrics(r: Reading, start: int, end: int) -> list[tuple[str, float, int, int]]:
     """(key, value, ms, step): the series, then each result at the run's last step (one past a
     series' last point when the result differs from it)."""
-    out = [(k, v if math.isfinite(v) else float("nan"), ms if ms is not None else start, s) for k, v, s, ms in r.series]
+    out = [(k, v, ms if ms is not None else start, s) for k, v, s, ms in r.series]  # ±inf kept: MLflow stores it
     last: dict[str, tuple[int, float]] = {}
     for k, v, s, _ in r.series:
         if k not in last or s >= last[k][0]:
@@ -236,49 +242,66 @@ def _metrics(r: Reading, start: int, end: int) -> list[tuple[str, float, int, in
         if k in last and (last[k][1] == v or (math.isnan(v) and math.isnan(last[k][1]))):
             continue
         step = max(top, last[k][0] + 1) if k in last else top
-        out.append((k, v if math.isfinite(v) else float("nan"), end, step))
+        out.append((k, v, end, step))
     return out
 
 
 def import_tree(
     root: Path,
-    tracker: t.Tracker,
+    tracker: Optional[t.Tracker],
     experiment: str,
     metric: Optional[str] = None,
     patterns: tuple[str, ...] = (),
     direction: Optional[str] = None,
     metrics_files: tuple[str, ...] = (),
     ignore_keys: tuple[str, ...] = (),
+    project: Optional[str] = None,
+    dry_run: bool = False,
 ) -> ImportReport:
+    """`project`: one project for every run (a single project's folder imported on its own); else each
+    run's first folder under ROOT. `dry_run`: read and plan, write nothing (`report.planned`)."""
     report, chain = ImportReport(), readers(patterns, metrics_files)
     root = Path(root)
-    legacies: list[Legacy] = []
-    for folder in run_folders(root):
-        try:
-            legacies.append(read_folder(folder, root, chain, report.warnings))
-        except (ReadError, OSError) as exc:
-            report.warnings.append(f"{folder.name}: skipped: {exc}".splitlines()[0])
-    for legacy in legacies:
-        _clean_names(legacy, report.warnings)
-        legacy.reading.identity |= {k for k in legacy.reading.params if any(fnmatchcase(k, g) for g in ignore_keys)}
+    found = discover(root, chain)
+    report.not_runs = found.skipped
+    legacies = _read_all(found, root, chain, report, project)
+    if dry_run:
+        report.planned = [(str(r.folder), list(r.by_reader), r.name) for r in legacies]
+        return report
     metric = metric or headline(legacies)
     direction = direction or direction_of(metric)
-    names = {r.folder.name for r in legacies}
+    for legacy in legacies:
+        legacy.reading.identity |= {k for k in legacy.reading.params if any(fnmatchcase(k, g) for g in ignore_keys)}
+    by_folder = {(r.project, r.folder.name): r.name for r in legacies}
     earlier = tracker.find_runs(experiment, {t.TAG_KIND: t.KIND_IMPORT})
     run_ids = {r.tags.get(t.TAG_NAME): r.run_id for r in earlier}
     done = {r.tags.get(t.TAG_IMPORT_KEY) for r in earlier}
-    starts = {r.folder: r.reading.first_ms or int(r.folder.stat().st_mtime * 1000) for r in legacies}
+    starts = {r.name: r.reading.first_ms or int(r.folder.stat().st_mtime * 1000) for r in legacies}
     batch: list[t.FinishedRun] = []
-    for legacy in sorted(legacies, key=lambda r: (starts[r.folder], r.folder.name)):  # parents before children
+    for legacy in sorted(legacies, key=lambda r: (starts[r.name], r.name)):  # parents before children
         if legacy.key in done:
-            report.skipped.append(legacy.folder.name)
+            report.skipped.append(legacy.name)
             continue
-        run_ids[legacy.folder.name] = uuid.uuid4().hex  # chosen here, so a child names its parent in one batch
-        batch.append(_finished(legacy, run_ids, metric, direction, starts[legacy.folder], names))
+        run_ids[legacy.name] = uuid.uuid4().hex  # chosen here, so a child names its parent in one batch
+        batch.append(_finished(legacy, run_ids, metric, direction, starts[legacy.name], by_folder))
         if len(batch) == BATCH:
             _write(tracker, experiment, batch, report)
     _write(tracker, experiment, batch, report)
     return report
+
+
+def _read_all(found: Discovery, root: Path, chain: list[Reader], report: ImportReport, project: Optional[str]):
+    legacies: list[Legacy] = []
+    for run in found.runs:
+        try:
+            legacy = read_folder(run, root, chain, report.warnings)
+        except (ReadError, OSError) as exc:
+            report.warnings.append(f"{run.name}: skipped: {exc}".splitlines()[0])
+            continue
+        legacy.project = project or legacy.project
+        _clean_names(legacy, report.warnings)
+        legacies.append(legacy)
+    return legacies
 
 
 def _write(tracker: t.Tracker, experiment: str, batch: list[t.FinishedRun], report: ImportReport) -> None:
@@ -291,14 +314,16 @@ def _write(tracker: t.Tracker, experiment: str, batch: list[t.FinishedRun], repo
     batch.clear()
 
 
-def _finished(legacy: Legacy, run_ids: dict, metric: str, direction: str, start: int, names: set) -> t.FinishedRun:
+def _finished(legacy: Legacy, run_ids: dict, metric: str, direction: str, start: int, runs: dict) -> t.FinishedRun:
     r = legacy.reading
     outcome, reason = _outcome(r)
-    parent = _based_on(legacy, names)
-    end = r.last_ms or start
+    parent = _based_on(legacy, runs)
+    end = r.last_ms or (start + int(r.runtime_s * 1000) if r.runtime_s else start)
     tags = {
         t.TAG_KIND: t.KIND_IMPORT,
-        t.TAG_NAME: legacy.folder.name,
+        t.TAG_NAME: legacy.name,
+        t.TAG_PROJECT: legacy.project,
+        t.TAG_TIME_SOURCE: "log" if r.first_ms is not None else "file times (the files hold no time)",
         t.TAG_IMPORT_KEY: legacy.key,
         t.TAG_OUTCOME: outcome,
         t.TAG_REASON: reason,
@@ -309,7 +334,7 @@ def _finished(legacy: Legacy, run_ids: dict, metric: str, direction: str, start:
         t.TAG_EVAL_KEY: r.eval_key,
         t.TAG_IDENTITY_KEYS: ",".join(sorted(r.identity)) or None,
         t.TAG_IMPORT_READERS: ",".join(legacy.by_reader),
-        "tunelog.source": str(legacy.folder),
+        t.TAG_SOURCE: str(legacy.folder),
         **r.tags,
     }
     metrics = _metrics(r, start, end)
@@ -317,11 +342,11 @@ def _finished(legacy: Legacy, run_ids: dict, metric: str, direction: str, start:
     if final is not None and math.isfinite(final):
         metrics.append((t.SCORE_METRIC, t.score(final, direction), end, 0))
     return t.FinishedRun(
-        run_id=run_ids[legacy.folder.name],
-        name=legacy.folder.name,
+        run_id=run_ids[legacy.name],
+        name=legacy.name,
         start_ms=start,
         end_ms=end,
-        status="FINISHED" if outcome == "ok" else "FAILED",
+        status="FINISHED" if outcome == Outcome.OK else "FAILED",
         params={k: param_value(v) for k, v in r.params.items()},
         tags={k: str(v) for k, v in tags.items() if v is not None},
         metrics=metrics,

@@ -1,7 +1,7 @@
 """`lint`: the config doctor. Checks what a spec will actually do before any weight is loaded.
 
 Built-in rules live in `builtin.py`, one small function each, registered by id; the
-spec's own `rules:` (judged by `tunelog.rules`, the engine sweeps use too) run beside
+spec's own `rules:` (judged by `tunelog.spec.rules`, the engine sweeps use too) run beside
 them. A finding has an id, a severity, a message with the numbers, and the fix.
 """
 
@@ -11,8 +11,9 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ..rules import Facts, check_rule, facts_for, missing_names, rule_env
 from ..spec import Spec
+from ..spec.rules import Facts, check_rule, missing_names, rule_env
+from ..training.facts import facts_for
 
 SEVERITIES = ("error", "warning", "info")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 
-from ..rules import Facts, check_rule, hard_rules, rule_env
+from ..spec.rules import Facts, check_rule, hard_rules, rule_env
 from . import Finding
 
 RuleFn = Callable[[Facts], Iterable[Finding]]

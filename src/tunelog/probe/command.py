@@ -19,15 +19,17 @@ from pathlib import Path
 from statistics import median
 from typing import Any, Optional
 
-from ..data import read_texts
 from ..errors import TunelogError
 from ..spec import ProbeSpec, Spec
 from ..trainers.command import render_argv, run_command, script_cwd
+from ..training.data import read_texts
+from ..vocabulary import Outcome
 from .measure import Measurement, eta_seconds, step_time
 
 
 class CommandMeasurer:
-    def __init__(self, spec: Spec, cfg: ProbeSpec, budget: Optional[float]):
+    def __init__(self, spec: Spec, cfg: ProbeSpec, budget: Optional[float], device: object = None):
+        """`device` is the probe's own pick, unused: the script chooses its device itself."""
         self.spec, self.cfg, self.budget = spec, cfg, budget
         self.n_samples: Optional[int] = None
 
@@ -52,19 +54,21 @@ class CommandMeasurer:
             shutil.rmtree(output_dir, ignore_errors=True)
         peak = timing.memory_gb if timing.memory_gb is not None else ran.peak_gb
         budget = self.budget
-        if ran.outcome == "oom" or (budget is not None and peak > budget):
+        if ran.outcome == Outcome.OOM or (budget is not None and peak > budget):
             reason = (
-                ran.reason if ran.outcome == "oom" else f"printed peak {peak:.3f} GB above the {budget:g} GB budget"
+                ran.reason
+                if ran.outcome == Outcome.OOM
+                else f"printed peak {peak:.3f} GB above the {budget:g} GB budget"
             )
-            return Measurement(values, "oom", reason, peak_gb=peak, steps=ran.steps)
-        if ran.outcome != "ok":
-            return Measurement(values, "failed", f"{ran.outcome}: {ran.reason}", peak_gb=peak, steps=ran.steps)
+            return Measurement(values, Outcome.OOM, reason, peak_gb=peak, steps=ran.steps)
+        if ran.outcome != Outcome.OK:
+            return Measurement(values, Outcome.FAILED, f"{ran.outcome}: {ran.reason}", peak_gb=peak, steps=ran.steps)
         per_sample = spec.train.batch_size * spec.train.grad_accum
         sps = timing.samples_per_s(self.cfg.warmup_steps, per_sample)
         if sps is None:
             return Measurement(
                 values,
-                "failed",
+                Outcome.FAILED,
                 "nothing to time: the script printed fewer than two step lines "
                 "after warm-up; print steps or set probe.throughput_metric",
                 peak_gb=peak,
@@ -72,7 +76,7 @@ class CommandMeasurer:
             )
         return Measurement(
             values,
-            "ok",
+            Outcome.OK,
             "",
             sps,
             0.0,

@@ -12,11 +12,12 @@ from typing import Any, Optional
 
 import torch
 
-from .. import memory
-from ..data import TokenizedData, read_texts, tokenize
-from ..model import add_lora, check_machine, load_base_model, load_tokenizer
 from ..spec import ProbeSpec, Spec
-from ..step import TrainingStep
+from ..training import memory
+from ..training.data import TokenizedData, read_texts, tokenize
+from ..training.model import add_lora, check_machine, load_base_model, load_tokenizer
+from ..training.step import TrainingStep
+from ..vocabulary import Outcome
 from .measure import Measurement, _enough, eta_seconds, step_time
 
 
@@ -86,7 +87,7 @@ class InProcess:
                 if budget is not None and peak > budget:
                     return Measurement(
                         values,
-                        "oom",
+                        Outcome.OOM,
                         f"peak {peak:.3f} GB above the {budget:g} GB budget",
                         peak_gb=peak,
                         steps=step + 1,
@@ -97,7 +98,7 @@ class InProcess:
             sps = spec.train.batch_size * spec.train.grad_accum / per_step
             return Measurement(
                 values,
-                "ok",
+                Outcome.OK,
                 "",
                 sps,
                 tokens * spec.train.grad_accum / per_step,
@@ -106,7 +107,7 @@ class InProcess:
                 len(times),
             )
         except (torch.OutOfMemoryError, MemoryError) as exc:
-            return Measurement(values, "oom", str(exc).splitlines()[0][:200], peak_gb=memory.peak_gb(self.device))
+            return Measurement(values, Outcome.OOM, str(exc).splitlines()[0][:200], peak_gb=memory.peak_gb(self.device))
         finally:
             if stepper is not None:
                 stepper.release()

@@ -9,7 +9,14 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Optional, Protocol
 
+from ..errors import SpecError
 from ..spec import ParamSpec, ProbeSpec, Spec
+from ..spec.expressions import ExpressionError, parse
+from ..spec.plan import make_plan
+from ..spec.rules import expression_env
+from ..spec.scope import PLAN_NAMES
+from ..trainers.registry import capabilities
+from ..vocabulary import Outcome
 
 BATCH = "train.batch_size"
 ACCUM = "train.grad_accum"
@@ -49,7 +56,7 @@ class ProbeResult:
     runoff: list[dict[str, Any]] = field(default_factory=list)  # the finalists measured again, side by side
 
     def summary(self) -> dict[str, Any]:
-        ok = [m for m in self.measured if m.outcome == "ok"]
+        ok = [m for m in self.measured if m.outcome == Outcome.OK]
         return {
             "grid": self.grid_size,
             "tested": len(self.measured),
@@ -66,8 +73,8 @@ class ProbeResult:
                 }
                 for m in self.measured
             ],
-            "failed_oom": [m.values for m in self.measured if m.outcome == "oom"],
-            "failed": [{"config": m.values, "why": m.reason} for m in self.measured if m.outcome == "failed"],
+            "failed_oom": [m.values for m in self.measured if m.outcome == Outcome.OOM],
+            "failed": [{"config": m.values, "why": m.reason} for m in self.measured if m.outcome == Outcome.FAILED],
             "skipped": [{"config": m.values, "why": m.reason} for m in self.skipped],
             "rejected": [{"config": m.values, "rule": m.reason} for m in self.rejected],
             "best": None
@@ -132,18 +139,16 @@ def eta_seconds(spec: Spec, samples_per_s: float, n_samples: Optional[int]) -> O
     per_step = spec.train.batch_size * spec.train.grad_accum
     formula = spec.probe.total_steps if spec.probe else None
     if formula:
-        from ..expressions import ExpressionError, parse
-        from ..scope import with_leaves
-
-        env = with_leaves(spec.flat_params())
-        if n_samples is not None:
-            env["n_samples"] = n_samples
+        uses_plan = bool(set(parse(formula).names) & set(PLAN_NAMES))
+        if uses_plan and n_samples is None:
+            return None  # a training set only the script reads: no plan, so no ETA ("unknown (no dataset size)")
+        env = expression_env(spec, make_plan(spec, n_samples) if n_samples is not None else None)
         try:
             steps = float(parse(formula).evaluate(env))
-        except (ExpressionError, TypeError, ValueError):  # e.g. n_samples unknown: no ETA rather than a wrong one
-            return None
+        except (ExpressionError, TypeError, ValueError) as exc:
+            raise SpecError(spec.source, [("probe.total_steps", f"{formula!r} cannot be evaluated: {exc}")]) from None
         return steps * per_step / samples_per_s
-    if spec.trainer.type == "command":
+    if not capabilities(spec.trainer.type).in_process:
         return None  # the script decides its own length; without probe.total_steps tunelog cannot know it
     if spec.train.max_steps:
         return spec.train.max_steps * per_step / samples_per_s

@@ -17,13 +17,15 @@ from typing import Any, Optional
 
 import torch
 
-from .. import rules, space
 from .. import tracking as t
 from ..errors import SpecError
-from ..model import pick_device
-from ..plan import make_plan
-from ..spec import ProbeSpec, Spec
+from ..spec import ProbeSpec, Spec, rules, space
+from ..spec.plan import make_plan
 from ..tracking import Tracker
+from ..trainers.registry import capabilities, load
+from ..training.facts import model_hidden_size
+from ..training.model import pick_device
+from ..vocabulary import Outcome
 from .measure import (
     ACCUM,
     BATCH,
@@ -59,7 +61,8 @@ class Probe:
         self.cfg = spec.probe or ProbeSpec()  # the spec's probe section, its defaults when absent
         self.knobs = {**MEMORY_KNOBS, **{name: 1 for name in self.cfg.memory_knobs}}
         self.params = self.cfg.params or DEFAULT_PARAMS
-        if spec.trainer.type == "command" and not self.cfg.params:
+        self.trainer = capabilities(spec.trainer.type)
+        if not self.trainer.in_process and not self.cfg.params:
             self.params = {BATCH: DEFAULT_PARAMS[BATCH]}  # the script's own knobs are the user's to name
         # holding the effective batch: accumulation follows from the batch size, so the pick trains the same
         # optimisation as the user's config (only its speed and memory differ)
@@ -80,20 +83,14 @@ class Probe:
         if unknown:
             raise SpecError(spec.source, unknown)
         self.headroom = self.cfg.headroom
-        self.hidden = rules.model_hidden_size(spec)
+        self.hidden = model_hidden_size(spec)
         self.device = pick_device()
         if max_memory_gb is None and self.device.type == "cuda":
             max_memory_gb = torch.cuda.get_device_properties(self.device).total_memory / 1e9
         self.budget = max_memory_gb
         self.limit = max_memory_gb * (1 - self.headroom) if max_memory_gb else None
-        if spec.trainer.type == "command":
-            from .command import CommandMeasurer
-
-            self.measurer: Measurer = CommandMeasurer(spec, self.cfg, self.budget)
-        else:
-            from .inprocess import InProcess
-
-            self.measurer = InProcess(spec, self.cfg, self.budget, self.device)
+        measurer = load(self.trainer.probe_measurer)  # the in-process loop, or the user's script
+        self.measurer: Measurer = measurer(spec, self.cfg, self.budget, self.device)
 
     def measure(self, values: dict[str, Any]) -> Measurement:
         return self.measurer.measure(values)
@@ -102,7 +99,7 @@ class Probe:
 
     def skip_reason(self, values: dict[str, Any], done: list[Measurement]) -> str:
         for m in done:
-            if m.outcome == "oom" and at_least_as_large(values, m.values, self.knobs):
+            if m.outcome == Outcome.OOM and at_least_as_large(values, m.values, self.knobs):
                 return f"at least as large in every memory knob as {m.values}, which ran out of memory"
         predicted = self.predict_peak(values, done)
         if predicted is not None and self.limit is not None and predicted > self.limit:
@@ -114,7 +111,9 @@ class Probe:
 
     def predict_peak(self, values: dict[str, Any], done: list[Measurement]) -> Optional[float]:
         same = [
-            m for m in done if m.outcome == "ok" and group_key(m.values, self.knobs) == group_key(values, self.knobs)
+            m
+            for m in done
+            if m.outcome == Outcome.OK and group_key(m.values, self.knobs) == group_key(values, self.knobs)
         ]
         if len(same) < 3:  # a line through two points is too weak a reason to skip a candidate
             return None
@@ -176,7 +175,7 @@ class Probe:
         if known:
             return known[0]
         if forbidden:  # costs no training and can never be the pick
-            m = Measurement(values, "rejected", forbidden)
+            m = Measurement(values, Outcome.REJECTED, forbidden)
             result.rejected.append(m)
             self.echo(f"rule {values}: rejected by {forbidden}")
             return m
@@ -222,10 +221,10 @@ class Probe:
                 if budget_left is not None and budget_left <= 0:
                     break
                 m = self._try({**values, **defaults}, result, parent)
-                if m is None or m.outcome != "ok":
-                    if m is not None and m.outcome != "rejected" and budget_left is not None:
+                if m is None or m.outcome != Outcome.OK:
+                    if m is not None and m.outcome != Outcome.REJECTED and budget_left is not None:
                         budget_left -= 1
-                    if m is None or m.outcome == "oom":
+                    if m is None or m.outcome == Outcome.OOM:
                         break  # larger batches of this group need more memory still
                     continue
                 if budget_left is not None:
@@ -257,7 +256,7 @@ class Probe:
         keeping a batch only while it is faster. A few measurements, off the user's grid."""
         batches = sorted(c[BATCH] for c in group)
         larger = [b for b in batches if b > best.values[BATCH]]
-        fits = {m.values[BATCH] for m in result.measured if m.outcome == "ok"}
+        fits = {m.values[BATCH] for m in result.measured if m.outcome == Outcome.OK}
         if not larger or larger[0] in fits or self.effective or not isinstance(best.values[BATCH], int):
             return best
         low, high = best.values[BATCH], larger[0]
@@ -267,7 +266,7 @@ class Probe:
                 break
             knobs = {**{k: v for k, v in best.values.items() if k in self.params}, **defaults, BATCH: mid}
             m = self._try(knobs, result, parent)
-            if m is not None and m.outcome == "ok" and m.samples_per_s > best.samples_per_s:
+            if m is not None and m.outcome == Outcome.OK and m.samples_per_s > best.samples_per_s:
                 best, low = m, mid
             else:
                 high = mid
@@ -298,7 +297,7 @@ class Probe:
         for _ in range(rounds):
             for i, m in enumerate(top):
                 again = self.measure(m.values)
-                if again.outcome == "ok":
+                if again.outcome == Outcome.OK:
                     fresh[i].append(again.samples_per_s)
         scores = {i: sum(v) / len(v) for i, v in fresh.items() if v}
         winner = max(scores, key=scores.get) if scores else 0
@@ -308,7 +307,9 @@ class Probe:
 
     def _top(self, result: ProbeResult, k: int) -> list[Measurement]:
         """The k fastest measured candidates that fit the budget less headroom."""
-        fits = [m for m in result.measured if m.outcome == "ok" and (self.limit is None or m.peak_gb <= self.limit)]
+        fits = [
+            m for m in result.measured if m.outcome == Outcome.OK and (self.limit is None or m.peak_gb <= self.limit)
+        ]
         return sorted(fits, key=lambda m: -m.samples_per_s)[:k]
 
     def _best(self, result: ProbeResult) -> Optional[Measurement]:
@@ -344,7 +345,7 @@ class Probe:
         )
 
     def _report(self, run: t.RunLogger, result: ProbeResult) -> None:
-        from .. import plots
+        from ..training import plots
 
         summary = result.summary()
         run.log_text(json.dumps(summary, indent=2, default=str), "probe_summary.json")
@@ -366,6 +367,6 @@ class Probe:
                 "probe/tested": len(result.measured),
                 "probe/skipped": len(result.skipped),
                 "probe/rejected": len(result.rejected),
-                "probe/oom": sum(1 for m in result.measured if m.outcome == "oom"),
+                "probe/oom": sum(1 for m in result.measured if m.outcome == Outcome.OOM),
             }
         )

@@ -12,11 +12,11 @@ from typing import Any, Optional
 import optuna
 from optuna.trial import TrialState
 
-from .. import space
 from .. import tracking as t
 from ..errors import SweepStuck
-from ..spec import Spec
+from ..spec import Spec, space
 from ..tracking import Tracker
+from ..vocabulary import Direction, Outcome
 from .study import (
     ATTR_CONFIG,
     ATTR_OUTCOME,
@@ -50,8 +50,8 @@ def best_trials(study: optuna.Study, k: int) -> list[optuna.trial.FrozenTrial]:
         for tr in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         if all(v <= 0 for v in tr.constraints.values())
     ]
-    reverse = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
-    return sorted(done, key=lambda tr: tr.values[0], reverse=reverse)[:k]
+    direction = Direction(study.directions[0].name.lower())  # ties: the lower trial number, as Optuna's best
+    return sorted(done, key=lambda tr: direction.sort_key(tr.values[0]))[:k]
 
 
 def pareto_front(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
@@ -84,7 +84,7 @@ def counts(study: optuna.Study) -> dict[str, int]:
     }
     for tr in study.get_trials(deepcopy=False):
         outcome = tr.user_attrs.get(ATTR_OUTCOME)
-        if outcome == "over_budget":
+        if outcome == Outcome.OVER_BUDGET:
             continue
         if outcome == INTERRUPTED and tr.state == TrialState.FAIL:
             out[INTERRUPTED] += 1
@@ -93,13 +93,13 @@ def counts(study: optuna.Study) -> dict[str, int]:
             out["complete"] += 1
         elif tr.state == TrialState.RUNNING:
             out["running"] += 1
-        elif outcome == "rejected":
+        elif outcome == Outcome.REJECTED:
             out["rejected"] += 1
         elif tr.state == TrialState.PRUNED:
             out["pruned"] += 1
         elif tr.state == TrialState.FAIL:
             out["failed"] += 1
-            if outcome in ("diverged", "oom"):
+            if outcome in (Outcome.DIVERGED, Outcome.OOM):
                 out[outcome] += 1
     return out
 
@@ -124,7 +124,7 @@ def analyze(study: optuna.Study, tracker: Tracker, run: t.RunLogger, spec: Spec)
         run.log_metrics(
             {"sweep/best_value": best.values[0], t.SCORE_METRIC: t.score(best.values[0], spec.tracking.direction)}
         )
-        run.set_tags({"tunelog.best_trial": best.number, "tunelog.best_run_id": summary.best_run_id})
+        run.set_tags({t.TAG_BEST_TRIAL: best.number, t.TAG_BEST_RUN_ID: summary.best_run_id})
         _mark_best(study, tracker, summary.best_run_id)
     if spec.search and spec.search.second_objective:
         _log_pareto(study, run, [spec.tracking.metric, spec.search.second_objective.metric])

@@ -18,15 +18,16 @@ from typing import Any, Optional
 import optuna
 from optuna.trial import TrialState
 
-from .. import rules, space
 from .. import tracking as t
 from ..errors import SpecError, SweepStuck, TrainingInterrupted
-from ..owner import on_this_host, owner_tag
-from ..plan import make_plan
-from ..redact import redact_url
-from ..spec import SearchSpec, Spec, flatten
+from ..spec import SearchSpec, Spec, flatten, rules, space
+from ..spec.plan import make_plan
 from ..tracking import Tracker
 from ..train import run_training
+from ..training.facts import model_hidden_size
+from ..util.owner import on_this_host, owner_tag
+from ..util.redact import redact_url
+from ..vocabulary import Outcome
 from .analysis import REFINED, SweepSummary, analyze, best_trials, counts
 from .study import (
     ATTR_CONFIG,
@@ -90,10 +91,10 @@ class Sweep:
         self.narrowed: list[str] = []
         if opts.refine_from:
             self._refine(opts.refine_from)
-        from ..data import read_texts
+        from ..training.data import read_texts
 
         self.n_samples = len(read_texts(self.spec, self.spec.data.train, "data.train"))
-        self.hidden = rules.model_hidden_size(self.spec)
+        self.hidden = model_hidden_size(self.spec)
 
     # study, resume, seeding
 
@@ -135,9 +136,9 @@ class Sweep:
             t.TAG_NAME: self.study_name,
             t.TAG_METRIC: self.spec.tracking.metric,
             t.TAG_DIRECTION: self.spec.tracking.direction,
-            "tunelog.storage": redact_url(self.storage_url),
-            "tunelog.refined_from": self.opts.refine_from,
-            "tunelog.n_trials": self.n_trials,
+            t.TAG_STORAGE: redact_url(self.storage_url),
+            t.TAG_REFINED_FROM: self.opts.refine_from,
+            t.TAG_N_TRIALS: self.n_trials,
             STUDY_HASH: space_hash(self.spec, self.search),
         }
         if self.narrowed:
@@ -232,11 +233,11 @@ class Sweep:
                 break
             trial = study.ask()
             if used_budget(study, before=trial.number) >= self.n_trials:  # another worker took the last slot
-                trial.set_user_attr(ATTR_OUTCOME, "over_budget")
+                trial.set_user_attr(ATTR_OUTCOME, Outcome.OVER_BUDGET)
                 study.tell(trial, state=TrialState.FAIL)
                 break
             outcome, rule = self.run_trial(study, trial, sweep_run_id)
-            streak = streak + 1 if outcome == "rejected" else 0
+            streak = streak + 1 if outcome == Outcome.REJECTED else 0
             if rule:
                 why[rule] = why.get(rule, 0) + 1
             if streak >= self.search.max_consecutive_rejections:
@@ -289,15 +290,15 @@ class Sweep:
         self, study, trial, spec: Spec, values: dict, verdict: rules.Verdict, tags: dict, sweep_run_id: str
     ) -> str:
         """Record the rejection: Optuna state and attributes, and a light MLflow run (the sampled values only)."""
-        trial.set_user_attr(ATTR_OUTCOME, "rejected")
+        trial.set_user_attr(ATTR_OUTCOME, Outcome.REJECTED)
         trial.set_user_attr(ATTR_REASON, f"{verdict.rule}: {verdict.reason}")
-        tags.update({t.TAG_OUTCOME: "rejected", t.TAG_REASON: f"{verdict.rule}: {verdict.reason}"})
+        tags.update({t.TAG_OUTCOME: Outcome.REJECTED, t.TAG_REASON: f"{verdict.rule}: {verdict.reason}"})
         run_id = self.tracker.log_closed_run(
             spec.tracking.experiment, spec.tracking.run_name or "", tags, values, parent_run_id=sweep_run_id
         )
         trial.set_user_attr(ATTR_RUN, run_id)
         study.tell(trial, state=TrialState.PRUNED)
-        return "rejected"
+        return Outcome.REJECTED
 
     def _train(self, study, trial, spec: Spec, tags: dict, sweep_run_id: str) -> str:
         multi = self.search.second_objective is not None
@@ -325,18 +326,18 @@ class Sweep:
             study.tell(trial, state=TrialState.FAIL)
             raise
         except Exception as exc:  # the run is already closed FAILED by the tracker; the sweep goes on
-            trial.set_user_attr(ATTR_OUTCOME, "failed")
+            trial.set_user_attr(ATTR_OUTCOME, Outcome.FAILED)
             trial.set_user_attr(ATTR_REASON, f"{type(exc).__name__}: {exc}"[:500])
             study.tell(trial, state=TrialState.FAIL)
             self.opts.echo(f"trial {trial.number}: failed ({type(exc).__name__}: {exc})")
-            return "failed"
+            return Outcome.FAILED
         trial.set_user_attr(ATTR_OUTCOME, result.outcome)
         trial.set_user_attr(ATTR_REASON, result.reason)
         value = result.metrics.get(spec.tracking.metric)
-        if result.outcome == "pruned":
+        if result.outcome == Outcome.PRUNED:
             study.tell(trial, state=TrialState.PRUNED)
-        elif result.outcome != "ok" or value is None:
-            if value is None and result.outcome == "ok":
+        elif result.outcome != Outcome.OK or value is None:
+            if value is None and result.outcome == Outcome.OK:
                 trial.set_user_attr(ATTR_REASON, f"metric {spec.tracking.metric!r} was not produced")
             study.tell(trial, state=TrialState.FAIL)
         else:

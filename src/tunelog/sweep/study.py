@@ -20,13 +20,13 @@ from typing import Any, Optional
 import optuna
 from optuna.trial import TrialState
 
-from .. import rules, space
 from .. import tracking as t
 from ..errors import SpecError, TunelogError
-from ..owner import owner_dead
-from ..redact import redact_url
-from ..spec import SearchSpec, Spec
+from ..spec import SearchSpec, Spec, rules, space
 from ..tracking import Tracker
+from ..util.owner import owner_dead
+from ..util.redact import redact_url
+from ..vocabulary import Outcome
 
 ATTR_RUN = "tunelog.run_id"
 ATTR_OUTCOME = "tunelog.outcome"
@@ -38,7 +38,7 @@ STUDY_SPACE = "tunelog.search"
 STUDY_ENQUEUED = "tunelog.enqueued"
 STUDY_HASH = "tunelog.space_hash"  # what the study searches: a different space under its name is refused
 STUDY_REQUEUED = "tunelog.requeued"  # numbers of interrupted trials already queued again
-INTERRUPTED = "interrupted"  # Ctrl-C, SIGTERM or a dead worker: the trial runs again on resume
+INTERRUPTED = Outcome.INTERRUPTED  # Ctrl-C, SIGTERM or a dead worker: the trial runs again on resume
 HEARTBEAT_SECONDS, GRACE_SECONDS = 10, 60
 CLAIM_PREFIX = "tunelog-claim:"  # empty marker studies: the storage's unique study names make a claim atomic
 START_WAIT_SECONDS = 120  # how long a joining invocation waits for the starter's sweep run
@@ -57,8 +57,8 @@ def default_storage(tracker_uri: str) -> str:
     per write than SQLite, safe for many processes on one machine. Many machines: --storage
     with a PostgreSQL URL (heartbeats then let a worker fail another machine's dead trials).
     """
-    if tracker_uri.startswith("sqlite:///"):
-        return str(Path(tracker_uri[len("sqlite:///") :]).resolve().parent / "optuna.journal")
+    if (db := t.sqlite_path(tracker_uri)) is not None:
+        return str(db.resolve().parent / "optuna.journal")
     # one journal per server: a study's trials point at runs of the store they were logged to
     server = hashlib.sha256(redact_url(tracker_uri).encode()).hexdigest()[:8]
     return str(t.default_store_dir() / f"optuna-{server}.journal")
@@ -263,12 +263,16 @@ def recover(study: optuna.Study, tracker: Tracker, echo: Callable[[str], None], 
             continue  # another invocation failed it first
         tr = storage.get_trial(trial_id)
         run_id = tr.user_attrs.get(ATTR_RUN)
-        if run_id and tracker.close_run(run_id, "KILLED", "failed", "worker died mid-trial; failed by another worker"):
+        if run_id and tracker.close_run(
+            run_id, "KILLED", Outcome.FAILED, "worker died mid-trial; failed by another worker"
+        ):
             echo(f"trial {tr.number}: its worker died; trial failed and run {run_id} closed KILLED")
     if startup:  # failed trials whose runs were left open (a crash between the two writes, an older tunelog)
         for tr in (t_ for t_ in trials if t_.state == TrialState.FAIL):
             run_id = tr.user_attrs.get(ATTR_RUN)
-            if run_id and tracker.close_run(run_id, "KILLED", "failed", "worker died mid-trial; failed on resume"):
+            if run_id and tracker.close_run(
+                run_id, "KILLED", Outcome.FAILED, "worker died mid-trial; failed on resume"
+            ):
                 echo(f"trial {tr.number}: its worker died; trial failed and run {run_id} closed KILLED")
     if not dead and not any(tr.user_attrs.get(ATTR_OUTCOME) == INTERRUPTED for tr in trials):
         return []
@@ -312,7 +316,7 @@ def used_budget(study: optuna.Study, before: Optional[int] = None) -> int:
         1
         for tr in study.get_trials(deepcopy=False)
         if tr.state != TrialState.WAITING
-        and tr.user_attrs.get(ATTR_OUTCOME) not in ("over_budget", INTERRUPTED)
+        and tr.user_attrs.get(ATTR_OUTCOME) not in (Outcome.OVER_BUDGET, INTERRUPTED)
         and (before is None or tr.number < before)
     )
 

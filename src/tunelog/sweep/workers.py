@@ -11,13 +11,21 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from typing import TYPE_CHECKING, Optional
+from typing import Any, Optional, Protocol
 
-from ..devices import visible_gpus
 from ..errors import TunelogError
+from ..training.devices import visible_gpus
 
-if TYPE_CHECKING:
-    from .loop import Sweep
+
+class Sweep(Protocol):
+    """What the workers need of `loop.Sweep` (a Protocol: workers sit below the loop that starts them)."""
+
+    opts: Any
+    spec: Any
+    tracker: Any
+    storage_url: str
+    study_name: str
+    n_trials: Optional[int]
 
 
 def default_workers(env: dict[str, str], gpus_per_trial: int) -> int:

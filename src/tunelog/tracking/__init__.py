@@ -9,7 +9,10 @@
 - `registry`: model versions, aliases, `models:/` URIs;
 - `models`: trained adapters as LoggedModels (the transformers flavor), datasets, system metrics.
 
-`Tracker` joins the three halves over one MLflow client. See docs/tracking-contract.md.
+- `uri`: what kind of store a tracking URI names (SQLite file, database, server), decided once.
+
+`Tracker` puts the reads, the writes, the registry and finished-run writing over one MLflow client.
+See docs/tracking-contract.md.
 """
 
 from __future__ import annotations
@@ -21,14 +24,8 @@ from .models import model_adapter
 from .registry import RegistryOps, resolve_model_uri, run_model_id
 from .run import RunLogger, RunWrites
 from .sqlite_file import check_sqlite_store, create_sqlite_store_once, keep_reserve, sqlite_damage
-from .store import (
-    StoreReads,
-    client_for,
-    default_store_dir,
-    download_artifacts,
-    tracking_uri,
-    tune_sqlite,
-)
+from .store import StoreReads, client_for, default_store_dir, download_artifacts, tracking_uri, tune_sqlite
+from .uri import browsable_with_mlflow_ui, is_database, is_server, is_sqlite, sqlite_path
 
 
 class Tracker(StoreReads, RunWrites, RegistryOps, FinishedRuns):
@@ -36,7 +33,7 @@ class Tracker(StoreReads, RunWrites, RegistryOps, FinishedRuns):
 
     def __init__(self, uri: str | None = None):
         self.uri = uri or tracking_uri()
-        if self.uri.startswith("sqlite:"):
+        if is_sqlite(self.uri):
             check_sqlite_store(self.uri)
             tune_sqlite()
             create_sqlite_store_once(self.uri)

@@ -7,11 +7,12 @@ same tags works as well as one tunelog started. Documented in docs/tracking-cont
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Optional, TypeVar
+
+from ..vocabulary import Direction, Outcome
 
 TAG_KIND = "tunelog.kind"  # train, trial, sweep, probe, stage, pipeline, import
 TAG_BASED_ON = "tunelog.based_on"  # run id this run derives from
@@ -31,7 +32,7 @@ TAG_PARENT = "mlflow.parentRunId"
 # table, charts) rather than the GenAI one (traces), which says nothing about fine-tunes
 TAG_EXPERIMENT_KIND = "mlflow.experimentKind"
 TAG_RUN_NAME = "mlflow.runName"
-OUTCOMES = ("ok", "oom", "diverged", "rejected", "failed", "pruned", "incomplete")
+OUTCOMES = tuple(Outcome)  # every value tunelog.outcome may hold, the sweep-only ones included
 TAG_EVAL_KEY = "tunelog.eval_key"  # what the headline was measured on (a hash of data.eval): only equal keys compare
 TAG_GPUS = "tunelog.gpus"  # GPUs the run trained on (0: the CPU); with its wall time, the run's device-hours
 TAG_STUDY = "tunelog.study"  # sweep trials and the sweep run: the Optuna study's name
@@ -60,6 +61,20 @@ TAG_IMPORT_READERS = "tunelog.import_readers"  # the readers that understood the
 # params that name the run rather than what it did (output paths, run names, seeds-as-ids), comma-joined:
 # recorded, but left out of "what changed", repeats, change sets and effects
 TAG_IDENTITY_KEYS = "tunelog.identity_keys"
+TAG_PROJECT = "tunelog.project"  # imported runs: the project folder they came from (lineage stays inside it)
+TAG_TIME_SOURCE = "tunelog.time_source"  # imported runs: where the start and end times came from
+TAG_CHECKPOINTS = "tunelog.checkpoints"  # imported runs: the checkpoint folders (or saved LoRAs) found, in order
+TAG_SOURCE = "tunelog.source"  # imported runs: the folder they were read from
+TAG_TRAINER = "tunelog.trainer"  # who trained when it was not tunelog's own loop ("hf-callback")
+TAG_REPRODUCES = "tunelog.reproduces"  # `tunelog reproduce`: the run this one reruns
+TAG_STAGE = "tunelog.stage"  # pipeline stages: the stage's name...
+TAG_STAGE_INDEX = "tunelog.stage_index"  # ...and its 1-based position
+TAG_REUSED_STAGES = "tunelog.reused_stages"  # the pipeline run: stages taken from finished twins, not trained
+TAG_BEST_TRIAL = "tunelog.best_trial"  # the sweep run: its best trial's number...
+TAG_BEST_RUN_ID = "tunelog.best_run_id"  # ...and that trial's run
+TAG_STORAGE = "tunelog.storage"  # the sweep run: the study storage (credentials redacted)
+TAG_REFINED_FROM = "tunelog.refined_from"  # the sweep run: the study `--refine-from` narrowed the space from
+TAG_N_TRIALS = "tunelog.n_trials"  # the sweep run: its trial budget (a tag: a resumed sweep may get another)
 
 # --- run kinds (tag tunelog.kind) ---------------------------------------------------
 KIND_TRAIN = "train"  # one fine-tune (`tunelog train`, `reproduce`)
@@ -73,7 +88,7 @@ KIND_CHANGELOG = "changelog"  # the changelog written as an artifact
 KINDS = (KIND_TRAIN, KIND_TRIAL, KIND_SWEEP, KIND_PROBE, KIND_STAGE, KIND_PIPELINE, KIND_IMPORT, KIND_CHANGELOG)
 ADAPTER_KINDS = (KIND_TRAIN, KIND_STAGE, KIND_TRIAL)  # runs that save an adapter: what promote may register
 
-MINIMIZE, MAXIMIZE = "minimize", "maximize"
+MINIMIZE, MAXIMIZE = Direction.MINIMIZE, Direction.MAXIMIZE
 
 # The headline value once more under one name for every kind of run, oriented so lower is better
 # (a maximized metric is negated): one column in the MLflow UI that sorts trials, stages and imports alike.
@@ -81,16 +96,12 @@ SCORE_METRIC = "tunelog/score"
 
 
 def score(value: float, direction: str) -> float:
-    return -value if direction == MAXIMIZE else value
+    return Direction.of(direction).score(value)
 
 
 def better(a: float, b: float, direction: str) -> bool:
-    """True when `a` is strictly better than `b`; a NaN is never better, and anything beats a NaN."""
-    if math.isnan(a):
-        return False
-    if math.isnan(b):
-        return True
-    return a > b if direction == MAXIMIZE else a < b
+    """True when `a` is strictly better than `b` (see `Direction.better`)."""
+    return Direction.of(direction).better(a, b)
 
 
 T = TypeVar("T")
@@ -107,15 +118,8 @@ def main_eval_key(keys: Sequence[Optional[str]]) -> Optional[str]:
 
 
 def best_of(items: Iterable[T], value, direction: str) -> Optional[T]:
-    """The item whose `value(item)` is best (finite values only; None values skipped); None when none."""
-    best, best_value = None, math.nan
-    for item in items:
-        v = value(item)
-        if v is None or not math.isfinite(v):
-            continue
-        if best is None or better(v, best_value, direction):
-            best, best_value = item, v
-    return best
+    """The item whose `value(item)` is best (finite values only; ties: the first given)."""
+    return Direction.of(direction).best(items, value)
 
 
 @dataclass(frozen=True)
@@ -150,5 +154,5 @@ class RunRecord:
         return self.tags.get(TAG_METRIC, "eval/loss")
 
     @property
-    def direction(self) -> str:
-        return self.tags.get(TAG_DIRECTION, MINIMIZE)
+    def direction(self) -> Direction:
+        return Direction.of(self.tags.get(TAG_DIRECTION))

@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..errors import TrainingInterrupted
-from ..owner import owner_tag
+from ..util.owner import owner_tag
+from ..vocabulary import Outcome
 from .contract import (
     ADAPTER_ARTIFACT,
     OUTCOMES,
@@ -33,6 +34,7 @@ from .contract import (
     TAG_RUN_NAME,
 )
 from .sqlite_file import closed_on_full_disk, disk_full, release_reserve
+from .uri import sqlite_path
 
 _FLUSH_SECONDS = 2.0
 
@@ -212,8 +214,8 @@ class RunWrites:
         if found is not None:
             return found.experiment_id
         location = None
-        if self.uri.startswith("sqlite:///"):  # a local store: artifacts beside the SQLite file
-            location = (Path(self.uri[len("sqlite:///") :]).resolve().parent / "artifacts").as_uri()
+        if (db := sqlite_path(self.uri)) is not None:  # a local store: artifacts beside the SQLite file
+            location = (db.resolve().parent / "artifacts").as_uri()
         try:
             return self.client.create_experiment(
                 name, artifact_location=location, tags={TAG_EXPERIMENT_KIND: "finetuning"}
@@ -344,8 +346,8 @@ def _record_failure(run: RunLogger, reason: str) -> None:
     """Outcome `failed` unless the body already recorded a more precise one (oom, diverged...)."""
     try:
         current = run.client.get_run(run.run_id).data.tags.get(TAG_OUTCOME)
-        if current in (None, "", "ok"):
-            run.set_outcome("failed", reason)
+        if current in (None, "", Outcome.OK):
+            run.set_outcome(Outcome.FAILED, reason)
     except Exception:  # never let bookkeeping hide the original error
         pass
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Optional
 
 from ..errors import TunelogError
+from .uri import sqlite_path
 
 _DAMAGE = re.compile(r"malformed|not a database|file is encrypted|disk image", re.I)
 _FULL = re.compile(r"database or disk is full|no space left on device|disk quota exceeded", re.I)
@@ -37,9 +38,9 @@ def check_sqlite_store(uri: str) -> None:
     """A damaged SQLite store file refused in one line before MLflow opens it (MLflow would retry for
     minutes, warning each time): its header is SQLite's and the file is as long as the header says.
     O(1): the first 100 bytes and the file's size, not a scan of the database."""
-    if not uri.startswith("sqlite:///"):
+    if sqlite_path(uri) is None:
         return
-    path = Path(uri[len("sqlite:///") :])
+    path = sqlite_path(uri)
     if not path.is_file() or path.stat().st_size == 0:
         return  # MLflow makes a new store there
     size = path.stat().st_size
@@ -65,9 +66,9 @@ def create_sqlite_store_once(uri: str) -> None:
     """A new SQLite store's tables made by one process at a time: MLflow creates them on first use, and
     three sweeps started together on a store that does not exist yet raced to it ("table latest_metrics
     already exists"). A file lock beside the store; the others find the tables made and go on."""
-    if not uri.startswith("sqlite:///"):
+    if sqlite_path(uri) is None:
         return
-    path = Path(uri[len("sqlite:///") :])
+    path = sqlite_path(uri)
     if path.is_file() and path.stat().st_size > 0:
         return
     import fcntl
@@ -92,7 +93,7 @@ def damaged_store_line(exc: BaseException) -> Optional[str]:
     from .store import tracking_uri
 
     uri = tracking_uri()
-    path = uri[len("sqlite:///") :] if uri.startswith("sqlite:///") else None
+    path = str(sqlite_path(uri)) if sqlite_path(uri) is not None else None
     where = f"the MLflow store {path}" if path and not _sound(path) else "an SQLite database tunelog uses"
     return (
         f"error: {where} is damaged ({said}); nothing was written to it. Restore it from a backup, or point "
@@ -136,7 +137,8 @@ def disk_full(exc: BaseException) -> Optional[str]:
 
 
 def _reserve(uri: str) -> Optional[Path]:
-    return Path(uri[len("sqlite:///") :] + ".tunelog-reserve") if uri.startswith("sqlite:///") else None
+    db = sqlite_path(uri)
+    return db.with_name(db.name + ".tunelog-reserve") if db is not None else None
 
 
 def keep_reserve(uri: str) -> None:
@@ -172,7 +174,7 @@ def full_disk_line(exc: BaseException) -> Optional[str]:
     from .store import tracking_uri
 
     uri = tracking_uri()
-    where = uri[len("sqlite:///") :] if uri.startswith("sqlite:///") else "tunelog's files"
+    where = str(sqlite_path(uri) or "tunelog's files")
     closed = (
         f"run {', '.join(closed_on_full_disk)} closed FAILED"
         if closed_on_full_disk

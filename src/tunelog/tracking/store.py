@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..errors import TunelogError
-from ..owner import owner_dead
-from ..redact import redact_url
+from ..util.owner import owner_dead
+from ..util.redact import redact_url
 from . import bulk
 from .contract import TAG_OWNER, RunRecord
+from .uri import is_database, is_server
 
 DEFAULT_STORE_DIR = "mlruns"
 # MLflow draws a progress bar per artifact download; a stage chain makes many tiny ones.
@@ -163,12 +164,12 @@ class StoreReads:
             raise TunelogError(
                 f"no experiment {experiment!r} in {redact_url(self.uri)}; experiments: {', '.join(names) or 'none'}"
             )
-        if self.uri.split(":", 1)[0].split("+")[0] in ("sqlite", "postgresql", "mysql", "mssql"):
+        if is_database(self.uri):
             try:
                 return self._all_runs_sql(found.experiment_id, experiment)
             except Exception:  # an MLflow schema this code does not know: take the slow, supported road
                 pass
-        if self.uri.startswith(("http://", "https://")):
+        if is_server(self.uri):
             served = self._all_runs_server(found.experiment_id, experiment)
             if served is not None:
                 return served
@@ -207,7 +208,7 @@ class StoreReads:
         windows at once: the server's time goes into turning runs into JSON, one request is one of its
         workers busy (16 s for 10,000 runs), and its workers serve windows side by side (under 10 s on 2
         cores)."""
-        if not self.uri.startswith(("http://", "https://")):
+        if not is_server(self.uri):
             return self._search_window(experiment_id, experiment, "")
         ends = [
             self.client.search_runs([experiment_id], max_results=1, order_by=[f"attributes.start_time {way}"])
@@ -225,7 +226,7 @@ class StoreReads:
             return [record for part in parts for record in part]
 
     def _search_window(self, experiment_id: str, experiment: str, where: str) -> list[RunRecord]:
-        if self.uri.startswith(("http://", "https://")):
+        if is_server(self.uri):
             try:
                 return self._search_window_json(experiment_id, experiment, where)
             except Exception:  # an older or newer server's answer this code does not know: the client's road

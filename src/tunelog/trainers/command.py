@@ -21,25 +21,27 @@ import sys
 import tempfile
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from .. import attach
 from .. import tracking as t
-from ..devices import visible_gpus
 from ..errors import SpecError
-from ..logparse import LogParser
-from ..memory import ProcessTreeMemory
-from ..outcomes import nonfinite_line, truncation
+from ..integrations import attach
+from ..logs.judge import OOM_WORDS, Evidence, judge, nonfinite_line
+from ..logs.parse import LogParser
 from ..spec import Spec
 from ..tracking import RunLogger
+from ..training.devices import visible_gpus
+from ..training.memory import ProcessTreeMemory
+from ..vocabulary import Outcome
 from . import EvalHook, Result
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][\w.]*)\}")
 _SHELLS = {"sh", "bash", "dash", "zsh", "ksh"}
-_OOM = re.compile(r"out of memory|OutOfMemoryError|CUBLAS_STATUS_ALLOC_FAILED|std::bad_alloc", re.I)
+TAIL_LINES = 200  # the end of a script's output kept for the judge (and the failure's reason)
 
 
 def render_argv(spec: Spec, output_dir: Path, argv: Optional[list[str]] = None) -> list[str]:
@@ -143,7 +145,7 @@ def run_command(
 
     With `memory_budget_gb` (the probe's budget) a script whose process tree goes over it is stopped
     and its outcome is oom, as if the GPU had run out. With `run`, a script using `TunelogCallback`
-    writes into that run (`tunelog.attach`): once it says so, its stdout is no longer parsed for metrics,
+    writes into that run (`tunelog.integrations.attach`): once it says so, its stdout is no longer parsed for metrics,
     its evals go to `on_metrics` unlogged, a stop is asked through the stop file (the Trainer ends its
     step and saves nothing), and its outcome is the callback's. Without `run` the callback stays off.
     """
@@ -179,12 +181,14 @@ def run_command(
     watch = _Watch(proc, spec.trainer.timeout)
     sampler = ProcessTreeMemory(proc.pid, memory_budget_gb, on_over=lambda: _stop(proc))
     final: dict[str, float] = {}
-    outcome, reason, oom_line, steps, named_step, epoch = "ok", "", "", 0, None, None
+    outcome, reason, oom_line, steps, named_step, epoch = Outcome.OK, "", "", 0, None, None
+    tail: deque[str] = deque(maxlen=TAIL_LINES)
     attached, told, grace = False, None, None  # the callback's presence, its outcome, the stop's deadline
     try:
         for line in proc.stdout:  # type: ignore[union-attr]
-            if _OOM.search(line):
-                oom_line = line.strip()[:300]
+            tail.append(line)
+            if not oom_line and OOM_WORDS.search(line):
+                oom_line = line
             said = attach.parse(line) if run is not None else None
             if said is not None:
                 kind, payload = said
@@ -192,7 +196,7 @@ def run_command(
                     attached = True
                 elif kind == "outcome":
                     told = payload
-                elif kind == "eval" and outcome == "ok":
+                elif kind == "eval" and outcome == Outcome.OK:
                     step, metrics = payload
                     named_step = steps = max(step, steps)
                     final.update(metrics)
@@ -200,7 +204,7 @@ def run_command(
                         shown = ", ".join(
                             f"{k} {v:.4g}" for k, v in metrics.items() if not k.endswith(("runtime", "_per_second"))
                         )
-                        outcome, reason = "pruned", f"pruned at step {step} ({shown})"
+                        outcome, reason = Outcome.PRUNED, f"pruned at step {step} ({shown})"
                         stop_file.write_text("pruned\n")  # the callback ends training at its next step
                         grace = threading.Timer(STOP_GRACE_S, _stop, args=(proc,))
                         grace.daemon = True
@@ -211,7 +215,7 @@ def run_command(
             _, step, metrics = parser.parse_line(line)
             if not metrics:
                 if nonfinite_line(line):  # `loss is nan at batch 1200`: diverged, whatever numbers follow
-                    outcome, reason = "diverged", f"log says {line.strip()[:200]}"
+                    outcome, reason = Outcome.DIVERGED, f"log says {line.strip()[:200]}"
                     _stop(proc)
                     break
                 continue
@@ -222,11 +226,11 @@ def run_command(
             stop = on_metrics(step or steps, metrics)
             final.update(metrics)
             if stop:
-                outcome, reason = "pruned", f"pruned at step {step or steps}: {line.strip()[:200]}"
+                outcome, reason = Outcome.PRUNED, f"pruned at step {step or steps}: {line.strip()[:200]}"
                 _stop(proc)
                 break
             if any("loss" in k and not math.isfinite(v) for k, v in metrics.items()):
-                outcome, reason = "diverged", f"non-finite loss at step {step or steps}: {line.strip()[:200]}"
+                outcome, reason = Outcome.DIVERGED, f"non-finite loss at step {step or steps}: {line.strip()[:200]}"
                 _stop(proc)
                 break
         code = proc.wait()
@@ -238,19 +242,25 @@ def run_command(
         sampler.stop()
         if grace is not None:
             grace.cancel()
-    if attached and told and outcome == "ok" and code == 0:
+    if attached and told and outcome == Outcome.OK and code == 0:
         outcome, reason = told  # diverged, incomplete or ok, as the callback saw training end
-        if outcome == "pruned":
-            outcome = "ok"  # a stop file tunelog did not write: nothing was pruned
+        if outcome == Outcome.PRUNED:
+            outcome = Outcome.OK  # a stop file tunelog did not write: nothing was pruned
     if sampler.over:
-        outcome, reason = "oom", sampler.over
+        outcome, reason = Outcome.OOM, sampler.over
     elif watch.fired:
-        outcome, reason = "failed", f"timeout after {spec.trainer.timeout:g}s"
-    elif outcome == "ok" and code != 0:
-        outcome, reason = ("oom", oom_line) if oom_line else ("failed", f"exit code {code}")
-    elif outcome == "ok" and not attached:
-        cut = truncation(configured_length(spec), named_step, epoch)
-        outcome, reason = ("incomplete", cut) if cut else (outcome, reason)
+        outcome, reason = Outcome.FAILED, f"timeout after {spec.trainer.timeout:g}s"
+    elif outcome == Outcome.OK and (code != 0 or not attached):
+        lines = list(tail) if not oom_line or oom_line in tail else [oom_line, *tail]
+        evidence = Evidence(
+            lines=lines,
+            exit_code=code,
+            params=configured_length(spec) if not attached else {},
+            max_step=named_step,
+            last_epoch=epoch,
+            where="the script's output",
+        )
+        outcome, reason = judge(evidence)
     return Ran(outcome, reason, steps, final, time.monotonic() - start, sampler.peak_gb)
 
 

@@ -17,17 +17,18 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
-from .. import memory, plots
-from .. import samples as answers
 from .. import tracking as t
-from ..adapters import adapter_resolver
-from ..data import TokenizedData, read_texts, tokenize
-from ..model import LoadedModel, base_reference, load_for_training
-from ..plan import make_plan
-from ..schedules import Schedule
 from ..spec import Spec
-from ..step import TrainingStep
+from ..spec.plan import make_plan
+from ..spec.schedules import Schedule
 from ..tracking import PLOTS_ARTIFACT, RunLogger
+from ..training import generation as answers
+from ..training import memory, plots
+from ..training.adapters import adapter_resolver
+from ..training.data import TokenizedData, read_texts, tokenize
+from ..training.model import LoadedModel, base_reference, load_for_training
+from ..training.step import TrainingStep
+from ..vocabulary import Outcome
 from . import EvalHook, Result
 
 
@@ -131,7 +132,7 @@ class _Loop:
         memory.reset_peak(self.device)
         self.model.train()
         first_loss: float | None = None
-        outcome, reason = "ok", ""
+        outcome, reason = Outcome.OK, ""
         prompts = self.spec.data.sample_prompts
         before = answers.generate(self.model, self.loaded.tokenizer, prompts, self.device) if prompts else []
         bar = tqdm(total=self.schedule.total_steps, desc="train", unit="step", disable=None)
@@ -143,7 +144,7 @@ class _Loop:
             bar.set_postfix(loss=f"{loss:.4f}", lr=f"{self.schedule.lr_at(step):.2e}")
             reason = self._divergence(loss, first_loss)
             if reason:
-                outcome = "diverged"
+                outcome = Outcome.DIVERGED
                 break
             if (
                 self.eval_data is not None
@@ -152,14 +153,14 @@ class _Loop:
                 and step < self.schedule.total_steps
             ):
                 if self._eval(step):
-                    outcome, reason = "pruned", f"stopped at step {step} by the sweep's pruner"
+                    outcome, reason = Outcome.PRUNED, f"stopped at step {step} by the sweep's pruner"
                     break
         bar.close()
-        if outcome == "ok" and self.eval_data is not None:
+        if outcome == Outcome.OK and self.eval_data is not None:
             self._eval(step)
-        if outcome == "ok":
+        if outcome == Outcome.OK:
             self._eval_extra(step)
-        if outcome == "ok" and prompts:
+        if outcome == Outcome.OK and prompts:
             with self.ema.applied() if self.ema else contextlib.nullcontext():  # the weights the adapter keeps
                 after = answers.generate(self.model, self.loaded.tokenizer, prompts, self.device)
             self.run_log.log_text(answers.markdown(prompts, before, after, step), answers.ARTIFACT)
@@ -229,7 +230,7 @@ class _Loop:
             torch.cuda.empty_cache()
         reason = f"out of memory at step {len(self.history.steps) + 1}: {str(exc).splitlines()[0][:200]}"
         return Result(
-            outcome="oom",
+            outcome=Outcome.OOM,
             reason=reason,
             steps=len(self.history.steps),
             metrics={"perf/peak_mem_gb": memory.peak_gb(self.device)},
@@ -258,7 +259,7 @@ class _Loop:
         self.run_log.log_figure(
             plots.loss_curve(h.steps, h.losses, h.eval_steps, h.eval_losses), f"{PLOTS_ARTIFACT}/loss.png"
         )
-        if outcome in ("ok", "pruned"):
+        if outcome in (Outcome.OK, Outcome.PRUNED):
             self._save_adapter(step)
         return Result(outcome=outcome, reason=reason, steps=step, metrics=final)
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 import math
 from typing import Any, Optional
 
-from .errors import SpecError
+from ..errors import SpecError
 from .expressions import ExpressionError, parse
+from .schema import ParamSpec, SearchSpec, Spec
 from .scope import derived_order
-from .spec import ParamSpec, SearchSpec, Spec
 
 
 def check_targets(spec: Spec) -> None:

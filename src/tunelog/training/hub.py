@@ -10,14 +10,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .errors import MachineError
+from ..errors import MachineError
+from ..trainers.registry import capabilities
 from .model_source import PACKAGE_PREFIX, package_folder
 
 
 def check_model_source(spec: Any, timeout: float = 10.0) -> None:
     """Raises MachineError when `model.name` is neither a local folder, nor cached, nor fetchable."""
     name = spec.model.name
-    if spec.trainer.type != "hf":  # the user's script loads its own model; model.name is its label
+    if not capabilities(spec.trainer.type).loads_spec_model:  # a script loads its own; model.name is its label
         return
     if name is None or Path(name).expanduser().exists() or spec.path(name).exists():
         return

@@ -5,7 +5,7 @@
 Alone (`python my_script.py`), it opens one run of kind `train` in `MLFLOW_EXPERIMENT_NAME` (else the
 store's Default experiment) and closes it however training ends. Under tunelog (the script as
 `trainer: {type: command}` in a sweep, probe or stage), it writes into the run the command trainer
-opened (`tunelog.attach`), reports each eval so the sweep's pruner can judge it, and stops training
+opened (`tunelog.integrations.attach`), reports each eval so the sweep's pruner can judge it, and stops training
 cleanly when the pruner says so. Either way the run holds what a `tunelog train` run holds: params
 under tunelog's names (`train.learning_rate`, `lora.r`...) with the rest under `hf.…`, the series
 `train/loss`, `train/lr`, `eval/loss`, `eval/*`, `perf/samples_per_s`, the adapter, and an outcome
@@ -27,10 +27,11 @@ from typing import Any, Optional
 
 from transformers import TrainerCallback
 
+from .. import tracking as t
+from ..logs.judge import Evidence, judge
+from ..vocabulary import Outcome
 from . import attach
-from . import tracking as t
-from .importer.hf_trainer import metric_name
-from .outcomes import COMPLETE
+from .hf_names import metric_name
 
 _ARGS = {  # TrainingArguments field -> tunelog's param name
     "learning_rate": "train.learning_rate",
@@ -92,7 +93,7 @@ class TunelogCallback(TrainerCallback):
         self._own: Any = None  # the run context when this callback opened the run itself
         self._attached = os.environ.get(attach.ENV_RUN_ID)
         self._stop_file = os.environ.get(attach.ENV_STOP_FILE)
-        self.outcome, self.reason = "ok", ""
+        self.outcome, self.reason = Outcome.OK, ""
         self._step_started = 0.0
         self._step_seconds: list[float] = []
         self._said_mlflow = False
@@ -114,7 +115,7 @@ class TunelogCallback(TrainerCallback):
         if self._step_started:
             self._step_seconds.append(time.perf_counter() - self._step_started)
         if self._stop_file and os.path.exists(self._stop_file):  # the sweep's pruner said stop
-            self.outcome, self.reason = "pruned", f"pruned by the sweep at step {state.global_step}"
+            self.outcome, self.reason = Outcome.PRUNED, f"pruned by the sweep at step {state.global_step}"
             control.should_training_stop = True
 
     def on_log(self, args, state, control, logs=None, **kwargs):
@@ -133,8 +134,8 @@ class TunelogCallback(TrainerCallback):
         self.run.log_metrics({k: v for k, v in metrics.items() if math.isfinite(v)}, step=state.global_step)
         # Trainer's logging_nan_inf_filter hides a NaN step loss from the logged mean; its grad norm shows it
         bad = next((k for k, v in metrics.items() if ("loss" in k or "grad_norm" in k) and not math.isfinite(v)), None)
-        if bad and self.outcome == "ok":
-            self.outcome, self.reason = "diverged", f"{bad} is {metrics[bad]} at step {state.global_step}"
+        if bad and self.outcome == Outcome.OK:
+            self.outcome, self.reason = Outcome.DIVERGED, f"{bad} is {metrics[bad]} at step {state.global_step}"
             control.should_training_stop = True
         evals = {k: v for k, v in metrics.items() if k.startswith("eval/")}
         if self._attached and evals:
@@ -143,9 +144,9 @@ class TunelogCallback(TrainerCallback):
     def on_train_end(self, args, state, control, model=None, processing_class=None, **kwargs):
         if self.run is None:
             return
-        if self.outcome == "ok" and state.max_steps and state.global_step < COMPLETE * state.max_steps:
-            self.outcome, self.reason = "incomplete", f"stopped at step {state.global_step} of {state.max_steps}"
-        if self.outcome in ("ok", "incomplete") and model is not None:
+        if self.outcome == Outcome.OK:  # a stop it did not ask for (an early-stopping callback, a crash caught)
+            self.outcome, self.reason = judge(Evidence(trainer_steps=(state.global_step, state.max_steps)))
+        if self.outcome in (Outcome.OK, Outcome.INCOMPLETE) and model is not None:
             self._save_adapter(model, processing_class, state.global_step)
         self.run.flush()
         if self._attached:  # the command trainer records the outcome and closes the run
@@ -176,7 +177,7 @@ class TunelogCallback(TrainerCallback):
             t.TAG_DIRECTION: t.MAXIMIZE if maximize else t.MINIMIZE,
             t.TAG_IDENTITY_KEYS: ",".join(sorted(identity)),
             t.TAG_EVAL_KEY: _eval_key(eval_dataloader),
-            "tunelog.trainer": "hf-callback",
+            t.TAG_TRAINER: "hf-callback",
         }
         self._own = tracker.run(self.experiment, run_name=tags[t.TAG_NAME], tags=tags)
         self.run = self._own.__enter__()

@@ -8,10 +8,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .errors import SpecError
+from ..errors import SpecError
 from .expressions import ExpressionError, parse
 from .schedules import Schedule
-from .spec import Spec
+from .schema import Spec
 
 
 @dataclass(frozen=True)
@@ -66,10 +66,3 @@ def make_plan(spec: Spec, n_samples: int) -> TrainingPlan:
         total_steps=total,
         schedule=schedule,
     )
-
-
-def plan_for(spec: Spec) -> TrainingPlan:
-    """The plan of a spec as written: its training file's sample count read from disk."""
-    from .data import read_texts
-
-    return make_plan(spec, len(read_texts(spec, spec.data.train, "data.train")))

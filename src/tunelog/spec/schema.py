@@ -1,23 +1,21 @@
-"""The spec: a YAML file validated once, at the edge, into typed objects.
+"""The spec's typed sections: what a spec file may say, each field's accepted values, checked once.
 
-Every later part (trainer, tracker, lint, sweep) reads a `Spec` and never the raw
-YAML. Validation collects every problem and reports each as
-`FILE: field.path: what is wrong (got VALUE); accepted: ...`.
+Every later part (trainer, tracker, lint, sweep) reads a `Spec` and never the raw YAML. Validation
+problems are reported as `(field.path, message)` pairs by `validation_problems`.
 """
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
-import re
 from pathlib import Path
 from typing import Any, Literal, Optional
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .errors import SpecError
+from ..errors import SpecError
+from .dotted import PATH_FIELDS, apply_overrides, flatten, is_uri
+from .problems import validation_problems
 from .schedules import schedule_names
 
 
@@ -326,7 +324,7 @@ class TrainerSpec(_Section):
     @field_validator("type")
     @classmethod
     def _known_type(cls, name: str) -> str:
-        from .trainers import trainer_names
+        from ..trainers.registry import trainer_names
 
         if name not in trainer_names():
             raise ValueError(f"unknown trainer {name!r}; accepted: {', '.join(trainer_names())}")
@@ -435,11 +433,11 @@ class Spec(_Section):
 
     def with_overrides(self, overrides: dict[str, Any], where: str = "overrides") -> "Spec":
         """A copy with dotted-path overrides applied and validated again (sweep trials, stages)."""
-        raw = _apply_overrides(self.model_dump(mode="json", by_alias=True), overrides)
+        raw = apply_overrides(self.model_dump(mode="json", by_alias=True), overrides)
         try:
             spec = Spec.model_validate(raw)
         except ValidationError as err:
-            raise SpecError(self.source, _format_errors(err, f"{where}: ")) from None
+            raise SpecError(self.source, validation_problems(err, Spec, f"{where}: ")) from None
         return spec.model_copy(
             update={"source": self.source, "base_dir": self.base_dir, "config_name": self.config_name}
         )
@@ -454,249 +452,3 @@ class Spec(_Section):
         if self.tracking.note:
             parts.append(self.tracking.note.strip())
         return "\n\n".join(parts) or None
-
-
-def is_uri(text: str) -> bool:
-    """`runs:/ID/adapter`, `models:/NAME@alias`, `s3://...`: not a local path."""
-    return re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:/", text) is not None
-
-
-PATH_FIELDS = (("model", "tokenizer"), ("model", "adapter"), ("data", "train"), ("data", "eval"))
-
-
-def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested dicts to one level with dotted keys; lists stay values."""
-    flat: dict[str, Any] = {}
-    for key, value in data.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            flat.update(flatten(value, name + "."))
-        else:
-            flat[name] = value
-    return flat
-
-
-def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
-    """Write `value` at `a.b.c` inside nested dicts, creating sections as needed."""
-    *parents, leaf = dotted.split(".")
-    node = data
-    for part in parents:
-        child = node.get(part)
-        if not isinstance(child, dict):
-            child = {}
-            node[part] = child
-        node = child
-    node[leaf] = value
-
-
-def _format_errors(err: ValidationError, prefix: str = "") -> list[tuple[str, str]]:
-    problems = []
-    for item in err.errors():
-        loc = ".".join(str(p) for p in item["loc"] if not str(p).startswith("function-after"))
-        path = f"{prefix}{loc}" if loc else prefix.rstrip(".")
-        kind = item["type"]
-        if kind == "extra_forbidden":
-            parent = loc.rsplit(".", 1)[0] if "." in loc else ""
-            msg = f"unknown key; accepted: {', '.join(_accepted_keys(parent))}"
-        elif kind == "missing":
-            msg = "required field is missing"
-        else:
-            msg = item["msg"].removeprefix("Value error, ")
-            if kind != "value_error" and "input" in item and not isinstance(item["input"], dict):
-                msg += f" (got {item['input']!r})"
-        problems.append((path, msg))
-    return problems
-
-
-def _accepted_keys(dotted_parent: str) -> list[str]:
-    """The field names of the section at `dotted_parent`, for 'unknown key' messages."""
-    model: type[BaseModel] = Spec
-    for part in [p for p in dotted_parent.split(".") if p]:
-        field = model.model_fields.get(part)
-        annotation = getattr(field, "annotation", None)
-        inner = [
-            a
-            for a in getattr(annotation, "__args__", (annotation,))
-            if isinstance(a, type) and issubclass(a, BaseModel)
-        ]
-        if not inner:
-            return []
-        model = inner[0]
-    return [name for name in model.model_fields if name not in ("source", "base_dir", "config_name")]
-
-
-def _apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    merged = copy.deepcopy(raw)
-    for key, value in flatten(overrides).items():
-        set_dotted(merged, key, value)
-    return merged
-
-
-def _parse_value(text: str) -> Any:
-    """`--set train.learning_rate=1e-4`: the value is read as YAML so numbers stay numbers."""
-    value = yaml.safe_load(text)
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return value
-    return value
-
-
-def parse_set_options(items: tuple[str, ...] | list[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for item in items:
-        if "=" not in item:
-            raise SpecError("--set", [(item, "expected KEY=VALUE, e.g. train.learning_rate=1e-4")])
-        key, value = item.split("=", 1)
-        try:
-            out[key.strip()] = _parse_value(value)
-        except (yaml.YAMLError, RecursionError) as exc:
-            said = str(getattr(exc, "problem", None) or type(exc).__name__)
-            raise SpecError(
-                "--set",
-                [(item, f"the value is not YAML ({said}); accepted: a number, a word, a quoted string or [a, list]")],
-            ) from None
-    return out
-
-
-MAX_SPEC_BYTES = 1_000_000  # a spec is a few kB; a megabyte is a mistake or an attack
-MAX_SPEC_VALUES = 100_000  # values after YAML aliases are expanded (an alias bomb expands to billions)
-
-
-def read_yaml(path: str | Path) -> dict[str, Any]:
-    """The spec file as data; anything that is not a reasonable YAML mapping is one SpecError line."""
-    p = Path(path)
-    if not p.is_file():
-        raise SpecError(str(path), [("", "file not found")])
-    size = p.stat().st_size
-    if size > MAX_SPEC_BYTES:
-        raise SpecError(
-            str(path),
-            [("", f"file of {size:,} bytes refused; accepted: a YAML spec of at most {MAX_SPEC_BYTES:,} bytes")],
-        )
-    try:
-        text = p.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise SpecError(
-            str(path),
-            [
-                (
-                    "",
-                    f"not UTF-8 text (byte {exc.start}: {exc.object[exc.start : exc.start + 1]!r});"
-                    f" accepted: a YAML file saved as UTF-8",
-                )
-            ],
-        ) from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise SpecError(str(path), [("", f"not valid YAML: {exc}".replace("\n", " "))]) from None
-    except RecursionError:
-        raise SpecError(str(path), [("", "YAML nested too deeply; accepted: a spec of plain sections")]) from None
-    if not isinstance(raw, dict):
-        raise SpecError(
-            str(path), [("", "expected a mapping of sections (model, data, lora, train, tracking, configs)")]
-        )
-    if expanded_size(raw) > MAX_SPEC_VALUES:
-        raise SpecError(
-            str(path),
-            [
-                (
-                    "",
-                    f"expands to more than {MAX_SPEC_VALUES:,} values (YAML aliases?); "
-                    f"accepted: a spec without alias bombs",
-                )
-            ],
-        )
-    return raw
-
-
-def expanded_size(data: Any, limit: int = MAX_SPEC_VALUES) -> int:
-    """Values in the data as if every alias were copied out, counted without recursion and
-    stopping early (past `limit`): PyYAML shares an aliased node, so the bomb is small until
-    something walks it. Specs and imported configs both ask."""
-    count, stack = 0, [data]
-    while stack and count <= limit:
-        node = stack.pop()
-        count += 1
-        if isinstance(node, dict):
-            stack.extend(node.keys())
-            stack.extend(node.values())
-        elif isinstance(node, list):
-            stack.extend(node)
-    return count
-
-
-def validate(
-    raw: dict[str, Any],
-    file: str,
-    base_dir: str,
-    config: Optional[str] = None,
-    overrides: Optional[dict[str, Any]] = None,
-    check_files: bool = True,
-) -> Spec:
-    """Raw data to a checked Spec with the named config and overrides applied; every problem reported.
-    `check_files=False` for a spec a run logged: its files were on the training machine, and the reader
-    (load_model, reproduce) says itself which it needs."""
-    problems: list[tuple[str, str]] = []
-    try:
-        base = Spec.model_validate(raw)
-    except ValidationError as err:
-        raise SpecError(file, _format_errors(err)) from None
-    for name, preset in base.configs.items():  # every preset must be valid, not just the one asked for
-        try:
-            Spec.model_validate(_apply_overrides(raw, preset.overrides))
-        except ValidationError as err:
-            problems += _format_errors(err, f"configs.{name}.overrides: ")
-    if config is not None and config not in base.configs:
-        accepted = ", ".join(base.configs) or "none defined"
-        problems.append(("configs", f"no config named {config!r}; accepted: {accepted}"))
-    if problems:
-        raise SpecError(file, problems)
-    merged = raw
-    if config is not None:
-        merged = _apply_overrides(merged, base.configs[config].overrides)
-    if overrides:
-        merged = _apply_overrides(merged, overrides)
-    try:
-        spec = Spec.model_validate(merged)
-    except ValidationError as err:
-        raise SpecError(file, _format_errors(err, "--set " if overrides else "")) from None
-    spec = spec.model_copy(update={"source": file, "base_dir": base_dir, "config_name": config})
-    from .scope import check_names
-
-    check_names(spec)
-    if check_files:
-        _check_files(spec)
-    return spec
-
-
-def _check_files(spec: Spec) -> None:
-    problems = []
-    for field in ("train", "eval"):
-        value = getattr(spec.data, field)
-        if value is not None and not spec.path(value).exists():
-            problems.append((f"data.{field}", f"file not found: {spec.path(value)}"))
-    for name, value in spec.data.extra_eval.items():
-        if not spec.path(value).exists():
-            problems.append((f"data.extra_eval.{name}", f"file not found: {spec.path(value)}"))
-    if spec.pipeline:
-        for i, stage in enumerate(spec.pipeline.stages):
-            for field in ("train", "eval"):
-                value = getattr(stage, field)
-                if value is not None and not spec.path(value).exists():
-                    problems.append((f"pipeline.stages[{i}].{field}", f"file not found: {spec.path(value)}"))
-    adapter = spec.model.adapter
-    if adapter and not is_uri(adapter) and not spec.path(adapter).exists():
-        problems.append(("model.adapter", f"folder not found: {spec.path(adapter)}"))
-    if spec.model.tokenizer and not spec.path(spec.model.tokenizer).exists():
-        problems.append(("model.tokenizer", f"file not found: {spec.path(spec.model.tokenizer)}"))
-    if problems:
-        raise SpecError(spec.source, problems)
-
-
-def load_spec(path: str | Path, config: Optional[str] = None, overrides: Optional[dict[str, Any]] = None) -> Spec:
-    """Read, validate and resolve a spec file. Raises SpecError naming every problem."""
-    raw = read_yaml(path)
-    return validate(raw, str(path), str(Path(path).resolve().parent), config, overrides)

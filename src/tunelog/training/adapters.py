@@ -11,11 +11,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from .errors import SpecError
-from .spec import is_uri, validate
-from .tracking import ADAPTER_ARTIFACT, SPEC_ARTIFACT, download_artifacts, model_adapter, run_model_id, tracking_uri
+from ..errors import SpecError
+from ..spec import is_uri, validate
+from ..tracking import ADAPTER_ARTIFACT, SPEC_ARTIFACT, download_artifacts, model_adapter, run_model_id, tracking_uri
+from ..util.safe_yaml import read_yaml
 
 _FETCHED: dict[str, tuple[Path, Any]] = {}
 
@@ -49,7 +48,7 @@ def fetch_run_adapter(ref: str) -> tuple[Path, Any]:
         else:
             local = download_artifacts(run_id, path or ADAPTER_ARTIFACT, str(folder))
         spec_file = download_artifacts(run_id, SPEC_ARTIFACT, str(folder))
-        raw = yaml.safe_load(Path(spec_file).read_text())
+        raw = read_yaml(spec_file)  # the spec reader's size and alias-bomb limits: a store may be shared
         _FETCHED[ref] = (
             Path(local),
             validate(raw, f"{ref} (spec of run {run_id})", str(Path.cwd()), check_files=False),

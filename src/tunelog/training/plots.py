@@ -10,7 +10,8 @@ from collections.abc import Sequence
 
 from matplotlib.figure import Figure
 
-from .schedules import Schedule
+from ..spec.schedules import Schedule
+from ..vocabulary import Outcome
 
 
 def loss_curve(
@@ -61,11 +62,11 @@ def throughput_memory(measured: list[dict], batch_key: str, budget_gb: float | N
         label = ", ".join(f"{k}={v}" for k, v in sorted(m["values"].items()) if k != batch_key) or "all"
         groups.setdefault(label, []).append(m)
     for label, rows in sorted(groups.items()):
-        ok = sorted((r for r in rows if r["outcome"] == "ok"), key=lambda r: r["values"][batch_key])
+        ok = sorted((r for r in rows if r["outcome"] == Outcome.OK), key=lambda r: r["values"][batch_key])
         xs = [r["values"][batch_key] for r in ok]
         speed.plot(xs, [r["samples_per_s"] for r in ok], "o-", label=label)
         mem.plot(xs, [r["peak_gb"] for r in ok], "o-", label=label)
-        oom = [r for r in rows if r["outcome"] == "oom"]
+        oom = [r for r in rows if r["outcome"] == Outcome.OOM]
         mem.plot([r["values"][batch_key] for r in oom], [r["peak_gb"] for r in oom], "x", color="red", markersize=9)
     if budget_gb:
         mem.axhline(budget_gb, color="red", linestyle="--", linewidth=1, label=f"budget {budget_gb:g} GB")

@@ -8,18 +8,15 @@ constraints as named Optuna constraints, seeded soft rules) and the probe. A rul
 from __future__ import annotations
 
 import hashlib
-import json
 import random
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Optional
 
-from .errors import SpecError
+from ..errors import SpecError
 from .expressions import ExpressionError, parse
-from .model_source import known_model_folder
-from .plan import TrainingPlan, make_plan, plan_for
+from .plan import TrainingPlan, make_plan
+from .schema import RuleSpec, Spec
 from .scope import with_leaves
-from .spec import RuleSpec, Spec
 
 
 @dataclass(frozen=True)
@@ -32,43 +29,36 @@ class Facts:
 
     @property
     def peak(self) -> float:
-        s = self.plan.schedule
-        return max(s.lr_at(step) for step in s.milestones())
+        return plan_values(self.spec, self.plan)["peak_lr"]
 
 
-def model_hidden_size(spec: Spec) -> Optional[int]:
-    """The hidden size, from the tiny config or a local model's config.json (a GGUF's once converted);
-    None when unknown (no hub, nothing converted yet: linting never starts a conversion)."""
-    if spec.model.tiny is not None:
-        return spec.model.tiny.hidden_size
-    config = Path(known_model_folder(spec) or "") / "config.json"
-    if config.is_file():
-        data = json.loads(config.read_text())
-        return data.get("hidden_size") or data.get("d_model") or data.get("n_embd")
-    return None
+def plan_values(spec: Spec, plan: TrainingPlan) -> dict[str, Any]:
+    """The training plan's numbers under the names expressions use: exactly `scope.PLAN_NAMES`."""
+    schedule = plan.schedule
+    return {
+        "n_samples": plan.n_samples,
+        "effective_batch": plan.effective_batch,
+        "total_steps": plan.total_steps,
+        "steps_per_epoch": plan.steps_per_epoch,
+        "warmup": schedule.warmup_steps,
+        "peak_lr": max(schedule.lr_at(step) for step in schedule.milestones()),
+        "alpha_ratio": spec.lora.alpha / spec.lora.r,
+    }
 
 
-def facts_for(spec: Spec) -> Facts:
-    return Facts(spec=spec, plan=plan_for(spec), hidden_size=model_hidden_size(spec))
+def expression_env(spec: Spec, plan: Optional[TrainingPlan]) -> dict[str, Any]:
+    """The one environment of names an expression is evaluated in (rules, constraints, soft rules,
+    `probe.total_steps`): every dotted spec field, its leaf name where unique, and the plan's numbers.
+    `scope.check_names` accepts exactly these names at load, so what validation passes evaluation has."""
+    env: dict[str, Any] = with_leaves(spec.flat_params())
+    if plan is not None:
+        env.update(plan_values(spec, plan))
+    return env
 
 
 def rule_env(facts: Facts) -> dict[str, Any]:
-    """Names a spec rule may use: every dotted spec field, its leaf name where unique, and the plan's numbers."""
-    flat = facts.spec.flat_params()
-    env: dict[str, Any] = with_leaves(flat)
-    p = facts.plan
-    env.update(
-        {
-            "n_samples": p.n_samples,
-            "effective_batch": p.effective_batch,
-            "total_steps": p.total_steps,
-            "steps_per_epoch": p.steps_per_epoch,
-            "warmup": p.schedule.warmup_steps,
-            "peak_lr": facts.peak,
-            "alpha_ratio": facts.spec.lora.alpha / facts.spec.lora.r,
-        }
-    )
-    return env
+    """Names a spec rule may use (see `expression_env`)."""
+    return expression_env(facts.spec, facts.plan)
 
 
 def check_rule(rule: RuleSpec, env: dict[str, Any], source: str, where: str) -> Optional[bool]:

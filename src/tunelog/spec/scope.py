@@ -16,11 +16,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from .errors import SpecError
+from ..errors import SpecError
+from .dotted import flatten
 from .expressions import ExpressionError, parse
-from .spec import flatten
 
-# The training plan's numbers a rule may use (rules.rule_env computes them).
+# The training plan's numbers an expression may use (rules.plan_values computes exactly these).
 PLAN_NAMES = ("n_samples", "effective_batch", "total_steps", "steps_per_epoch", "warmup", "peak_lr", "alpha_ratio")
 
 

@@ -131,7 +131,7 @@ def starter_spec(
 def write_starter(path: Path, model: str, data: str, preset: str, force: bool, gguf: Optional[str] = None) -> Path:
     """Writes the starter spec; refuses to overwrite a file unless `force`. Data paths are kept relative to
     the spec's folder when they are inside it, so the project can move."""
-    from .errors import TunelogError
+    from ..errors import TunelogError
 
     if path.exists() and not force:
         raise TunelogError(f"{path} exists; pass --force to overwrite it")

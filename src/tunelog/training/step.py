@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .spec import Spec
+from ..spec import Spec
 
 
 def build_optimizer(spec: Spec, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:

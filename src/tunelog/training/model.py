@@ -15,10 +15,10 @@ from typing import Any, Optional
 
 import torch
 
-from .errors import MachineError, SpecError
+from ..errors import MachineError, SpecError
+from ..spec import Spec, flatten, is_uri
+from ..util.quiet import import_peft
 from .model_source import cache_dir, pretrained_path
-from .quiet import import_peft
-from .spec import Spec, flatten, is_uri
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Optional
 
-from .errors import MachineError, SpecError
+from ..errors import MachineError, SpecError
 
 PACKAGE_PREFIX = "package:"
 
