@@ -19,7 +19,9 @@ from .model import Entry
 
 # results: a split's numbers (eval/, test/, predict/, val_...), not its bookkeeping (runtime, throughput)
 _RESULT = re.compile(r"^(?:eval|test|predict|val|valid|validation)[/_]")
-_NOT_RESULT = re.compile(r"(?i)(?:runtime|per_second|_samples$|/samples$|num_tokens|best_metric|/epoch$|_epoch$)")
+_NOT_RESULT = re.compile(
+    r"(?i)(?:runtime|per_second|_samples$|/samples$|num_tokens|best_metric|/epoch$|_epoch$|_number$|/number$|_count$)"
+)
 
 
 @dataclass(frozen=True)
@@ -44,11 +46,19 @@ def why_this_metric(runs: list[RunRecord], metric: str, given: bool) -> str:
 _CONTAINERS = {t.KIND_SWEEP, t.KIND_PIPELINE, t.KIND_PROBE, t.KIND_CHANGELOG}
 
 
+def _detail(name: str) -> int:
+    """0 for an overall result (`eval/overall_f1`, `eval/f1`), 1 for a per-class or per-entity one."""
+    leaf = name.rsplit("/", 1)[-1]
+    return 0 if "overall" in leaf or leaf.count("_") == 0 else 1
+
+
 def other_results(entries: list[Entry], metric: str, scored: list[Entry]) -> list[OtherMetric]:
     """Every other result two or more scored runs hold, with its best run (its way from its name)."""
     counts = Counter(k for e in scored for k in e.metrics if _RESULT.match(k) and not _NOT_RESULT.search(k))
     out, oldest_first = [], sorted(scored, key=lambda e: e.start_ms)
-    for name in sorted(k for k, n in counts.items() if n >= 2 and k != metric):
+    # the results most runs hold first, an overall one before a per-class one (`overall_f1`, `T017_f1`)
+    shared = sorted((k for k, n in counts.items() if n >= 2 and k != metric), key=lambda k: (-counts[k], _detail(k), k))
+    for name in shared:
         direction = Direction.guess(name)
         best = direction.best(oldest_first, lambda e, key=name: e.metrics.get(key))
         if best is not None:

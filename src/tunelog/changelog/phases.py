@@ -70,6 +70,13 @@ def family(name: str) -> Optional[str]:
     return stem if stem and not stem.isdigit() else None
 
 
+def folder_of(name: str) -> Optional[str]:
+    """An imported run named by its path (`project/ResultsEtape4/FocalLoss`) belongs to its folder
+    (`project/ResultsEtape4/`, a trailing `/` telling it from a name family): the folder a person made
+    for that stage of the work."""
+    return name.rsplit("/", 1)[0] + "/" if "/" in name else None
+
+
 def assign(
     runs: list[RunRecord],
     named: Optional[dict[str, list[str]]] = None,
@@ -112,7 +119,7 @@ def _inferred(runs: list[RunRecord], changed: Optional[ChangedKeys] = None) -> d
     """Consecutive runs of one name family form a phase; runs of no family (or of a family seen
     once, or of the one family every run shares) are grouped by what they changed, split at long pauses."""
     names = [r.tags.get(t.TAG_NAME) or r.name for r in runs]
-    families = [family(n) for n in names]
+    families = [folder_of(n) or family(n) for n in names]
     seen = Counter(families)
     keys = [f if f and 1 < seen[f] < len(runs) else None for f in families]
     segments: list[tuple[Optional[str], list[RunRecord]]] = []
@@ -126,7 +133,7 @@ def _inferred(runs: list[RunRecord], changed: Optional[ChangedKeys] = None) -> d
     titled: list[tuple[str, list[RunRecord]]] = []
     for key, members in segments:
         if key is not None:
-            titled.append((f"Phase: {key}*", members))
+            titled.append((f"Phase: {key}" if key.endswith("/") else f"Phase: {key}*", members))
         else:
             enough = changed is not None and len(members) >= CHANGE_PHASES_FROM
             titled += _by_change(members, changed) if enough else [("", members)]

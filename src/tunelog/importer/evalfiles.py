@@ -61,9 +61,9 @@ class EvalFilesReader:
         return reading
 
     def _records(self, folder: Folder, rel: str, reading: Reading) -> None:
-        lines = [line for line in folder.text(rel).splitlines() if line.strip()]
+        lines = [(n, line) for n, line in enumerate(folder.text(rel).splitlines(), start=1) if line.strip()]
         records = []
-        for n, line in enumerate(lines, start=1):
+        for n, line in lines:  # n: the file's own line number, as an editor shows it
             try:
                 record = json.loads(line)
             except (ValueError, RecursionError):  # `Average test loss: 0.0695` printed into the file

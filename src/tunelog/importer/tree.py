@@ -156,17 +156,18 @@ def direction_of(metric: str) -> Direction:
 
 
 def headline(legacies: list[Legacy]) -> str:
-    """The user's eval files' most common number where most runs have eval files, else the usual loss the
-    most runs logged (ties: the earlier in `METRIC_CANDIDATES`): one folder's eval file never decides
-    the headline of a whole tree."""
+    """The user's eval files' most common number where most runs have eval files, else the first usual
+    loss (`METRIC_CANDIDATES`: eval before train) a quarter of the runs logged: one folder's eval file or
+    one run's eval loss never decides the headline of a whole tree."""
     with_eval = [r for r in legacies if r.by_reader.get("eval-files", Reading()).final]
     if with_eval and 2 * len(with_eval) > len(legacies):  # a score before a count (`n_images`), then the most common
         from_eval = Counter(k for r in with_eval for k in r.by_reader["eval-files"].final)
         return max(from_eval, key=lambda k: (_metric_like(k), from_eval[k]))
     finals = [_finals(r.reading) for r in legacies]
     counts = {m: sum(1 for f in finals if m in f) for m in METRIC_CANDIDATES}
-    best = max(METRIC_CANDIDATES, key=lambda m: (counts[m], -METRIC_CANDIDATES.index(m)))
-    return best if counts[best] else "loss"
+    # an eval number before a training loss, where a fair share of the runs have one
+    common = next((m for m in METRIC_CANDIDATES if counts[m] and 4 * counts[m] >= len(legacies)), None)
+    return common or next((m for m in METRIC_CANDIDATES if counts[m]), "loss")
 
 
 def _metric_like(key: str) -> bool:

@@ -45,6 +45,7 @@ def write_finished(store: Any, experiment_id: str, runs: list[FinishedRun]) -> N
 
     artifacts = store.get_experiment(experiment_id).artifact_location
     rows: list[Any] = []
+    points: list[dict[str, Any]] = []  # metric history: inserted in bulk (an ORM object each cost 80 us)
     for run in runs:
         tags = {TAG_RUN_NAME: run.name, **run.tags}
         for key in run.params:
@@ -74,7 +75,9 @@ def write_finished(store: Any, experiment_id: str, runs: list[FinishedRun]) -> N
         for key, value, ms, step in dict.fromkeys(run.metrics):  # MLflow drops exact duplicates too
             _validate_metric_name(key)
             is_nan, stored = store.sanitize_metric_value(float(value))
-            rows.append(SqlMetric(run_uuid=run.run_id, key=key, value=stored, timestamp=ms, step=step, is_nan=is_nan))
+            points.append(
+                {"run_uuid": run.run_id, "key": key, "value": stored, "timestamp": ms, "step": step, "is_nan": is_nan}
+            )
             order = (step, ms, stored)
             if key not in latest or order > latest[key][0]:
                 latest[key] = (order, is_nan)
@@ -84,6 +87,9 @@ def write_finished(store: Any, experiment_id: str, runs: list[FinishedRun]) -> N
         ]
     with store.ManagedSessionMaker(read_only=False) as session:
         session.add_all(rows)
+        session.flush()  # the runs exist before their points
+        for i in range(0, len(points), 10_000):
+            session.execute(SqlMetric.__table__.insert(), points[i : i + 10_000])
 
 
 class FinishedRuns:
