@@ -17,6 +17,8 @@ from . import tracking as t
 from .spec import Spec
 from .tracking import TAG_LINT, RunLogger, Tracker
 from .trainers import EvalHook, Result, get_trainer
+from .trainers.registry import capabilities
+from .trainers.script import SCRIPT_DECIDES
 from .training.provenance import dataset_inputs, eval_key, manifest
 
 if TYPE_CHECKING:
@@ -47,7 +49,10 @@ DATA_MANIFEST = "data_manifest.json"  # the data files a run read: path, size, s
 
 def record_spec(spec: Spec, run: RunLogger) -> None:
     """The resolved config as params (dotted names) and the whole resolved spec as an artifact."""
-    run.log_params(spec.flat_params())
+    params = spec.flat_params()
+    if not capabilities(spec.trainer.type).in_process:
+        params = {k: v for k, v in params.items() if not k.startswith(SCRIPT_DECIDES)}
+    run.log_params(params)
     # libyaml's emitter where present: the pure-Python one was a tenth of a cheap sweep trial's overhead
     dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
     run.log_text(yaml.dump(spec.resolved(root=Path.cwd()), Dumper=dumper, sort_keys=False), t.SPEC_ARTIFACT)

@@ -42,6 +42,8 @@ _ARGS = {  # TrainingArguments field -> tunelog's param name
     "warmup_ratio": "train.warmup_ratio",
     "weight_decay": "train.weight_decay",
     "max_grad_norm": "train.max_grad_norm",
+    "seed": "train.seed",
+    "gradient_checkpointing": "model.gradient_checkpointing",
 }
 _LORA = {
     "r": "lora.r",
@@ -71,11 +73,11 @@ _IDENTITY = {
 
 
 def _announce() -> None:
-    """Under tunelog, said once and as early as the script imports this: from then on the command trainer
-    parses none of the script's stdout as metrics (the Trainer's start-up prints `bos_token_id: 1`)."""
+    """Under tunelog, said once and as early as the script imports this (by the main process only): from
+    then on the command trainer parses none of the script's stdout as metrics."""
     global _ANNOUNCED
-    if not _ANNOUNCED and os.environ.get(attach.ENV_RUN_ID) and os.environ.get(attach.ENV_CALLBACK) != "off":
-        print(attach.attached_line(os.environ[attach.ENV_RUN_ID]), flush=True)
+    if not _ANNOUNCED and os.environ.get(attach.ENV_RUN_ID) and attach.main_process():
+        attach.attached(os.environ[attach.ENV_RUN_ID])
         _ANNOUNCED = True
 
 
@@ -98,6 +100,10 @@ class TunelogCallback(TrainerCallback):
         self._step_seconds: list[float] = []
         self._said_mlflow = False
         self._off = os.environ.get(attach.ENV_CALLBACK) == "off"  # a probe candidate: timed, not recorded
+        self._last: dict[str, float] = {}  # each metric's last value: the headline for tunelog/score
+        self._error: Optional[BaseException] = None  # what ended the script, when an exception did
+        self._metric, self._direction = "eval/loss", t.MINIMIZE
+        self._monitor: Any = None  # MLflow's system metrics, while a run of its own lasts
 
     # --- the trainer's events -------------------------------------------------------------------
     def on_init_end(self, args, state, control, **kwargs):
@@ -105,8 +111,10 @@ class TunelogCallback(TrainerCallback):
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         self._drop_mlflow_callback()
+        if not state.is_world_process_zero:  # torchrun's other ranks: the main process records the run
+            self._off = True
         if self.run is None and not self._off:
-            self._open(args, state, model, kwargs.get("eval_dataloader"))
+            self._open(args, state, model, kwargs.get("eval_dataloader"), kwargs.get("train_dataloader"))
 
     def on_step_begin(self, args, state, control, **kwargs):
         self._step_started = time.perf_counter()
@@ -122,16 +130,21 @@ class TunelogCallback(TrainerCallback):
         if self.run is None or not logs:
             return
         summary = "train_runtime" in logs
+        is_eval = any(str(k).startswith("eval_") for k in logs)  # its `epoch` repeats the training log's
         metrics = {
             metric_name(k, summary=summary): float(v)
             for k, v in logs.items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("step", "total_flos")
+            if isinstance(v, (int, float))
+            and not isinstance(v, bool)
+            and k not in ("step", "total_flos")
+            and not ((is_eval or summary) and k == "epoch")
         }
         if self._step_seconds and not summary:
             samples = args.per_device_train_batch_size * args.gradient_accumulation_steps * max(1, args.world_size)
             metrics["perf/samples_per_s"] = samples * len(self._step_seconds) / sum(self._step_seconds)
             self._step_seconds.clear()
         self.run.log_metrics({k: v for k, v in metrics.items() if math.isfinite(v)}, step=state.global_step)
+        self._last.update(metrics)
         # Trainer's logging_nan_inf_filter hides a NaN step loss from the logged mean; its grad norm shows it
         bad = next((k for k, v in metrics.items() if ("loss" in k or "grad_norm" in k) and not math.isfinite(v)), None)
         if bad and self.outcome == Outcome.OK:
@@ -139,7 +152,7 @@ class TunelogCallback(TrainerCallback):
             control.should_training_stop = True
         evals = {k: v for k, v in metrics.items() if k.startswith("eval/")}
         if self._attached and evals:
-            print(attach.eval_line(state.global_step, evals), flush=True)
+            attach.evaluated(state.global_step, evals)
 
     def on_train_end(self, args, state, control, model=None, processing_class=None, **kwargs):
         if self.run is None:
@@ -150,14 +163,17 @@ class TunelogCallback(TrainerCallback):
             self._save_adapter(model, processing_class, state.global_step)
         self.run.flush()
         if self._attached:  # the command trainer records the outcome and closes the run
-            print(attach.outcome_line(self.outcome, self.reason), flush=True)
+            attach.ended(self.outcome, self.reason)
         else:
+            headline = self._last.get(self._metric)
+            if headline is not None and math.isfinite(headline):
+                self.run.log_metrics({t.SCORE_METRIC: t.score(headline, self._direction)})
             self.run.set_outcome(self.outcome, self.reason)
             self._close(None)
 
     # --- the run ----------------------------------------------------------------------------------
-    def _open(self, args, state, model, eval_dataloader) -> None:
-        tracker = t.Tracker()
+    def _open(self, args, state, model, eval_dataloader, train_dataloader=None) -> None:
+        tracker = t.Tracker(os.environ.get(attach.ENV_TRACKING_URI))
         params, identity = training_params(args, state, model)
         if self._attached:
             info = tracker.client.get_run(self._attached).info
@@ -170,9 +186,11 @@ class TunelogCallback(TrainerCallback):
             f"eval/{args.metric_for_best_model.removeprefix('eval_')}" if args.metric_for_best_model else "eval/loss"
         )
         maximize = bool(args.greater_is_better) if args.metric_for_best_model else False
+        self._metric, self._direction = metric, t.MAXIMIZE if maximize else t.MINIMIZE
+        named = args.run_name if args.run_name and args.run_name != args.output_dir else None  # `--run_name`
         tags = {
             t.TAG_KIND: t.KIND_TRAIN,
-            t.TAG_NAME: self.run_name or Path(args.output_dir or "train").name,
+            t.TAG_NAME: self.run_name or named or Path(args.output_dir or "train").name,
             t.TAG_METRIC: metric,
             t.TAG_DIRECTION: t.MAXIMIZE if maximize else t.MINIMIZE,
             t.TAG_IDENTITY_KEYS: ",".join(sorted(identity)),
@@ -181,14 +199,32 @@ class TunelogCallback(TrainerCallback):
         }
         self._own = tracker.run(self.experiment, run_name=tags[t.TAG_NAME], tags=tags)
         self.run = self._own.__enter__()
-        atexit.register(self._close, RuntimeError("the script ended before training did"))
+        self._catch_the_scripts_exception()
+        atexit.register(lambda: self._close(self._error or RuntimeError("the script ended before training did")))
         self.run.log_params(params)
+        self.run.log_datasets(_datasets(getattr(train_dataloader, "dataset", None), eval_dataloader))
+        self._monitor = self.run.system_metrics(True)
+        self._monitor.__enter__()
+
+    def _catch_the_scripts_exception(self) -> None:
+        """An exception that ends the script is what the run says it failed of (`ValueError: bad lr`), not
+        that the script ended early: kept from `sys.excepthook`, which runs before `atexit`."""
+        previous = sys.excepthook
+
+        def hook(kind, error, traceback):
+            self._error = error
+            previous(kind, error, traceback)
+
+        sys.excepthook = hook
 
     def _close(self, error: Optional[BaseException]) -> None:
         """Ends the run this callback opened: FINISHED, or FAILED when the script ends without `on_train_end`."""
         own, self._own = self._own, None
         if own is None:
             return
+        monitor, self._monitor = self._monitor, None
+        if monitor is not None:
+            monitor.__exit__(None, None, None)
         if error is None:
             own.__exit__(None, None, None)
         else:
@@ -229,6 +265,7 @@ def training_params(args, state, model) -> tuple[dict[str, Any], set[str]]:
         if raw.get(field) is not None:
             params[name] = raw[field]
     params["train.max_steps"] = state.max_steps or raw.get("max_steps")
+    params["train.precision"] = "bf16" if raw.get("bf16") else "fp16" if raw.get("fp16") else "fp32"
     peft = getattr(model, "peft_config", {}).get("default") if model is not None else None
     if peft is not None:
         for field, name in _LORA.items():
@@ -240,8 +277,18 @@ def training_params(args, state, model) -> tuple[dict[str, Any], set[str]]:
     elif model is not None and getattr(getattr(model, "config", None), "_name_or_path", None):
         params["model.name"] = model.config._name_or_path
     params.update({f"hf.{k}": v for k, v in raw.items() if k not in _ARGS and v is not None})
-    identity = {f"hf.{k}" for k in _IDENTITY if f"hf.{k}" in params}
+    identity = {f"hf.{k}" for k in _IDENTITY if f"hf.{k}" in params} | {"train.seed"}
     return {k: str(v) for k, v in params.items() if v is not None}, identity
+
+
+def _datasets(train, eval_loader) -> list[tuple[str, str, Optional[str]]]:
+    """The Trainer's datasets as the run's dataset inputs: (context, name, fingerprint) where they have one."""
+    out = []
+    for context, data in (("train", train), ("eval", getattr(eval_loader, "dataset", None))):
+        fingerprint = getattr(data, "_fingerprint", None)
+        if data is not None:
+            out.append((context, f"{context}_dataset", str(fingerprint)[:12] if fingerprint else None))
+    return out
 
 
 def _eval_key(loader) -> Optional[str]:

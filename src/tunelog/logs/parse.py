@@ -1,6 +1,7 @@
 """Metrics out of training logs: imported legacy runs and a command trainer's live output.
 
-Default styles: Hugging Face Trainer dict lines and JSON lines (`{'loss': 2.3, 'epoch': 0.5}`),
+Default styles: Hugging Face Trainer dict lines and JSON lines (`{'loss': 2.3, 'epoch': 0.5}`, and
+transformers 5's strings `{'loss': '2.3', 'grad_norm': 'nan'}`),
 tqdm postfixes (`[00:10<00:20, 4.9it/s, loss=2.3]`), `key=value` and `key: value` pairs,
 `batch N, loss: x`, and result lines (`Final eval loss: 1.23` -> `final_eval_loss`). A leading
 timestamp gives the line's time. Extra regexes with named groups (`(?P<key>..)(?P<value>..)`,
@@ -25,7 +26,7 @@ _KEY = r"[A-Za-z_][\w./\-]*+"
 _STEP_WORD = r"(?<=step|Step|STEP|iter|Iter|ITER|atch|ATCH|tion|TION)"
 _TOKENS = re.compile(
     rf"[ \t,\[(|{{;][ \t]*+(?:(\d++)/\d+[ \t]*\[|['\"]?({_KEY})['\"]?(?:[ \t]*+([=:])|{_STEP_WORD}[ \t]*+#?)[ \t]*+"
-    rf"({NUMBER})(?![\w.:/-]|%\|))"
+    rf"['\"]?+({NUMBER})(?![\w.:/-]|%\|))"
 )
 _TIME = re.compile(r"\s*\[?(\d{4}-\d{2}-\d{2})[ T](\d{2}:\d{2}:\d{2})(?:[.,]\d+)?\]?\s*")
 _RESULT = re.compile(rf"[^\w\n]*+((?i:final|best|test|result)\b[\w /-]*?)\s*[:=]\s*({NUMBER})\s*$")

@@ -102,7 +102,7 @@ class _StepTimes:
         self.rates: list[tuple[int, float]] = []
         self.memory_gb: Optional[float] = None
 
-    def seen(self, step: Optional[int], metrics: dict[str, float]) -> None:
+    def seen(self, step: Optional[int], metrics: dict[str, float], **_: object) -> None:
         now = time.perf_counter()
         if step is not None and (not self.arrivals or step > self.arrivals[-1][0]):
             self.arrivals.append((step, now))

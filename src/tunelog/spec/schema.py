@@ -14,6 +14,7 @@ from typing import Any, Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..errors import SpecError
+from .argv import quoted_placeholder, shell_script_index
 from .dotted import PATH_FIELDS, apply_overrides, flatten, is_uri
 from .problems import validation_problems
 from .schedules import schedule_names
@@ -315,7 +316,10 @@ class TrainerSpec(_Section):
     args: dict[str, Any] = Field(default_factory=dict)
     metrics_file: Optional[str] = None  # JSONL the script writes, relative to {output_dir}
     patterns: list[str] = Field(default_factory=list)  # extra metric regexes (named groups key, value, step)
-    artifacts: list[str] = Field(default_factory=lambda: ["*.safetensors", "*.log"])
+    # what is kept of the script's output folder: adapters (kohya's LoRAs, peft's adapter_model) and logs; a
+    # pattern with a wildcard never takes a whole model (model.safetensors: 0.5 GB a trial for a 135M model),
+    # a pattern naming one does, with a size warning
+    artifacts: list[str] = Field(default_factory=lambda: ["*.safetensors", "adapter_config.json", "*.log"])
     timeout: Optional[float] = Field(None, gt=0)
     keep_output: bool = False  # keep the script's output folder after its artifacts are logged
     # metrics the script prints that a sweep's pruner may judge (besides eval/..., val_..., validation_...)
@@ -335,6 +339,12 @@ class TrainerSpec(_Section):
         if self.type == "command" and not self.argv:
             raise ValueError(
                 "trainer.argv is empty: give the command to run, e.g. [python, train.py, --lr, '{train.learning_rate}']"
+            )
+        script = shell_script_index(self.argv)
+        if script >= 0 and (inside := quoted_placeholder(self.argv[script])):
+            raise ValueError(
+                f"trainer.argv: {inside} is inside quotes in the shell script; write it bare (tunelog quotes "
+                f"each value for the shell, and a value in your quotes would end them: `--set` could run code)"
             )
         return self
 

@@ -53,6 +53,7 @@ DERIVED_PARAMS = frozenset(
         "train.warmup_steps_resolved",
         "train.peak_lr_resolved",
         "train.device",
+        "trainer.rendered_argv",  # the command the spec rendered: it says nothing the spec's fields do not
     }
 )
 TAG_OWNER = "tunelog.owner"  # host:pid of the process that opened the run (`tunelog gc` checks it)

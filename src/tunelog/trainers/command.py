@@ -1,10 +1,10 @@
 """The command trainer: the user's own training script, driven as it is.
 
 The argv is rendered from the spec (placeholders `{dotted.field}` and `{output_dir}`),
-each item one argument, never through a shell. Output is read line by line as it comes,
-metrics parsed by `logparse` (and read from a JSONL file when the spec names one) and
-logged to the run live. The script runs in its own process group, so a timeout, a
-divergence or a SIGTERM to tunelog stops it and everything it started.
+each item one argument, never through a shell; `trainers.script` runs it (its output and
+events followed live, its end judged). Metrics it prints (and a JSONL file the spec names) are
+logged to the run live; only the headline goes to a sweep's pruner, and only while it trains.
+What it saved is logged (adapters, not a whole model), with the last lines it printed.
 """
 
 from __future__ import annotations
@@ -15,33 +15,48 @@ import os
 import re
 import shlex
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
-import threading
-import time
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 from .. import tracking as t
 from ..errors import SpecError
 from ..integrations import attach
-from ..logs.judge import OOM_WORDS, Evidence, judge, nonfinite_line
-from ..logs.parse import LogParser
 from ..spec import Spec
+from ..spec.argv import PLACEHOLDER, shell_script_index
 from ..tracking import RunLogger
 from ..training.devices import visible_gpus
-from ..training.memory import ProcessTreeMemory
 from ..vocabulary import Outcome
 from . import EvalHook, Result
+from .script import SCRIPT_DECIDES, Ran, run_command, script_cwd
 
-_PLACEHOLDER = re.compile(r"\{([A-Za-z_][\w.]*)\}")
-_SHELLS = {"sh", "bash", "dash", "zsh", "ksh"}
-TAIL_LINES = 200  # the end of a script's output kept for the judge (and the failure's reason)
+# a whole model's weights (transformers' save_model of a model without peft), never taken by a wildcard
+_WHOLE_MODEL = re.compile(r"^(?:model|pytorch_model)(?:-\d+-of-\d+)?\.(?:safetensors|bin)$")
+BIG_ARTIFACT = 100_000_000  # bytes: said on the console when a pattern asks for a file this large
+
+
+OUTPUT_TAIL = "output_tail.log"  # the last lines the script printed, kept with every command-trainer run
+
+
+def _norm(key: str) -> str:
+    """`eval/loss`, `eval_loss` and `eval.loss` are one name to the pruner."""
+    return re.sub(r"[/.]", "_", key)
+
+
+def pruner_keys(spec: Spec) -> set[str]:
+    """What the sweep's pruner judges: the spec's headline (`tracking.metric`) and what
+    `trainer.eval_metrics` names, never any other `eval_*` number (accuracy, sample counts, runtime)."""
+    return {_norm(spec.tracking.metric), *(_norm(k) for k in spec.trainer.eval_metrics)}
+
+
+def as_argument(value: Any) -> str:
+    """A value as a script reads it: an integral float as an integer (`{lora.alpha}` 16.0 -> `16`, which
+    argparse's `type=int` takes), everything else as `str` gives it."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return str(value)
 
 
 def render_argv(spec: Spec, output_dir: Path, argv: Optional[list[str]] = None) -> list[str]:
@@ -61,12 +76,13 @@ def render_argv(spec: Spec, output_dir: Path, argv: Optional[list[str]] = None) 
             if name not in values:
                 problems.append(name)
                 return match.group(0)
-            return shlex.quote(str(values[name])) if quote else str(values[name])
+            text = as_argument(values[name])
+            return shlex.quote(text) if quote else text
 
         return fill
 
     script = shell_script_index(items)
-    rendered = [_PLACEHOLDER.sub(filler(i == script), item) for i, item in enumerate(items)]
+    rendered = [PLACEHOLDER.sub(filler(i == script), item) for i, item in enumerate(items)]
     if problems:
         raise SpecError(
             spec.source,
@@ -80,188 +96,6 @@ def render_argv(spec: Spec, output_dir: Path, argv: Optional[list[str]] = None) 
             ],
         )
     return rendered
-
-
-def shell_script_index(argv: list[str]) -> int:
-    """Where a shell's script sits in an argv (`bash -c S`, `bash -ec S`, `sh -e -o pipefail -c S`,
-    `/usr/bin/env [VAR=x] bash -c S`), or -1 when the argv starts no shell script: placeholders there are
-    shell-quoted, since a shell reads that item as code."""
-    i = 0
-    if i < len(argv) and Path(argv[i]).name == "env":
-        i += 1
-        while i < len(argv) and ("=" in argv[i] or argv[i].startswith("-")):
-            i += 1
-    if i >= len(argv) or Path(argv[i]).name not in _SHELLS:
-        return -1
-    i, has_c = i + 1, False
-    while i < len(argv) and argv[i][:1] in ("-", "+") and argv[i] != "--":
-        if argv[i] in ("-o", "+o", "-O", "+O"):
-            i += 1  # takes the option's name
-        elif argv[i][:1] == "-" and not argv[i].startswith("--") and "c" in argv[i][1:]:
-            has_c = True
-        i += 1
-    return i if has_c and i < len(argv) else -1
-
-
-def script_cwd(spec: Spec) -> Path:
-    """Where the script runs: `trainer.cwd`, else the spec's folder (relative argv paths start there)."""
-    return spec.path(spec.trainer.cwd) if spec.trainer.cwd else Path(spec.base_dir)
-
-
-@dataclass
-class Ran:
-    """How one execution of the user's command ended."""
-
-    outcome: str  # ok, oom, diverged, failed
-    reason: str
-    steps: int
-    final: dict[str, float]
-    seconds: float
-    peak_gb: float = 0.0  # the process tree's peak: GPU memory where it used the GPU, else RSS (sampled)
-
-
-LineHook = Callable[..., Optional[bool]]
-"""Called with (step, metrics) for each metric line as the script prints it, and `logged=True` for an eval
-the script's TunelogCallback has written to the run already; True stops the script (pruned)."""
-STOP_GRACE_S = 120.0  # after a stop file, how long the script may take to end its step before it is stopped
-_EVAL_NAME = re.compile(r"^(eval|val|valid|validation)[/_.]", re.I)
-
-
-def configured_length(spec: Spec) -> dict[str, Any]:
-    """The lengths the script was told to train for: its own args and `train.max_steps` when set."""
-    args = {k: v for k, v in spec.flat_params().items() if k.startswith("trainer.args.")}
-    return {**args, "train.max_steps": spec.train.max_steps} if spec.train.max_steps else args
-
-
-def run_command(
-    spec: Spec,
-    argv: list[str],
-    output_dir: Path,
-    on_metrics: LineHook,
-    memory_budget_gb: Optional[float] = None,
-    run: Optional[RunLogger] = None,
-) -> Ran:
-    """Runs the script to its end (or a stop), parsing its output live and sampling its memory.
-
-    With `memory_budget_gb` (the probe's budget) a script whose process tree goes over it is stopped
-    and its outcome is oom, as if the GPU had run out. With `run`, a script using `TunelogCallback`
-    writes into that run (`tunelog.integrations.attach`): once it says so, its stdout is no longer parsed for metrics,
-    its evals go to `on_metrics` unlogged, a stop is asked through the stop file (the Trainer ends its
-    step and saves nothing), and its outcome is the callback's. Without `run` the callback stays off.
-    """
-    parser = LogParser(spec.trainer.patterns)
-    stop_file = output_dir / attach.STOP_FILE
-    env = {
-        **os.environ,
-        "PYTHONUNBUFFERED": "1",  # lines as they happen: live metrics and step timing
-        **spec.trainer.env,
-        "TUNELOG_OUTPUT_DIR": str(output_dir),
-        **(
-            {
-                attach.ENV_RUN_ID: run.run_id,
-                attach.ENV_STOP_FILE: str(stop_file),
-                "MLFLOW_TRACKING_URI": run.client.tracking_uri,
-            }
-            if run is not None
-            else {attach.ENV_CALLBACK: "off"}
-        ),
-    }
-    env.pop("MLFLOW_RUN_ID", None)  # the script's own MLflow calls must not join tunelog's parent run
-    start = time.monotonic()
-    proc = subprocess.Popen(
-        argv,
-        cwd=script_cwd(spec),
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        bufsize=1,
-        start_new_session=True,
-    )  # its own process group: stoppable as a whole
-    watch = _Watch(proc, spec.trainer.timeout)
-    sampler = ProcessTreeMemory(proc.pid, memory_budget_gb, on_over=lambda: _stop(proc))
-    final: dict[str, float] = {}
-    outcome, reason, oom_line, steps, named_step, epoch = Outcome.OK, "", "", 0, None, None
-    tail: deque[str] = deque(maxlen=TAIL_LINES)
-    attached, told, grace = False, None, None  # the callback's presence, its outcome, the stop's deadline
-    try:
-        for line in proc.stdout:  # type: ignore[union-attr]
-            tail.append(line)
-            if not oom_line and OOM_WORDS.search(line):
-                oom_line = line
-            said = attach.parse(line) if run is not None else None
-            if said is not None:
-                kind, payload = said
-                if kind == "attached":
-                    attached = True
-                elif kind == "outcome":
-                    told = payload
-                elif kind == "eval" and outcome == Outcome.OK:
-                    step, metrics = payload
-                    named_step = steps = max(step, steps)
-                    final.update(metrics)
-                    if on_metrics(step, metrics, logged=True):
-                        shown = ", ".join(
-                            f"{k} {v:.4g}" for k, v in metrics.items() if not k.endswith(("runtime", "_per_second"))
-                        )
-                        outcome, reason = Outcome.PRUNED, f"pruned at step {step} ({shown})"
-                        stop_file.write_text("pruned\n")  # the callback ends training at its next step
-                        grace = threading.Timer(STOP_GRACE_S, _stop, args=(proc,))
-                        grace.daemon = True
-                        grace.start()
-                continue
-            if attached:
-                continue  # the callback writes the metrics; the rest of stdout is the script's own
-            _, step, metrics = parser.parse_line(line)
-            if not metrics:
-                if nonfinite_line(line):  # `loss is nan at batch 1200`: diverged, whatever numbers follow
-                    outcome, reason = Outcome.DIVERGED, f"log says {line.strip()[:200]}"
-                    _stop(proc)
-                    break
-                continue
-            if step is not None:
-                named_step = max(step, named_step or step)
-            epoch = metrics.get("epoch", epoch)
-            steps = max(steps, step or steps + 1)
-            stop = on_metrics(step or steps, metrics)
-            final.update(metrics)
-            if stop:
-                outcome, reason = Outcome.PRUNED, f"pruned at step {step or steps}: {line.strip()[:200]}"
-                _stop(proc)
-                break
-            if any("loss" in k and not math.isfinite(v) for k, v in metrics.items()):
-                outcome, reason = Outcome.DIVERGED, f"non-finite loss at step {step or steps}: {line.strip()[:200]}"
-                _stop(proc)
-                break
-        code = proc.wait()
-    except BaseException:  # Ctrl-C, SIGTERM (TrainingInterrupted) or a crash here: the child goes too
-        _stop(proc)
-        raise
-    finally:
-        watch.cancel()
-        sampler.stop()
-        if grace is not None:
-            grace.cancel()
-    if attached and told and outcome == Outcome.OK and code == 0:
-        outcome, reason = told  # diverged, incomplete or ok, as the callback saw training end
-        if outcome == Outcome.PRUNED:
-            outcome = Outcome.OK  # a stop file tunelog did not write: nothing was pruned
-    if sampler.over:
-        outcome, reason = Outcome.OOM, sampler.over
-    elif watch.fired:
-        outcome, reason = Outcome.FAILED, f"timeout after {spec.trainer.timeout:g}s"
-    elif outcome == Outcome.OK and (code != 0 or not attached):
-        lines = list(tail) if not oom_line or oom_line in tail else [oom_line, *tail]
-        evidence = Evidence(
-            lines=lines,
-            exit_code=code,
-            params=configured_length(spec) if not attached else {},
-            max_step=named_step,
-            last_epoch=epoch,
-            where="the script's output",
-        )
-        outcome, reason = judge(evidence)
-    return Ran(outcome, reason, steps, final, time.monotonic() - start, sampler.peak_gb)
 
 
 class CommandTrainer:
@@ -291,24 +125,27 @@ class CommandTrainer:
         run.log_params({"trainer.rendered_argv": json.dumps(argv)})
         # the GPUs the script is given (its device-hours in the changelog); 0 where it gets none
         run.set_tags({t.TAG_GPUS: str(len(visible_gpus({**os.environ, **spec.trainer.env})))})
+        judged = pruner_keys(spec)
 
-        evals = set(spec.trainer.eval_metrics)
-
-        def log(step: Optional[int], metrics: dict[str, float], logged: bool = False) -> bool:
-            """Logs the line's metrics; an eval-style one goes to `on_eval` (a sweep's pruner), which may stop."""
+        def log(step: Optional[int], metrics: dict[str, float], logged: bool = False, training: bool = True) -> bool:
+            """Logs the line's metrics; the headline (or what `trainer.eval_metrics` names) goes to `on_eval`
+            (a sweep's pruner) while training lasts, and it may stop the script."""
             if not logged:
                 run.log_metrics({k: v for k, v in metrics.items() if math.isfinite(v)}, step=step)
-            if on_eval is None:
+            if on_eval is None or not training:
                 return False
-            value = next(
-                (v for k, v in metrics.items() if (k in evals or _EVAL_NAME.match(k)) and math.isfinite(v)), None
-            )
+            value = next((v for k, v in metrics.items() if _norm(k) in judged and math.isfinite(v)), None)
             return value is not None and bool(on_eval(step or 0, value))
 
         run.flush()  # the params and tags the script's callback reads are in the store before it starts
-        ran = run_command(spec, argv, output_dir, log, run=run)
+        try:
+            ran = run_command(spec, argv, output_dir, log, run=run)
+        finally:  # the spec's values where the script's callback did not record what the Trainer used
+            run.log_new_params({k: v for k, v in spec.flat_params().items() if k.startswith(SCRIPT_DECIDES)})
         final = {**ran.final, **_metrics_file(spec, output_dir, run)}
-        self._artifacts(spec, output_dir, run)
+        run.log_text("".join(ran.tail), OUTPUT_TAIL)  # what the script said last, whatever its end
+        if ran.outcome != Outcome.PRUNED:  # a pruned trial's saved files are no result to keep
+            self._artifacts(spec, output_dir, run)
         totals = {"train/seconds": ran.seconds, "perf/peak_mem_gb": ran.peak_gb}
         run.log_metrics(totals)
         final.update(totals)
@@ -316,9 +153,27 @@ class CommandTrainer:
 
     @staticmethod
     def _artifacts(spec: Spec, output_dir: Path, run: RunLogger) -> None:
+        """The output folder's files the patterns name: a wildcard never takes a whole model's weights."""
+        skipped = []
         for pattern in spec.trainer.artifacts:
             for path in sorted(output_dir.rglob(pattern)):
+                if path.name == attach.EVENTS_FILE or path.name == attach.STOP_FILE:
+                    continue
+                if _WHOLE_MODEL.match(path.name) and any(c in pattern for c in "*?["):
+                    skipped.append(path.name)
+                    continue
+                size = path.stat().st_size
+                if size > BIG_ARTIFACT:
+                    print(
+                        f"tunelog: logging {path.name} ({size / 1e6:.0f} MB) as trainer.artifacts asks", file=sys.stderr
+                    )
                 run.log_artifact(path, "outputs")
+        if skipped:
+            print(
+                f"tunelog: not logged (a whole model, not an adapter): {', '.join(sorted(set(skipped)))}; "
+                "name it in trainer.artifacts to keep it",
+                file=sys.stderr,
+            )
 
 
 def _metrics_file(spec: Spec, output_dir: Path, run: RunLogger) -> dict[str, float]:
@@ -338,39 +193,6 @@ def _metrics_file(spec: Spec, output_dir: Path, run: RunLogger) -> dict[str, flo
             run.log_metrics({k: v for k, v in numbers.items() if math.isfinite(v)}, step=step)
             final.update(numbers)
     return final
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    """SIGTERM to the child's whole process group, SIGKILL if it lingers."""
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    except ProcessLookupError:
-        pass
-
-
-class _Watch:
-    """Stops the child when its timeout passes."""
-
-    def __init__(self, proc: subprocess.Popen, timeout: Optional[float]):
-        self.fired = False
-        self._timer = threading.Timer(timeout, self._fire, args=(proc,)) if timeout else None
-        if self._timer:
-            self._timer.daemon = True
-            self._timer.start()
-
-    def _fire(self, proc: subprocess.Popen) -> None:
-        self.fired = True
-        _stop(proc)
-
-    def cancel(self) -> None:
-        if self._timer:
-            self._timer.cancel()
 
 
 __all__ = ["CommandTrainer", "Ran", "render_argv", "run_command", "script_cwd"]
