@@ -36,6 +36,8 @@ def shared_spec(tmp_path, sleep: float) -> str:
         "n_trials": N_TRIALS,
         "sampler": "random",
         "seed": 1,
+        # the headline (`loss`) is what a pruner judges, every step: these tests count trials, not prune them
+        "pruner": {"type": "none"},
         "params": {"train.learning_rate": {"type": "float", "min": 2e-5, "max": 4e-4, "log": True}},
     }
     path = tmp_path / "shared.yaml"

@@ -83,7 +83,6 @@ def main(argv=None, trainer_class=Trainer) -> None:
         save_strategy="no",
         report_to=[args.report_to] if args.report_to != "none" else "none",
         use_cpu=not torch.cuda.is_available(),
-        disable_tqdm=True,
         seed=0,
     )
     trainer = trainer_class(

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Optional
 
 import click
 
-from ..errors import TunelogError
+from ..errors import TrainingFailed, TunelogError
 from ..tracking.uri import browsable_with_mlflow_ui
 from ..util.redact import redact_url
 from ..vocabulary import Outcome
@@ -138,8 +139,29 @@ def sweep(
             f"best: trial {summary.best_trial} {spec.tracking.metric}={summary.best_value:.4f} "
             f"{summary.best_params} (run {summary.best_run_id})"
         )
+    if not c["complete"] and runner.failures:
+        say_first_failure(runner.tracker, runner.failures[0])
+        raise TrainingFailed(f"no trial of study {summary.study} completed; the first failed: {runner.failures[0][1]}")
     leave_behind(runner.tracker, spec.tracking.experiment, summary.best_run_id, promote_to, changelog_to)
     where_it_went(runner.tracker, spec.tracking.experiment, f"sweep run {summary.sweep_run_id}")
+
+
+def say_first_failure(tracker, failure: tuple[int, str, Optional[str]]) -> None:
+    """The first failed trial's reason and the last lines its script printed (its run's output tail)."""
+    number, reason, run_id = failure
+    click.echo(f"trial {number} failed: {reason}", err=True)
+    if not run_id:
+        return
+    from ..trainers.command import OUTPUT_TAIL
+
+    try:
+        with tempfile.TemporaryDirectory() as folder:
+            tail = Path(tracker.download(run_id, OUTPUT_TAIL, folder)).read_text(errors="replace").splitlines()
+    except Exception:  # no tail kept (the built-in trainer, or the run failed before the script started)
+        return
+    click.echo(f"the last lines it printed (artifact {OUTPUT_TAIL} of run {run_id}):", err=True)
+    for line in tail[-20:]:
+        click.echo(f"  {line}", err=True)
 
 
 def where_it_went(tracker, experiment: str, what: str) -> None:

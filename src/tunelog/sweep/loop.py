@@ -82,6 +82,7 @@ class Sweep:
             raise SpecError(spec.source, [("search", "missing: a sweep needs a `search:` section with params")])
         space.check_targets(spec)
         self.opts, self.tracker = opts, tracker
+        self.failures: list[tuple[int, str, Optional[str]]] = []  # (trial, reason, run id) of trials that failed
         self.spec = spec.with_overrides(spec.search.quick.overrides, "search.quick.overrides") if opts.quick else spec
         self.search: SearchSpec = self.spec.search  # type: ignore[assignment]
         self.n_trials = opts.n_trials or (self.search.quick.n_trials if opts.quick else self.search.n_trials)
@@ -330,15 +331,20 @@ class Sweep:
             trial.set_user_attr(ATTR_REASON, f"{type(exc).__name__}: {exc}"[:500])
             study.tell(trial, state=TrialState.FAIL)
             self.opts.echo(f"trial {trial.number}: failed ({type(exc).__name__}: {exc})")
+            self.failures.append((trial.number, f"{type(exc).__name__}: {exc}", trial.user_attrs.get(ATTR_RUN)))
             return Outcome.FAILED
-        trial.set_user_attr(ATTR_OUTCOME, result.outcome)
-        trial.set_user_attr(ATTR_REASON, result.reason)
         value = result.metrics.get(spec.tracking.metric)
-        if result.outcome == Outcome.PRUNED:
+        outcome, reason = result.outcome, result.reason
+        if outcome == Outcome.OK and value is None:  # trained, but no result: the run says so as the study does
+            outcome, reason = Outcome.FAILED, f"metric {spec.tracking.metric!r} was not produced"
+            self.tracker.set_tags(run_id, {t.TAG_OUTCOME: outcome, t.TAG_REASON: reason})
+        trial.set_user_attr(ATTR_OUTCOME, outcome)
+        trial.set_user_attr(ATTR_REASON, reason)
+        if outcome not in (Outcome.OK, Outcome.PRUNED):
+            self.failures.append((trial.number, reason, run_id))
+        if outcome == Outcome.PRUNED:
             study.tell(trial, state=TrialState.PRUNED)
-        elif result.outcome != Outcome.OK or value is None:
-            if value is None and result.outcome == Outcome.OK:
-                trial.set_user_attr(ATTR_REASON, f"metric {spec.tracking.metric!r} was not produced")
+        elif outcome != Outcome.OK:
             study.tell(trial, state=TrialState.FAIL)
         else:
             values = [value]
@@ -346,15 +352,19 @@ class Sweep:
                 second = self.search.second_objective
                 values.append(result.metrics.get(second.metric, float("nan")))  # type: ignore[union-attr]
             study.tell(trial, values)
-        self.progress(study, trial.number, result.outcome, spec.tracking.metric, value, time.monotonic() - started)
-        return result.outcome
+        self.progress(study, trial.number, outcome, spec.tracking.metric, value, time.monotonic() - started, reason)
+        return outcome
 
-    def progress(self, study, number: int, outcome: str, metric: str, value: Optional[float], seconds: float) -> None:
-        """One line per trained trial: `trial 7/20: ok, eval/loss 4.381 (best 4.312), 12 s`."""
+    def progress(
+        self, study, number: int, outcome: str, metric: str, value: Optional[float], seconds: float, reason: str = ""
+    ) -> None:
+        """One line per trained trial, in the study's own words: `trial 7/20: ok, eval/loss 4.381 (best 4.312),
+        12 s`; `trial 3/20: failed (exit code 1: ValueError: bad lr), 4 s`."""
         top = best_trials(study, 1)
-        shown = f", {metric} {value:.4g}" if value is not None else ""
+        shown = f", {metric} {value:.4g}" if value is not None and outcome == Outcome.OK else ""
         best = f" (best {top[0].values[0]:.4g})" if top else ""
-        self.opts.echo(f"trial {number}/{self.n_trials}: {outcome}{shown}{best}, {seconds:.0f} s")
+        why = f" ({reason[:200]})" if reason and outcome != Outcome.OK else ""
+        self.opts.echo(f"trial {number}/{self.n_trials}: {outcome}{why}{shown}{best}, {seconds:.0f} s")
 
 
 def short_values(params: dict[str, Any], limit: int = 48) -> str:
