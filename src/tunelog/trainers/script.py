@@ -38,7 +38,6 @@ SCRIPT_DECIDES = ("train.", "lora.", "model.")
 TAIL_LINES = 200  # the end of a script's output kept for the judge, the failure's reason and an artifact
 STOP_GRACE_S = 120.0  # after a stop file, how long the script may take to end its step before it is stopped
 POLL_S = 0.5  # how often the events file is looked at while the script prints nothing
-_BAR = re.compile(r"(\d+)/(\d+) *\[")  # tqdm's counter: `  5%|▌   | 5/100 [00:01<00:20, 4.9it/s]`
 # what a metric is called, for lines that are neither a dict nor name their step (an INFO line's
 # `hidden_size: 576` or `line 1072` is no metric)
 _METRIC_LIKE = re.compile(
@@ -168,8 +167,6 @@ class _Session:
         self.outcome, self.reason = Outcome.OK, ""
         self.oom_line = ""
         self.steps, self.named_step, self.epoch = 0, None, None
-        self.bar_total: Optional[int] = None  # the training bar's M: the first tqdm counter seen
-        self.bar_step: Optional[int] = None
         self.training = True  # False once the Trainer's summary is printed
         self.attached, self.told = False, None  # the callback's presence and its outcome
         self.grace: Optional[threading.Timer] = None
@@ -216,11 +213,6 @@ class _Session:
             self.oom_line = line
         if self.attached or self.stopped:
             return  # the callback writes the metrics; the rest of stdout is the script's own
-        if (bar := _BAR.search(line)) is not None:
-            n, total = int(bar.group(1)), int(bar.group(2))
-            self.bar_total = self.bar_total or total
-            if total == self.bar_total:
-                self.bar_step = n
         _, step, metrics = self.parser.parse_line(line)
         metrics = self._kept(line, step, metrics)
         if not metrics:
@@ -229,8 +221,6 @@ class _Session:
             return
         if any(_SUMMARY_KEY.search(k) for k in metrics):
             self.training = False
-        if step is None and self.bar_step is not None:
-            step = self.bar_step  # a Trainer log dict names no step: the training bar's counter does
         if step is not None:
             self.named_step = max(step, self.named_step or step)
         self.epoch = metrics.get("epoch", self.epoch)
