@@ -33,11 +33,6 @@ class Outcome(str, Enum):
 
     __hash__ = str.__hash__  # a dict keyed by "oom" finds Outcome.OOM (Enum hashes the member's name)
 
-    @property
-    def trained(self) -> bool:
-        """The run trained to an end its config asked for (its numbers are a result)."""
-        return self is Outcome.OK
-
 
 # severity when several hints disagree (an import merging readers): the worst wins
 SEVERITY = {Outcome.OOM: 4, Outcome.DIVERGED: 3, Outcome.FAILED: 2, Outcome.INCOMPLETE: 1}

@@ -285,15 +285,18 @@ def _datasets(train, eval_loader) -> list[tuple[str, str, Optional[str]]]:
     """The Trainer's datasets as the run's dataset inputs: (context, name, fingerprint) where they have one."""
     out = []
     for context, data in (("train", train), ("eval", getattr(eval_loader, "dataset", None))):
-        fingerprint = getattr(data, "_fingerprint", None)
         if data is not None:
-            out.append((context, f"{context}_dataset", str(fingerprint)[:12] if fingerprint else None))
+            out.append((context, f"{context}_dataset", _fingerprint(data)))
     return out
 
 
 def _eval_key(loader) -> Optional[str]:
     """A `datasets.Dataset`'s fingerprint names the eval set's content; other datasets have no key."""
-    fingerprint = getattr(getattr(loader, "dataset", None), "_fingerprint", None)
+    return _fingerprint(getattr(loader, "dataset", None))
+
+
+def _fingerprint(data) -> Optional[str]:
+    fingerprint = getattr(data, "_fingerprint", None)
     return str(fingerprint)[:12] if fingerprint else None
 
 

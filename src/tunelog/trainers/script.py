@@ -27,7 +27,6 @@ from ..integrations import attach
 from ..logs.judge import OOM_WORDS, Evidence, judge, nonfinite_line
 from ..logs.parse import LogParser
 from ..spec import Spec
-from ..spec.argv import PLACEHOLDER  # noqa: F401  (re-exported for callers that render argv)
 from ..tracking import RunLogger
 from ..training.memory import ProcessTreeMemory
 from ..vocabulary import Outcome
