@@ -98,11 +98,17 @@ def run_cli(*argv) -> CliResult:
 
     out, err = io.StringIO(), io.StringIO()
     code = 0
+    uri = os.environ.get("MLFLOW_TRACKING_URI")  # the command pins its store in the environment: put it back
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
             main([str(a) for a in argv])
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        finally:
+            if uri is None:
+                os.environ.pop("MLFLOW_TRACKING_URI", None)
+            else:
+                os.environ["MLFLOW_TRACKING_URI"] = uri
     return CliResult(code, out.getvalue(), err.getvalue())
 
 

@@ -2,12 +2,13 @@
 on) as one tunelog run alone, as the trials of a sweep whose pruner stops it through the callback, and diverged on a
 NaN loss; its runs read by the changelog exactly like `tunelog train` runs."""
 
+import subprocess
 import sys
 
 import pytest
 from mlflow import MlflowClient
 
-from conftest import REPO, run_cli
+from conftest import REPO, subprocess_env
 from tunelog import changelog as cl
 from tunelog import tracking as t
 from tunelog.tracking import Tracker
@@ -62,23 +63,21 @@ def test_a_nan_loss_ends_the_run_diverged_and_stops_training(tmp_path, store, mo
 
 @pytest.mark.slow
 def test_a_sweep_of_the_script_one_trial_pruned_through_the_callback(tmp_path, store, monkeypatch):
-    monkeypatch.chdir(tmp_path)
+    """As the README has users run it: from their own folder, `MLFLOW_TRACKING_URI` relative to it. The
+    script runs in the example's folder and must still record into this folder's store, and only there."""
     argv = (
         '["{python}", train.py, --learning_rate, "{train.learning_rate}", --max_steps, "{train.max_steps}",'
         ' --batch_size, "{train.batch_size}", --lora_r, "{lora.r}", --eval_steps, "4", --output_dir, "{output_dir}"]'
     )
-    proc = run_cli(
-        "sweep",
-        REPO / "examples/hf_trainer/spec.yaml",
-        "--n-trials",
-        "4",
-        "--set",
-        "train.max_steps=8",
-        "--set",
-        f"trainer.argv={argv}",
+    spec = REPO / "examples/hf_trainer/spec.yaml"
+    cli = [sys.executable, "-m", "tunelog.cli", "sweep", str(spec), "--n-trials", "4", "--set", "train.max_steps=8"]
+    env = subprocess_env("sqlite:///mlruns/mlflow.db")
+    proc = subprocess.run(
+        [*cli, "--set", f"trainer.argv={argv}"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=900
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    client = MlflowClient()
+    assert not (spec.parent / "mlruns").exists() and not (tmp_path / "mlflow.db").exists()  # no stray store
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
     runs = _all_runs(client)
     kinds = sorted(r.data.tags.get(t.TAG_KIND) for r in runs)
     assert kinds == ["sweep", "trial", "trial", "trial", "trial"]  # nothing else in the store

@@ -37,6 +37,9 @@ def load(spec_file: str, config: Optional[str], overrides: tuple[str, ...]):
 @click.version_option(package_name="tunelog")
 def cli() -> None:
     """tunelog: reproducible LoRA fine-tuning experiments on MLflow."""
+    from ..tracking.store import pin_tracking_uri
+
+    pin_tracking_uri()  # one absolute store for this command and every process it starts
 
 
 force_option = click.option("--force", is_flag=True, help="Run even when lint finds errors.")

@@ -35,7 +35,7 @@ def changelog(
     from ..changelog.phases import read_phases
 
     named = read_phases(phases_file) if phases_file else None
-    tracker = t.Tracker()
+    tracker = t.Tracker(reading=True)
     log = cl.collect_and_build(
         tracker, experiment, metric=metric, direction=direction, verbose=verbose, phase_names=named
     )
@@ -68,7 +68,7 @@ def diff(run_a: str, run_b: str, experiment: Optional[str], markdown: bool, only
     from .. import tracking as t
     from ..changelog.compare import compare, resolve, to_text
 
-    tracker = t.Tracker()
+    tracker = t.Tracker(reading=True)
     a, b = resolve(tracker, run_a, experiment), resolve(tracker, run_b, experiment)
     click.echo(to_text(compare(tracker, a, b), markdown, only_changed), nl=False)
 
@@ -83,7 +83,7 @@ def based_on(run_id: str, parent_id: str) -> None:
     """
     from .. import tracking as t
 
-    tracker = t.Tracker()
+    tracker = t.Tracker(reading=True)
     for rid in (run_id, parent_id):
         tracker.get_run(rid)
     tracker.set_tags(run_id, {t.TAG_BASED_ON: parent_id})
@@ -175,23 +175,23 @@ def import_(
 @cli.command("promote")
 @click.option("--experiment", default=None, help="Promote the best run of this experiment.")
 @click.option("--run", "run_id", default=None, help="Promote this run.")
-@click.option("--name", "model", default=None, help="Registered model name (default: the experiment's).")
+@click.option("--name", "model", default=None, help="Registered model name (default: EXPERIMENT-lora).")
 @click.option("--metric", default=None, help="Metric to judge by (default: the run's tunelog.metric).")
 def promote_cmd(experiment: Optional[str], run_id: Optional[str], model: Optional[str], metric) -> None:
     """Register the best run's adapter; move the `champion` alias only if it beats the champion.
 
-    Example: tunelog promote --experiment demo --name demo-lora
+    Example: tunelog promote --experiment demo   (registers demo-lora)
     """
     from ..promote import best_run, promote
     from ..tracking import Tracker
 
     if bool(experiment) == bool(run_id):
         raise click.UsageError("give exactly one of --experiment or --run")
-    tracker = Tracker()
+    tracker = Tracker(reading=True)
     runs = None if run_id else tracker.all_runs(experiment)  # read once: the pick and the version's description
     run = tracker.get_run(run_id) if run_id else best_run(tracker, experiment, metric, runs)
-    if not model:
-        model = experiment or run.experiment_name
+    if not model:  # the name the sweep's and the stages' --promote examples use: demo -> demo-lora
+        model = f"{experiment or run.experiment_name}-lora"
     click.echo(promote(tracker, run, model, metric, runs).summary())
 
 
@@ -207,7 +207,7 @@ def reproduce_cmd(run_id: str, overrides: tuple[str, ...]) -> None:
     from ..spec import parse_set_options
     from ..tracking import Tracker
 
-    new_id, pairs = reproduce(Tracker(), run_id, parse_set_options(overrides))
+    new_id, pairs = reproduce(Tracker(reading=True), run_id, parse_set_options(overrides))
     click.echo(f"reproduced {run_id} as {new_id}")
     click.echo(f"{'metric':<28} {'original':>12} {'reproduced':>12} {'difference':>12}")
     for key, (a, b) in pairs.items():
@@ -231,7 +231,7 @@ def gc(older_than: str, yes: bool) -> None:
     """
     from ..tracking import Tracker
 
-    tracker = Tracker()
+    tracker = Tracker(reading=True)
     stale = tracker.stale_runs(_seconds(older_than))
     for record, why in stale:
         if yes:

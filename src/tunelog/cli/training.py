@@ -69,6 +69,9 @@ def train(spec_file: str, config: Optional[str], overrides: tuple[str, ...], for
     "--gpus-per-trial", type=click.IntRange(min=1), default=1, show_default=True, help="GPUs each worker gets."
 )
 @click.option("--force-resume", is_flag=True, help="Go on with a study started with another search space.")
+@click.option(
+    "--retry-failed", is_flag=True, help="Run failed trials' params again (they stop counting against n_trials)."
+)
 @click.option("--refine-from", default=None, metavar="STUDY", help="Narrow the space around STUDY's best trials.")
 @click.option("--top-k", type=click.IntRange(min=1), default=5, show_default=True, help="Trials --refine-from keeps.")
 @click.option("--promote", "promote_to", default=None, metavar="MODEL", help="Register the best trial as MODEL.")
@@ -87,6 +90,7 @@ def sweep(
     workers: Optional[int],
     gpus_per_trial: int,
     force_resume: bool,
+    retry_failed: bool,
     refine_from,
     top_k: int,
     promote_to: Optional[str],
@@ -117,6 +121,7 @@ def sweep(
         workers=workers or default_workers(dict(os.environ), gpus_per_trial),
         gpus_per_trial=gpus_per_trial,
         force_resume=force_resume,
+        retry_failed=retry_failed,
         refine_from=refine_from,
         top_k=top_k,
         echo=click.echo,
@@ -191,7 +196,7 @@ def analyze(study_name: str, storage: Optional[str], top: int) -> None:
     from ..sweep import best_trials, counts, default_storage, load_for_analysis, suggested_ranges
     from ..tracking import tracking_uri
 
-    study = load_for_analysis(study_name, storage or default_storage(tracking_uri()))
+    study = load_for_analysis(study_name, storage or default_storage(tracking_uri(create=False)))
     click.echo(f"study {study_name}: " + ", ".join(f"{v} {k}" for k, v in counts(study).items() if v))
     best = best_trials(study, top)
     for rank, tr in enumerate(best, 1):

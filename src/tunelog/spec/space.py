@@ -62,6 +62,63 @@ def derive(
     return out
 
 
+def solve_helpers(
+    search: SearchSpec, values: dict[str, Any], written: dict[str, Any], source: str
+) -> tuple[dict[str, Any], list[str]]:
+    """A named config's sweep helpers (searched names that are no spec field, like `alpha_ratio`) set to the
+    value that makes each derived field come out as the config writes it (`lora.alpha: 16` with `lora.r: 8`
+    gives `alpha_ratio` 2.0): the trial then records the values it trains, not a sample it ignores.
+    Returns (solved helpers, the derived fields no helper in range could produce)."""
+    solved: dict[str, Any] = {}
+    unmet: list[str] = []
+    for target in derived_order(search.derived, source):
+        if target not in written:
+            continue
+        expr = parse(search.derived[target])
+        free = [n for n in expr.names if n in search.params and n not in values and n not in solved]
+        env = {**written, **values, **solved}
+        if len(free) != 1:
+            if free or not _equal(_try(expr, env), written[target]):
+                unmet.append(target)
+            continue
+        found = _solve(expr, env, free[0], search.params[free[0]], written[target])
+        if found is None:
+            unmet.append(target)
+        else:
+            solved[free[0]] = found
+    return solved, unmet
+
+
+def _solve(expr: Any, env: dict[str, Any], name: str, p: ParamSpec, want: Any) -> Any:
+    """The value of `name` in its range for which `expr` gives `want`: each choice (or integer) tried, or
+    bisection over a float range where the expression changes sign around `want`."""
+    if p.type == "categorical" or p.type == "int":
+        candidates = p.choices if p.type == "categorical" else range(int(p.min), int(p.max) + 1)
+        return next((c for c in candidates or [] if _equal(_try(expr, {**env, name: c}), want)), None)
+    lo, hi = float(p.min), float(p.max)  # type: ignore[arg-type]
+    gap = lambda x: (_try(expr, {**env, name: x}) or 0.0) - want  # noqa: E731
+    if gap(lo) * gap(hi) > 0:
+        return None
+    for _ in range(80):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if gap(lo) * gap(mid) > 0 else (lo, mid)
+    best = min((lo, hi), key=lambda x: abs(gap(x)))
+    return round(best, 12) if _equal(_try(expr, {**env, name: round(best, 12)}), want) else best
+
+
+def _try(expr: Any, env: dict[str, Any]) -> Any:
+    try:
+        return expr.evaluate(env)
+    except ExpressionError:
+        return None
+
+
+def _equal(got: Any, want: Any) -> bool:
+    if isinstance(got, (int, float)) and isinstance(want, (int, float)) and not isinstance(got, bool):
+        return abs(got - want) <= 1e-9 * max(1.0, abs(want))
+    return got == want
+
+
 def spec_overrides(values: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in values.items() if "." in k}
 

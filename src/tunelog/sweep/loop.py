@@ -46,10 +46,12 @@ from .study import (
     default_storage,
     directions,
     enqueue_named_configs,
+    failed_trials,
     make_pruner,
     make_sampler,
     open_storage,
     recover,
+    retry_failed,
     running_elsewhere,
     space_hash,
     suggest,
@@ -73,6 +75,7 @@ class SweepOptions:
     overrides: tuple[str, ...] = ()  # the --set items as given, passed on to --workers processes
     refine_from: Optional[str] = None
     top_k: int = 5
+    retry_failed: bool = False  # failed trials' params queued again (they stop counting against n_trials)
     echo: Callable[[str], None] = print
 
 
@@ -170,11 +173,18 @@ class Sweep:
             )
             run.log_metrics({"sweep/n_trials": self.n_trials})
             requeued = recover(study, self.tracker, self.opts.echo, startup=True)
+            if self.opts.retry_failed:
+                requeued += retry_failed(study)
             finished = used_budget(study)
             if finished or requeued:
                 self.opts.echo(
                     f"resuming study {self.study_name}: {finished} finished, {len(requeued)} re-queued, "
                     f"{max(0, self.n_trials - finished)} to go"
+                )
+            if failed := failed_trials(study):
+                self.opts.echo(
+                    f"{len(failed)} failed trial(s) ({', '.join(str(tr.number) for tr in failed)}) count as done: "
+                    f"rerun with --retry-failed to run their params again"
                 )
             enqueue_named_configs(study, self.spec, self.search, self.n_trials, self.opts.echo)
             if self.opts.workers > 1:
@@ -257,15 +267,18 @@ class Sweep:
         return spec.model_copy(update={"tracking": spec.tracking.model_copy(update={"run_name": name})})
 
     def trial_values(self, trial: optuna.Trial, sampled: dict[str, Any]) -> dict[str, Any]:
-        """Sampled and derived values. A named config runs as written: derived params are computed only for
-        fields it leaves open (a sampled `alpha_ratio` must not re-derive the `lora.alpha` it sets), from its
-        own values, and its values stand for the fields it sets."""
+        """Sampled and derived values. A named config runs as written: the spec with its overrides, derived
+        params computed only for fields neither sets (a sampled `alpha_ratio` must not re-derive the
+        `lora.alpha` that `demo.yaml` or the config writes), and those values stand for the fields."""
         preset = self.spec.configs.get(trial.user_attrs.get(ATTR_CONFIG, ""))
-        written = flatten(preset.overrides) if preset else {}
+        base = self.spec.flat_params()
+        written = (
+            {**{k: base[k] for k in self.search.derived if k in base}, **flatten(preset.overrides)} if preset else {}
+        )
         fixed = {**self.spec.flat_params(), **written}
         derived = space.derive(self.search, {**sampled, **written}, self.spec.source, fixed)
         values = {**sampled, **{k: v for k, v in derived.items() if k not in written}}
-        return {**values, **{k: v for k, v in written.items() if k in values}}
+        return {**values, **{k: v for k, v in written.items() if k in values or k in self.search.derived}}
 
     def run_trial(self, study: optuna.Study, trial: optuna.Trial, sweep_run_id: str) -> tuple[str, str]:
         """One trial from sample to tell; returns (outcome, the rule that rejected it or '')."""

@@ -22,7 +22,7 @@ from optuna.trial import TrialState
 
 from .. import tracking as t
 from ..errors import SpecError, TunelogError
-from ..spec import SearchSpec, Spec, rules, space
+from ..spec import SearchSpec, Spec, flatten, rules, space
 from ..tracking import Tracker
 from ..util.owner import owner_dead
 from ..util.redact import redact_url
@@ -38,6 +38,7 @@ STUDY_SPACE = "tunelog.search"
 STUDY_ENQUEUED = "tunelog.enqueued"
 STUDY_HASH = "tunelog.space_hash"  # what the study searches: a different space under its name is refused
 STUDY_REQUEUED = "tunelog.requeued"  # numbers of interrupted trials already queued again
+STUDY_RETRIED = "tunelog.retried"  # numbers of failed trials queued again by --retry-failed (no longer counted)
 INTERRUPTED = Outcome.INTERRUPTED  # Ctrl-C, SIGTERM or a dead worker: the trial runs again on resume
 HEARTBEAT_SECONDS, GRACE_SECONDS = 10, 60
 CLAIM_PREFIX = "tunelog-claim:"  # empty marker studies: the storage's unique study names make a claim atomic
@@ -234,10 +235,18 @@ def enqueue_named_configs(
     study.set_user_attr(STUDY_ENQUEUED, True)
     base = spec.flat_params()
     for name, preset in list(spec.configs.items())[:n_trials]:
-        values = {**{p: base[p] for p in search.params if p in base}, **preset.overrides}
+        written = {**base, **flatten(preset.overrides)}
+        values = {p: written[p] for p in search.params if p in written}
         kept, dropped = space.check_enqueue(search.params, values)
+        helpers, unmet = space.solve_helpers(search, kept, written, spec.source)
+        kept.update(helpers)
         if dropped:
             echo(f"config {name}: outside the search space, not seeded: {', '.join(dropped)}")
+        if unmet:
+            echo(
+                f"config {name}: trains {', '.join(f'{k}={written[k]!r}' for k in unmet)} as written; no value of "
+                f"the searched names in range derives it, so the trial records what was sampled for them"
+            )
         if kept:
             study.enqueue_trial(kept, user_attrs={ATTR_CONFIG: name})
 
@@ -300,6 +309,30 @@ def requeue_interrupted(study: optuna.Study) -> list[int]:
     return [tr.number for tr in again]
 
 
+def failed_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """Trials that failed (a crash, the script's error) and were not queued again yet: what a rerun with
+    `--retry-failed` runs again. An oom, a divergence or a rejection would only repeat itself."""
+    retried = set(study.user_attrs.get(STUDY_RETRIED, []))
+    return [
+        tr
+        for tr in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+        if tr.user_attrs.get(ATTR_OUTCOME) == Outcome.FAILED and tr.params and tr.number not in retried
+    ]
+
+
+def retry_failed(study: optuna.Study) -> list[int]:
+    """The failed trials' params queued again, once each whichever invocation gets there first; the failed
+    trials stop counting against n_trials, so the budget buys the same number of results."""
+    again = [tr for tr in failed_trials(study) if claim(study, f"retry-{tr.number}")]
+    for tr in again:
+        attrs = {k: v for k, v in tr.user_attrs.items() if k == ATTR_CONFIG}
+        study.enqueue_trial(tr.params, user_attrs={**attrs, "tunelog.retried_from": tr.number}, skip_if_exists=False)
+    if again:
+        done = set(study.user_attrs.get(STUDY_RETRIED, []))
+        study.set_user_attr(STUDY_RETRIED, sorted(done | {tr.number for tr in again}))
+    return [tr.number for tr in again]
+
+
 def running_elsewhere(study: optuna.Study, me: str) -> list[optuna.trial.FrozenTrial]:
     """Trials other invocations are still training (not this process's, not known dead)."""
     return [
@@ -311,12 +344,14 @@ def running_elsewhere(study: optuna.Study, me: str) -> list[optuna.trial.FrozenT
 
 def used_budget(study: optuna.Study, before: Optional[int] = None) -> int:
     """Trials that count against n_trials: started or finished; not merely queued, not over budget,
-    not interrupted (those run again). With `before`, only trials numbered below it."""
+    not interrupted nor failed and retried (those run again). With `before`, only trials numbered below it."""
+    retried = set(study.user_attrs.get(STUDY_RETRIED, []))
     return sum(
         1
         for tr in study.get_trials(deepcopy=False)
         if tr.state != TrialState.WAITING
         and tr.user_attrs.get(ATTR_OUTCOME) not in (Outcome.OVER_BUDGET, INTERRUPTED)
+        and tr.number not in retried
         and (before is None or tr.number < before)
     )
 

@@ -24,15 +24,29 @@ from .models import model_adapter
 from .registry import RegistryOps, resolve_model_uri, run_model_id
 from .run import RunLogger, RunWrites
 from .sqlite_file import check_sqlite_store, create_sqlite_store_once, keep_reserve, sqlite_damage
-from .store import StoreReads, client_for, default_store_dir, download_artifacts, tracking_uri, tune_sqlite
+from .store import (
+    StoreReads,
+    absolute_uri,
+    client_for,
+    default_store_dir,
+    download_artifacts,
+    pin_tracking_uri,
+    require_store,
+    tracking_uri,
+    tune_sqlite,
+)
 from .uri import browsable_with_mlflow_ui, is_database, is_server, is_sqlite, sqlite_path
 
 
 class Tracker(StoreReads, RunWrites, RegistryOps, FinishedRuns):
     """Opens runs in the resolved store (joining the run `mlflow run` created) and reads them back."""
 
-    def __init__(self, uri: str | None = None):
-        self.uri = uri or tracking_uri()
+    def __init__(self, uri: str | None = None, *, reading: bool = False):
+        """`reading=True`: a verb that only reads (changelog, diff, promote...) never creates a store; a
+        missing SQLite file is an error naming where it looked."""
+        self.uri = uri or tracking_uri(create=not reading)
+        if reading:
+            require_store(self.uri)
         if is_sqlite(self.uri):
             check_sqlite_store(self.uri)
             tune_sqlite()
@@ -47,6 +61,9 @@ class Tracker(StoreReads, RunWrites, RegistryOps, FinishedRuns):
 
 __all__ = [
     "FinishedRun",
+    "absolute_uri",
+    "pin_tracking_uri",
+    "require_store",
     "RunLogger",
     "RunRecord",
     "Tracker",

@@ -67,7 +67,7 @@ def log_adapter_model(client: Any, run_id: str, model: Any, tokenizer: Any, base
     logged = client.create_logged_model(
         experiment_id=run.info.experiment_id, name=MODEL_NAME, source_run_id=run_id, model_type="peft-adapter"
     )
-    with _fluent_uri(client.tracking_uri):  # the flavor writes through the fluent client
+    with fluent_uri(client.tracking_uri):  # the flavor writes through the fluent client
         info = mlflow.transformers.log_model(
             transformers_model={"model": model, "tokenizer": tokenizer},
             name=MODEL_NAME,
@@ -84,7 +84,7 @@ def log_adapter_model(client: Any, run_id: str, model: Any, tokenizer: Any, base
 
 
 @contextmanager
-def _fluent_uri(uri: str) -> Iterator[None]:
+def fluent_uri(uri: str) -> Iterator[None]:
     """MLflow's fluent tracking URI set for the body, then put back as it was: the module's value and the
     MLFLOW_TRACKING_URI variable (MLflow's own `_use_tracking_uri` unsets the variable on the way out,
     and every later `Tracker()` of the process would then miss its store)."""
@@ -106,11 +106,12 @@ def model_adapter(model_id: str, dst: Path, tracking_uri: str) -> Path:
     """A LoggedModel's adapter as the folder tunelog's readers know (peft files and the tokenizer together)."""
     import mlflow
 
-    local = Path(
-        mlflow.artifacts.download_artifacts(
-            artifact_uri=f"models:/{model_id}", dst_path=str(dst), tracking_uri=tracking_uri
+    with fluent_uri(tracking_uri):  # MLflow's models:/ repository looks the model up through the fluent URI
+        local = Path(
+            mlflow.artifacts.download_artifacts(
+                artifact_uri=f"models:/{model_id}", dst_path=str(dst), tracking_uri=tracking_uri
+            )
         )
-    )
     adapter = local / "peft"
     for file in (local / "components" / "tokenizer").glob("*"):
         shutil.copy2(file, adapter / file.name)

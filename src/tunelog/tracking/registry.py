@@ -8,8 +8,10 @@ from collections.abc import Mapping
 from typing import Any, Optional
 
 from ..errors import TunelogError
+from ..util.redact import redact_url
 from .contract import ADAPTER_ARTIFACT, TAG_MODEL_ID
-from .store import client_for, tracking_uri
+from .models import fluent_uri
+from .store import client_for, require_store, tracking_uri
 
 
 class RegistryOps:
@@ -36,14 +38,15 @@ class RegistryOps:
             source = f"models:/{model_id}"
         else:  # an older run, or a command trainer's adapter folder: registered as the plain folder
             source = f"{run.info.artifact_uri.rstrip('/')}/{ADAPTER_ARTIFACT}"
-        version = self.client.create_model_version(
-            name,
-            source,
-            run_id=run_id,
-            description=description,
-            tags={k: str(v) for k, v in tags.items() if v is not None},
-            model_id=model_id,
-        )
+        with fluent_uri(self.client.tracking_uri):  # MLflow resolves a `models:/m-…` source through its own URI
+            version = self.client.create_model_version(
+                name,
+                source,
+                run_id=run_id,
+                description=description,
+                tags={k: str(v) for k, v in tags.items() if v is not None},
+                model_id=model_id,
+            )
         if model_id:  # as mlflow.register_model does: the Models tab's "Registered models" column reads it
             with contextlib.suppress(MlflowException):
                 seen = self.client.get_logged_model(model_id).tags.get("mlflow.modelVersions")
@@ -68,7 +71,9 @@ class RegistryOps:
 
 def resolve_model_uri(uri: str) -> str:
     """models:/NAME@ALIAS or models:/NAME/VERSION to the runs:/RUN/adapter it was registered from."""
-    client = client_for(tracking_uri())
+    store = tracking_uri(create=False)
+    require_store(store)
+    client = client_for(store)
     body = uri[len("models:/") :] if uri.startswith("models:/") else ""
     try:
         if "@" in body:
@@ -78,10 +83,13 @@ def resolve_model_uri(uri: str) -> str:
             name, number = body.rsplit("/", 1)
             version = client.get_model_version(name, number)
     except Exception as exc:
-        raise TunelogError(f"cannot resolve {uri!r}: {str(exc).splitlines()[0]}") from None
+        raise TunelogError(
+            f"cannot resolve {uri!r} in {redact_url(store)}: {str(exc).splitlines()[0]} (tunelog reads the store "
+            f"MLFLOW_TRACKING_URI names, else the nearest mlruns/mlflow.db)"
+        ) from None
     return f"runs:/{version.run_id}/{ADAPTER_ARTIFACT}"
 
 
 def run_model_id(run_id: str) -> Optional[str]:
     """The run's trained adapter as a LoggedModel (tag `tunelog.model_id`), or None."""
-    return client_for(tracking_uri()).get_run(run_id).data.tags.get(TAG_MODEL_ID)
+    return client_for(tracking_uri(create=False)).get_run(run_id).data.tags.get(TAG_MODEL_ID)

@@ -18,7 +18,7 @@ from ..util.owner import owner_dead
 from ..util.redact import redact_url
 from . import bulk
 from .contract import TAG_OWNER, RunRecord
-from .uri import is_database, is_server
+from .uri import is_database, is_server, sqlite_path
 
 DEFAULT_STORE_DIR = "mlruns"
 # MLflow draws a progress bar per artifact download; a stage chain makes many tiny ones.
@@ -41,14 +41,46 @@ def default_store_dir() -> Path:
     return here / DEFAULT_STORE_DIR
 
 
-def tracking_uri() -> str:
-    """`MLFLOW_TRACKING_URI` when set (a server, PostgreSQL...), else the project's SQLite store (default_store_dir)."""
+def tracking_uri(create: bool = True) -> str:
+    """`MLFLOW_TRACKING_URI` when set (a server, PostgreSQL...), else the project's SQLite store
+    (default_store_dir). A relative SQLite path is made absolute against the working directory: a script
+    started in another folder, or a later `cd`, must still find the same file. `create=False` leaves the
+    folder alone (a reading verb never starts an empty store)."""
     uri = os.environ.get("MLFLOW_TRACKING_URI")
     if uri:
-        return uri
+        return absolute_uri(uri)
     store = default_store_dir()
-    store.mkdir(parents=True, exist_ok=True)
+    if create:
+        store.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{store / 'mlflow.db'}"
+
+
+def absolute_uri(uri: str) -> str:
+    """`sqlite:///mlruns/mlflow.db` as `sqlite:////abs/mlruns/mlflow.db`; every other URI as given."""
+    path = sqlite_path(uri)
+    if path is None or path.is_absolute() or not str(path):
+        return uri
+    return f"sqlite:///{path.resolve()}"
+
+
+def pin_tracking_uri() -> str:
+    """Resolves the store once, at the start of a command, and exports it as an absolute
+    `MLFLOW_TRACKING_URI`: every child (a trial's script, `mlflow run`'s entry point, MLflow's own fluent
+    API inside this process) then opens the same file wherever it runs. The folder is not created here."""
+    uri = tracking_uri(create=False)
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    return uri
+
+
+def require_store(uri: str) -> None:
+    """A reading verb on a SQLite store that does not exist: an error saying where it looked, not an
+    empty store made there."""
+    path = sqlite_path(uri)
+    if path is not None and str(path) and not path.exists():
+        raise TunelogError(
+            f"no tunelog store at {path}: run from the folder holding mlruns/ (or one below it), or point "
+            f"MLFLOW_TRACKING_URI at the store (sqlite:////abs/path/mlflow.db, a server, a database)"
+        )
 
 
 _SQLITE_TUNED = False

@@ -44,7 +44,7 @@ def fetch_run_adapter(ref: str) -> tuple[Path, Any]:
         atexit.register(shutil.rmtree, folder, True)  # cached for this process, gone with it
         model_id = run_model_id(run_id) if (path or ADAPTER_ARTIFACT) == ADAPTER_ARTIFACT else None
         if model_id:  # the adapter lives in the run's MLflow model (tracking.models), stored once
-            local = str(model_adapter(model_id, folder / "model", tracking_uri()))
+            local = str(model_adapter(model_id, folder / "model", tracking_uri(create=False)))
         else:
             local = download_artifacts(run_id, path or ADAPTER_ARTIFACT, str(folder))
         spec_file = download_artifacts(run_id, SPEC_ARTIFACT, str(folder))
