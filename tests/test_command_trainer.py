@@ -271,3 +271,39 @@ def test_sweep_over_a_script_prunes_on_its_printed_val_loss(tmp_path, store):
     for t in study.trials:
         if t.state == TrialState.COMPLETE:
             assert t.values[0] == pytest.approx(5 * t.params["train.learning_rate"], rel=1e-3)
+
+
+def test_a_sweeps_console_gives_every_trial_a_line_in_the_studys_words(tmp_path, store):
+    """One line per trial, rejected ones too, each with its reason; the failed trial's reason is the
+    script's own last error line; the summary counts what the lines said."""
+    from conftest import run_cli
+
+    raw = yaml.safe_load((Path(__file__).parent.parent / "examples/diffusion_lora/spec.yaml").read_text())
+    raw["trainer"]["argv"][1] = str(Path(__file__).parent / "fixtures/fake_diffusion_train.py")
+    raw["data"]["train"] = str(Path(__file__).parent.parent / "examples/diffusion_lora/captions.txt")
+    raw["trainer"]["argv"] += ["--steps_per_epoch", "2"]
+    raw["search"] = {
+        "study": "console",
+        "n_trials": 3,
+        "sampler": "random",
+        "params": {
+            "train.learning_rate": {"type": "categorical", "choices": [1.0e-4, 3.0e-4]},
+            "trainer.args.epochs": {"type": "categorical", "choices": [1, "two"]},
+        },
+        "constraints": [{"name": "lr-cap", "reject": "train.learning_rate > 2e-4", "reason": "too high here"}],
+    }
+    raw["configs"] = {
+        "good": {"overrides": {"train.learning_rate": 1.0e-4, "trainer.args.epochs": 1}},
+        "eager": {"overrides": {"train.learning_rate": 3.0e-4, "trainer.args.epochs": 1}},
+        "typo": {"overrides": {"train.learning_rate": 1.0e-4, "trainer.args.epochs": "two"}},
+    }
+    raw.pop("probe", None)
+    path = tmp_path / "console.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    done = run_cli("sweep", path, "--force")
+    lines = [line for line in done.stdout.splitlines() if line.startswith("trial ")]
+    assert len(lines) == 3, done.stdout
+    assert lines[0].startswith("trial 0/3: ok, loss ")
+    assert lines[1].startswith("trial 1/3: rejected (lr-cap)")
+    assert lines[2].startswith("trial 2/3: failed (exit code 2: ") and "invalid int value: 'two'" in lines[2]
+    assert "1 complete, 0 pruned, 1 rejected, 1 failed" in done.stdout

@@ -238,35 +238,37 @@ def wait_for_training_trial(store, number, proc, seconds=600):
     raise AssertionError(f"trial {number} never started training (sweep exit code {proc.poll()})")
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM])  # SIGKILLed workers: test_sweep_shared, test_distributed
-def test_interrupted_trial_runs_again_on_resume(tmp_path, store, sig):
-    """A killed sweep (SIGKILL: the worker dies; SIGTERM: it stops cleanly) loses no trial: the interrupted
-    one is queued again with its params and does not count against the budget."""
+def test_interrupted_trial_runs_again_on_resume(tmp_path, store):
+    """Ctrl-C mid-trial loses no trial: the console says what happened and how to go on, the run says
+    `interrupted`, and the same command resumes: the trial runs again with its params, not counted twice.
+    (SIGKILLed workers: test_sweep_shared, test_distributed; SIGTERM: test_train, test_stages.)"""
     search = {
         "n_trials": 2,
         "sampler": "random",
         "params": {"train.learning_rate": {"type": "float", "min": 1e-3, "max": 1e-2, "log": True}},
     }
     long_path = write_spec(tmp_path / "k.yaml", sweep_raw(tmp_path, search, max_steps=100_000))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tunelog.cli", "sweep", str(long_path)],
-        env=subprocess_env(store),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    with open(tmp_path / "out", "w") as out_file, open(tmp_path / "err", "w") as err_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tunelog.cli", "sweep", str(long_path)],
+            env=subprocess_env(store),
+            stdout=out_file,
+            stderr=err_file,
+        )
     try:
         victim = wait_for_training_trial(store, 0, proc)
-        proc.send_signal(sig)
-        code = proc.wait(timeout=600)
+        proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
+        proc.wait(timeout=600)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+    out, err = (tmp_path / "out").read_text(), (tmp_path / "err").read_text()
     client = MlflowClient(store)
-    if sig == signal.SIGTERM:
-        assert code == 143 and client.get_run(victim).info.status == "KILLED"
-    else:
-        assert client.get_run(victim).info.status == "RUNNING"  # what a killed worker leaves behind
+    assert proc.returncode == 130 and client.get_run(victim).info.status == "KILLED"
+    assert "trial 0/2: interrupted" in out and "the same command resumes the study" in out, out
+    assert err.strip().splitlines()[-1].startswith("interrupted: open runs closed KILLED (outcome interrupted)"), err
+    assert client.get_run(victim).data.tags["tunelog.outcome"] == "interrupted"
     short_path = write_spec(tmp_path / "k.yaml", sweep_raw(tmp_path, search, max_steps=2))  # same space, short
     again = run_cli("sweep", str(short_path))
     assert again.returncode == 0, again.stderr[-2000:]

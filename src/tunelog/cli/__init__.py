@@ -15,13 +15,18 @@ from ..errors import TunelogError
 from . import checks, history, training  # noqa: F401  (each registers its verbs on the group)
 from .app import cli
 
+INTERRUPTED = (
+    "interrupted: open runs closed KILLED (outcome interrupted); run the same command again to resume a sweep "
+    "or stages (an interrupted trial runs again)"
+)
+
 
 def main(argv: Optional[list[str]] = None) -> None:
     """Entry point: maps the TunelogError family to one line and its exit code."""
     try:
         cli.main(args=argv, standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
+    except click.exceptions.Abort:  # click's word for Ctrl-C
+        click.echo(INTERRUPTED, err=True)
         sys.exit(130)
     except click.ClickException as exc:
         exc.show()
@@ -30,7 +35,7 @@ def main(argv: Optional[list[str]] = None) -> None:
         click.echo(f"error: {exc}" if exc.exit_code != 2 else str(exc), err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        click.echo("interrupted", err=True)
+        click.echo(INTERRUPTED, err=True)
         sys.exit(130)
     except Exception as exc:  # a full or damaged SQLite store is the disk's fault, not a bug: one line naming it
         from ..tracking.sqlite_file import damaged_store_line, full_disk_line

@@ -89,7 +89,10 @@ def truncation(params: Mapping[str, Any], max_step: Optional[int], last_epoch: O
 
 _TRACEBACK = "Traceback (most recent call last)"
 _CHAINED = ("During handling of the above exception", "The above exception was the direct cause")
-_ERROR_LINE = re.compile(r"^\s*(?:[\w.]+(?:Error|Exception|Interrupt)\b|error:|Error:|FAILED\b|RuntimeError)")
+# an exception's line, `error: ...`, or argparse's `prog.py: error: ...` (a flag the script refuses)
+_ERROR_LINE = re.compile(
+    r"^\s*(?:[\w.]+(?:Error|Exception|Interrupt)\b|error:|Error:|FAILED\b|RuntimeError|[\w./-]+: error: )"
+)
 
 
 def ends_in_traceback(lines: Sequence[str]) -> Optional[str]:

@@ -312,6 +312,7 @@ class Sweep:
         )
         trial.set_user_attr(ATTR_RUN, run_id)
         study.tell(trial, state=TrialState.PRUNED)
+        self.progress(study, trial.number, Outcome.REJECTED, spec.tracking.metric, None, 0.0, verdict.rule)
         return Outcome.REJECTED
 
     def _train(self, study, trial, spec: Spec, tags: dict, sweep_run_id: str) -> str:
@@ -338,12 +339,16 @@ class Sweep:
         except (KeyboardInterrupt, TrainingInterrupted):
             trial.set_user_attr(ATTR_OUTCOME, INTERRUPTED)  # not counted; queued again on resume
             study.tell(trial, state=TrialState.FAIL)
+            self.opts.echo(
+                f"trial {trial.number}/{self.n_trials}: interrupted, {time.monotonic() - started:.0f} s; "
+                f"the same command resumes the study and runs this trial again"
+            )
             raise
         except Exception as exc:  # the run is already closed FAILED by the tracker; the sweep goes on
             trial.set_user_attr(ATTR_OUTCOME, Outcome.FAILED)
             trial.set_user_attr(ATTR_REASON, f"{type(exc).__name__}: {exc}"[:500])
             study.tell(trial, state=TrialState.FAIL)
-            self.opts.echo(f"trial {trial.number}: failed ({type(exc).__name__}: {exc})")
+            self.opts.echo(f"trial {trial.number}/{self.n_trials}: failed ({type(exc).__name__}: {exc})")
             self.failures.append((trial.number, f"{type(exc).__name__}: {exc}", trial.user_attrs.get(ATTR_RUN)))
             return Outcome.FAILED
         value = result.metrics.get(spec.tracking.metric)

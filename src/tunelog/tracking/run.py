@@ -283,7 +283,8 @@ class RunWrites:
                 status = "FINISHED"
             except (KeyboardInterrupt, TrainingInterrupted) as exc:
                 status = "KILLED"
-                _record_failure(run, f"interrupted ({type(exc).__name__})")
+                said = "Ctrl-C" if isinstance(exc, KeyboardInterrupt) else str(exc) or "a signal"
+                _record_failure(run, f"interrupted ({said})", Outcome.INTERRUPTED)
                 raise
             except BaseException as exc:
                 full = disk_full(exc) and release_reserve(self.uri)  # room for the closing writes
@@ -342,12 +343,12 @@ class RunWrites:
             self.client.set_experiment_tag(experiment_id, TAG_EXPERIMENT_KIND, "finetuning")
 
 
-def _record_failure(run: RunLogger, reason: str) -> None:
-    """Outcome `failed` unless the body already recorded a more precise one (oom, diverged...)."""
+def _record_failure(run: RunLogger, reason: str, outcome: str = Outcome.FAILED) -> None:
+    """`outcome` (failed, or interrupted) unless the body already recorded a more precise one (oom, diverged...)."""
     try:
         current = run.client.get_run(run.run_id).data.tags.get(TAG_OUTCOME)
         if current in (None, "", Outcome.OK):
-            run.set_outcome(Outcome.FAILED, reason)
+            run.set_outcome(outcome, reason)
     except Exception:  # never let bookkeeping hide the original error
         pass
 
