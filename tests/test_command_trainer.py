@@ -307,3 +307,23 @@ def test_a_sweeps_console_gives_every_trial_a_line_in_the_studys_words(tmp_path,
     assert lines[1].startswith("trial 1/3: rejected (lr-cap)")
     assert lines[2].startswith("trial 2/3: failed (exit code 2: ") and "invalid int value: 'two'" in lines[2]
     assert "1 complete, 0 pruned, 1 rejected, 1 failed" in done.stdout
+
+
+def test_promote_registers_a_scripts_weights_and_refuses_a_run_that_kept_none(tmp_path, store):
+    """A version must point at files that exist: the script's logged weights (`outputs/`), and a run that
+    kept no weights is refused in one line, with nothing registered."""
+    from conftest import run_cli
+
+    spec = example(tmp_path)
+    kept, _ = run_training(spec, Tracker())
+    bare, _ = run_training(spec.with_overrides({"trainer.artifacts": ["*.log"]}), Tracker())
+    refused = run_cli("promote", "--run", bare, "--name", "diffusion-lora")
+    assert refused.returncode == 1 and len(refused.stderr.strip().splitlines()) == 1
+    assert f"run {bare}" in refused.stderr and "kept no adapter" in refused.stderr
+    client = MlflowClient(store)
+    assert not client.search_registered_models()  # nothing half-registered
+    promoted = run_cli("promote", "--run", kept, "--name", "diffusion-lora")
+    assert promoted.returncode == 0, promoted.stderr
+    (version,) = client.search_model_versions("name = 'diffusion-lora'")
+    assert version.source.endswith(f"{kept}/artifacts/outputs")
+    assert client.list_artifacts(kept, "outputs")  # the folder the version points at holds the weights

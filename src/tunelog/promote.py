@@ -88,6 +88,12 @@ def promote(
         raise TunelogError(f"run {run.run_id} has no finite {metric!r} to promote on")
     champion = tracker.version_by_alias(model, "champion")
     existing = tracker.registered_version_of(model, run.run_id)
+    if existing is None and not tracker.has_adapter(run.run_id):  # a version must point at something that loads
+        raise TunelogError(
+            f"run {run.run_id} ({run.name}) kept no adapter (no MLflow model, no weights under `adapter/` or "
+            f"`outputs/`): nothing to register. A command trainer logs the files trainer.artifacts names from the "
+            f"script's {{output_dir}} (default: *.safetensors, adapter_config.json)"
+        )
     if existing is not None:
         return Promotion(
             model,

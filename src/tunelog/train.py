@@ -83,7 +83,8 @@ def run_training(
     `on_start(run_id)` is called once the run exists (a sweep records it on the trial);
     `on_eval(step, loss)` sees every eval and may stop training (pruning).
     """
-    name = spec.tracking.run_name or spec.config_name
+    # a name a person can read in the runs table (MLflow's own would be `secretive-wolf-944`)
+    name = spec.tracking.run_name or spec.config_name or (spec.tracking.experiment if kind == t.KIND_TRAIN else None)
     tags = {**run_tags(spec, kind, based_on, extra_tags), **lint_tags(spec, lint)}
     with tracker.run(spec.tracking.experiment, run_name=name, tags=tags, parent_run_id=parent_run_id) as run:
         if on_start:

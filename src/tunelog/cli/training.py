@@ -39,8 +39,16 @@ def train(spec_file: str, config: Optional[str], overrides: tuple[str, ...], for
         f"run {run_id}: outcome {result.outcome}{' (' + result.reason + ')' if result.reason else ''}, "
         f"{result.steps} steps, {shown}; store {redact_url(tracker.uri)}"
     )
+    if spec.data.sample_prompts and result.outcome == Outcome.OK:
+        click.echo(f"answers before and after training: the run's samples.md ({_artifact_path(tracker, run_id)})")
     if result.outcome != Outcome.OK:
         sys.exit(3)
+
+
+def _artifact_path(tracker, run_id: str) -> str:
+    """Where a local store keeps the run's samples.md (a file to open); the run's artifact URI elsewhere."""
+    uri = tracker.client.get_run(run_id).info.artifact_uri
+    return uri.removeprefix("file://") + "/samples.md"
 
 
 @cli.command()

@@ -41,6 +41,7 @@ TAG_BEST = "tunelog.best"  # "true" on the best trial's run
 TAG_MODEL_ID = "tunelog.model_id"  # the run's trained adapter as an MLflow LoggedModel (models:/<id>)
 SPEC_ARTIFACT = "spec.yaml"
 ADAPTER_ARTIFACT = "adapter"
+OUTPUTS_ARTIFACT = "outputs"  # the files a command trainer's trainer.artifacts names
 PLOTS_ARTIFACT = "plots"
 
 # Params the trainer adds that follow from the config (or the machine): readers leave them

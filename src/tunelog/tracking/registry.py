@@ -9,7 +9,7 @@ from typing import Any, Optional
 
 from ..errors import TunelogError
 from ..util.redact import redact_url
-from .contract import ADAPTER_ARTIFACT, TAG_MODEL_ID
+from .contract import ADAPTER_ARTIFACT, OUTPUTS_ARTIFACT, TAG_MODEL_ID
 from .models import fluent_uri
 from .store import client_for, require_store, tracking_uri
 
@@ -36,8 +36,9 @@ class RegistryOps:
         model_id = run.data.tags.get(TAG_MODEL_ID)
         if model_id:  # the run's MLflow model: mlflow.pyfunc.load_model and `mlflow models serve` take it
             source = f"models:/{model_id}"
-        else:  # an older run, or a command trainer's adapter folder: registered as the plain folder
-            source = f"{run.info.artifact_uri.rstrip('/')}/{ADAPTER_ARTIFACT}"
+        else:  # an older run, or a command trainer's weights: registered as the plain folder
+            folder = self.adapter_folder(run_id) or ADAPTER_ARTIFACT
+            source = f"{run.info.artifact_uri.rstrip('/')}/{folder}"
         with fluent_uri(self.client.tracking_uri):  # MLflow resolves a `models:/m-…` source through its own URI
             version = self.client.create_model_version(
                 name,
@@ -53,6 +54,21 @@ class RegistryOps:
                 listed = [*(json.loads(seen) if seen else []), {"name": name, "version": version.version}]
                 self.client.set_logged_model_tags(model_id, {"mlflow.modelVersions": json.dumps(listed)})
         return version
+
+    def adapter_folder(self, run_id: str) -> Optional[str]:
+        """The run's artifact folder holding its trained weights: `adapter/` (tunelog's trainer, the callback's
+        plain folder) or `outputs/` when the command trainer logged weights there (`*.safetensors`, `*.bin`,
+        `*.pt`); None when the run kept none."""
+        if self.client.list_artifacts(run_id, ADAPTER_ARTIFACT):
+            return ADAPTER_ARTIFACT
+        outputs = self.client.list_artifacts(run_id, OUTPUTS_ARTIFACT)
+        if any(f.path.endswith((".safetensors", ".bin", ".pt")) for f in outputs):
+            return OUTPUTS_ARTIFACT
+        return None
+
+    def has_adapter(self, run_id: str) -> bool:
+        """The run has something a model version can point at: its MLflow model, or weights in a folder."""
+        return bool(self.client.get_run(run_id).data.tags.get(TAG_MODEL_ID)) or self.adapter_folder(run_id) is not None
 
     def version_by_alias(self, name: str, alias: str) -> Optional[Any]:
         from mlflow.exceptions import MlflowException

@@ -167,7 +167,7 @@ class CommandTrainer:
                     print(
                         f"tunelog: logging {path.name} ({size / 1e6:.0f} MB) as trainer.artifacts asks", file=sys.stderr
                     )
-                run.log_artifact(path, "outputs")
+                run.log_artifact(path, t.OUTPUTS_ARTIFACT)
         if skipped:
             print(
                 f"tunelog: not logged (a whole model, not an adapter): {', '.join(sorted(set(skipped)))}; "
