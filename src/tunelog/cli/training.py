@@ -179,13 +179,15 @@ def say_first_failure(tracker, failure: tuple[int, str, Optional[str]]) -> None:
 
 def where_it_went(tracker, experiment: str, what: str) -> None:
     """The closing block: which experiment and store hold the results, and how to look at them."""
-    uri = redact_url(tracker.uri)
-    click.echo(f"results: experiment {tracker.experiment_alias(experiment)!r}, {what}, store {uri}")
-    click.echo(
-        f"look:    mlflow ui --backend-store-uri {uri}"
-        if browsable_with_mlflow_ui(tracker.uri)
-        else f"look:    open {uri} in a browser"
-    )
+    uri, name = redact_url(tracker.uri), tracker.experiment_alias(experiment)
+    click.echo(f"results: experiment {name!r}, {what}, store {uri}")
+    found = tracker.client.get_experiment_by_name(name)
+    # MLflow 3.17's UI opens an experiment in its GenAI view unless the URL asks for the model-training one
+    page = f"#/experiments/{found.experiment_id}/runs?workflowType=machine_learning" if found else ""
+    if browsable_with_mlflow_ui(tracker.uri):
+        click.echo(f"look:    mlflow ui --backend-store-uri {uri}, then http://127.0.0.1:5000/{page}")
+    else:
+        click.echo(f"look:    {uri.rstrip('/')}/{page}")
 
 
 @cli.command()

@@ -308,7 +308,7 @@ class Sweep:
         trial.set_user_attr(ATTR_REASON, f"{verdict.rule}: {verdict.reason}")
         tags.update({t.TAG_OUTCOME: Outcome.REJECTED, t.TAG_REASON: f"{verdict.rule}: {verdict.reason}"})
         run_id = self.tracker.log_closed_run(
-            spec.tracking.experiment, spec.tracking.run_name or "", tags, values, parent_run_id=sweep_run_id
+            spec.tracking.experiment, spec.tracking.run_name or "", tags, values, sweep_run_id, status="KILLED"
         )
         trial.set_user_attr(ATTR_RUN, run_id)
         study.tell(trial, state=TrialState.PRUNED)
