@@ -27,7 +27,8 @@ DEFAULT_PARAMS = {
     "lora.r": ParamSpec(type="categorical", choices=[8, 16, 32]),
 }
 QUICK_CANDIDATES = 6
-DECLINE = 0.9  # a group's batch walk stops once throughput falls below this share of its best
+DECLINE = 0.9  # a measurement below this share of its group's best counts as falling
+FALLING_IN_A_ROW = 2  # the batch walk stops after this many falling measurements in a row (one is noise)
 
 
 @dataclass

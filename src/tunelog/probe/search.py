@@ -31,6 +31,7 @@ from .measure import (
     BATCH,
     DECLINE,
     DEFAULT_PARAMS,
+    FALLING_IN_A_ROW,
     MEMORY_KNOBS,
     QUICK_CANDIDATES,
     Measurement,
@@ -217,6 +218,7 @@ class Probe:
                 at = min(range(len(batches)), key=lambda j: abs(batches[j] - best_batch))
                 group = [c for c in group if c[BATCH] in batches[max(0, at - 1) : at + 2]]
             best_here: Optional[Measurement] = None
+            falling = 0  # measurements in a row clearly below the group's best so far
             for values in group:
                 if budget_left is not None and budget_left <= 0:
                     break
@@ -229,8 +231,11 @@ class Probe:
                     continue
                 if budget_left is not None:
                     budget_left -= 1
-                if best_here and m.samples_per_s < best_here.samples_per_s * DECLINE:
-                    break  # throughput is clearly falling with the batch (a plateau is not enough: noise)
+                # one slow point is noise on a shared machine (the larger tiny model lost its pick to it: the
+                # walk stopped at 64 while 161 was 1.16x faster); two in a row below the best is a trend
+                falling = falling + 1 if best_here and m.samples_per_s < best_here.samples_per_s * DECLINE else 0
+                if falling >= FALLING_IN_A_ROW:
+                    break
                 best_here = m if best_here is None or m.samples_per_s > best_here.samples_per_s else best_here
             if i == 0 and best_here is not None:
                 best_here = self._past_the_grid(best_here, group, defaults, result, parent)
@@ -251,23 +256,38 @@ class Probe:
     def _past_the_grid(
         self, best: Measurement, group: list[dict], defaults: dict, result: ProbeResult, parent: str
     ) -> Measurement:
-        """When the fastest batch is the largest that fit and the next one in the grid did not (out of memory,
-        or predicted over), the best batch may lie between them: bisect there, as a max-batch finder would,
-        keeping a batch only while it is faster. A few measurements, off the user's grid."""
-        batches = sorted(c[BATCH] for c in group)
-        larger = [b for b in batches if b > best.values[BATCH]]
-        fits = {m.values[BATCH] for m in result.measured if m.outcome == Outcome.OK}
-        if not larger or larger[0] in fits or self.effective or not isinstance(best.values[BATCH], int):
+        """When the next batch in the grid above the largest that fit did not fit (out of memory, or predicted
+        over), the largest batch that fits lies between them: bisect there, as a max-batch finder would. Every
+        batch that fits is kept as a measurement (the runoff takes the largest); the faster one is returned.
+        A few measurements, off the user's grid."""
+        same = {k: v for k, v in best.values.items() if k in self.params and k != BATCH}
+        fitting = [
+            m
+            for m in result.measured
+            if m.outcome == Outcome.OK
+            and {k: m.values.get(k) for k in same} == same
+            and isinstance(m.values[BATCH], int)
+        ]
+        if self.effective or not fitting:
             return best
-        low, high = best.values[BATCH], larger[0]
+        low = max(m.values[BATCH] for m in fitting)
+        larger = [b for b in sorted(c[BATCH] for c in group) if b > low]
+        missed = {  # batches known not to fit: out of memory, or skipped as predicted over the budget
+            m.values[BATCH]
+            for m in result.measured + result.skipped
+            if m.outcome != Outcome.OK and {k: m.values.get(k) for k in same} == same
+        }
+        if not larger or larger[0] not in missed:  # the walk stopped on a falling trend, not on memory
+            return best
+        high = larger[0]
         for _ in range(3):
             mid = (low + high) // 2
             if mid - low < max(1, low // 8):  # closer than an eighth: not worth a measurement
                 break
-            knobs = {**{k: v for k, v in best.values.items() if k in self.params}, **defaults, BATCH: mid}
-            m = self._try(knobs, result, parent)
-            if m is not None and m.outcome == Outcome.OK and m.samples_per_s > best.samples_per_s:
-                best, low = m, mid
+            m = self._try({**same, **defaults, BATCH: mid}, result, parent)
+            if m is not None and m.outcome == Outcome.OK:
+                low = mid
+                best = m if m.samples_per_s > best.samples_per_s else best
             else:
                 high = mid
         return best
@@ -290,6 +310,9 @@ class Probe:
         minutes: the first measurements rank configs from different moments. Measured within a few
         seconds of each other, the finalists compare on the same footing."""
         top = self._top(result, 3)
+        largest = self._largest_batch(result, top[0]) if top else None
+        if largest is not None and largest not in top:  # what a max-batch finder would pick runs off too
+            top.append(largest)
         if len(top) < 2:
             result.best = top[0] if top else None
             return
@@ -304,6 +327,17 @@ class Probe:
         result.runoff = [{"config": m.values, "samples_per_s": scores.get(i)} for i, m in enumerate(top)]
         result.best = top[winner]
         self.echo("runoff: " + ", ".join(f"{m.values} {scores.get(i, 0.0):.1f} samples/s" for i, m in enumerate(top)))
+
+    def _largest_batch(self, result: ProbeResult, best: Measurement) -> Optional[Measurement]:
+        """The largest batch that fits among configs like `best` in every other knob: throughput usually grows
+        with the batch until memory runs out, so it is the finalist a noisy first measurement most often
+        wrongs."""
+        same = [
+            m
+            for m in self._top(result, len(result.measured))
+            if {k: v for k, v in m.values.items() if k != BATCH} == {k: v for k, v in best.values.items() if k != BATCH}
+        ]
+        return max(same, key=lambda m: m.values[BATCH]) if same else None
 
     def _top(self, result: ProbeResult, k: int) -> list[Measurement]:
         """The k fastest measured candidates that fit the budget less headroom."""
