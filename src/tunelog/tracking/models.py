@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,6 +30,7 @@ from .contract import TAG_MODEL_ID
 
 MODEL_NAME = "model"  # the LoggedModel's name within its run
 SAMPLING_S = 10.0  # MLflow's default; MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL overrides it
+MONITOR_AFTER_S = 1.0  # the system metrics thread starts once a run has lasted this long
 
 
 def signature():
@@ -147,11 +149,18 @@ def system_metrics(run_id: str, tracking_uri: str, enabled: bool = True) -> Iter
     from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 
     monitor = SystemMetricsMonitor(run_id, sampling_interval=SAMPLING_S, tracking_uri=tracking_uri)
-    monitor.start()
+    # the monitor's thread starts once the body has run a second: a sweep's short trials (a fraction of a
+    # second each) then pay no thread start and join, and still get their closing sample below
+    starter = threading.Timer(MONITOR_AFTER_S, monitor.start)
+    starter.daemon = True
+    starter.start()
     try:
         yield
     finally:
-        monitor.finish()
+        starter.cancel()
+        starter.join()
+        if monitor._process is not None:  # started: stop it (it logged its samples, or none yet)
+            monitor.finish()
         if monitor._logging_step == 0:  # shorter than one interval: the figures as the run ends
             monitor.collect_metrics()
             monitor.publish_metrics(monitor.aggregate_metrics())

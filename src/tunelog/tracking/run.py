@@ -50,6 +50,9 @@ class RunLogger:
         self._lock = threading.Lock()
         self._writer: _BackgroundWriter | None = None
         self.left_open = False
+        # the params the run holds, when this process knows them (a run it created): log_new_params then
+        # needs no read of the store; None for a joined or resumed run until read once
+        self._params: set[str] | None = None
 
     def leave_open(self, owner: str) -> None:
         """End this process's part without closing the run: a shared sweep run stays RUNNING while other
@@ -59,25 +62,31 @@ class RunLogger:
 
     # params and tags are few: logged synchronously so readers see them at once
     def log_params(self, params: Mapping[str, Any]) -> None:
-        from mlflow.entities import Param
-
-        items = [Param(k, param_value(v)) for k, v in params.items()]
-        self.client.log_batch(self.run_id, params=items, synchronous=True)
+        self.log_batch(params=params)
 
     def log_new_params(self, params: Mapping[str, Any]) -> None:
         """Params the run does not have yet (a resumed run keeps the values it was started with:
         MLflow refuses to change a param)."""
-        have = self.client.get_run(self.run_id).data.params
-        new = {k: v for k, v in params.items() if k not in have}
+        if self._params is None:
+            self._params = set(self.client.get_run(self.run_id).data.params)
+        new = {k: v for k, v in params.items() if k not in self._params}
         if new:
             self.log_params(new)
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
-        from mlflow.entities import RunTag
+        self.log_batch(tags=tags)
 
-        items = [RunTag(k, str(v)) for k, v in tags.items() if v is not None]
-        if items:
-            self.client.log_batch(self.run_id, tags=items, synchronous=True)
+    def log_batch(self, params: Mapping[str, Any] | None = None, tags: Mapping[str, Any] | None = None) -> None:
+        """Params and tags in one write (each write to a SQLite store is a transaction: a sweep trial makes
+        a dozen). Logged synchronously, so readers see them at once."""
+        from mlflow.entities import Param, RunTag
+
+        items = [Param(k, param_value(v)) for k, v in (params or {}).items()]
+        labels = [RunTag(k, str(v)) for k, v in (tags or {}).items() if v is not None]
+        if items or labels:
+            self.client.log_batch(self.run_id, params=items, tags=labels, synchronous=True)
+        if self._params is not None:
+            self._params.update(params or {})
 
     def set_outcome(self, outcome: str, reason: str | None = None) -> None:
         if outcome not in OUTCOMES:
@@ -276,6 +285,7 @@ class RunWrites:
         else:
             created = self.client.create_run(self.experiment_id(experiment), tags=all_tags, run_name=run_name)
             run = RunLogger(self.client, created.info.run_id, created.info.experiment_id)
+            run._params = set()  # a new run: every param it gets is logged through this logger
         status, full = "FAILED", False
         with _sigterm_raises():
             try:

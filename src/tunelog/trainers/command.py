@@ -122,9 +122,9 @@ class CommandTrainer:
 
     def _run(self, spec: Spec, run: RunLogger, output_dir: Path, on_eval: Optional[EvalHook]) -> Result:
         argv = render_argv(spec, output_dir)
-        run.log_params({"trainer.rendered_argv": json.dumps(argv)})
         # the GPUs the script is given (its device-hours in the changelog); 0 where it gets none
-        run.set_tags({t.TAG_GPUS: str(len(visible_gpus({**os.environ, **spec.trainer.env})))})
+        gpus = len(visible_gpus({**os.environ, **spec.trainer.env}))
+        run.log_batch(params={"trainer.rendered_argv": json.dumps(argv)}, tags={t.TAG_GPUS: str(gpus)})
         judged = pruner_keys(spec)
 
         def log(step: Optional[int], metrics: dict[str, float], logged: bool = False, training: bool = True) -> bool:
