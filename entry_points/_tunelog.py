@@ -14,15 +14,19 @@ if str(SRC) not in sys.path:
     sys.path.insert(0, str(SRC))
 
 
+SPEC_DECIDES = "spec"
+
+
 def drop_empty_options(argv: list[str]) -> list[str]:
-    """MLproject passes an empty optional parameter as `--flag ''`: drop the pair so the default applies."""
+    """MLproject passes an empty optional parameter as `--flag ''` (or `--flag spec`, a default that reads as
+    "the spec's own value" in the run's params): drop the pair so the default applies."""
     out: list[str] = []
     skip = False
     for i, arg in enumerate(argv):
         if skip:
             skip = False
             continue
-        if arg.startswith("--") and i + 1 < len(argv) and argv[i + 1] == "":
+        if arg.startswith("--") and i + 1 < len(argv) and argv[i + 1] in ("", SPEC_DECIDES):
             skip = True
             continue
         out.append(arg)

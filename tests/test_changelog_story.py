@@ -180,6 +180,9 @@ def test_diff_two_runs_by_name(story):
     assert not any(line.split()[:1] in (["decoder"], ["beam"], ["loss"]) for line in lines)  # equal: left out
     assert "lineage: run16_greedy -> run16_3 -> run16_lr" in proc.stdout
     md = run_cli("diff", "run16_greedy", "run16_lr", "--experiment", "story", "--md").stdout
-    assert "| `~ dropout` | 0.1 | 0.2 | changed |" in md and "| `beam` | 4 | 4 |  |" in md
+    assert "| `~ dropout` | 0.1 | 0.2 | changed |" in md and "| `beam` |" not in md
+    assert "params the same in both: --all lists them" in md  # the equal ones: one line by default
+    every = run_cli("diff", "run16_greedy", "run16_lr", "--experiment", "story", "--md", "--all").stdout
+    assert "| `beam` | 4 | 4 |  |" in every
     missing = run_cli("diff", "run16_greedy", "nope", "--experiment", "story")
     assert missing.returncode == 1 and "no run 'nope' in experiment 'story'" in missing.stderr

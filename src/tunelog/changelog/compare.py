@@ -82,8 +82,10 @@ def _facts(run: RunRecord) -> tuple[str, str, str]:
     return run.tags.get(t.TAG_NAME) or run.name, outcome, f"{seconds:.0f} s" if seconds is not None else "-"
 
 
-def to_text(diff: RunDiff, markdown: bool = False, only_changed: bool = False) -> str:
-    """A plain table for the terminal, or Markdown (`--md`) for a PR or a notebook."""
+def to_text(diff: RunDiff, markdown: bool = False, only_changed: bool = False, show_all: bool = False) -> str:
+    """A plain table for the terminal, or Markdown (`--md`) for a PR or a notebook. By default the params
+    equal in both runs are one line (a spec's 65 fields, `model.gguf_file None` among them, would bury the
+    few that differ) and `system/*` figures are left out; `show_all` lists them."""
     (name_a, out_a, dur_a), (name_b, out_b, dur_b) = _facts(diff.a), _facts(diff.b)
     rows: list[tuple[str, ...]] = [("", name_a, name_b, "")]
     rows += [("run id", diff.a.run_id, diff.b.run_id, ""), ("outcome", out_a, out_b, "")]
@@ -91,9 +93,13 @@ def to_text(diff: RunDiff, markdown: bool = False, only_changed: bool = False) -
     param_rows = [(f"+ {k}", "-", v, "added") for k, v in diff.added.items()]
     param_rows += [(f"~ {k}", x, y, "changed") for k, (x, y) in diff.changed.items()]
     param_rows += [(f"- {k}", v, "-", "removed") for k, v in diff.removed.items()]
-    if not only_changed:
+    if show_all:
         param_rows += [(f"  {k}", v, v, "") for k, v in diff.same.items()]
+    elif diff.same and not only_changed:
+        param_rows.append((f"  ({len(diff.same)} params the same in both: --all lists them)", "", "", ""))
     metric_rows = [(k, _num(x), _num(y), _delta(x, y)) for k, x, y in diff.metrics]
+    if not show_all:
+        metric_rows = [r for r in metric_rows if not r[0].startswith("system/")]
     if only_changed:
         metric_rows = [r for r in metric_rows if r[1] != r[2]]
     sections = [("Params", param_rows), ("Metrics (final)", metric_rows)]

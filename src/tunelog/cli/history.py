@@ -60,7 +60,8 @@ def changelog(
 @click.option("--experiment", default=None, help="Find RUN_A and RUN_B by name in this experiment.")
 @click.option("--md", "markdown", is_flag=True, help="Markdown tables (for a PR or a notebook).")
 @click.option("--only-changed", is_flag=True, help="Leave out params and metrics that are equal.")
-def diff(run_a: str, run_b: str, experiment: Optional[str], markdown: bool, only_changed: bool) -> None:
+@click.option("--all", "show_all", is_flag=True, help="List equal params one by one, and system/* metrics.")
+def diff(run_a: str, run_b: str, experiment: Optional[str], markdown: bool, only_changed: bool, show_all: bool) -> None:
     """What differs between two runs: params, final metrics with deltas, outcome, duration, lineage.
 
     Example: tunelog diff baseline rank16 --experiment demo --only-changed
@@ -70,7 +71,7 @@ def diff(run_a: str, run_b: str, experiment: Optional[str], markdown: bool, only
 
     tracker = t.Tracker(reading=True)
     a, b = resolve(tracker, run_a, experiment), resolve(tracker, run_b, experiment)
-    click.echo(to_text(compare(tracker, a, b), markdown, only_changed), nl=False)
+    click.echo(to_text(compare(tracker, a, b), markdown, only_changed, show_all), nl=False)
 
 
 @cli.command("based-on")

@@ -276,7 +276,7 @@ def stages(
     "--max-memory-gb",
     type=click.FloatRange(min=0, min_open=True),
     default=None,
-    help="Memory budget (default: the GPU's; required on the CPU).",
+    help="Memory budget in GB (default: the GPU's memory; on the CPU none: the machine's RAM is the limit).",
 )
 @click.option("--quick", is_flag=True, help="About six candidates.")
 @click.option("--refine", is_flag=True, help="Also try the best's neighbours in each knob; two runoff rounds.")
