@@ -150,13 +150,18 @@ def sweep(
     if summary.best_trial is not None:
         click.echo(
             f"best: trial {summary.best_trial} {spec.tracking.metric}={summary.best_value:.4f} "
-            f"{summary.best_params} (run {summary.best_run_id})"
+            f"{_readable(summary.best_params)} (run {summary.best_run_id})"
         )
     if not c["complete"] and runner.failures:
         say_first_failure(runner.tracker, runner.failures[0])
         raise TrainingFailed(f"no trial of study {summary.study} completed; the first failed: {runner.failures[0][1]}")
     leave_behind(runner.tracker, spec.tracking.experiment, summary.best_run_id, promote_to, changelog_to)
     where_it_went(runner.tracker, spec.tracking.experiment, f"sweep run {summary.sweep_run_id}")
+
+
+def _readable(params: dict) -> str:
+    """`lr=0.001414 r=16`: four significant digits, as a person compares values (the run has them all)."""
+    return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
 
 
 def say_first_failure(tracker, failure: tuple[int, str, Optional[str]]) -> None:
