@@ -412,6 +412,7 @@ def test_named_configs_run_as_written(tmp_path, store):
     run_sweep(write_spec(tmp_path / "presets.yaml", raw))
     by_config = {r.data.tags.get("tunelog.config"): r for r in runs(store, **{"tunelog.kind": "trial"})}
     assert by_config["small"].data.params["lora.alpha"] == "8.0" and by_config["small"].data.params["lora.r"] == "4"
+    assert float(by_config["small"].data.params["alpha_ratio"]) == pytest.approx(2.0)  # the helper that derives 8
     wide = by_config["wide"].data.params
     assert (wide["lora.alpha"], wide["lora.r"], wide["lora.dropout"]) == ("32.0", "8", "0.25")
     sampled = study_of(store).trials[2]

@@ -246,7 +246,7 @@ def _entry(log: Changelog, e: Entry) -> list[str]:
         out += [f"- Changed: `{k}`: {old} -> {new}" for k, (old, new) in e.changes.changed.items()]
         out += [f"- Removed: `{k}` (was {v})" for k, v in e.changes.removed.items()]
         out.append("")
-    kept = [f"`{k}`={v}" for k, v in e.changes.kept.items()]
+    kept = [f"`{k}`={short(v)}" for k, v in e.changes.kept.items()]
     if kept or e.unchanged:
         others = f"{e.unchanged} other key{'s' if e.unchanged > 1 else ''} unchanged" if e.unchanged else ""
         out += ["Kept: " + ", ".join(kept + ([others] if others else [])), ""]
@@ -287,12 +287,13 @@ def _sweep(log: Changelog, members: list[Entry]) -> list[str]:
             cells = " | ".join(short(e.changes.kept.get(k, "")) for k in varying)
             out.append(f"| {e.name} | {_num(e.result)} | {cells} | {_duration(e.duration_s)} |")
         out += [f"({len(scored) - LEADERBOARD} more scored trials)" if len(scored) > LEADERBOARD else "", ""]
-    rejected = [e for e in trials if e.outcome == Outcome.REJECTED]
-    out += [f"- {e.name}: rejected, {e.reason}" for e in rejected[:LEADERBOARD]]
-    if len(rejected) > LEADERBOARD:
-        out.append(f"- ... and {len(rejected) - LEADERBOARD} more rejected")
-    if rejected:
-        out.append("")
+    for word in (Outcome.PRUNED, Outcome.REJECTED):  # the trials the leaderboard has no result for
+        listed = [e for e in trials if e.outcome == word]
+        out += [f"- {e.name}: {word}, {e.reason}" for e in listed[:LEADERBOARD]]
+        if len(listed) > LEADERBOARD:
+            out.append(f"- ... and {len(listed) - LEADERBOARD} more {word}")
+        if listed:
+            out.append("")
     for e in trials:
         if e.best or e.anomaly:
             out += _entry(log, e)

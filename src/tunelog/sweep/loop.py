@@ -315,6 +315,14 @@ class Sweep:
         self.progress(study, trial.number, Outcome.REJECTED, spec.tracking.metric, None, 0.0, verdict.rule)
         return Outcome.REJECTED
 
+    def _started(self, trial: optuna.Trial, run_id: str) -> None:
+        """The trial knows its run; the run records the sweep helpers it was derived from (`alpha_ratio`:
+        no spec field holds them, and the leaderboard and `diff` compare them)."""
+        trial.set_user_attr(ATTR_RUN, run_id)
+        helpers = {k: v for k, v in trial.params.items() if k in self.search.params and "." not in k}
+        if helpers:
+            self.tracker.log_params(run_id, helpers)
+
     def _train(self, study, trial, spec: Spec, tags: dict, sweep_run_id: str) -> str:
         multi = self.search.second_objective is not None
         started = time.monotonic()
@@ -334,7 +342,7 @@ class Sweep:
                     parent_run_id=sweep_run_id,
                     extra_tags=tags,
                     on_eval=on_eval,
-                    on_start=lambda rid: trial.set_user_attr(ATTR_RUN, rid),
+                    on_start=lambda rid: self._started(trial, rid),
                 )
         except (KeyboardInterrupt, TrainingInterrupted):
             trial.set_user_attr(ATTR_OUTCOME, INTERRUPTED)  # not counted; queued again on resume
@@ -385,11 +393,14 @@ class Sweep:
         self.opts.echo(f"trial {number}/{self.n_trials}: {outcome}{why}{shown}{best}, {seconds:.0f} s")
 
 
-def short_values(params: dict[str, Any], limit: int = 48) -> str:
+def short_values(params: dict[str, Any], limit: int = 64) -> str:
     """`lr=0.004 r=16`: a trial's sampled values as a run name shows them (leaf names, 3 significant digits)."""
     parts = []
     for name, value in params.items():
         leaf = {"learning_rate": "lr"}.get(name.rsplit(".", 1)[-1], name.rsplit(".", 1)[-1])
         parts.append(f"{leaf}={value:.3g}" if isinstance(value, float) else f"{leaf}={value}")
     text = " ".join(parts)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    while len(text) > limit and len(parts) > 1:  # whole values only: a name never ends mid-number
+        parts.pop()
+        text = " ".join(parts) + " …"
+    return text
