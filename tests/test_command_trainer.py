@@ -307,6 +307,13 @@ def test_a_sweeps_console_gives_every_trial_a_line_in_the_studys_words(tmp_path,
     assert lines[1].startswith("trial 1/3: rejected (lr-cap)")
     assert lines[2].startswith("trial 2/3: failed (exit code 2: ") and "invalid int value: 'two'" in lines[2]
     assert "1 complete, 0 pruned, 1 rejected, 1 failed" in done.stdout
+    # the changelog's best configuration: what varies among the trials that trained, not every spec field
+    # (the rejected trial holds only its sampled values, which made every other field look varied)
+    story = run_cli("changelog", "--experiment", "diffusion-lora", "--no-log").stdout
+    best = story.split("## Final best configuration")[1]
+    rows = [line for line in best.splitlines() if line.startswith("| `")]
+    assert [r.split("`")[1] for r in rows] == ["trainer.args.epochs"], best
+    assert "other params) | the same in every run" in best
 
 
 def test_promote_registers_a_scripts_weights_and_refuses_a_run_that_kept_none(tmp_path, store):

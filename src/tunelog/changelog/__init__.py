@@ -163,7 +163,7 @@ def build(
         if chain
         else None,
         result_keys=keys,
-        varying_keys=sorted(lineage.varying_keys([r for r in runs if r.kind not in lineage.CONTAINER_KINDS])),
+        varying_keys=sorted(lineage.varying_keys([r for r in runs if _holds_a_config(r)])),
         metric_why=metrics.why_this_metric(runs, metric, given),
         other_metrics=metrics.other_results(
             entries, metric, [e for e in entries if verdicts.finished_ok(e) and e.eval_key == main_key]
@@ -176,8 +176,8 @@ def _diff_configs(
 ) -> None:
     """Each entry's changes from its parent; "kept" shows only keys that vary among its group's runs."""
     members: dict[str, list[RunRecord]] = {group: [] for group in groups.values()}
-    for run in runs:  # a rejected trial holds only the sampled params: every other key would look varied
-        if run.kind not in lineage.CONTAINER_KINDS and run.tags.get(t.TAG_OUTCOME) != Outcome.REJECTED:
+    for run in runs:
+        if _holds_a_config(run):
             members[groups[run.run_id]].append(run)
     notable = {group: lineage.varying_keys(runs_of) for group, runs_of in members.items()}
     for entry in entries:
@@ -221,3 +221,9 @@ def publish_summary(tracker: t.Tracker, experiment: str) -> Changelog:
     log = collect_and_build(tracker, experiment)
     tracker.set_experiment_note(experiment, to_summary(log))
     return log
+
+
+def _holds_a_config(run: RunRecord) -> bool:
+    """A run whose params are a whole config: not a sweep or pipeline container, not a rejected trial
+    (it holds only the sampled params, and every other key would look varied)."""
+    return run.kind not in lineage.CONTAINER_KINDS and run.tags.get(t.TAG_OUTCOME) != Outcome.REJECTED

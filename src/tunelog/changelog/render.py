@@ -345,5 +345,5 @@ def _best_config(log: Changelog) -> list[str]:
     shown = {k: v for k, v in log.best_config.items() if k in set(log.varying_keys)}
     rest = len(log.best_config) - len(shown)
     out = ["## Final best configuration", "", f"From **{best.name}**." if best else "", ""]
-    out += ["| param | value |", "| --- | --- |"] + [f"| `{k}` | {v} |" for k, v in shown.items()]
+    out += ["| param | value |", "| --- | --- |"] + [f"| `{k}` | {short(v)} |" for k, v in shown.items()]
     return out + ([f"| ({rest} other params) | the same in every run: see the run's params |"] if rest else []) + [""]
