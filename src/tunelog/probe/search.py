@@ -9,10 +9,7 @@ only on the three fastest configs that fit.
 
 from __future__ import annotations
 
-import json
-import time
 from collections.abc import Callable
-from dataclasses import asdict
 from typing import Any, Optional
 
 import torch
@@ -26,6 +23,7 @@ from ..trainers.registry import capabilities, load
 from ..training.facts import model_hidden_size
 from ..training.model import pick_device
 from ..vocabulary import Outcome
+from . import record
 from .measure import (
     ACCUM,
     BATCH,
@@ -141,7 +139,7 @@ class Probe:
             result = ProbeResult(run_id=run.run_id, grid_size=len(grid(self.params)), accum=self.spec.train.grad_accum)
             self.n_samples = self.measurer.prepare()
             self._search(result, run.run_id)
-            self._report(run, result)
+            record.report(run, result, self.budget, self.measurer)
         return result
 
     def complete(self, knobs: dict[str, Any]) -> tuple[dict[str, Any], str]:
@@ -186,7 +184,7 @@ class Probe:
             self.echo(f"skip {values}: {why}")
             return None
         m = self.measure(values)
-        m.run_id = self._log_candidate(m, parent)
+        m.run_id = record.log_candidate(self.tracker, self.spec.tracking.experiment, m, parent)
         result.measured.append(m)
         self.echo(
             f"{m.outcome:<4} {values}: {m.samples_per_s:.1f} samples/s, peak {m.peak_gb:.3f} GB"
@@ -349,58 +347,3 @@ class Probe:
     def _best(self, result: ProbeResult) -> Optional[Measurement]:
         top = self._top(result, 1)
         return top[0] if top else None
-
-    # --- recording -----------------------------------------------------------------------
-
-    def _log_candidate(self, m: Measurement, parent: str) -> str:
-        tags = {
-            t.TAG_KIND: t.KIND_PROBE,
-            t.TAG_NAME: " ".join(f"{k}={v}" for k, v in m.values.items()),
-            t.TAG_OUTCOME: m.outcome,
-            t.TAG_REASON: m.reason,
-        }
-        now = int(time.time() * 1000)
-        metrics = [
-            ("perf/samples_per_s", m.samples_per_s, now, 0),
-            ("perf/tokens_per_s", m.tokens_per_s, now, 0),
-            ("perf/peak_mem_gb", m.peak_gb, now, 0),
-        ]
-        if m.eta_s is not None:
-            metrics.append(("perf/eta_s", m.eta_s, now, 0))
-        return self.tracker.create_finished_run(
-            self.spec.tracking.experiment,
-            tags[t.TAG_NAME],
-            now,
-            now,
-            "FINISHED",
-            m.values,
-            {**tags, t.TAG_PARENT: parent},
-            metrics,
-        )
-
-    def _report(self, run: t.RunLogger, result: ProbeResult) -> None:
-        from ..training import plots
-
-        summary = result.summary()
-        run.log_text(json.dumps(summary, indent=2, default=str), "probe_summary.json")
-        run.log_figure(
-            plots.throughput_memory([asdict(m) for m in result.measured], BATCH, self.budget),
-            f"{t.PLOTS_ARTIFACT}/throughput_memory.png",
-        )
-        if result.best is not None:
-            result.script = (
-                "#!/usr/bin/env bash\n# the fastest config that fit, found by tunelog probe\n"
-                + self.measurer.command(result.best)
-            )
-            run.log_text(result.script, "train_best.sh")
-            run.log_metrics(
-                {"probe/best_samples_per_s": result.best.samples_per_s, "probe/best_peak_mem_gb": result.best.peak_gb}
-            )
-        run.log_metrics(
-            {
-                "probe/tested": len(result.measured),
-                "probe/skipped": len(result.skipped),
-                "probe/rejected": len(result.rejected),
-                "probe/oom": sum(1 for m in result.measured if m.outcome == Outcome.OOM),
-            }
-        )

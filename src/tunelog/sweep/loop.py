@@ -29,6 +29,7 @@ from ..util.owner import on_this_host, owner_tag
 from ..util.redact import redact_url
 from ..vocabulary import Outcome
 from .analysis import REFINED, SweepSummary, analyze, best_trials, counts
+from .names import short_values
 from .study import (
     ATTR_CONFIG,
     ATTR_OUTCOME,
@@ -391,16 +392,3 @@ class Sweep:
         best = f" (best {top[0].values[0]:.4g})" if top else ""
         why = f" ({reason[:200]})" if reason and outcome != Outcome.OK else ""
         self.opts.echo(f"trial {number}/{self.n_trials}: {outcome}{why}{shown}{best}, {seconds:.0f} s")
-
-
-def short_values(params: dict[str, Any], limit: int = 64) -> str:
-    """`lr=0.004 r=16`: a trial's sampled values as a run name shows them (leaf names, 3 significant digits)."""
-    parts = []
-    for name, value in params.items():
-        leaf = {"learning_rate": "lr"}.get(name.rsplit(".", 1)[-1], name.rsplit(".", 1)[-1])
-        parts.append(f"{leaf}={value:.3g}" if isinstance(value, float) else f"{leaf}={value}")
-    text = " ".join(parts)
-    while len(text) > limit and len(parts) > 1:  # whole values only: a name never ends mid-number
-        parts.pop()
-        text = " ".join(parts) + " …"
-    return text

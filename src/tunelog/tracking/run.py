@@ -64,10 +64,11 @@ class RunLogger:
     def log_params(self, params: Mapping[str, Any]) -> None:
         self.log_batch(params=params)
 
-    def log_new_params(self, params: Mapping[str, Any]) -> None:
+    def log_new_params(self, params: Mapping[str, Any], others_wrote: bool = False) -> None:
         """Params the run does not have yet (a resumed run keeps the values it was started with:
-        MLflow refuses to change a param)."""
-        if self._params is None:
+        MLflow refuses to change a param). `others_wrote`: another process may have logged params to this
+        run (a script's TunelogCallback), so the store is read even for a run this process created."""
+        if self._params is None or others_wrote:
             self._params = set(self.client.get_run(self.run_id).data.params)
         new = {k: v for k, v in params.items() if k not in self._params}
         if new:

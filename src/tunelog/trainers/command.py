@@ -141,7 +141,8 @@ class CommandTrainer:
         try:
             ran = run_command(spec, argv, output_dir, log, run=run)
         finally:  # the spec's values where the script's callback did not record what the Trainer used
-            run.log_new_params({k: v for k, v in spec.flat_params().items() if k.startswith(SCRIPT_DECIDES)})
+            decided = {k: v for k, v in spec.flat_params().items() if k.startswith(SCRIPT_DECIDES)}
+            run.log_new_params(decided, others_wrote=True)  # the script's callback logs what it used first
         final = {**ran.final, **_metrics_file(spec, output_dir, run)}
         run.log_text("".join(ran.tail), OUTPUT_TAIL)  # what the script said last, whatever its end
         if ran.outcome != Outcome.PRUNED:  # a pruned trial's saved files are no result to keep
