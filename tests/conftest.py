@@ -137,6 +137,15 @@ def command_example(tmp_path: Path, **args):
     return load_spec(path)
 
 
+def ctrl_c_as_in_a_terminal() -> None:
+    """In the child before it starts: SIGINT back to its default. A shell without job control starts
+    background commands with SIGINT ignored, and Python then never raises KeyboardInterrupt; a test
+    that sends Ctrl-C must not depend on how the suite itself was started."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def signal_when_ready(argv: list, env: dict, ready, what: str, sig=None):
     """Start `argv`, wait until `ready()` returns something (state in the store or on disk, not a clock: up to
     10 minutes on a loaded machine), send `sig` (SIGTERM) and wait for the exit; the process is killed
@@ -145,7 +154,14 @@ def signal_when_ready(argv: list, env: dict, ready, what: str, sig=None):
     import subprocess
     import time
 
-    proc = subprocess.Popen([str(a) for a in argv], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [str(a) for a in argv],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=ctrl_c_as_in_a_terminal,
+    )
     deadline, got = time.monotonic() + 600, None
     try:
         while got is None and time.monotonic() < deadline and proc.poll() is None:

@@ -11,7 +11,7 @@ import pytest
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
-from conftest import REPO, demo_raw, mlflow_server, run_cli, subprocess_env, write_spec
+from conftest import REPO, ctrl_c_as_in_a_terminal, demo_raw, mlflow_server, run_cli, subprocess_env, write_spec
 from tunelog.spec import load_spec
 from tunelog.sweep import Sweep, SweepOptions, default_storage, open_storage
 from tunelog.tracking import Tracker
@@ -254,6 +254,7 @@ def test_interrupted_trial_runs_again_on_resume(tmp_path, store):
             env=subprocess_env(store),
             stdout=out_file,
             stderr=err_file,
+            preexec_fn=ctrl_c_as_in_a_terminal,
         )
     try:
         victim = wait_for_training_trial(store, 0, proc)
