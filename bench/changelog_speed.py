@@ -15,9 +15,11 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from contextlib import contextmanager
+from pathlib import Path
 
 from _common import sized, temp_store, verdict
 
@@ -106,6 +108,10 @@ def over_rest(
     from tunelog.promote import promote as register
     from tunelog.tracking import Tracker
 
+    local = Tracker(store_uri)
+    with tempfile.TemporaryDirectory() as tmp:  # the best run's adapter, as a trained run has (promote needs one)
+        (Path(tmp) / "adapter_config.json").write_text("{}")
+        local.client.log_artifacts(best_run(local, experiment).run_id, tmp, "adapter")
     with server(store_uri, app) as url:
         os.environ["MLFLOW_TRACKING_URI"] = url
         try:

@@ -57,10 +57,10 @@ def spec_file(folder: Path) -> Path:
 
 def measure(spec, name: str) -> float:
     """Probe, train the pick, print both; returns the larger relative gap (memory or samples/s)."""
-    from tunelog import memory
     from tunelog.probe import Probe
     from tunelog.tracking import Tracker
     from tunelog.train import run_training
+    from tunelog.training import memory
     from tunelog.training.model import pick_device
 
     best = Probe(spec, Tracker(), echo=lambda s: None).run().best

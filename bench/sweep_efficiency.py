@@ -75,7 +75,7 @@ def trials_to_reach(sampler: str, seed: int) -> int:
     import optuna
     from optuna.trial import TrialState
 
-    from tunelog import rules, space
+    from tunelog.spec import rules, space
     from tunelog.sweep.study import make_sampler, suggest
 
     spec = load_bench_spec(sampler, seed)
