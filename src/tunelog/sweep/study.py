@@ -291,22 +291,13 @@ def recover(study: optuna.Study, tracker: Tracker, echo: Callable[[str], None], 
 def requeue_interrupted(study: optuna.Study) -> list[int]:
     """An interrupted trial did not finish, so it does not count: its params run again (Optuna's queue),
     once, whichever invocation gets there first."""
+    done = set(study.user_attrs.get(STUDY_REQUEUED, []))
     interrupted = [
         tr
         for tr in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
-        if tr.user_attrs.get(ATTR_OUTCOME) == INTERRUPTED and tr.params
+        if tr.user_attrs.get(ATTR_OUTCOME) == INTERRUPTED and tr.params and tr.number not in done
     ]
-    if not interrupted:
-        return []
-    done = set(study.user_attrs.get(STUDY_REQUEUED, []))
-    again = [tr for tr in interrupted if tr.number not in done]
-    again = [tr for tr in again if claim(study, f"requeue-{tr.number}")]
-    for tr in again:
-        attrs = {k: v for k, v in tr.user_attrs.items() if k == ATTR_CONFIG}
-        study.enqueue_trial(tr.params, user_attrs={**attrs, "tunelog.requeued_from": tr.number}, skip_if_exists=False)
-    if again:
-        study.set_user_attr(STUDY_REQUEUED, sorted(done | {tr.number for tr in again}))
-    return [tr.number for tr in again]
+    return _queue_again(study, interrupted, "requeue", "tunelog.requeued_from", STUDY_REQUEUED)
 
 
 def failed_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
@@ -321,15 +312,22 @@ def failed_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
 
 
 def retry_failed(study: optuna.Study) -> list[int]:
-    """The failed trials' params queued again, once each whichever invocation gets there first; the failed
-    trials stop counting against n_trials, so the budget buys the same number of results."""
-    again = [tr for tr in failed_trials(study) if claim(study, f"retry-{tr.number}")]
+    """The failed trials' params queued again; the failed trials stop counting against n_trials, so the
+    budget buys the same number of results."""
+    return _queue_again(study, failed_trials(study), "retry", "tunelog.retried_from", STUDY_RETRIED)
+
+
+def _queue_again(study: optuna.Study, trials: list, why: str, from_attr: str, remembered: str) -> list[int]:
+    """`trials`' params queued again (with their named config, `from_attr` naming the trial they repeat),
+    each once whichever invocation claims it first; their numbers added to the study attribute `remembered`.
+    Returns the numbers queued here."""
+    again = [tr for tr in trials if claim(study, f"{why}-{tr.number}")]
     for tr in again:
         attrs = {k: v for k, v in tr.user_attrs.items() if k == ATTR_CONFIG}
-        study.enqueue_trial(tr.params, user_attrs={**attrs, "tunelog.retried_from": tr.number}, skip_if_exists=False)
+        study.enqueue_trial(tr.params, user_attrs={**attrs, from_attr: tr.number}, skip_if_exists=False)
     if again:
-        done = set(study.user_attrs.get(STUDY_RETRIED, []))
-        study.set_user_attr(STUDY_RETRIED, sorted(done | {tr.number for tr in again}))
+        done = set(study.user_attrs.get(remembered, []))
+        study.set_user_attr(remembered, sorted(done | {tr.number for tr in again}))
     return [tr.number for tr in again]
 
 
