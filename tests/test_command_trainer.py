@@ -314,6 +314,15 @@ def test_a_sweeps_console_gives_every_trial_a_line_in_the_studys_words(tmp_path,
     rows = [line for line in best.splitlines() if line.startswith("| `")]
     assert [r.split("`")[1] for r in rows] == ["trainer.args.epochs"], best
     assert "other params) | the same in every run" in best
+    # a rerun says the failed trial counts as done; --retry-failed runs its params again, uncounted
+    again = run_cli("sweep", path, "--force")
+    assert "1 failed trial(s) (2) count as done: rerun with --retry-failed" in again.stdout, again.stdout
+    retried = run_cli("sweep", path, "--force", "--retry-failed")
+    assert "1 re-queued, 1 to go" in retried.stdout, retried.stdout
+    (rerun,) = [line for line in retried.stdout.splitlines() if line.startswith("trial ")]
+    assert rerun.startswith("trial 3/3: failed (exit code 2: ") and "invalid int value: 'two'" in rerun
+    study = optuna.load_study(study_name="console", storage=open_storage(default_storage(store)))
+    assert study.trials[3].user_attrs["tunelog.retried_from"] == 2 and study.trials[3].params == study.trials[2].params
 
 
 def test_promote_registers_a_scripts_weights_and_refuses_a_run_that_kept_none(tmp_path, store):
