@@ -4,8 +4,10 @@ the demo model and on a larger tiny config. Both picks are then measured side by
 process (the machine's speed drifts over minutes; measured back to back, picks compare on the same footing).
 
 Prints each pick, its samples/s, each search's wall time, the largest batch's throughput against the
-probe's pick, and last `probe_vs_maxbatch RATIO target >= 1.0: ok|miss` (the probe's pick over the
-max-batch pick, the worse of the two models). Each search runs in a fresh process, as a user would run
+probe's pick, then `probe_search_vs_finder RATIO target <= 1.5` (the probe's search time over the
+finder's, the worse model) and last `probe_vs_maxbatch RATIO target >= 1.0: ok|miss` (the probe's pick over
+the max-batch pick, the worse model). Where CUDA is present a third arm runs on the GPU: a ~30M-parameter
+config in bf16, its budget in CUDA memory (`gpu-bf16`). Each search runs in a fresh process, as a user would run
 it (on the CPU the budget is the process's peak RSS: one search must not inherit another's heap); the
 picks are then measured in this process, without a budget.
 """
@@ -29,11 +31,17 @@ MODELS = {  # name -> tiny config overrides: the demo's, and one where a step is
     "demo": {},
     "larger": {"hidden_size": 256, "intermediate_size": 512, "num_layers": 4},
 }
+# the GPU arm, where CUDA is present: a ~30M-parameter config in bf16, the budget in CUDA memory
+GPU_MODEL = {"hidden_size": 512, "intermediate_size": 1408, "num_layers": 8, "num_heads": 8}
+GPU_ARM = "gpu-bf16"
 BATCHES = sized([2, 4, 8, 16, 32, 64, 128, 256], [2, 4, 8])
 
 
-def spec_for(overrides: dict) -> Path:
+def spec_for(model: str) -> Path:
+    overrides = GPU_MODEL if model == GPU_ARM else MODELS[model]
     raw = yaml.safe_load((REPO / "examples/demo/demo.yaml").read_text())
+    if model == GPU_ARM:
+        raw["train"]["precision"] = "bf16"
     for key in ("train", "eval"):
         raw["data"][key] = str(REPO / "examples/demo" / raw["data"][key])
     raw["model"]["tokenizer"] = str(REPO / "examples/demo/tokenizer.json")
@@ -79,7 +87,7 @@ def run_child(mode: str, model: str, budget: float) -> None:
     from tunelog.spec import load_spec
     from tunelog.tracking import Tracker
 
-    spec = load_spec(spec_for(MODELS[model]))
+    spec = load_spec(spec_for(model))
     probe = Probe(spec, Tracker(), max_memory_gb=budget if budget > 0 else None, echo=lambda s: None)
     if mode == "probe":
         print(json.dumps({"batch": probe.run().best.values["train.batch_size"]}))
@@ -93,7 +101,8 @@ def run_child(mode: str, model: str, budget: float) -> None:
         print(json.dumps({"batch": max_batch_finder(probe, budget)}))
 
 
-def compare(name: str) -> float:
+def compare(name: str) -> tuple[float, float]:
+    """(the probe's pick's samples/s over the finder's pick's, the probe's search time over the finder's)."""
     from tunelog.probe import Probe
     from tunelog.spec import load_spec
     from tunelog.tracking import Tracker
@@ -101,7 +110,7 @@ def compare(name: str) -> float:
     peaks = child("scout", name, 0.0)["peaks"]
     budget = peaks[0] + 0.6 * (peaks[1] - peaks[0])  # the largest batch does not fit; most do
     finder, found = child("finder", name, budget), child("probe", name, budget)
-    probe = Probe(load_spec(spec_for(MODELS[name])), Tracker(), echo=lambda s: None)  # no budget: speed only
+    probe = Probe(load_spec(spec_for(name)), Tracker(), echo=lambda s: None)  # no budget: speed only
     probe.measurer.prepare()
     ours, theirs = {"train.batch_size": found["batch"]}, {"train.batch_size": finder["batch"]}
     scores: dict[str, list[float]] = {"probe": [], "max-batch": []}
@@ -119,7 +128,7 @@ def compare(name: str) -> float:
     )
     if finder["batch"] != found["batch"]:
         print(f"  the largest batch that fits runs at {other / mine:.3f}x the probe's pick")
-    return mine / other
+    return mine / other, found["wall"] / finder["wall"]
 
 
 def main() -> None:
@@ -128,8 +137,18 @@ def main() -> None:
         run_child(sys.argv[at + 1], sys.argv[at + 2], float(sys.argv[at + 3]))
         return
     temp_store()  # the children inherit it through MLFLOW_TRACKING_URI
-    ratios = [compare(name) for name in (["demo"] if SMOKE else MODELS)]
-    print(verdict("probe_vs_maxbatch", min(ratios), ">=", 1.0))
+    import torch
+
+    names = ["demo"] if SMOKE else list(MODELS)
+    if torch.cuda.is_available():
+        names.append(GPU_ARM)
+    else:
+        print(f"{GPU_ARM}: no CUDA device here; the GPU arm runs where one is present")
+    ratios = {name: compare(name) for name in names}
+    print("pick / finder's pick: " + ", ".join(f"{name} {pick:.3f}x" for name, (pick, _) in ratios.items()))
+    print("search / finder's search: " + ", ".join(f"{name} {took:.2f}x" for name, (_, took) in ratios.items()))
+    print(verdict("probe_search_vs_finder", max(took for _, took in ratios.values()), "<=", 1.5))
+    print(verdict("probe_vs_maxbatch", min(pick for pick, _ in ratios.values()), ">=", 1.0))
 
 
 if __name__ == "__main__":

@@ -7,8 +7,8 @@ Rounds alternate tunelog and the baseline so that drift in the machine's speed h
 baseline logs by hand what tunelog records, so that the ratio measures machinery, not the size of
 the record: the resolved config as params and as a YAML artifact, each step's loss, the script's
 output file, in a child run of one parent run. tunelog's once-per-sweep analysis (importances,
-plots) counts, spread over the round's trials. Target: tunelog's overhead / plain <= 1.0 (issue #17:
-3.3 s vs 1.4 s per trial before).
+plots) counts, spread over the round's trials. Neither prunes: every trial trains to its end. Target:
+tunelog's overhead / plain <= 0.9 (issue #32; issue #17 saw 3.3 s vs 1.4 s per trial).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import yaml
 
 from _common import REPO, sized, temp_store, verdict
 
-ROUNDS, TRIALS = sized(3, 1), sized(20, 2)  # 20 trials: a typical sweep (the issue's own "trial 7/20")
+ROUNDS, TRIALS = sized(5, 1), sized(20, 2)  # 20 trials: a typical sweep (the issue's own "trial 7/20")
 SCRIPT = REPO / "tests/fixtures/fake_diffusion_train.py"
 LOSS = re.compile(r"loss=([-+0-9.eE]+|nan)")
 
@@ -71,6 +71,7 @@ def spec_file(folder: Path, study: str) -> Path:
         "study": study,
         "n_trials": TRIALS,
         "sampler": "random",
+        "pruner": {"type": "none"},  # every trial trains to its end, as in the baseline (which prunes nothing)
         "params": {"train.learning_rate": {"type": "float", "min": 2e-5, "max": 4e-4, "log": True}},
     }
     path = folder / f"{study}.yaml"
@@ -130,17 +131,17 @@ def main() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     folder = Path(tempfile.mkdtemp(prefix="tunelog-overhead-"))
     tunelog_round(folder, -1), plain_round(folder, -1)  # warm-up: imports, store tables, caches
-    ours, plain = [], []
-    for n in range(ROUNDS):
+    ours, plain, alone = [], [], []
+    for n in range(ROUNDS):  # the script alone in every round too: the machine's speed drifts over minutes
         ours.append(tunelog_round(folder, n))
         plain.append(plain_round(folder, n))
-    training = script_seconds(sized(5, 2))
-    over_ours = statistics.median(ours) - training
-    over_plain = statistics.median(plain) - training
-    print(f"script alone: {training:.3f} s per trial ({TRIALS} trials a round, {ROUNDS} rounds, medians)")
+        alone.append(script_seconds(TRIALS))
+    over_ours = statistics.median(o - a for o, a in zip(ours, alone))
+    over_plain = statistics.median(p - a for p, a in zip(plain, alone))
+    print(f"script alone: {statistics.median(alone):.3f} s per run ({TRIALS} trials a round, {ROUNDS} rounds, medians)")
     print(f"tunelog sweep: {statistics.median(ours):.3f} s per trial, overhead {over_ours:.3f} s")
     print(f"plain optuna + mlflow: {statistics.median(plain):.3f} s per trial, overhead {over_plain:.3f} s")
-    print(verdict("sweep_overhead", over_ours / max(over_plain, 1e-3), "<=", 1.0))
+    print(verdict("sweep_overhead", over_ours / max(over_plain, 1e-3), "<=", 0.9))
 
 
 if __name__ == "__main__":

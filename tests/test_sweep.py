@@ -419,3 +419,20 @@ def test_named_configs_run_as_written(tmp_path, store):
     sampled = study_of(store).trials[2]
     free = by_config[None].data.params
     assert float(free["lora.alpha"]) == pytest.approx(sampled.params["lora.r"] * sampled.params["alpha_ratio"])
+
+
+def test_a_new_best_takes_the_mark_from_the_old_one(store):
+    """A resumed sweep's best can change: the old best's run says "false", the new one's "true", and the
+    other trials' runs are not written at all (one write each was a twentieth of a cheap sweep)."""
+    from tunelog.sweep.analysis import _mark_best
+
+    tracker = Tracker()
+    ids = []
+    for name in ("old", "new", "other"):
+        with tracker.run("exp", run_name=name) as run:
+            ids.append(run.run_id)
+    old, new, other = ids
+    _mark_best(tracker, None, old)
+    _mark_best(tracker, old, new)
+    tags = {rid: MlflowClient(store).get_run(rid).data.tags.get("tunelog.best") for rid in ids}
+    assert tags == {old: "false", new: "true", other: None}

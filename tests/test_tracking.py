@@ -121,3 +121,29 @@ def test_the_store_is_found_like_git_finds_its_folder(tmp_path, monkeypatch):
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)  # no store above: one is made here
     assert tracking_uri() == f"sqlite:///{elsewhere.resolve() / 'mlruns' / 'mlflow.db'}"
+
+
+def test_staged_params_go_with_the_next_write_and_are_never_lost(store):
+    """`later` saves a transaction per staged write (a sweep trial's spec params ride with the trainer's first
+    tags); what was staged still reaches the store when no write follows, or when the body fails."""
+    with Tracker().run("exp") as run:
+        run.later(params={"a": 1}, tags={"t": "x"})
+        run.set_tags({"u": "y"})
+        assert finished(store, run.run_id).data.params["a"] == "1"  # readers see it once the next write is done
+        run.later(params={"b": 2})
+    got = finished(store, run.run_id).data
+    assert got.params == {"a": "1", "b": "2"} and got.tags["t"] == "x" and got.tags["u"] == "y"
+    with pytest.raises(ValueError):
+        with Tracker().run("exp") as run:
+            run.later(params={"c": 3})
+            raise ValueError("boom")
+    assert finished(store, run.run_id).data.params == {"c": "3"}
+
+
+def test_a_sub_second_run_gets_no_system_metrics(store):
+    """MLflow's monitor logs nothing before its first interval; tunelog's starts after a run's first second,
+    so a cheap sweep trial pays for no monitor and stores no figures that describe the machine, not it."""
+    with Tracker().run("exp") as run:
+        with run.system_metrics(True):
+            run.log_metrics({"loss": 1.0}, step=1)
+    assert set(finished(store, run.run_id).data.metrics) == {"loss"}

@@ -52,7 +52,7 @@ def record_spec(spec: Spec, run: RunLogger) -> None:
     params = spec.flat_params()
     if not capabilities(spec.trainer.type).in_process:
         params = {k: v for k, v in params.items() if not k.startswith(SCRIPT_DECIDES)}
-    run.log_params(params)
+    run.later(params=params)  # with the trainer's first write: see run_training
     # libyaml's emitter where present: the pure-Python one was a tenth of a cheap sweep trial's overhead
     dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
     run.log_text(yaml.dump(spec.resolved(root=Path.cwd()), Dumper=dumper, sort_keys=False), t.SPEC_ARTIFACT)
@@ -75,12 +75,12 @@ def run_training(
     based_on: Optional[str] = None,
     extra_tags: Optional[dict] = None,
     lint: Optional["LintReport"] = None,
-    on_start: Optional[Callable[[str], None]] = None,
+    on_start: Optional[Callable[[RunLogger], None]] = None,
     on_eval: Optional[EvalHook] = None,
 ) -> tuple[str, Result]:
     """Open a run, record the spec, train, record the outcome; returns (run_id, result).
 
-    `on_start(run_id)` is called once the run exists (a sweep records it on the trial);
+    `on_start(run)` is called once the run exists (a sweep records it on the trial);
     `on_eval(step, loss)` sees every eval and may stop training (pruning).
     """
     # a name a person can read in the runs table (MLflow's own would be `secretive-wolf-944`)
@@ -88,13 +88,15 @@ def run_training(
     tags = {**run_tags(spec, kind, based_on, extra_tags), **lint_tags(spec, lint)}
     with tracker.run(spec.tracking.experiment, run_name=name, tags=tags, parent_run_id=parent_run_id) as run:
         if on_start:
-            on_start(run.run_id)
+            on_start(run)
         record_spec(spec, run)
         run.log_datasets(dataset_inputs(spec))
+        if capabilities(spec.trainer.type).in_process:
+            run.flush()  # the spec's params in the store before training (a command trainer's first write takes them)
         with run.system_metrics(spec.tracking.system_metrics):
             result = get_trainer(spec.trainer.type).train(spec, run, on_eval=on_eval)
-        run.set_outcome(result.outcome, result.reason)
         headline = result.metrics.get(spec.tracking.metric)
         if headline is not None and math.isfinite(headline):
             run.log_metrics({t.SCORE_METRIC: t.score(headline, spec.tracking.direction)})
+        run.set_outcome(result.outcome, result.reason)  # one write: the outcome and the metrics still buffered
         return run.run_id, result

@@ -25,7 +25,7 @@ from typing import Optional
 from .. import tracking as t
 from ..logs.judge import Evidence, judge
 from ..logs.parse import LogParser
-from ..tracking.run import param_value
+from ..tracking.logger import param_value
 from ..vocabulary import SEVERITY, Direction, Outcome
 from .base import Folder, Reader, ReadError, Reading
 from .discover import Discovery, Found, discover

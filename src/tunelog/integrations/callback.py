@@ -177,8 +177,8 @@ class TunelogCallback(TrainerCallback):
         params, identity = training_params(args, state, model)
         if self._attached:
             info = tracker.client.get_run(self._attached).info
-            self.run = t.RunLogger(tracker.client, self._attached, info.experiment_id)
-            self.run.log_new_params(params)
+            self.run = t.RunLogger(tracker.client, self._attached, info.experiment_id, info.artifact_uri)
+            self.run.log_new_params(params, later=True)  # one write with the tag
             self.run.set_tags({t.TAG_IDENTITY_KEYS: ",".join(sorted(identity))})
             _announce()
             return

@@ -249,7 +249,7 @@ class Probe:
         if self.refine and result.best is not None:
             for values in self._neighbours(result.best.values):
                 self._try(values, result, parent)
-        self._runoff(result, rounds=2 if self.refine else 1)
+        self._runoff(result, rounds=3 if self.refine else 2)
 
     def _past_the_grid(
         self, best: Measurement, group: list[dict], defaults: dict, result: ProbeResult, parent: str
@@ -302,11 +302,13 @@ class Probe:
         return out
 
     def _runoff(self, result: ProbeResult, rounds: int) -> None:
-        """The three fastest, measured again back to back (`rounds` times, interleaved); the pick is theirs.
+        """The three fastest and the largest batch that fits, measured again back to back (`rounds` times,
+        interleaved); the pick is the best mean.
 
         Candidates are measured minutes apart, and a shared machine's speed drifts by 10-20% over
         minutes: the first measurements rank configs from different moments. Measured within a few
-        seconds of each other, the finalists compare on the same footing."""
+        seconds of each other, the finalists compare on the same footing. Two rounds, not one: finalists on
+        a throughput plateau are a few percent apart, and one measurement each let noise choose."""
         top = self._top(result, 3)
         largest = self._largest_batch(result, top[0]) if top else None
         if largest is not None and largest not in top:  # what a max-batch finder would pick runs off too

@@ -22,7 +22,7 @@ from .. import tracking as t
 from ..errors import SpecError, SweepStuck, TrainingInterrupted
 from ..spec import SearchSpec, Spec, flatten, rules, space
 from ..spec.plan import make_plan
-from ..tracking import Tracker
+from ..tracking import RunLogger, Tracker
 from ..train import run_training
 from ..training.facts import model_hidden_size
 from ..util.owner import on_this_host, owner_tag
@@ -316,20 +316,20 @@ class Sweep:
         self.progress(study, trial.number, Outcome.REJECTED, spec.tracking.metric, None, 0.0, verdict.rule)
         return Outcome.REJECTED
 
-    def _started(self, trial: optuna.Trial, run_id: str) -> None:
+    def _started(self, trial: optuna.Trial, run: RunLogger) -> None:
         """The trial knows its run; the run records the sweep helpers it was derived from (`alpha_ratio`:
-        no spec field holds them, and the leaderboard and `diff` compare them)."""
-        trial.set_user_attr(ATTR_RUN, run_id)
-        helpers = {k: v for k, v in trial.params.items() if k in self.search.params and "." not in k}
-        if helpers:
-            self.tracker.log_params(run_id, helpers)
+        no spec field holds them, and the leaderboard and `diff` compare them), with the spec's params."""
+        trial.set_user_attr(ATTR_RUN, run.run_id)
+        run.later(params={k: v for k, v in trial.params.items() if k in self.search.params and "." not in k})
 
     def _train(self, study, trial, spec: Spec, tags: dict, sweep_run_id: str) -> str:
-        multi = self.search.second_objective is not None
+        # a study with two objectives prunes nothing; without a pruner, nothing reads the reports either (each
+        # is a write to the study's storage, ten per cheap trial)
+        judged = self.search.second_objective is None and self.search.pruner.type != "none"
         started = time.monotonic()
 
         def on_eval(step: int, loss: float) -> bool:
-            if multi:
+            if not judged:
                 return False
             trial.report(loss, step)
             return trial.should_prune()
@@ -343,7 +343,7 @@ class Sweep:
                     parent_run_id=sweep_run_id,
                     extra_tags=tags,
                     on_eval=on_eval,
-                    on_start=lambda rid: self._started(trial, rid),
+                    on_start=lambda run: self._started(trial, run),
                 )
         except (KeyboardInterrupt, TrainingInterrupted):
             trial.set_user_attr(ATTR_OUTCOME, INTERRUPTED)  # not counted; queued again on resume
@@ -366,7 +366,8 @@ class Sweep:
             outcome, reason = Outcome.FAILED, f"metric {spec.tracking.metric!r} was not produced"
             self.tracker.set_tags(run_id, {t.TAG_OUTCOME: outcome, t.TAG_REASON: reason})
         trial.set_user_attr(ATTR_OUTCOME, outcome)
-        trial.set_user_attr(ATTR_REASON, reason)
+        if reason:
+            trial.set_user_attr(ATTR_REASON, reason)
         if outcome not in (Outcome.OK, Outcome.PRUNED):
             self.failures.append((trial.number, reason, run_id))
         if outcome == Outcome.PRUNED:
@@ -375,7 +376,7 @@ class Sweep:
             study.tell(trial, state=TrialState.FAIL)
         else:
             values = [value]
-            if multi:
+            if self.search.second_objective is not None:
                 second = self.search.second_objective
                 values.append(result.metrics.get(second.metric, float("nan")))  # type: ignore[union-attr]
             study.tell(trial, values)

@@ -20,9 +20,10 @@ from __future__ import annotations
 from .contract import *  # noqa: F401,F403  (the contract's names: t.TAG_KIND, t.KIND_SWEEP...)
 from .contract import RunRecord, best_of, better
 from .finished import FinishedRun, FinishedRuns
+from .logger import RunLogger
 from .models import model_adapter
 from .registry import RegistryOps, resolve_model_uri, run_model_id
-from .run import RunLogger, RunWrites
+from .run import RunWrites
 from .sqlite_file import check_sqlite_store, create_sqlite_store_once, keep_reserve, sqlite_damage
 from .store import (
     StoreReads,

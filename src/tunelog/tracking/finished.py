@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .contract import TAG_BASED_ON, TAG_RUN_NAME
-from .run import param_value
+from .logger import param_value
 
 
 @dataclass

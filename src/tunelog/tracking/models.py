@@ -1,4 +1,4 @@
-"""Trained adapters as MLflow models, the data a run read as MLflow datasets, and MLflow's system metrics.
+"""Trained adapters as MLflow models, and the data a run read as MLflow datasets.
 
 - A trained adapter is logged through MLflow's transformers flavor as a LoggedModel of its run: the peft
   adapter and the tokenizer only, with the base as a reference (`base_model_path`: a local folder, or a
@@ -10,9 +10,6 @@
 - Datasets: the train and eval files as run inputs (context `train` / `eval`), the eval file's digest
   being the run's eval key, so the UI's Datasets column shows what the changelog means by
   "not comparable".
-- System metrics: MLflow's own monitor (CPU, memory, disk, network; GPU through pynvml where present)
-  while the run trains, with one sample taken at the end so a run shorter than the sampling interval
-  has its figures too.
 """
 
 from __future__ import annotations
@@ -20,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,8 +25,6 @@ from typing import Any, Optional
 from .contract import TAG_MODEL_ID
 
 MODEL_NAME = "model"  # the LoggedModel's name within its run
-SAMPLING_S = 10.0  # MLflow's default; MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL overrides it
-MONITOR_AFTER_S = 1.0  # the system metrics thread starts once a run has lasted this long
 
 
 def signature():
@@ -138,30 +132,3 @@ def log_datasets(client: Any, run_id: str, files: list[tuple[str, str, Optional[
     ]
     if inputs:
         client.log_inputs(run_id, datasets=inputs)
-
-
-@contextmanager
-def system_metrics(run_id: str, tracking_uri: str, enabled: bool = True) -> Iterator[None]:
-    """MLflow's system metrics monitor while the body runs; one closing sample if none was logged."""
-    if not enabled:
-        yield
-        return
-    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
-
-    monitor = SystemMetricsMonitor(run_id, sampling_interval=SAMPLING_S, tracking_uri=tracking_uri)
-    # the monitor's thread starts once the body has run a second: a sweep's short trials (a fraction of a
-    # second each) then pay no thread start and join, and still get their closing sample below
-    starter = threading.Timer(MONITOR_AFTER_S, monitor.start)
-    starter.daemon = True
-    starter.start()
-    try:
-        yield
-    finally:
-        starter.cancel()
-        starter.join()
-        if monitor._process is not None:  # started: stop it (it logged its samples, or none yet)
-            monitor.finish()
-        if monitor._logging_step == 0:  # shorter than one interval: the figures as the run ends
-            monitor.collect_metrics()
-            monitor.publish_metrics(monitor.aggregate_metrics())
-            monitor.mlflow_logger.flush()

@@ -1,10 +1,9 @@
-"""Writing runs: the run context that always closes, buffered step metrics, SIGTERM as KILLED.
+"""The run context: an MLflow run that always closes, whatever happens inside.
 
 Guarantees:
 - a run ends FINISHED, FAILED or KILLED: an exception, Ctrl-C or SIGTERM never
   leaves it RUNNING;
-- step metrics are buffered and written by a low-priority background thread in
-  batches, so logging every step costs the training loop a list append.
+- a run created here is written through a `RunLogger` (see `logger`): few writes, buffered metrics.
 """
 
 from __future__ import annotations
@@ -12,195 +11,18 @@ from __future__ import annotations
 import os
 import signal
 import sys
-import tempfile
 import threading
-import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any, Optional
 
 from ..errors import TrainingInterrupted
 from ..util.owner import owner_tag
 from ..vocabulary import Outcome
-from .contract import (
-    ADAPTER_ARTIFACT,
-    OUTCOMES,
-    TAG_EXPERIMENT_KIND,
-    TAG_OUTCOME,
-    TAG_OWNER,
-    TAG_PARENT,
-    TAG_REASON,
-    TAG_RUN_NAME,
-)
+from .contract import TAG_EXPERIMENT_KIND, TAG_OUTCOME, TAG_OWNER, TAG_PARENT, TAG_RUN_NAME
+from .logger import RunLogger, param_value
 from .sqlite_file import closed_on_full_disk, disk_full, release_reserve
 from .uri import sqlite_path
-
-_FLUSH_SECONDS = 2.0
-
-
-class RunLogger:
-    """One open MLflow run: params, tags, buffered metrics and artifacts."""
-
-    def __init__(self, client, run_id: str, experiment_id: str):
-        self.client = client
-        self.run_id = run_id
-        self.experiment_id = experiment_id
-        self._pending: list[Any] = []
-        self._lock = threading.Lock()
-        self._writer: _BackgroundWriter | None = None
-        self.left_open = False
-        # the params the run holds, when this process knows them (a run it created): log_new_params then
-        # needs no read of the store; None for a joined or resumed run until read once
-        self._params: set[str] | None = None
-
-    def leave_open(self, owner: str) -> None:
-        """End this process's part without closing the run: a shared sweep run stays RUNNING while other
-        invocations still train its trials, owned by one of them (so `tunelog gc` sees a live owner)."""
-        self.set_tags({TAG_OWNER: owner})
-        self.left_open = True
-
-    # params and tags are few: logged synchronously so readers see them at once
-    def log_params(self, params: Mapping[str, Any]) -> None:
-        self.log_batch(params=params)
-
-    def log_new_params(self, params: Mapping[str, Any], others_wrote: bool = False) -> None:
-        """Params the run does not have yet (a resumed run keeps the values it was started with:
-        MLflow refuses to change a param). `others_wrote`: another process may have logged params to this
-        run (a script's TunelogCallback), so the store is read even for a run this process created."""
-        if self._params is None or others_wrote:
-            self._params = set(self.client.get_run(self.run_id).data.params)
-        new = {k: v for k, v in params.items() if k not in self._params}
-        if new:
-            self.log_params(new)
-
-    def set_tags(self, tags: Mapping[str, Any]) -> None:
-        self.log_batch(tags=tags)
-
-    def log_batch(self, params: Mapping[str, Any] | None = None, tags: Mapping[str, Any] | None = None) -> None:
-        """Params and tags in one write (each write to a SQLite store is a transaction: a sweep trial makes
-        a dozen). Logged synchronously, so readers see them at once."""
-        from mlflow.entities import Param, RunTag
-
-        items = [Param(k, param_value(v)) for k, v in (params or {}).items()]
-        labels = [RunTag(k, str(v)) for k, v in (tags or {}).items() if v is not None]
-        if items or labels:
-            self.client.log_batch(self.run_id, params=items, tags=labels, synchronous=True)
-        if self._params is not None:
-            self._params.update(params or {})
-
-    def set_outcome(self, outcome: str, reason: str | None = None) -> None:
-        if outcome not in OUTCOMES:
-            raise ValueError(f"outcome {outcome!r}; accepted: {', '.join(OUTCOMES)}")
-        self.set_tags({TAG_OUTCOME: outcome, TAG_REASON: reason or ""})
-
-    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        """Buffer step metrics; a background writer hands them to the store in batches."""
-        from mlflow.entities import Metric
-
-        now = int(time.time() * 1000)
-        with self._lock:
-            self._pending.extend(Metric(k, float(v), now, step or 0) for k, v in metrics.items())
-        if self._writer is None:
-            self._writer = _BackgroundWriter(self)
-
-    def _take_pending(self) -> list[Any]:
-        with self._lock:
-            batch, self._pending = self._pending, []
-        return batch
-
-    def _put_back(self, batch: list[Any]) -> None:
-        with self._lock:
-            self._pending[:0] = batch
-
-    def _write(self, batch: list[Any]) -> None:
-        if batch:
-            self.client.log_batch(self.run_id, metrics=batch, synchronous=True)
-
-    def flush(self) -> None:
-        """Write everything buffered so far (the writer thread stops; a later log_metrics starts another)."""
-        if self._writer is not None:
-            self._writer.stop()
-            self._writer = None
-        self._write(self._take_pending())
-
-    def log_artifacts(self, local_dir: str | Path, artifact_path: str | None = None) -> None:
-        self.client.log_artifacts(self.run_id, str(local_dir), artifact_path)
-
-    def log_artifact(self, local_file: str | Path, artifact_path: str | None = None) -> None:
-        self.client.log_artifact(self.run_id, str(local_file), artifact_path)
-
-    def log_text(self, text: str, artifact_file: str) -> None:
-        self.client.log_text(self.run_id, text, artifact_file)
-
-    def log_adapter(self, model: Any, tokenizer: Any, base: Optional[str], step: int) -> Optional[str]:
-        """A trained peft adapter: the run's MLflow model (see `tracking.models`) when its base has a name (a
-        folder or hub id), else, or when the flavor refuses it, peft's folder as `adapter/` with the
-        tokenizer; the model id, or None for the folder. The metrics so far are flushed first, so those of
-        `step` are linked to the model."""
-        if base and tokenizer is not None:
-            from .models import log_adapter_model
-
-            self.flush()
-            try:
-                return log_adapter_model(self.client, self.run_id, model, tokenizer, base, step)
-            except Exception as exc:  # noqa: BLE001 (the adapter must not be lost to a flavor's refusal)
-                print(f"warning: adapter kept as a plain artifact, not an MLflow model: {exc}", file=sys.stderr)
-        with tempfile.TemporaryDirectory() as tmp:
-            model.save_pretrained(tmp)
-            if tokenizer is not None:
-                tokenizer.save_pretrained(tmp)
-            self.log_artifacts(tmp, ADAPTER_ARTIFACT)
-        return None
-
-    def log_datasets(self, files: list[tuple[str, str, Optional[str]]]) -> None:
-        from .models import log_datasets
-
-        log_datasets(self.client, self.run_id, files)
-
-    def system_metrics(self, enabled: bool = True):
-        from .models import system_metrics
-
-        return system_metrics(self.run_id, self.client.tracking_uri, enabled)
-
-    def log_figure(self, figure, artifact_file: str) -> None:
-        self.client.log_figure(self.run_id, figure, artifact_file)
-
-
-class _BackgroundWriter:
-    """Writes a run's buffered metrics every few seconds from a low-priority thread.
-
-    The thread lowers its own scheduling priority (Linux applies nice per thread), so
-    the SQLite writes use CPU the training loop leaves idle instead of taking it from it.
-    """
-
-    def __init__(self, run: RunLogger, interval: float = _FLUSH_SECONDS):
-        self.run = run
-        self.interval = interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="tunelog-metrics", daemon=True)
-        self._thread.start()
-
-    def _loop(self) -> None:
-        try:
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 15)
-        except (AttributeError, OSError):  # not Linux, or not permitted: run at normal priority
-            pass
-        while not self._stop.wait(self.interval):
-            batch = self.run._take_pending()
-            try:
-                self.run._write(batch)
-            except Exception:  # keep training; the batch goes back and the final flush retries (and raises)
-                self.run._put_back(batch)
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
-def param_value(value: Any) -> str:
-    text = str(value)
-    return text if len(text) <= 6000 else text[:5997] + "..."
 
 
 class RunWrites:
@@ -281,12 +103,12 @@ class RunWrites:
             info = self.client.get_run(joined).info
             if from_env:
                 self._follow_joined_experiment(experiment, info.experiment_id)
-            run = RunLogger(self.client, joined, info.experiment_id)
+            run = RunLogger(self.client, joined, info.experiment_id, info.artifact_uri)
             run.set_tags({**all_tags, **({TAG_RUN_NAME: run_name} if run_name else {})})
         else:
             created = self.client.create_run(self.experiment_id(experiment), tags=all_tags, run_name=run_name)
-            run = RunLogger(self.client, created.info.run_id, created.info.experiment_id)
-            run._params = set()  # a new run: every param it gets is logged through this logger
+            info = created.info  # a new run: every param it gets is logged through this logger
+            run = RunLogger(self.client, info.run_id, info.experiment_id, info.artifact_uri, new=True)
         status, full = "FAILED", False
         with _sigterm_raises():
             try:

@@ -137,12 +137,13 @@ class CommandTrainer:
             value = next((v for k, v in metrics.items() if _norm(k) in judged and math.isfinite(v)), None)
             return value is not None and bool(on_eval(step or 0, value))
 
-        run.flush()  # the params and tags the script's callback reads are in the store before it starts
+        ran: Optional[Ran] = None
         try:
             ran = run_command(spec, argv, output_dir, log, run=run)
         finally:  # the spec's values where the script's callback did not record what the Trainer used
             decided = {k: v for k, v in spec.flat_params().items() if k.startswith(SCRIPT_DECIDES)}
-            run.log_new_params(decided, others_wrote=True)  # the script's callback logs what it used first
+            # the script's callback, when it attached, logged what it used first (unknown after a crash)
+            run.log_new_params(decided, others_wrote=ran is None or ran.attached, later=ran is not None)
         final = {**ran.final, **_metrics_file(spec, output_dir, run)}
         run.log_text("".join(ran.tail), OUTPUT_TAIL)  # what the script said last, whatever its end
         if ran.outcome != Outcome.PRUNED:  # a pruned trial's saved files are no result to keep

@@ -62,6 +62,7 @@ class Ran:
     seconds: float
     peak_gb: float = 0.0  # the process tree's peak: GPU memory where it used the GPU, else RSS (sampled)
     tail: list[str] = field(default_factory=list)  # the last TAIL_LINES lines of its output
+    attached: bool = False  # its TunelogCallback recorded into the run (params included)
 
 
 def configured_length(spec: Spec) -> dict[str, Any]:
@@ -150,7 +151,8 @@ def run_command(
         outcome, reason = Outcome.FAILED, f"timeout after {spec.trainer.timeout:g}s"
     else:
         outcome, reason = session.verdict(code)
-    return Ran(outcome, reason, session.steps, session.final, time.monotonic() - start, sampler.peak_gb, session.tail)
+    seconds = time.monotonic() - start
+    return Ran(outcome, reason, session.steps, session.final, seconds, sampler.peak_gb, session.tail, session.attached)
 
 
 class _Session:
