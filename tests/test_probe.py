@@ -289,3 +289,14 @@ def test_one_noisy_point_no_longer_stops_the_walk_short_of_the_batch_that_wins(t
     assert 128 in seen  # walked past the noisy 64 (256 did not fit: predicted over, or out of memory)
     assert max(fitting) > 128  # bisected between 128 and 256 as a max-batch finder would
     assert result.best is not None and result.best.values["train.batch_size"] == max(fitting), seen
+
+
+def test_the_runoff_calls_a_tie_within_noise_for_the_largest_batch():
+    """Finalists a few percent apart are one speed on a shared machine (one config's rounds spread wider):
+    the largest batch wins the tie, as a max-batch finder would pick it; a clear lead still wins."""
+    from tunelog.probe.search import _winner
+
+    top = [Measurement({"train.batch_size": b}, "ok") for b in (64, 150, 128)]
+    assert _winner(top, {0: 1387.0, 1: 1356.0, 2: 1300.0}) == 1  # 64 leads by 2.3%: a tie, 150 wins it
+    assert _winner(top, {0: 1500.0, 1: 1356.0, 2: 1300.0}) == 0  # 64 leads by 10%: 64
+    assert _winner(top, {1: 1356.0}) == 1  # only one finalist measured again

@@ -29,6 +29,9 @@ DEFAULT_PARAMS = {
 QUICK_CANDIDATES = 6
 DECLINE = 0.9  # a measurement below this share of its group's best counts as falling
 FALLING_IN_A_ROW = 2  # the batch walk stops after this many falling measurements in a row (one is noise)
+# finalists within this share of the fastest are a tie, and the tie goes to the largest batch: on a shared
+# machine one config's rounds spread wider than this, and throughput grows with the batch until it saturates
+TIE = 0.03
 
 
 @dataclass
