@@ -95,10 +95,16 @@ class RunLogger:
         self.later(params, tags)
         self._write(self._take())
 
-    def set_outcome(self, outcome: str, reason: str | None = None) -> None:
+    def set_outcome(self, outcome: str, reason: str | None = None, alone: bool = False) -> None:
+        """The outcome tags, with whatever waits; `alone`: in a write of their own, first (a failing run's
+        outcome must reach the store even when its buffered metrics cannot: a full disk)."""
         if outcome not in OUTCOMES:
             raise ValueError(f"outcome {outcome!r}; accepted: {', '.join(OUTCOMES)}")
-        self.set_tags({TAG_OUTCOME: outcome, TAG_REASON: reason or ""})
+        tags = {TAG_OUTCOME: outcome, TAG_REASON: reason or ""}
+        if alone:
+            self._write(_Waiting({}, tags, []))
+        else:
+            self.set_tags(tags)
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         """Buffer step metrics; a background writer hands them to the store in batches."""

@@ -186,7 +186,7 @@ def _record_failure(run: RunLogger, reason: str, outcome: str = Outcome.FAILED) 
     try:
         current = run.client.get_run(run.run_id).data.tags.get(TAG_OUTCOME)
         if current in (None, "", Outcome.OK):
-            run.set_outcome(outcome, reason)
+            run.set_outcome(outcome, reason, alone=True)
     except Exception:  # never let bookkeeping hide the original error
         pass
 
