@@ -271,6 +271,10 @@ def test_sweep_over_a_script_prunes_on_its_printed_val_loss(tmp_path, store):
     for t in study.trials:
         if t.state == TrialState.COMPLETE:
             assert t.values[0] == pytest.approx(5 * t.params["train.learning_rate"], rel=1e-3)
+    # one param searched: the history is drawn, an importance chart of one bar at 100% is not
+    sweep_run = client.get_run(study.user_attrs["tunelog.sweep_run_id"])
+    plots = {a.path for a in client.list_artifacts(sweep_run.info.run_id, "plots")}
+    assert plots == {"plots/optimization_history.png"}
 
 
 def test_a_sweeps_console_gives_every_trial_a_line_in_the_studys_words(tmp_path, store):

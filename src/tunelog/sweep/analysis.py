@@ -192,7 +192,8 @@ def _mark_best(tracker: Tracker, previous: Optional[str], best_run_id: Optional[
 
 
 def _log_plots(study: optuna.Study, run: t.RunLogger, n_objectives: int) -> None:
-    """Importances (JSON and PNG) and the optimisation history, when the study has enough to show."""
+    """Importances (JSON and PNG: of two params or more) and the optimisation history, when the study has
+    enough to show."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -209,7 +210,7 @@ def _log_plots(study: optuna.Study, run: t.RunLogger, n_objectives: int) -> None
             importances = optuna.importance.get_param_importances(study, target=target)
         except (RuntimeError, ValueError, ZeroDivisionError):  # e.g. every trial had the same params
             importances = {}
-        if importances:
+        if len(importances) > 1:  # one param searched: it is all of the importance, a chart of one bar says nothing
             run.log_text(json.dumps(importances, indent=2), "param_importances.json")
             ax = ovm.plot_param_importances(study, target=target, target_name="objective")
             run.log_figure(ax.figure, f"{t.PLOTS_ARTIFACT}/param_importances.png")
