@@ -11,8 +11,10 @@ import re
 import resource
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch is imported where a CUDA device is used: a command trainer's process never needs it
+    import torch
 
 _GB = 1e9
 _STATUS = Path("/proc/self/status")
@@ -29,6 +31,8 @@ def release(device: torch.device) -> None:
 
     gc.collect()
     if device.type == "cuda":
+        import torch
+
         torch.cuda.empty_cache()
         return
     try:
@@ -41,6 +45,8 @@ def release(device: torch.device) -> None:
 
 def reset_peak(device: torch.device) -> None:
     if device.type == "cuda":
+        import torch
+
         torch.cuda.reset_peak_memory_stats(device)
         return
     try:
@@ -52,6 +58,8 @@ def reset_peak(device: torch.device) -> None:
 def peak_gb(device: torch.device) -> float:
     """Peak memory in GB (1e9 bytes) since the last reset."""
     if device.type == "cuda":
+        import torch
+
         return torch.cuda.max_memory_allocated(device) / _GB
     try:
         match = re.search(r"VmHWM:\s+(\d+)\s+kB", _STATUS.read_text())
