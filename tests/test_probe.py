@@ -269,7 +269,8 @@ def test_one_noisy_point_no_longer_stops_the_walk_short_of_the_batch_that_wins(t
     and pick it in the runoff."""
     raw = probe_raw()
     raw["probe"]["params"] = {"train.batch_size": {"type": "categorical", "choices": [2, 4, 8, 16, 32, 64, 128, 256]}}
-    probe = Probe(load_spec(write_spec(tmp_path / "p.yaml", raw)), Tracker(), max_memory_gb=2.0, echo=lambda s: None)
+    said: list[str] = []
+    probe = Probe(load_spec(write_spec(tmp_path / "p.yaml", raw)), Tracker(), max_memory_gb=2.0, echo=said.append)
     seen: list[int] = []
 
     def scripted(values):
@@ -289,6 +290,10 @@ def test_one_noisy_point_no_longer_stops_the_walk_short_of_the_batch_that_wins(t
     assert 128 in seen  # walked past the noisy 64 (256 did not fit: predicted over, or out of memory)
     assert max(fitting) > 128  # bisected between 128 and 256 as a max-batch finder would
     assert result.best is not None and result.best.values["train.batch_size"] == max(fitting), seen
+    # the runoff says each measurement as it goes (two rounds of its finalists), then its figures
+    finalists = len(result.runoff)
+    assert sum(line.startswith("runoff 1/2 ") for line in said) == finalists
+    assert sum(line.startswith("runoff 2/2 ") for line in said) == finalists
 
 
 def test_the_runoff_calls_a_tie_within_noise_for_the_largest_batch():

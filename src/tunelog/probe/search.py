@@ -320,11 +320,13 @@ class Probe:
             result.best = top[0] if top else None
             return
         fresh: dict[int, list[float]] = {i: [] for i in range(len(top))}
-        for _ in range(rounds):
+        for r in range(rounds):
             for i, m in enumerate(top):
                 again = self.measure(m.values)
                 if again.outcome == Outcome.OK:
                     fresh[i].append(again.samples_per_s)
+                # a line per measurement: a runoff of four finalists in two rounds is a minute on a slow model
+                self.echo(f"runoff {r + 1}/{rounds} {m.values}: {again.samples_per_s:.1f} samples/s")
         scores = {i: max(v) for i, v in fresh.items() if v}
         winner = _winner(top, scores)
         result.runoff = [{"config": m.values, "samples_per_s": scores.get(i)} for i, m in enumerate(top)]
