@@ -131,8 +131,9 @@ def test_staged_params_go_with_the_next_write_and_are_never_lost(store):
         run.set_tags({"u": "y"})
         assert finished(store, run.run_id).data.params["a"] == "1"  # readers see it once the next write is done
         run.later(params={"b": 2})
+        run.log_new_params({"b": 3, "e": 5})  # a staged param is the run's: it keeps its value
     got = finished(store, run.run_id).data
-    assert got.params == {"a": "1", "b": "2"} and got.tags["t"] == "x" and got.tags["u"] == "y"
+    assert got.params == {"a": "1", "b": "2", "e": "5"} and got.tags["t"] == "x" and got.tags["u"] == "y"
     with pytest.raises(ValueError):
         with Tracker().run("exp") as run:
             run.later(params={"c": 3})

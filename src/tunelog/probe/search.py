@@ -326,7 +326,8 @@ class Probe:
                 if again.outcome == Outcome.OK:
                     fresh[i].append(again.samples_per_s)
                 # a line per measurement: a runoff of four finalists in two rounds is a minute on a slow model
-                self.echo(f"runoff {r + 1}/{rounds} {m.values}: {again.samples_per_s:.1f} samples/s")
+                said = f"{again.samples_per_s:.1f} samples/s" if again.outcome == Outcome.OK else again.outcome
+                self.echo(f"runoff {r + 1}/{rounds} {m.values}: {said}")
         scores = {i: max(v) for i, v in fresh.items() if v}
         winner = _winner(top, scores)
         result.runoff = [{"config": m.values, "samples_per_s": scores.get(i)} for i, m in enumerate(top)]

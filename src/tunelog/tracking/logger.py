@@ -34,12 +34,9 @@ class _Waiting(NamedTuple):
 
 
 class RunLogger:
-    """One open MLflow run: params, tags, buffered metrics and artifacts.
-
-    Writes are few: every write to a SQLite store is a transaction, and a sweep's cheap trial used to
-    pay eleven. Step metrics, and params or tags given to `later`, wait for the run's next write (a
-    synchronous `log_batch`, the background writer, a flush or the close) and go in it.
-    """
+    """One open MLflow run: params, tags, buffered metrics and artifacts. What waits (step metrics, params
+    and tags given to `later`) goes in the run's next write: a synchronous `log_batch`, the background
+    writer, a flush or the close."""
 
     def __init__(self, client, run_id: str, experiment_id: str, artifact_uri: str | None = None, new: bool = False):
         self.client = client
@@ -73,7 +70,9 @@ class RunLogger:
         written with the run's next write."""
         if self._params is None or others_wrote:
             self._params = set(self.client.get_run(self.run_id).data.params)
-        new = {k: v for k, v in params.items() if k not in self._params}
+        with self._lock:  # staged params are the run's too: logged again with another value, MLflow refuses
+            known = self._params | set(self._staged[0])
+        new = {k: v for k, v in params.items() if k not in known}
         if new and later:
             self.later(params=new)
         elif new:

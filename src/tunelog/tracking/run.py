@@ -168,9 +168,6 @@ class RunWrites:
     def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
         RunLogger(self.client, run_id, "").set_tags(tags)
 
-    def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
-        RunLogger(self.client, run_id, "").log_params(params)
-
     def set_experiment_note(self, experiment: str, text: str) -> None:
         """The experiment's description in the MLflow UI (its `mlflow.note.content` tag)."""
         from .contract import TAG_NOTE
