@@ -80,7 +80,7 @@ LAYERS = [
     ("tunelog.logs",),
     ("tunelog.tracking",),
     ("tunelog.training",),
-    ("tunelog.integrations", "tunelog.trainers"),
+    ("tunelog.integrations", "tunelog.records", "tunelog.trainers"),
     (
         "tunelog.train",
         "tunelog.stages",

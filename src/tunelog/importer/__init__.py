@@ -8,7 +8,7 @@ merges their readings and writes each folder as one finished run. docs/stages-ch
 says how to add a reader.
 """
 
-from .base import Folder, Reader, ReadError, Reading
+from ..records.base import Folder, Reader, ReadError, Reading
 from .tree import ImportReport, import_tree, readers
 
 __all__ = ["Folder", "ImportReport", "ReadError", "Reader", "Reading", "import_tree", "readers"]

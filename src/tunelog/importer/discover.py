@@ -20,7 +20,7 @@ import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from .base import CHECKPOINT, RUN, WEAK, Folder, Reader
+from ..records.base import CHECKPOINT, RUN, WEAK, Folder, Reader
 
 MAX_WALK_DEPTH = 12  # folder levels below ROOT looked into for runs
 _NOT_RUNS = {"__pycache__", "node_modules", "site-packages", "wandb"}  # never a run folder, never walked

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .base import MAX_CONFIG_BYTES, NONE, WEAK, Folder, Reading, flat, number
+from ..records.base import MAX_CONFIG_BYTES, NONE, WEAK, Folder, Reading, flat, number
 
 DEFAULT_GLOBS = ("eval.json", "metrics.json", "results.json", "*.jsonl")
 EVAL_SET_KEYS = ("eval_set", "dataset", "eval_dataset", "benchmark", "test_set")

@@ -18,7 +18,7 @@ from typing import Any
 from ..logs.judge import judge_log
 from ..logs.parse import LogParser
 from ..vocabulary import Outcome
-from .base import NONE, RUN, WEAK, Folder, ReadError, Reading, flat
+from ..records.base import NONE, RUN, WEAK, Folder, ReadError, Reading, flat
 
 CONFIG_FILES = (
     "args.json",
@@ -32,6 +32,7 @@ CONFIG_FILES = (
     "config.txt",
     "args",
 )
+RECORD_LOGS = ("trainer_state.json", "trainer_log.jsonl")  # a trainer's record, read before this reader runs
 LOG_FILES = ("train.log", "training.log", "log.txt", "output.log")
 NOTE_FILES = ("notes.md", "NOTES.md", "notes.txt", "NOTES.txt", "README.md")
 LINEAGE_KEYS = ("resume", "init_from", "based_on", "from_checkpoint", "load_from", "pretrained_from", "resume_from")
@@ -92,7 +93,7 @@ class GenericReader:
                 v for k, v in reading.params.items() if any(x in k.lower() for x in LINEAGE_KEYS) and isinstance(v, str)
             ]
         note = folder.top(*NOTE_FILES)
-        if note:
+        if note and note not in folder.claimed:  # a Trainer's model card is its record's, not the user's note
             reading.note = folder.text(note, 1 << 20).strip()
         if log_name is None:
             reading.problem = "no log file (train.log, *.log)"
@@ -103,6 +104,12 @@ class GenericReader:
             raise ReadError(f"log {exc}") from None
         reading.files.append(folder.files[log_name])
         log = self.parser.parse_text(text)
+        if any(rel.endswith(RECORD_LOGS) for rel in folder.claimed):
+            # the trainer's own record was read: the console saved beside it says how the run ended, and its
+            # rounded numbers at guessed steps would only duplicate the record's series
+            outcome = judge_log(text, log, reading.params)
+            reading.outcome = outcome if outcome[0] is not Outcome.OK else None
+            return reading
         if not log.metric_lines:
             reading.problem = f"log {log_name}: no metric lines in {log.lines} lines"
             return reading

@@ -22,7 +22,7 @@ from .. import tracking as t
 from ..logs.judge import COMPLETE, Evidence, judge
 from ..logs.parse import NUMBER
 from ..vocabulary import Outcome
-from .base import NONE, RUN, WEAK, Folder, ReadError, Reading
+from ..records.base import NONE, RUN, WEAK, Folder, ReadError, Reading
 
 CONFIG_NAMES = ("config.toml", "config_file.toml", "training_config.toml", "train_config.toml")
 LOG_NAMES = ("train.log", "training.log", "log.txt", "output.log", "console.log")

@@ -14,7 +14,7 @@ import io
 import re
 from typing import Optional
 
-from .base import NONE, RUN, Folder, ReadError, Reading, flat
+from ..records.base import NONE, RUN, Folder, ReadError, Reading, flat
 
 _VERSION = re.compile(r"(?:^|/)version_(\d+)/metrics\.csv$")
 IDENTITY = {"save_dir", "default_root_dir", "name", "version", "seed", "seed_everything", "ckpt_path", "log_dir"}

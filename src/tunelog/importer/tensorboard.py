@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from .base import MAX_DATA_BYTES, NONE, RUN, Folder, ReadError, Reading
+from ..records.base import MAX_DATA_BYTES, NONE, RUN, Folder, ReadError, Reading
 
 PATTERN = "*tfevents*"
 

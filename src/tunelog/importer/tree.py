@@ -26,12 +26,12 @@ from .. import tracking as t
 from ..logs.judge import Evidence, judge
 from ..logs.parse import LogParser
 from ..tracking.logger import param_value
-from ..vocabulary import SEVERITY, Direction, Outcome
-from .base import Folder, Reader, ReadError, Reading
+from ..vocabulary import Direction, Outcome
+from ..records import merge, record_readers
+from ..records.base import Folder, Reader, ReadError, Reading
 from .discover import Discovery, Found, discover
 from .evalfiles import EvalFilesReader
 from .generic import GenericReader
-from .hf_trainer import HFTrainerReader
 from .kohya import KohyaReader
 from .lightning import LightningReader
 from .tensorboard import TensorBoardReader
@@ -76,7 +76,7 @@ def readers(patterns: tuple[str, ...] = (), metrics_files: tuple[str, ...] = ())
     """The readers in the order they read a folder (earlier ones win what two of them find)."""
     return [
         EvalFilesReader(metrics_files),
-        HFTrainerReader(),
+        *record_readers(),
         LightningReader(),
         KohyaReader(),
         TensorBoardReader(),
@@ -97,38 +97,6 @@ def read_folder(found: Found, root: Path, chain: list[Reader], warnings: list[st
     if not reading.series and not reading.final:
         raise ReadError(reading.problem or f"no run found ({len(folder.files)} files, none a known layout)")
     return Legacy(found.path, reading, by_reader, _key(found.name, reading.files), found.name, found.project)
-
-
-def merge(readings: list[Reading]) -> Reading:
-    """One reading: the first reader's param, series or result wins; the worst outcome wins."""
-    out = Reading()
-    seen_series: set[str] = set()
-    for r in readings:
-        for k, v in r.params.items():
-            out.params.setdefault(k, v)
-        out.identity |= r.identity
-        keys = {p[0] for p in r.series} - seen_series
-        out.series += [p for p in r.series if p[0] in keys]
-        seen_series |= keys
-        for k, v in r.final.items():
-            out.final.setdefault(k, v)
-        if r.outcome and (out.outcome is None or SEVERITY[r.outcome[0]] > SEVERITY[out.outcome[0]]):
-            out.outcome = r.outcome
-        out.lineage += r.lineage
-        out.eval_key = out.eval_key or r.eval_key
-        out.max_step = max(filter(None.__ne__, (out.max_step, r.max_step)), default=None)
-        out.epoch_base = max(out.epoch_base, r.epoch_base)
-        out.trainer_finished = out.trainer_finished or r.trainer_finished
-        out.runtime_s = out.runtime_s or r.runtime_s
-        out.first_ms = min(filter(None.__ne__, (out.first_ms, r.first_ms)), default=None)
-        out.last_ms = max(filter(None.__ne__, (out.last_ms, r.last_ms)), default=None)
-        out.files += [f for f in r.files if f not in out.files]
-        out.note = out.note or r.note
-        for k, v in r.tags.items():
-            out.tags.setdefault(k, v)
-        out.problem = out.problem or r.problem
-    out.identity &= set(out.params)
-    return out
 
 
 def _key(name: str, files: list[Path]) -> str:

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Optional
 
+from .console import LOGGER_LINE
+
 NUMBER = r"[-+]?(?:\d++\.?+\d*+|\.\d++)(?:[eE][-+]?\d++)?+|[-+]?(?i:nan|inf(?:inity)?)"
 _KEY = r"[A-Za-z_][\w./\-]*+"
 # the tokens of a line, each after a separator (blank, `,`, `[`, `(`, `|`, `{`, `;`; the line is
@@ -178,6 +180,8 @@ def _plan(shape: str) -> Plan:
             stamp, body = (*match.span(1), *match.span(2)), match.end()
     step_at: Optional[Span] = None
     pairs = []
+    if LOGGER_LINE.search(shape):  # `[INFO|trainer.py:2668] ... >>`: its numbers are line numbers and counts
+        return stamp, None, pairs, None
     for m in _TOKENS.finditer(" " + shape):  # spans are one past the line's, for the blank in front
         key = m.group(2)
         if key in _STEP_SPELLINGS or (key is None and m.group(1)):

@@ -15,6 +15,7 @@ import queue
 import re
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections import deque
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import IO, Any, Optional
 
 from ..integrations import attach
+from ..logs.console import Console, clean
 from ..logs.judge import OOM_WORDS, Evidence, judge, nonfinite_line
 from ..logs.parse import LogParser
 from ..spec import Spec
@@ -37,6 +39,7 @@ SCRIPT_DECIDES = ("train.", "lora.", "model.")
 TAIL_LINES = 200  # the end of a script's output kept for the judge, the failure's reason and an artifact
 STOP_GRACE_S = 120.0  # after a stop file, how long the script may take to end its step before it is stopped
 POLL_S = 0.5  # how often the events file is looked at while the script prints nothing
+SHOW_EVERY_S = 10.0  # a progress line on the console at least this often while metrics come (and at each eval)
 # what a metric is called, for lines that are neither a dict nor name their step (an INFO line's
 # `hidden_size: 576` or `line 1072` is no metric)
 _METRIC_LIKE = re.compile(
@@ -161,6 +164,8 @@ class _Session:
     def __init__(self, spec: Spec, proc: subprocess.Popen, output_dir: Path, hook: LineHook, listening: bool):
         self.spec, self.proc, self.hook = spec, proc, hook
         self.parser = LogParser(spec.trainer.patterns)
+        self.console = Console()
+        self.shown = time.monotonic()
         self.stop_file = output_dir / attach.STOP_FILE
         self.events = attach.Events(output_dir / attach.EVENTS_FILE) if listening else None
         self.tail: deque[str] = deque(maxlen=TAIL_LINES)
@@ -209,29 +214,47 @@ class _Session:
             self.grace.start()
 
     def on_line(self, line: str) -> None:
+        line = clean(line)
         self.tail.append(line)
         if not self.oom_line and OOM_WORDS.search(line):
             self.oom_line = line
         if self.attached or self.stopped:
             return  # the callback writes the metrics; the rest of stdout is the script's own
-        _, step, metrics = self.parser.parse_line(line)
-        metrics = self._kept(line, step, metrics)
+        if self.console.observe(line):
+            return  # `[INFO|trainer.py:2668]`, a config dump: chatter, never metrics
+        _, named, metrics = self.parser.parse_line(line)
+        metrics = self._kept(line, named, metrics)
         if not metrics:
             if nonfinite_line(line):  # `loss is nan at batch 1200`: diverged, whatever numbers follow
                 self._stop(Outcome.DIVERGED, f"log says {line.strip()[:200]}")
             return
         if any(_SUMMARY_KEY.search(k) for k in metrics):
             self.training = False
+        step = self.console.step_of(named, metrics)
         if step is not None:
             self.named_step = max(step, self.named_step or step)
         self.epoch = metrics.get("epoch", self.epoch)
-        self.steps = max(self.steps, step or self.steps + 1)
-        at = step or self.steps
+        # a script that says no step anywhere: its metric lines are all there is to count
+        at = step if step is not None else self.steps + 1
+        self.steps = max(self.steps, at)
         self.final.update(metrics)
+        self._show(at, metrics)
         if self.hook(at, metrics, training=self.training):
             self._stop(Outcome.PRUNED, f"pruned at step {at}: {line.strip()[:200]}")
         elif any("loss" in k and not math.isfinite(v) for k, v in metrics.items()):
             self._stop(Outcome.DIVERGED, f"non-finite loss at step {at}: {line.strip()[:200]}")
+
+    def _show(self, step: int, metrics: dict[str, float]) -> None:
+        """A line on tunelog's console at each eval and every SHOW_EVERY_S: the script's own output is not
+        shown, and a run of minutes must not be silent."""
+        now = time.monotonic()
+        evaluated = any(k.startswith(("eval", "val")) for k in metrics)
+        if not evaluated and now - self.shown < SHOW_EVERY_S:
+            return
+        self.shown = now
+        of = f"/{self.console.total}" if self.console.total else ""
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in list(metrics.items())[:4] if not k.endswith(("runtime", "_second")))
+        print(f"  step {step}{of}: {shown}", file=sys.stderr, flush=True)
 
     def _kept(self, line: str, step: Optional[int], metrics: dict[str, float]) -> dict[str, float]:
         """A dict line (a Trainer's logs), a line that names its step, or the spec's own patterns keep every
