@@ -17,8 +17,8 @@ from typing import Any
 
 from ..logs.judge import judge_log
 from ..logs.parse import LogParser
-from ..vocabulary import Outcome
 from ..records.base import NONE, RUN, WEAK, Folder, ReadError, Reading, flat
+from ..vocabulary import Outcome
 
 CONFIG_FILES = (
     "args.json",

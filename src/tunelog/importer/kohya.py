@@ -21,8 +21,8 @@ from typing import Any, Optional
 from .. import tracking as t
 from ..logs.judge import COMPLETE, Evidence, judge
 from ..logs.parse import NUMBER
-from ..vocabulary import Outcome
 from ..records.base import NONE, RUN, WEAK, Folder, ReadError, Reading
+from ..vocabulary import Outcome
 
 CONFIG_NAMES = ("config.toml", "config_file.toml", "training_config.toml", "train_config.toml")
 LOG_NAMES = ("train.log", "training.log", "log.txt", "output.log", "console.log")

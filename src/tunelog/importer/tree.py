@@ -25,10 +25,10 @@ from typing import Optional
 from .. import tracking as t
 from ..logs.judge import Evidence, judge
 from ..logs.parse import LogParser
+from ..records import merge, record_points, record_readers
+from ..records.base import Folder, Reader, ReadError, Reading
 from ..tracking.logger import param_value
 from ..vocabulary import Direction, Outcome
-from ..records import merge, record_readers
-from ..records.base import Folder, Reader, ReadError, Reading
 from .discover import Discovery, Found, discover
 from .evalfiles import EvalFilesReader
 from .generic import GenericReader
@@ -199,20 +199,9 @@ def _based_on(legacy: Legacy, runs: dict[tuple[str, str], str]) -> Optional[str]
 
 
 def _metrics(r: Reading, start: int, end: int) -> list[tuple[str, float, int, int]]:
-    """(key, value, ms, step): the series, then each result at the run's last step (one past a
-    series' last point when the result differs from it)."""
+    """(key, value, ms, step): the series at their times (else the run's start), each result at the end."""
     out = [(k, v, ms if ms is not None else start, s) for k, v, s, ms in r.series]  # ±inf kept: MLflow stores it
-    last: dict[str, tuple[int, float]] = {}
-    for k, v, s, _ in r.series:
-        if k not in last or s >= last[k][0]:
-            last[k] = (s, v)
-    top = r.max_step or 0
-    for k, v in r.final.items():
-        if k in last and (last[k][1] == v or (math.isnan(v) and math.isnan(last[k][1]))):
-            continue
-        step = max(top, last[k][0] + 1) if k in last else top
-        out.append((k, v, end, step))
-    return out
+    return out + [(k, v, end, s) for k, v, s, is_result in record_points(r) if is_result]
 
 
 def import_tree(

@@ -12,6 +12,7 @@ values are at full precision and at the steps the trainer counted.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from ..vocabulary import SEVERITY
@@ -29,6 +30,22 @@ RECORD_FILES = (
     "training_args.yaml",
     "training_*.png",
 )
+
+
+def record_points(r: Reading) -> list[tuple[str, float, int, bool]]:
+    """(key, value, step, is_result): the series, then each result at the run's last step (one past a series'
+    last point when the result differs from it, so a chart's last point stays the series' own)."""
+    out = [(k, v, s, False) for k, v, s, _ in r.series]
+    last: dict[str, tuple[int, float]] = {}
+    for k, v, s, _ in r.series:
+        if k not in last or s >= last[k][0]:
+            last[k] = (s, v)
+    top = r.max_step or 0
+    for k, v in r.final.items():
+        if k in last and (last[k][1] == v or (math.isnan(v) and math.isnan(last[k][1]))):
+            continue
+        out.append((k, v, max(top, last[k][0] + 1) if k in last else top, True))
+    return out
 
 
 def record_readers() -> list[Reader]:
@@ -75,4 +92,4 @@ def merge(readings: list[Reading]) -> Reading:
     return out
 
 
-__all__ = ["RECORD_FILES", "Reading", "merge", "read_record", "record_readers"]
+__all__ = ["RECORD_FILES", "Reading", "merge", "read_record", "record_points", "record_readers"]

@@ -143,6 +143,22 @@ class RunLogger:
             self._writer = None
         self._write(self._take())
 
+    def replace_metrics(self, drop: set[str], points: list[tuple[str, float, int]]) -> bool:
+        """The history of `drop` (what a console guessed) replaced by `points` (key, value, step: what the
+        trainer recorded), after everything waiting is written; False where the store kept the old points
+        (tracking.history)."""
+        from mlflow.entities import Metric
+
+        from .history import drop_metrics
+
+        self.flush()
+        dropped = drop_metrics(self.client, self.run_id, drop)
+        now = int(time.time() * 1000)
+        metrics = [Metric(k, float(v), now, int(step)) for k, v, step in points]
+        for i in range(0, len(metrics), 1000):  # MLflow's log_batch takes at most 1000 metrics
+            self.client.log_batch(self.run_id, metrics=metrics[i : i + 1000], synchronous=True)
+        return dropped
+
     # artifacts go to the run's artifact store directly: MLflow's client reads the whole run (params, tags,
     # metrics) to find where that is, once per run, and this logger knows it from the run's creation
     def _artifacts(self) -> Any:

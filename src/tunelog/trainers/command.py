@@ -24,12 +24,15 @@ from typing import Any, Optional
 from .. import tracking as t
 from ..errors import SpecError
 from ..integrations import attach
+from ..integrations.hf_names import metric_name
+from ..records import Reading, read_record, record_points
+from ..records.base import ReadError
 from ..spec import Spec
 from ..spec.argv import PLACEHOLDER, shell_script_index
 from ..tracking import RunLogger
 from ..training.devices import visible_gpus
 from ..vocabulary import Outcome
-from . import EvalHook, Result
+from . import EvalHook, Result, outputs
 from .script import SCRIPT_DECIDES, Ran, run_command, script_cwd
 
 # a whole model's weights (transformers' save_model of a model without peft), never taken by a wildcard
@@ -37,6 +40,7 @@ _WHOLE_MODEL = re.compile(r"^(?:model|pytorch_model)(?:-\d+-of-\d+)?\.(?:safeten
 BIG_ARTIFACT = 100_000_000  # bytes: said on the console when a pattern asks for a file this large
 
 
+RECORD_LOGS = ("trainer_log.jsonl", "trainer_state.json")  # read by records, with their own steps
 OUTPUT_TAIL = "output_tail.log"  # the last lines the script printed, kept with every command-trainer run
 
 
@@ -126,40 +130,76 @@ class CommandTrainer:
         gpus = len(visible_gpus({**os.environ, **spec.trainer.env}))
         run.log_batch(params={"trainer.rendered_argv": json.dumps(argv)}, tags={t.TAG_GPUS: str(gpus)})
         judged = pruner_keys(spec)
+        headline = spec.tracking.metric
+        console_keys: set[str] = set()
 
         def log(step: Optional[int], metrics: dict[str, float], logged: bool = False, training: bool = True) -> bool:
-            """Logs the line's metrics; the headline (or what `trainer.eval_metrics` names) goes to `on_eval`
-            (a sweep's pruner) while training lasts, and it may stop the script."""
+            """Logs the line's metrics (the headline under the spec's spelling: `eval_loss` is `eval/loss`);
+            the headline (or what `trainer.eval_metrics` names) goes to `on_eval` (a sweep's pruner) while
+            training lasts, and it may stop the script."""
             if not logged:
-                run.log_metrics({k: v for k, v in metrics.items() if math.isfinite(v)}, step=step)
+                named = {_as_headline(k, headline): v for k, v in metrics.items() if math.isfinite(v)}
+                console_keys.update(named)
+                run.log_metrics(named, step=step)
             if on_eval is None or not training:
                 return False
             value = next((v for k, v in metrics.items() if _norm(k) in judged and math.isfinite(v)), None)
             return value is not None and bool(on_eval(step or 0, value))
 
         ran: Optional[Ran] = None
+        record = Reading()
+        cwd = script_cwd(spec)
         try:
             ran = run_command(spec, argv, output_dir, log, run=run)
         finally:  # the spec's values where the script's callback did not record what the Trainer used
+            record = _read_record(output_dir)
             decided = {k: v for k, v in spec.flat_params().items() if k.startswith(SCRIPT_DECIDES)}
             # the script's callback, when it attached, logged what it used first (unknown after a crash)
-            run.log_new_params(decided, others_wrote=ran is None or ran.attached, later=ran is not None)
-        final = {**ran.final, **_metrics_file(spec, output_dir, run)}
+            run.log_new_params(
+                outputs.what_ran(spec, argv, cwd, record, decided),
+                others_wrote=ran is None or ran.attached,
+                later=ran is not None,
+            )
+        final = {_as_headline(k, headline): v for k, v in {**ran.final, **_metrics_file(spec, output_dir, run)}.items()}
+        if record.series or record.final:
+            final.update(_replace_with_record(run, record, console_keys, headline))
+        identity = outputs.identity_of(spec, argv, cwd, record)
+        if identity:
+            run.later(tags={t.TAG_IDENTITY_KEYS: ",".join(sorted(identity))})
         run.log_text("".join(ran.tail), OUTPUT_TAIL)  # what the script said last, whatever its end
         if ran.outcome != Outcome.PRUNED:  # a pruned trial's saved files are no result to keep
             self._artifacts(spec, output_dir, run)
+        for file in outputs.record_files(output_dir):
+            run.log_artifact(file, outputs.RECORD_ARTIFACT)
+        config_file, _ = outputs.config_on_command_line(spec, argv, cwd)
+        if config_file is not None:
+            run.log_artifact(config_file, outputs.RECORD_ARTIFACT)
         totals = {"train/seconds": ran.seconds, "perf/peak_mem_gb": ran.peak_gb}
         run.log_metrics(totals)
         final.update(totals)
-        return Result(outcome=ran.outcome, reason=ran.reason, steps=ran.steps, metrics=final)
+        outcome, reason = ran.outcome, ran.reason
+        if outcome == Outcome.OK and record.outcome:  # the trainer's own record: it stopped short of its length
+            outcome, reason = record.outcome
+        if outcome == Outcome.OK and headline not in final:
+            shown = ", ".join(sorted(k for k in final if k not in totals)[:8]) or "nothing"
+            print(f"tunelog: the script never logged {headline} (tracking.metric); it logged {shown}", file=sys.stderr)
+        steps = record.max_step if record.max_step is not None else ran.steps
+        return Result(outcome=outcome, reason=reason, steps=steps, metrics=final)
 
     @staticmethod
     def _artifacts(spec: Spec, output_dir: Path, run: RunLogger) -> None:
-        """The output folder's files the patterns name: a wildcard never takes a whole model's weights."""
+        """The output folder's files the patterns name, the final adapter's only (never an earlier checkpoint's),
+        with its config and tokenizer; a wildcard never takes a whole model's weights."""
         skipped = []
+        home = outputs.adapter_home(output_dir)
+        taken: set[str] = set()
         for pattern in spec.trainer.artifacts:
             for path in sorted(output_dir.rglob(pattern)):
-                if path.name == attach.EVENTS_FILE or path.name == attach.STOP_FILE:
+                if path.name in (attach.EVENTS_FILE, attach.STOP_FILE) or path.name in taken:
+                    continue
+                if outputs.in_other_checkpoint(path, output_dir, home):
+                    continue
+                if home is not None and path.name in outputs.ADAPTER_WEIGHTS and path.parent != home:
                     continue
                 if _WHOLE_MODEL.match(path.name) and any(c in pattern for c in "*?["):
                     skipped.append(path.name)
@@ -170,6 +210,10 @@ class CommandTrainer:
                         f"tunelog: logging {path.name} ({size / 1e6:.0f} MB) as trainer.artifacts asks", file=sys.stderr
                     )
                 run.log_artifact(path, t.OUTPUTS_ARTIFACT)
+                taken.add(path.name)
+        for name in outputs.ADAPTER_COMPANIONS if home is not None and taken else ():
+            if (home / name).is_file() and name not in taken:
+                run.log_artifact(home / name, t.OUTPUTS_ARTIFACT)
         if skipped:
             print(
                 f"tunelog: not logged (a whole model, not an adapter): {', '.join(sorted(set(skipped)))}; "
@@ -178,11 +222,45 @@ class CommandTrainer:
             )
 
 
+def _as_headline(key: str, headline: str) -> str:
+    """A metric under the spec's headline spelling where it is the headline by another (`eval_loss`)."""
+    return headline if key != headline and _norm(key) == _norm(headline) else key
+
+
+def _read_record(output_dir: Path) -> Reading:
+    """The trainer's own record of the run in its output folder; an unreadable one is no record."""
+    try:
+        return read_record(output_dir)
+    except (ReadError, OSError) as exc:
+        print(f"tunelog: the trainer's record in its output folder was not read: {exc}", file=sys.stderr)
+        return Reading()
+
+
+def _replace_with_record(run: RunLogger, record: Reading, console_keys: set[str], headline: str) -> dict[str, float]:
+    """The record's series and results replace what the console said of the same metrics (its keys, by
+    Trainer's names: `loss` is `train/loss`); returns the record's final values."""
+    points = [(_as_headline(k, headline), v, step) for k, v, step, _ in record_points(record) if math.isfinite(v)]
+    covered = {k for k, _, _ in points}
+    drop = {k for k in console_keys if k in covered or metric_name(k) in covered}
+    if not run.replace_metrics(drop, points):
+        print(
+            "tunelog: this store cannot delete metrics: the console's values stay beside the trainer's record",
+            file=sys.stderr,
+        )
+    last: dict[str, tuple[int, float]] = {}
+    for k, v, step in points:
+        if k not in last or step >= last[k][0]:
+            last[k] = (step, v)
+    return {k: v for k, (_, v) in last.items()}
+
+
 def _metrics_file(spec: Spec, output_dir: Path, run: RunLogger) -> dict[str, float]:
     """Metrics the script wrote as JSONL (`{"step": 10, "loss": 0.5}` per line)."""
     if not spec.trainer.metrics_file:
         return {}
     path = output_dir / spec.trainer.metrics_file
+    if path.name in RECORD_LOGS:  # the trainer's own record (LLaMA-Factory's trainer_log.jsonl): read as one
+        return {}
     final: dict[str, float] = {}
     if path.is_file():
         for number, line in enumerate(path.read_text().splitlines(), start=1):

@@ -253,7 +253,9 @@ class _Session:
             return
         self.shown = now
         of = f"/{self.console.total}" if self.console.total else ""
-        shown = ", ".join(f"{k} {v:.4g}" for k, v in list(metrics.items())[:4] if not k.endswith(("runtime", "_second")))
+        shown = ", ".join(
+            f"{k} {v:.4g}" for k, v in list(metrics.items())[:4] if not k.endswith(("runtime", "_second"))
+        )
         print(f"  step {step}{of}: {shown}", file=sys.stderr, flush=True)
 
     def _kept(self, line: str, step: Optional[int], metrics: dict[str, float]) -> dict[str, float]:
