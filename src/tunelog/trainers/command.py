@@ -178,8 +178,10 @@ class CommandTrainer:
         run.log_metrics(totals)
         final.update(totals)
         outcome, reason = ran.outcome, ran.reason
-        if outcome == Outcome.OK and record.outcome:  # the trainer's own record: it stopped short of its length
+        if record.outcome and outcome == Outcome.OK:  # the trainer's own record: it stopped short of its length
             outcome, reason = record.outcome
+        elif record.outcome and outcome != Outcome.PRUNED:  # how far it got, beside why it ended
+            reason = f"{reason} ({record.outcome[1]})"
         if outcome == Outcome.OK and headline not in final:
             shown = ", ".join(sorted(k for k in final if k not in totals)[:8]) or "nothing"
             print(f"tunelog: the script never logged {headline} (tracking.metric); it logged {shown}", file=sys.stderr)
