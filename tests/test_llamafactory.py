@@ -200,3 +200,33 @@ def test_real_llamafactory_cli(tmp_path, store):
     history = {m.step: m.value for m in client.get_metric_history(run_id, "train/loss")}
     assert history == {e["step"]: e["loss"] for e in logged if "loss" in e}
     assert sys.executable  # the CLI ran in its own venv, not this one
+
+
+def test_the_champion_is_the_final_adapter_and_loads_both_ways(tmp_path, store):
+    """Promoted from a LLaMA-Factory run: tunelog.load_model and mlflow.pyfunc open it, with the root's weights."""
+    import mlflow
+    import torch
+    from safetensors.torch import load_file
+
+    import tunelog
+    from tunelog.promote import best_run, promote
+
+    assets = tmp_path / "assets"
+    subprocess.run([sys.executable, str(RECORDED / "kit/make_assets.py"), str(REPO), str(assets)], check=True)
+    spec = lf_spec(tmp_path, "alone1", TUNELOG_LF_BASE=str(assets / "tiny-llama"))
+    run_id, result = run_training(spec, Tracker())
+    assert result.outcome == "ok", result.reason
+    tracker = Tracker()
+    promotion = promote(tracker, best_run(tracker, "lf"), "lf-lora")
+    assert promotion.champion and promotion.run_id == run_id
+    loaded = tunelog.load_model("models:/lf-lora@champion")
+    final = load_file(str(RECORDED / "runs/alone1/adapter_model.safetensors"))
+    weights = {k: v for k, v in loaded.model.state_dict().items() if "lora_" in k}
+    name = next(k for k in final if "lora_A" in k)
+    (match,) = [
+        v for k, v in weights.items() if k.replace(".default", "").endswith(name.split("base_model.model.")[-1])
+    ]
+    assert torch.equal(match.cpu(), final[name])  # the root's (final) adapter, not an earlier checkpoint's
+    model = mlflow.pyfunc.load_model("models:/lf-lora@champion")
+    (answer,) = model.predict(["Snu setningen"], params={"max_new_tokens": 4})
+    assert isinstance(answer, str)

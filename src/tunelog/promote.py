@@ -9,6 +9,7 @@ model ready to evaluate or generate.
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 from typing import Optional
 
@@ -104,6 +105,8 @@ def promote(
             champion is not None and champion.version == existing.version,
             champion.version if champion else None,
         )
+    if not tracker.get_run(run.run_id).tags.get(t.TAG_MODEL_ID):
+        _as_mlflow_model(tracker, run)
     tags = {
         "metric": metric,
         "metric_value": repr(value),
@@ -128,14 +131,35 @@ def promote(
     return Promotion(model, version.version, run.run_id, value, True, wins, previous, comparable)
 
 
+def _as_mlflow_model(tracker: Tracker, run: RunRecord) -> None:
+    """A run that kept its adapter as files (a command trainer's `outputs/`, an older run's `adapter/`) gets
+    the MLflow model tunelog's own runs log, so `mlflow.pyfunc.load_model` and `mlflow models serve` open
+    the version too; where its base model does not load on this machine, the version stays the files (said)."""
+    from .tracking.models import log_adapter_model
+
+    try:
+        loaded = load_model(f"runs:/{run.run_id}/{t.ADAPTER_ARTIFACT}")
+        base = loaded.model.peft_config["default"].base_model_name_or_path
+        history = tracker.client.get_metric_history(run.run_id, run.metric)
+        step = max((m.step for m in history), default=0)
+        log_adapter_model(tracker.client, run.run_id, loaded.model, loaded.tokenizer, base, step)
+    except Exception as exc:  # noqa: BLE001 (the files still register; only the MLflow model is missing)
+        said = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        print(
+            f"promote: run {run.run_id}'s adapter registered as files, not an MLflow model: {said}",
+            file=sys.stderr,
+        )
+
+
 def load_model(uri: str, device=None):
     """`models:/NAME@champion` (or `/VERSION`, or `runs:/RUN/adapter`) -> LoadedModel: the base model
     with the adapter applied (and any merged earlier stages), in eval mode, plus its tokenizer."""
-    from .training.adapters import adapter_resolver, fetch_run_adapter
+    from .training.adapters import adapter_resolver, fetch_run_adapter, spec_for_adapter
     from .training.model import LoadedModel, load_tokenizer, pick_device, with_trained_adapter
 
     ref = t.resolve_model_uri(uri) if uri.startswith("models:/") else uri
     adapter_dir, spec = fetch_run_adapter(ref)
+    spec = spec_for_adapter(spec, adapter_dir)
     device = device or pick_device()
     tokenizer = load_tokenizer(spec, saved=adapter_dir)  # the run's own copy: no path of the training machine
     model = with_trained_adapter(spec, adapter_dir, tokenizer, device, adapter_resolver(spec))

@@ -22,7 +22,7 @@ from .contract import RunRecord, best_of, better
 from .finished import FinishedRun, FinishedRuns
 from .logger import RunLogger
 from .models import model_adapter
-from .registry import RegistryOps, resolve_model_uri, run_model_id
+from .registry import RegistryOps, resolve_model_uri, run_adapter_folder, run_model_id
 from .run import RunWrites
 from .sqlite_file import check_sqlite_store, create_sqlite_store_once, keep_reserve, sqlite_damage
 from .store import (
@@ -74,6 +74,7 @@ __all__ = [
     "default_store_dir",
     "download_artifacts",
     "model_adapter",
+    "run_adapter_folder",
     "run_model_id",
     "sqlite_damage",
     "resolve_model_uri",

@@ -56,15 +56,8 @@ class RegistryOps:
         return version
 
     def adapter_folder(self, run_id: str) -> Optional[str]:
-        """The run's artifact folder holding its trained weights: `adapter/` (tunelog's trainer, the callback's
-        plain folder) or `outputs/` when the command trainer logged weights there (`*.safetensors`, `*.bin`,
-        `*.pt`); None when the run kept none."""
-        if self.client.list_artifacts(run_id, ADAPTER_ARTIFACT):
-            return ADAPTER_ARTIFACT
-        outputs = self.client.list_artifacts(run_id, OUTPUTS_ARTIFACT)
-        if any(f.path.endswith((".safetensors", ".bin", ".pt")) for f in outputs):
-            return OUTPUTS_ARTIFACT
-        return None
+        """The run's artifact folder holding its trained weights (`adapter_folder_of`)."""
+        return adapter_folder_of(self.client, run_id)
 
     def has_adapter(self, run_id: str) -> bool:
         """The run has something a model version can point at: its MLflow model, or weights in a folder."""
@@ -83,6 +76,23 @@ class RegistryOps:
 
     def tag_version(self, name: str, version: str, key: str, value: str) -> None:
         self.client.set_model_version_tag(name, version, key, value)
+
+
+def adapter_folder_of(client: Any, run_id: str) -> Optional[str]:
+    """The run's artifact folder holding its trained weights: `adapter/` (tunelog's trainer, the callback's
+    plain folder) or `outputs/` when the command trainer logged weights there (`*.safetensors`, `*.bin`,
+    `*.pt`); None when the run kept none."""
+    if client.list_artifacts(run_id, ADAPTER_ARTIFACT):
+        return ADAPTER_ARTIFACT
+    outputs = client.list_artifacts(run_id, OUTPUTS_ARTIFACT)
+    if any(f.path.endswith((".safetensors", ".bin", ".pt")) for f in outputs):
+        return OUTPUTS_ARTIFACT
+    return None
+
+
+def run_adapter_folder(run_id: str) -> Optional[str]:
+    """`adapter_folder_of` in the store tunelog reads."""
+    return adapter_folder_of(client_for(tracking_uri(create=False)), run_id)
 
 
 def resolve_model_uri(uri: str) -> str:

@@ -5,15 +5,25 @@ and `load_model` uses the same path, so what loads is what trained."""
 from __future__ import annotations
 
 import atexit
+import json
 import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from ..errors import SpecError
 from ..spec import is_uri, validate
-from ..tracking import ADAPTER_ARTIFACT, SPEC_ARTIFACT, download_artifacts, model_adapter, run_model_id, tracking_uri
+from ..tracking import (
+    ADAPTER_ARTIFACT,
+    SPEC_ARTIFACT,
+    download_artifacts,
+    model_adapter,
+    run_adapter_folder,
+    run_model_id,
+    tracking_uri,
+)
+from ..trainers.registry import capabilities
 from ..util.safe_yaml import read_yaml
 
 _FETCHED: dict[str, tuple[Path, Any]] = {}
@@ -45,8 +55,10 @@ def fetch_run_adapter(ref: str) -> tuple[Path, Any]:
         model_id = run_model_id(run_id) if (path or ADAPTER_ARTIFACT) == ADAPTER_ARTIFACT else None
         if model_id:  # the adapter lives in the run's MLflow model (tracking.models), stored once
             local = str(model_adapter(model_id, folder / "model", tracking_uri(create=False)))
-        else:
-            local = download_artifacts(run_id, path or ADAPTER_ARTIFACT, str(folder))
+        else:  # a plain folder: `adapter/`, or the weights a command trainer kept in `outputs/`
+            if (path or ADAPTER_ARTIFACT) == ADAPTER_ARTIFACT:
+                path = run_adapter_folder(run_id) or ADAPTER_ARTIFACT
+            local = download_artifacts(run_id, path, str(folder))
         spec_file = download_artifacts(run_id, SPEC_ARTIFACT, str(folder))
         raw = read_yaml(spec_file)  # the spec reader's size and alias-bomb limits: a store may be shared
         _FETCHED[ref] = (
@@ -54,3 +66,24 @@ def fetch_run_adapter(ref: str) -> tuple[Path, Any]:
             validate(raw, f"{ref} (spec of run {run_id})", str(Path.cwd()), check_files=False),
         )
     return _FETCHED[ref]
+
+
+def adapter_base(adapter_dir: Path) -> Optional[str]:
+    """The base model a peft adapter names (`adapter_config.json`'s `base_model_name_or_path`)."""
+    config = Path(adapter_dir) / "adapter_config.json"
+    try:
+        base = json.loads(config.read_text()).get("base_model_name_or_path")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return base if isinstance(base, str) and base else None
+
+
+def spec_for_adapter(spec: Any, adapter_dir: Path) -> Any:
+    """The spec to load a run's adapter with. A script's run (a command trainer) records `model.name` as a
+    label, not what its script loaded; the adapter's own config names the base it was trained on."""
+    if capabilities(spec.trainer.type).loads_spec_model:
+        return spec
+    base = adapter_base(adapter_dir)
+    if base is None:
+        return spec
+    return spec.with_overrides({"model.name": base, "model.tiny": None, "model.gguf_file": None}, "the adapter's base")
