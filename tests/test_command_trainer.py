@@ -229,14 +229,14 @@ VAL_SCRIPT = """
 import sys, time
 lr = float(sys.argv[1])
 for step in range(1, 6):
-    print(f"step {step} train_loss={1.0 / step:.4f} val_loss={lr * step:.4f}", flush=True)
+    print(f"step {step} train_loss={1.0 / step:.4f} val_loss={lr / step:.4f}", flush=True)
     time.sleep(0.05)
 """
 
 
 def test_sweep_over_a_script_prunes_on_its_printed_val_loss(tmp_path, store):
-    """The script prints a validation loss that worsens with the LR: the median pruner stops such trials
-    after their first report, and their script with them."""
+    """The script prints a validation loss that is worse the higher the LR: the median pruner stops such
+    trials once past the warmup (two reports), and their script with them."""
     script = tmp_path / "val.py"
     script.write_text(VAL_SCRIPT)
     (tmp_path / "train.txt").write_text("a\nb\n")
@@ -264,13 +264,13 @@ def test_sweep_over_a_script_prunes_on_its_printed_val_loss(tmp_path, store):
     assert first.state == TrialState.COMPLETE and pruned
     client = MlflowClient(store)
     for t in pruned:
-        assert t.params["train.learning_rate"] > first.params["train.learning_rate"]  # worse at step 1
+        assert t.params["train.learning_rate"] > first.params["train.learning_rate"]  # worse at step 2
         run = client.get_run(t.user_attrs["tunelog.run_id"])
         assert run.data.tags["tunelog.outcome"] == "pruned"
         assert len(client.get_metric_history(run.info.run_id, "val_loss")) < 5  # stopped before its end
     for t in study.trials:
         if t.state == TrialState.COMPLETE:
-            assert t.values[0] == pytest.approx(5 * t.params["train.learning_rate"], rel=1e-3)
+            assert t.values[0] == pytest.approx(t.params["train.learning_rate"] / 5, rel=1e-3)
     # one param searched: the history is drawn, an importance chart of one bar at 100% is not
     sweep_run = client.get_run(study.user_attrs["tunelog.sweep_run_id"])
     plots = {a.path for a in client.list_artifacts(sweep_run.info.run_id, "plots")}
@@ -347,3 +347,49 @@ def test_promote_registers_a_scripts_weights_and_refuses_a_run_that_kept_none(tm
     (version,) = client.search_model_versions("name = 'diffusion-lora'")
     assert version.source.endswith(f"{kept}/artifacts/outputs")
     assert client.list_artifacts(kept, "outputs")  # the folder the version points at holds the weights
+
+
+KOHYA_LIKE = """
+import sys
+lr = float(sys.argv[1])
+for step in range(1, 81):
+    # a running loss whose first steps say only how a run started (higher LR: a worse start), then the same
+    # curve for all, except that an LR above 5 goes wrong after step 50
+    loss = (lr if step <= 3 else 0.0) + 1.0 / step + (1.0 if lr > 5 and step > 50 else 0.0)
+    print(f"steps: {step * 100 // 80}%| {step}/80 [00:01<00:01, 9.9it/s, avr_loss={loss:.4f}]", flush=True)
+"""
+
+
+def test_the_pruner_waits_for_its_warmup_on_a_running_train_loss(tmp_path, store):
+    """A kohya-style script reports a running loss from step 1: no trial is pruned before a quarter of its 80
+    steps (the default warmup), and a trial that goes wrong later still is (red before: pruned at step 1)."""
+    script = tmp_path / "kohya_like.py"
+    script.write_text(KOHYA_LIKE)
+    (tmp_path / "train.txt").write_text("a\nb\n")
+    raw = {
+        "model": {"name": "my-script-model"},
+        "data": {"train": "train.txt"},
+        "trainer": {"type": "command", "argv": ["{python}", str(script), "{train.learning_rate}"]},
+        "tracking": {"experiment": "kohya", "metric": "avr_loss"},
+        "train": {"learning_rate": 1.0, "max_steps": 80},
+        "search": {
+            "study": "kohya",
+            "sampler": "random",
+            "seed": 3,
+            "n_trials": 6,
+            "pruner": {"type": "median", "startup_trials": 1},
+            "params": {"train.learning_rate": {"type": "float", "min": 1.0, "max": 10.0}},
+        },
+        "configs": {"calm": {"overrides": {"train.learning_rate": 1.5}}},  # trial 0: a baseline that goes right
+    }
+    path = tmp_path / "kohya.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    Sweep(load_spec(path), Tracker(), SweepOptions(echo=lambda s: None)).run()
+    study = optuna.load_study(study_name="kohya", storage=open_storage(default_storage(store)))
+    pruned = [t for t in study.trials if t.state == TrialState.PRUNED]
+    warmup = 80 // 4
+    assert all(max(t.intermediate_values) >= warmup for t in pruned), [max(t.intermediate_values) for t in pruned]
+    late = [t for t in study.trials if t.params["train.learning_rate"] > 5]
+    assert late and all(t.state == TrialState.PRUNED and max(t.intermediate_values) > 50 for t in late)
+    calm = [t for t in study.trials if t.params["train.learning_rate"] <= 5]
+    assert all(t.state == TrialState.COMPLETE for t in calm)  # a worse start alone prunes nothing

@@ -60,6 +60,7 @@ from .study import (
     used_budget,
     wait_for_sweep_run,
 )
+from .warmup import Gate
 from .workers import spawn_workers
 
 
@@ -327,12 +328,13 @@ class Sweep:
         # is a write to the study's storage, ten per cheap trial)
         judged = self.search.second_objective is None and self.search.pruner.type != "none"
         started = time.monotonic()
+        gate = Gate(spec, self.n_samples)
 
         def on_eval(step: int, loss: float) -> bool:
             if not judged:
                 return False
             trial.report(loss, step)
-            return trial.should_prune()
+            return gate.open(step) and trial.should_prune()
 
         try:
             with Heartbeat(self.storage, trial):

@@ -39,7 +39,8 @@ SCRIPT_DECIDES = ("train.", "lora.", "model.")
 TAIL_LINES = 200  # the end of a script's output kept for the judge, the failure's reason and an artifact
 STOP_GRACE_S = 120.0  # after a stop file, how long the script may take to end its step before it is stopped
 POLL_S = 0.5  # how often the events file is looked at while the script prints nothing
-SHOW_EVERY_S = 10.0  # a progress line on the console at least this often while metrics come (and at each eval)
+SHOW_EVERY_S = 10.0  # a progress line on the console at least this often while metrics come
+SHOW_EVAL_EVERY_S = 2.0  # and at each eval, unless the script evaluates every step
 # what a metric is called, for lines that are neither a dict nor name their step (an INFO line's
 # `hidden_size: 576` or `line 1072` is no metric)
 _METRIC_LIKE = re.compile(
@@ -249,7 +250,7 @@ class _Session:
         shown, and a run of minutes must not be silent."""
         now = time.monotonic()
         evaluated = any(k.startswith(("eval", "val")) for k in metrics)
-        if not evaluated and now - self.shown < SHOW_EVERY_S:
+        if now - self.shown < (SHOW_EVAL_EVERY_S if evaluated else SHOW_EVERY_S):
             return
         self.shown = now
         of = f"/{self.console.total}" if self.console.total else ""
