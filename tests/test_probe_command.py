@@ -136,3 +136,48 @@ def test_a_signal_mid_candidate_closes_the_probe_and_leaves_no_process(tmp_path,
     except psutil.NoSuchProcess:
         alive = False
     assert not alive  # the candidate's script was stopped with tunelog
+
+
+def test_probe_times_a_trainer_consoles_steps_not_its_start_up_lines(tmp_path, store):
+    """A Trainer-style console prints dozens of numbered start-up lines in one instant, then log dicts without a
+    step: the probe's samples/s is the script's own figure's order (it was 1,000-5,000x it when start-up lines
+    counted as steps), and its ETA reads a JSON-array dataset's size."""
+    import json
+
+    from tunelog.probe.command import CommandMeasurer
+
+    rows = [{"instruction": "a", "input": str(i), "output": "b"} for i in range(200)]
+    (tmp_path / "tiny_alpaca.json").write_text(json.dumps(rows, indent=1))
+    own = tmp_path / "own.txt"
+    raw = {
+        "model": {"name": "my-script-model"},
+        "data": {"train": "tiny_alpaca.json"},
+        "tracking": {"experiment": "console", "metric": "eval/loss"},
+        "train": {"batch_size": 8, "max_steps": 40},
+        "trainer": {
+            "type": "command",
+            "argv": [
+                "{python}",
+                str(Path(__file__).parent / "fixtures/trainer_console.py"),
+                "--batch_size",
+                "{train.batch_size}",
+                "--max_steps",
+                "{train.max_steps}",
+                "--own_file",
+                str(own),
+            ],
+        },
+        "probe": {"warmup_steps": 2, "max_steps": 10, "total_steps": "n_samples / train.batch_size"},
+    }
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(raw))
+    from tunelog.spec import load_spec
+
+    spec = load_spec(tmp_path / "spec.yaml")
+    measurer = CommandMeasurer(spec, spec.probe, None)
+    assert measurer.prepare() == len(rows)
+    measured = measurer.measure({"train.batch_size": 8})
+    assert measured.outcome == "ok", measured.reason
+    batch, figure = own.read_text().split()
+    # the same run, timed by the script and by the probe: equal but for how each summarises the steps
+    assert int(batch) == 8 and 0.5 < measured.samples_per_s / float(figure) < 2.0, (measured.samples_per_s, figure)
+    assert measured.eta_s is not None and measured.steps == 12

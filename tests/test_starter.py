@@ -45,3 +45,21 @@ def test_init_with_a_gguf_file_names_it_and_lint_passes_without_converting(tmp_p
     spec = load_spec(path)
     assert spec.model.gguf_file == "m.Q4_K_M.gguf" and spec.model.load_in_4bit == (preset == "qlora-7b")
     assert not (tmp_path / "cache").exists()  # linting a spec never starts a conversion
+
+
+def test_init_for_a_script_takes_an_alpaca_json_array(tmp_path, monkeypatch):
+    """A valid JSON array of alpaca records (instruction/input/output) is a dataset the script reads: init
+    writes a spec lint passes, and the plan counts its records."""
+    import json
+
+    from conftest import run_cli
+
+    rows = [{"instruction": "Snu", "input": f"ord {i}", "output": f"{i} ord"} for i in range(37)]
+    (tmp_path / "tiny_alpaca.json").write_text(json.dumps(rows, indent=1))
+    monkeypatch.chdir(tmp_path)
+    made = run_cli(
+        "init", "--model", "my-model", "--data", "tiny_alpaca.json", "--preset", "command", "-o", "spec.yaml"
+    )
+    assert made.returncode == 0, made.stderr
+    linted = run_cli("lint", "spec.yaml")
+    assert linted.returncode == 0 and f"{len(rows)} samples" in linted.stdout, linted.stdout + linted.stderr

@@ -22,7 +22,7 @@ from typing import Any, Optional
 from ..errors import TunelogError
 from ..spec import ProbeSpec, Spec
 from ..trainers.command import render_argv, run_command, script_cwd
-from ..training.data import read_texts
+from ..training.data import count_samples
 from ..vocabulary import Outcome
 from .measure import Measurement, eta_seconds, step_time
 
@@ -37,7 +37,7 @@ class CommandMeasurer:
         """The training set's size for the ETA, where the spec names a data file tunelog can read."""
         if self.spec.data.train:
             try:
-                self.n_samples = len(read_texts(self.spec, self.spec.data.train, "data.train"))
+                self.n_samples = count_samples(self.spec, self.spec.data.train, "data.train")
             except TunelogError:  # images, or a format only the script understands: no ETA from tunelog
                 self.n_samples = None
         return self.n_samples

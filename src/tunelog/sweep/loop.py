@@ -97,9 +97,9 @@ class Sweep:
         self.narrowed: list[str] = []
         if opts.refine_from:
             self._refine(opts.refine_from)
-        from ..training.data import read_texts
+        from ..training.data import count_samples
 
-        self.n_samples = len(read_texts(self.spec, self.spec.data.train, "data.train"))
+        self.n_samples = count_samples(self.spec, self.spec.data.train, "data.train")
         self.hidden = model_hidden_size(self.spec)
 
     # study, resume, seeding

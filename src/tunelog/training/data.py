@@ -47,25 +47,49 @@ def read_texts(spec: Spec, relative: str, field: str) -> list[Sample]:
     return texts
 
 
-def _read_jsonl(spec: Spec, path: Path, field: str) -> list[Sample]:
-    texts: list[Sample] = []
-    key = spec.data.text_field
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+def _records(spec: Spec, path: Path, field: str) -> list[tuple[str, object]]:
+    """(where, record) of a JSONL file, or of a `.json` file holding one array of records (alpaca's layout)."""
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".json" and text.lstrip().startswith("["):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise SpecError(spec.source, [(field, f"{path}:{exc.lineno}: not valid JSON ({exc.msg})")]) from None
+        return [(f"{path}[{i}]", record) for i, record in enumerate(data)]
+    out = []
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
+            out.append((f"{path}:{number}", json.loads(line)))
         except json.JSONDecodeError as exc:
             raise SpecError(spec.source, [(field, f"{path}:{number}: not valid JSON ({exc.msg})")]) from None
+    return out
+
+
+def _read_jsonl(spec: Spec, path: Path, field: str) -> list[Sample]:
+    texts: list[Sample] = []
+    key = spec.data.text_field
+    for where, record in _records(spec, path, field):
         if isinstance(record, dict) and key not in record and "messages" in record:
-            texts.append(_chat(spec, record["messages"], f"{path}:{number}", field))
+            texts.append(_chat(spec, record["messages"], where, field))
             continue
         if not isinstance(record, dict) or key not in record:
             raise SpecError(
-                spec.source, [(field, f"{path}:{number}: no field {key!r} and no `messages` (set data.text_field)")]
+                spec.source, [(field, f"{where}: no field {key!r} and no `messages` (set data.text_field)")]
             )
         texts.append(str(record[key]))
     return texts
+
+
+def count_samples(spec: Spec, relative: str, field: str) -> int:
+    """How many samples a data file holds, whatever their fields: what a script's own format (alpaca's
+    instruction/input/output, read by the script and not by tunelog) needs for a plan and an ETA."""
+    path = spec.path(relative)
+    fmt = _detect_format(path, spec.data.format)
+    if fmt == "jsonl":
+        return len(_records(spec, path, field))
+    return len(read_texts(spec, relative, field))
 
 
 def _chat(spec: Spec, messages: object, where: str, field: str) -> Chat:

@@ -10,13 +10,13 @@ from typing import Optional
 from ..spec import Spec
 from ..spec.plan import TrainingPlan, make_plan
 from ..spec.rules import Facts
-from .data import read_texts
+from .data import count_samples
 from .model_source import known_model_folder
 
 
 def plan_for(spec: Spec) -> TrainingPlan:
     """The plan of a spec as written: its training file's sample count read from disk."""
-    return make_plan(spec, len(read_texts(spec, spec.data.train, "data.train")))
+    return make_plan(spec, count_samples(spec, spec.data.train, "data.train"))
 
 
 def model_hidden_size(spec: Spec) -> Optional[int]:
