@@ -135,6 +135,51 @@ def compare(name: str) -> tuple[float, float]:
     return mine / other, found["wall"] / finder["wall"]
 
 
+def command_arm() -> float:
+    """The probe's measurer on a command trainer (a Trainer-style console: start-up chatter in one instant, log
+    dicts without a step; tests/fixtures/trainer_console.py, a stand-in that sleeps per sample) against the
+    script's own samples/s of the same run: the worst agreement over the batches, as min(a/b, b/a)."""
+    from tunelog.probe.command import CommandMeasurer
+    from tunelog.spec import load_spec
+
+    folder = Path(tempfile.mkdtemp(prefix="tunelog-cmd-arm-"))
+    (folder / "train.txt").write_text("".join(f"line {i}\n" for i in range(200)))
+    own = folder / "own.txt"
+    raw = {
+        "model": {"name": "a-script-model"},
+        "data": {"train": "train.txt"},
+        "tracking": {"experiment": "command-arm", "metric": "eval/loss"},
+        "train": {"batch_size": 8, "max_steps": 40},
+        "trainer": {
+            "type": "command",
+            "argv": [
+                "{python}",
+                str(REPO / "tests/fixtures/trainer_console.py"),
+                "--batch_size",
+                "{train.batch_size}",
+                "--max_steps",
+                "{train.max_steps}",
+                "--own_file",
+                str(own),
+            ],
+        },
+        "probe": {"warmup_steps": 2, "max_steps": sized(20, 4)},
+    }
+    (folder / "spec.yaml").write_text(yaml.safe_dump(raw))
+    spec = load_spec(folder / "spec.yaml")
+    measurer = CommandMeasurer(spec, spec.probe, None)
+    measurer.prepare()
+    worst = 1.0
+    for batch in sized([4, 8, 16, 32], [8]):
+        own.unlink(missing_ok=True)
+        measured = measurer.measure({"train.batch_size": batch})
+        figure = float(own.read_text().split()[1])
+        agreement = min(measured.samples_per_s / figure, figure / measured.samples_per_s)
+        worst = min(worst, agreement)
+        print(f"command arm: batch {batch}: probe {measured.samples_per_s:.1f} samples/s, script's own {figure:.1f}")
+    return worst
+
+
 def main() -> None:
     if "--child" in sys.argv:
         at = sys.argv.index("--child")
@@ -148,9 +193,11 @@ def main() -> None:
         names.append(GPU_ARM)
     else:
         print(f"{GPU_ARM}: no CUDA device here; the GPU arm runs where one is present")
+    agreement = command_arm()
     ratios = {name: compare(name) for name in names}
     print("pick / finder's pick: " + ", ".join(f"{name} {pick:.3f}x" for name, (pick, _) in ratios.items()))
     print("search / finder's search: " + ", ".join(f"{name} {took:.2f}x" for name, (_, took) in ratios.items()))
+    print(verdict("command_probe_vs_own_samples_per_s", agreement, ">=", 0.9))
     print(verdict("probe_search_vs_finder", max(took for _, took in ratios.values()), "<=", 1.5))
     print(verdict("probe_vs_maxbatch", min(pick for pick, _ in ratios.values()), ">=", 1.0))
 
