@@ -236,7 +236,7 @@ for step in range(1, 6):
 
 def test_sweep_over_a_script_prunes_on_its_printed_val_loss(tmp_path, store):
     """The script prints a validation loss that is worse the higher the LR: the median pruner stops such
-    trials once past the warmup (two reports), and their script with them."""
+    trials once past the warmup, and their script with them."""
     script = tmp_path / "val.py"
     script.write_text(VAL_SCRIPT)
     (tmp_path / "train.txt").write_text("a\nb\n")
@@ -264,7 +264,7 @@ def test_sweep_over_a_script_prunes_on_its_printed_val_loss(tmp_path, store):
     assert first.state == TrialState.COMPLETE and pruned
     client = MlflowClient(store)
     for t in pruned:
-        assert t.params["train.learning_rate"] > first.params["train.learning_rate"]  # worse at step 2
+        assert t.params["train.learning_rate"] > first.params["train.learning_rate"]  # worse from step 1
         run = client.get_run(t.user_attrs["tunelog.run_id"])
         assert run.data.tags["tunelog.outcome"] == "pruned"
         assert len(client.get_metric_history(run.info.run_id, "val_loss")) < 5  # stopped before its end

@@ -10,6 +10,7 @@ only on the three fastest configs that fit.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, Optional
 
 import torch
@@ -331,7 +332,7 @@ class Probe:
         scores = {i: max(v) for i, v in fresh.items() if v}
         winner = _winner(top, scores)
         result.runoff = [{"config": m.values, "samples_per_s": scores.get(i)} for i, m in enumerate(top)]
-        result.best = top[winner]
+        result.best = _scored(top[winner], scores.get(winner))
         self.echo("runoff: " + ", ".join(f"{m.values} {scores.get(i, 0.0):.1f} samples/s" for i, m in enumerate(top)))
 
     def _largest_batch(self, result: ProbeResult, best: Measurement) -> Optional[Measurement]:
@@ -355,6 +356,15 @@ class Probe:
     def _best(self, result: ProbeResult) -> Optional[Measurement]:
         top = self._top(result, 1)
         return top[0] if top else None
+
+
+def _scored(m: Measurement, score: Optional[float]) -> Measurement:
+    """The pick with the figure it was chosen by (its runoff score, its ETA at that speed): the best line must
+    not say another number than the runoff just did."""
+    if not score or not m.samples_per_s:
+        return m
+    eta = m.eta_s * m.samples_per_s / score if m.eta_s is not None else None
+    return replace(m, samples_per_s=score, tokens_per_s=m.tokens_per_s * score / m.samples_per_s, eta_s=eta)
 
 
 def _winner(top: list[Measurement], scores: dict[int, float]) -> int:

@@ -207,7 +207,7 @@ class PrunerSpec(_Section):
     # no trial is judged before this share of its steps (below 1) or step count (1 and up), nor before it
     # has reported min_reports values: a loss at step 1 says how a run started, not where it goes
     warmup: float = Field(0.25, ge=0)
-    min_reports: int = Field(2, ge=1)
+    min_reports: int = Field(1, ge=1)
 
 
 class QuickSpec(_Section):
