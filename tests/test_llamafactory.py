@@ -55,21 +55,22 @@ def sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def lf_spec(tmp_path: Path, run: str, **env) -> object:
-    """The spec a LLaMA-Factory user writes: the CLI, their YAML, the spec's values as `key=value` overrides."""
-    cfg = tmp_path / "cfg.yaml"
-    shutil.copy(RECORDED / "kit" / "cfg.yaml", cfg)
+def lf_spec(tmp_path: Path, run: str, cli: list[str] | None = None, max_steps: int = 40, **env) -> object:
+    """The spec a LLaMA-Factory user writes: the CLI, their YAML, the spec's values as `key=value` overrides.
+    `cli`: the real `llamafactory-cli` (tmp_path/cfg.yaml written by the caller), else the replay."""
+    if cli is None:
+        shutil.copy(RECORDED / "kit" / "cfg.yaml", tmp_path / "cfg.yaml")
+        cli = ["{python}", str(REPO / "tests/fixtures/llamafactory_replay.py")]
     raw = {
         "model": {"name": "tiny-llama"},
         "data": {"train": str(tmp_path / "tiny_alpaca.json")},
         "tracking": {"experiment": "lf", "metric": "eval/loss", "direction": "minimize"},
-        "train": {"learning_rate": 1e-3, "batch_size": 8, "max_steps": 40},
+        "train": {"learning_rate": 1e-3, "batch_size": 8, "max_steps": max_steps},
         "lora": {"r": 8, "alpha": 16},
         "trainer": {
             "type": "command",
             "argv": [
-                "{python}",
-                str(REPO / "tests/fixtures/llamafactory_replay.py"),
+                *cli,
                 "train",
                 "cfg.yaml",
                 "learning_rate={train.learning_rate}",
@@ -110,6 +111,7 @@ def test_console_steps_are_the_trainers_and_chatter_is_no_metric():
     for step, value in expected["train/loss"].items():  # the console's 4 digits of the same number
         assert seen["loss"][step] == pytest.approx(value, rel=1e-3)
     assert not keys & JUNK
+    assert clean("\x1b[A{'eval_loss': '5.664'}") == "{'eval_loss': '5.664'}"  # no escape reaches a reason
 
 
 def test_command_run_records_what_the_trainer_recorded(tmp_path, store):
@@ -187,19 +189,16 @@ def test_real_llamafactory_cli(tmp_path, store):
     cfg = yaml.safe_load((RECORDED / "kit/cfg.yaml").read_text())
     cfg.update({"model_name_or_path": str(assets / "tiny-llama"), "dataset_dir": str(assets / "data")})
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
-    raw = yaml.safe_load(yaml.safe_dump(lf_spec(tmp_path / "x", "alone1").resolved(root=tmp_path)))
-    raw["trainer"]["argv"] = [cli, *raw["trainer"]["argv"][2:]]
-    raw["trainer"]["env"] = {"HF_HUB_OFFLINE": "1"}
-    raw["train"]["max_steps"] = 20
-    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(raw))
-    run_id, result = run_training(load_spec(tmp_path / "spec.yaml"), Tracker())
+    spec = lf_spec(tmp_path, "real", cli=[cli], max_steps=20, HF_HUB_OFFLINE="1")
+    run_id, result = run_training(spec, Tracker())
     client = MlflowClient(store)
     assert result.outcome == "ok", result.reason
     state_file = client.download_artifacts(run_id, "record/trainer_state.json", str(tmp_path / "dl"))
     logged = json.loads(Path(state_file).read_text())["log_history"]
     history = {m.step: m.value for m in client.get_metric_history(run_id, "train/loss")}
-    assert history == {e["step"]: e["loss"] for e in logged if "loss" in e}
-    assert sys.executable  # the CLI ran in its own venv, not this one
+    assert history == {e["step"]: e["loss"] for e in logged if "loss" in e} and max(history) == 20
+    card = client.download_artifacts(run_id, "record/README.md", str(tmp_path / "dl"))
+    assert "- seed: 42" in Path(card).read_text() and client.get_run(run_id).data.params["train.seed"] == "42"
 
 
 def test_the_champion_is_the_final_adapter_and_loads_both_ways(tmp_path, store):
