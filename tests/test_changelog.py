@@ -80,7 +80,10 @@ def test_changelog_output_is_byte_identical_and_json_matches(imported, store, tm
         "### 16_final_tune (best)",
     ):
         assert heading in text
-    assert "No changes: a repeat of 06_ema." in text
+    assert (
+        "No logged param differs from 06_ema, but its result does (2.9 vs 1.7): what differs is not in the record."
+        in text
+    )
     assert "- Changed: `batch_size`: 16 -> 32" in text
     proc = run_cli("changelog", "--experiment", "speech", "--format", "json", "--no-log")
     data = json.loads(proc.stdout)

@@ -16,7 +16,7 @@ from typing import Optional
 from . import tracking as t
 from .errors import TunelogError
 from .tracking import RunRecord, Tracker
-from .vocabulary import Outcome
+from .vocabulary import Outcome, spelled_as
 
 
 @dataclass
@@ -57,7 +57,7 @@ def best_run(
     # earliest first: of equal results the first run wins, as a sweep's own pick is its lowest trial number
     runs = sorted((r for r in runs if r.tags.get(t.TAG_EVAL_KEY) == main), key=lambda r: r.start_ms)
     direction = runs[0].direction if runs else t.MINIMIZE
-    best = t.best_of(runs, lambda r: r.metrics.get(metric or r.metric), direction)
+    best = t.best_of(runs, lambda r: r.metrics.get(spelled_as(metric or r.metric, r.metrics)), direction)
     if best is None:
         raise TunelogError(f"experiment {experiment!r} has no finished run with outcome ok and a result to promote")
     return best
@@ -82,7 +82,7 @@ def promote(
     """Register `run`'s adapter as a version of `model` (its changelog entry as the description, from `runs`
     when the caller has read its experiment already); it becomes the champion only if it beats the current
     one on the same eval set."""
-    metric = metric or run.metric
+    metric = spelled_as(metric or run.metric, run.metrics)
     direction = run.direction
     value = run.metrics.get(metric)
     if value is None or not math.isfinite(value):
@@ -140,6 +140,8 @@ def _as_mlflow_model(tracker: Tracker, run: RunRecord) -> None:
     try:
         loaded = load_model(f"runs:/{run.run_id}/{t.ADAPTER_ARTIFACT}")
         base = loaded.model.peft_config["default"].base_model_name_or_path
+        if not base:  # a model built from a config: no base to reference, the flavor would store it whole
+            return
         history = tracker.client.get_metric_history(run.run_id, run.metric)
         step = max((m.step for m in history), default=0)
         log_adapter_model(tracker.client, run.run_id, loaded.model, loaded.tokenizer, base, step)

@@ -112,3 +112,18 @@ class Direction(str, Enum):
         if value is None or math.isnan(value):
             return math.inf
         return self.score(value)
+
+
+def metric_key(name: str) -> str:
+    """One spelling per metric: `eval/loss`, `eval_loss`, `eval.loss` and `Eval-Loss` are one metric (transformers
+    logs `eval_loss`, tunelog `eval/loss`). Every reader that matches a metric by name matches these keys."""
+    return re.sub(r"[/.\- ]+", "_", name.strip()).lower()
+
+
+def spelled_as(name: str, logged: Iterable[str]) -> str:
+    """`name` as the runs spell it: itself where logged, else the logged name of the same metric, else itself."""
+    logged = list(logged)
+    if name in logged:
+        return name
+    key = metric_key(name)
+    return next((k for k in logged if metric_key(k) == key), name)

@@ -12,7 +12,7 @@ from typing import Optional
 
 from .. import tracking as t
 from ..tracking import RunRecord
-from ..vocabulary import Direction, Outcome
+from ..vocabulary import Direction, Outcome, spelled_as
 from . import lineage, metrics, phases, verdicts
 from .model import Anomaly, Changelog, Changes, Effect, Entry, Phase
 from .render import to_json, to_markdown, to_summary
@@ -111,6 +111,7 @@ def build(
     runs = [r for r in runs if r.kind not in SKIP_KINDS]
     given = metric is not None
     metric, direction = headline(runs, metric, direction)
+    metric = spelled_as(metric, {k for r in runs if r.kind not in lineage.CONTAINER_KINDS for k in r.metrics})
     direction = Direction.of(direction)
     by_id = {r.run_id: r for r in runs}
     found = lineage.find_parents(runs)

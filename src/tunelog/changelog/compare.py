@@ -11,6 +11,7 @@ from typing import Optional
 from .. import tracking as t
 from ..errors import TunelogError
 from ..tracking import RunRecord
+from ..vocabulary import spelled_as
 from . import build
 from .lineage import diff as lineage_diff
 
@@ -34,25 +35,32 @@ def resolve(tracker: t.Tracker, ref: str, experiment: Optional[str]) -> RunRecor
         if named:
             return max(named, key=lambda r: r.start_ms)
     try:
-        return tracker.get_run(ref)
+        run = tracker.get_run(ref)
     except Exception:  # noqa: BLE001 (MLflow raises its own error types for a malformed or unknown id)
         where = f"in experiment {experiment!r}" if experiment else "(pass --experiment to find runs by name)"
         raise TunelogError(f"no run {ref!r} {where}; accepted: a run id or a run name") from None
+    if t.is_native(run) and run.experiment_name:  # another tool's run: read as its experiment reads it
+        return next((r for r in tracker.all_runs(run.experiment_name) if r.run_id == run.run_id), run)
+    return run
 
 
 def compare(tracker: t.Tracker, a: RunRecord, b: RunRecord) -> RunDiff:
     changes = lineage_diff(a, b, set(), verbose=True)  # the changelog's own diff: the same normalising
     diff = RunDiff(a, b, changes.added, changes.changed, changes.removed, changes.kept)
-    headline = b.metric or a.metric
+    headline = spelled_as(b.metric or a.metric, set(a.metrics) | set(b.metrics))
     keys = [headline] + sorted((set(a.metrics) | set(b.metrics)) - {headline})
     diff.metrics = [(k, a.metrics.get(k), b.metrics.get(k)) for k in keys]
     if a.experiment_name == b.experiment_name and a.experiment_name:
-        diff.lineage = _lineage(tracker.all_runs(a.experiment_name), a, b)
+        # another tool's runs record no lineage tunelog could trust beyond a parent run: none is guessed
+        recorded_only = t.TAG_READ_AS in a.tags or t.TAG_READ_AS in b.tags
+        diff.lineage = _lineage(tracker.all_runs(a.experiment_name), a, b, recorded_only)
     return diff
 
 
-def _lineage(runs: list[RunRecord], a: RunRecord, b: RunRecord) -> list[str]:
-    """The changelog's parent chain from one run to the other, if one descends from the other."""
+def _lineage(runs: list[RunRecord], a: RunRecord, b: RunRecord, recorded_only: bool) -> list[str]:
+    """The changelog's parent chain from one run to the other, if one descends from the other; `recorded_only`
+    (runs another tool logged): by what the runs record (a parent run), never a parent guessed from configs and
+    start order."""
     log = build(runs, a.experiment_name)
     entries = {e.run_id: e for e in log.entries}
     for top, bottom in ((a, b), (b, a)):
@@ -62,7 +70,8 @@ def _lineage(runs: list[RunRecord], a: RunRecord, b: RunRecord) -> list[str]:
             chain.append(node.name)
             if node.run_id == top.run_id:
                 return list(reversed(chain))
-            node = entries.get(node.parent_id) if node.parent_id else None
+            recorded = node.parent_id and not (recorded_only and node.lineage == "closest")
+            node = entries.get(node.parent_id) if recorded else None
     return []
 
 

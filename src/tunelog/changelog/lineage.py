@@ -26,6 +26,7 @@ CONTAINER_KINDS = {
     t.KIND_PIPELINE,
     t.KIND_PROBE,
     t.KIND_CHANGELOG,
+    t.KIND_GROUP,
 }  # runs that hold others, without a config of their own
 
 

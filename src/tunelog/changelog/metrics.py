@@ -37,13 +37,18 @@ def why_this_metric(runs: list[RunRecord], metric: str, given: bool) -> str:
     if given:
         return "chosen with --metric"
     named = Counter(r.tags.get(t.TAG_METRIC) for r in runs if r.kind not in _CONTAINERS)
+    read_as = Counter(
+        r.tags[t.TAG_READ_AS] for r in runs if r.tags.get(t.TAG_METRIC) == metric and t.TAG_READ_AS in r.tags
+    )
+    if read_as:  # runs another tool logged: what they logged, and why this name
+        return f"no run names one; {read_as.most_common(1)[0][0]}"
     if named.get(metric):
         scored = sum(1 for r in runs if r.kind not in _CONTAINERS)
         return f"the metric the runs were recorded with (`tunelog.metric` on {named[metric]} of {scored} runs)"
     return "no run names one: eval/loss, the default"
 
 
-_CONTAINERS = {t.KIND_SWEEP, t.KIND_PIPELINE, t.KIND_PROBE, t.KIND_CHANGELOG}
+_CONTAINERS = {t.KIND_SWEEP, t.KIND_PIPELINE, t.KIND_PROBE, t.KIND_CHANGELOG, t.KIND_GROUP}
 
 
 def _detail(name: str) -> int:

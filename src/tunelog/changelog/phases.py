@@ -26,7 +26,7 @@ from ..util.safe_yaml import read_yaml
 
 GAP_H = 12.0  # a pause this long (hours) between two runs starts a new phase
 CHANGE_PHASES_FROM = 6  # a stretch of fewer loose runs stays one section: a short history needs no phases
-CONTAINERS = (t.KIND_SWEEP, t.KIND_PIPELINE, t.KIND_PROBE)
+CONTAINERS = (t.KIND_SWEEP, t.KIND_PIPELINE, t.KIND_PROBE, t.KIND_GROUP)
 _TRAILING_NUMBER = re.compile(r"^(.*?)[_\-.]?\d+$")
 ChangedKeys = Callable[[RunRecord], frozenset]  # the config keys a run changed from its parent
 # what a change is called in a title, by the key's last dotted part (others by their own name)

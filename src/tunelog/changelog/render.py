@@ -75,7 +75,7 @@ def to_markdown(log: Changelog) -> str:
 def _head(log: Changelog) -> list[str]:
     dated = [e for e in log.entries if e.start_ms]
     span = f", {_date(dated[0].start_ms)} to {_date(dated[-1].start_ms)}" if dated else ""
-    spent = sum(e.cost_h or 0.0 for e in log.entries if e.kind not in (t.KIND_SWEEP, t.KIND_PIPELINE))
+    spent = sum(e.cost_h or 0.0 for e in log.entries if e.kind not in (t.KIND_SWEEP, t.KIND_PIPELINE, t.KIND_GROUP))
     out = [
         f"{len(log.entries)} runs{span}, {_cost(spent)} in all. "
         f"Headline metric: `{log.metric}` ({_better(log.direction)})."
@@ -224,6 +224,8 @@ def _entry(log: Changelog, e: Entry) -> list[str]:
     reason = f" ({e.reason})" if e.reason else ""
     memory = f"; peak memory {e.peak_mem_gb:.2f} GB" if e.peak_mem_gb is not None else ""
     cost = f" ({_cost(e.cost_h, e.gpus)})" if e.cost_h is not None and e.gpus is not None else ""
+    if e.kind == t.KIND_GROUP:  # another tool's parent run: it holds its nested runs, it trained nothing
+        return [_heading(e), "", "A group of the runs nested in it below; it trained nothing itself.", ""]
     out = [
         _heading(e),
         "",
@@ -231,12 +233,18 @@ def _entry(log: Changelog, e: Entry) -> list[str]:
         "",
     ]
     twin = f" ({e.twin_of}, the same config, was anomalous)" if e.twin_of else ""
-    if e.parent_id is None and e.kind in (t.KIND_PIPELINE, t.KIND_SWEEP, t.KIND_PROBE):
+    if e.parent_id is None and e.kind in (t.KIND_PIPELINE, t.KIND_SWEEP, t.KIND_PROBE, t.KIND_GROUP):
         pass  # a container: its children carry the configs
     elif e.parent_id is None:
         out += ["Baseline: no earlier run to compare with.", ""]
     elif e.lineage == "sweep":
         out += [f"Trial of {e.parent_name}.", ""]
+    elif e.repeat and _differs(e.result, e.parent_result):
+        out += [
+            f"No logged param differs from {e.parent_name}{twin}, but its result does "
+            f"({e.result:.6g} vs {e.parent_result:.6g}): what differs is not in the record.",
+            "",
+        ]
     elif e.repeat:
         out += [f"No changes: a repeat of {e.parent_name}{twin}.", ""]
     else:
@@ -347,3 +355,10 @@ def _best_config(log: Changelog) -> list[str]:
     out = ["## Final best configuration", "", f"From **{best.name}**." if best else "", ""]
     out += ["| param | value |", "| --- | --- |"] + [f"| `{k}` | {short(v)} |" for k, v in shown.items()]
     return out + ([f"| ({rest} other params) | the same in every run: see the run's params |"] if rest else []) + [""]
+
+
+def _differs(a: Optional[float], b: Optional[float]) -> bool:
+    """Two results that are not the same number (beyond float noise)."""
+    if a is None or b is None or not (math.isfinite(a) and math.isfinite(b)):
+        return False
+    return abs(a - b) > 1e-9 * max(abs(a), abs(b), 1.0)

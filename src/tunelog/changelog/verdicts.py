@@ -124,7 +124,7 @@ def timeline(entries: list[Entry], best: Optional[Entry]) -> list[str]:
         seen.add(node.run_id)
         chain.append(node.run_id)
         node = by_id.get(node.parent_id) if node.parent_id else None
-    return [rid for rid in reversed(chain) if by_id[rid].kind not in (t.KIND_SWEEP, t.KIND_PIPELINE)]
+    return [rid for rid in reversed(chain) if by_id[rid].kind not in (t.KIND_SWEEP, t.KIND_PIPELINE, t.KIND_GROUP)]
 
 
 def cost_between(entries: list[Entry], first: Entry, last: Entry) -> Optional[float]:
@@ -135,7 +135,7 @@ def cost_between(entries: list[Entry], first: Entry, last: Entry) -> Optional[fl
         for e in entries
         if first.start_ms <= e.start_ms <= last.start_ms
         and e.cost_h is not None
-        and e.kind not in (t.KIND_SWEEP, t.KIND_PIPELINE)  # their time is their children's
+        and e.kind not in (t.KIND_SWEEP, t.KIND_PIPELINE, t.KIND_GROUP)  # their time is their children's
     ]
     return sum(costs) if costs else None
 
@@ -147,7 +147,9 @@ def phases(entries: list[Entry], direction: str, changes_between) -> list[Phase]
     out = []
     overall = main_eval_key(entries)
     for group in dict.fromkeys(e.group for e in entries):
-        members = [e for e in entries if e.group == group and e.kind not in (t.KIND_SWEEP, t.KIND_PIPELINE)]
+        members = [
+            e for e in entries if e.group == group and e.kind not in (t.KIND_SWEEP, t.KIND_PIPELINE, t.KIND_GROUP)
+        ]
         if not members:
             continue
         first = members[0]

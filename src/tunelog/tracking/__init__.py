@@ -8,6 +8,9 @@
 - `finished`: finished runs written in one go (an import), many in one transaction on a SQL store;
 - `registry`: model versions, aliases, `models:/` URIs;
 - `models`: trained adapters as LoggedModels (the transformers flavor), datasets, system metrics.
+- `dialects`: runs other tools logged (transformers, Lightning, optuna-integration, hand-written loops) read
+  as tunelog reads its own, in memory (`understand`, called by `Tracker.all_runs`);
+- `history`: a run's metric history replaced by a trainer's own record.
 
 - `uri`: what kind of store a tracking URI names (SQLite file, database, server), decided once.
 
@@ -19,10 +22,11 @@ from __future__ import annotations
 
 from .contract import *  # noqa: F401,F403  (the contract's names: t.TAG_KIND, t.KIND_SWEEP...)
 from .contract import RunRecord, best_of, better
+from .dialects import is_native, understand
 from .finished import FinishedRun, FinishedRuns
 from .logger import RunLogger
-from .models import model_adapter
-from .registry import RegistryOps, resolve_model_uri, run_adapter_folder, run_model_id
+from .models import checkpoint_adapter, model_adapter
+from .registry import RegistryOps, newest_checkpoint_model, resolve_model_uri, run_adapter_folder, run_model_id
 from .run import RunWrites
 from .sqlite_file import check_sqlite_store, create_sqlite_store_once, keep_reserve, sqlite_damage
 from .store import (
@@ -61,6 +65,10 @@ class Tracker(StoreReads, RunWrites, RegistryOps, FinishedRuns):
 
 
 __all__ = [
+    "is_native",
+    "checkpoint_adapter",
+    "newest_checkpoint_model",
+    "understand",
     "FinishedRun",
     "absolute_uri",
     "pin_tracking_uri",

@@ -76,6 +76,8 @@ TAG_BEST_TRIAL = "tunelog.best_trial"  # the sweep run: its best trial's number.
 TAG_BEST_RUN_ID = "tunelog.best_run_id"  # ...and that trial's run
 TAG_STORAGE = "tunelog.storage"  # the sweep run: the study storage (credentials redacted)
 TAG_REFINED_FROM = "tunelog.refined_from"  # the sweep run: the study `--refine-from` narrowed the space from
+# in memory only, never written: how `dialects.understand` read a run another tool logged (its headline's why)
+TAG_READ_AS = "tunelog.read_as"
 TAG_N_TRIALS = "tunelog.n_trials"  # the sweep run: its trial budget (a tag: a resumed sweep may get another)
 
 # --- run kinds (tag tunelog.kind) ---------------------------------------------------
@@ -87,7 +89,18 @@ KIND_STAGE = "stage"  # one stage of a pipeline (and the baseline), child of the
 KIND_PIPELINE = "pipeline"  # the stages' parent run
 KIND_IMPORT = "import"  # a legacy folder turned into a run
 KIND_CHANGELOG = "changelog"  # the changelog written as an artifact
-KINDS = (KIND_TRAIN, KIND_TRIAL, KIND_SWEEP, KIND_PROBE, KIND_STAGE, KIND_PIPELINE, KIND_IMPORT, KIND_CHANGELOG)
+KIND_GROUP = "group"  # read only (never written): a run of another tool that holds nested runs and trained nothing
+KINDS = (
+    KIND_TRAIN,
+    KIND_TRIAL,
+    KIND_SWEEP,
+    KIND_PROBE,
+    KIND_STAGE,
+    KIND_PIPELINE,
+    KIND_IMPORT,
+    KIND_CHANGELOG,
+    KIND_GROUP,
+)
 ADAPTER_KINDS = (KIND_TRAIN, KIND_STAGE, KIND_TRIAL)  # runs that save an adapter: what promote may register
 
 MINIMIZE, MAXIMIZE = Direction.MINIMIZE, Direction.MAXIMIZE

@@ -132,3 +132,35 @@ def log_datasets(client: Any, run_id: str, files: list[tuple[str, str, Optional[
     ]
     if inputs:
         client.log_inputs(run_id, datasets=inputs)
+
+
+def checkpoint_models(client: Any, run_id: str, experiment_id: str) -> list[tuple[int, str]]:
+    """(step, model id) of the checkpoints transformers' MLflowCallback logged for the run, oldest first: with
+    `HF_MLFLOW_LOG_ARTIFACTS=1` each save is a pyfunc model named `checkpoint-N` holding the output folder's
+    `checkpoint-N/` (the adapter's files where the model is a peft one)."""
+    try:
+        found = client.search_logged_models(
+            experiment_ids=[experiment_id], filter_string=f"source_run_id = '{run_id}'", max_results=1000
+        )
+    except Exception:  # noqa: BLE001 (a store without LoggedModels: none logged)
+        return []
+    out = []
+    for model in found:
+        name = getattr(model, "name", "") or ""
+        if name.startswith("checkpoint-") and name[len("checkpoint-") :].isdigit():
+            out.append((int(name[len("checkpoint-") :]), model.model_id))
+    return sorted(out)
+
+
+def checkpoint_adapter(model_id: str, dst: Path, tracking_uri: str) -> Optional[Path]:
+    """The folder of a Trainer-logged checkpoint model that holds a peft adapter (`adapter_config.json`), or None."""
+    import mlflow
+
+    with fluent_uri(tracking_uri):
+        local = Path(
+            mlflow.artifacts.download_artifacts(
+                artifact_uri=f"models:/{model_id}", dst_path=str(dst), tracking_uri=tracking_uri
+            )
+        )
+    configs = sorted(local.rglob("adapter_config.json"), key=lambda p: len(p.parts))
+    return configs[0].parent if configs else None

@@ -10,7 +10,7 @@ from typing import Any, Optional
 from ..errors import TunelogError
 from ..util.redact import redact_url
 from .contract import ADAPTER_ARTIFACT, OUTPUTS_ARTIFACT, TAG_MODEL_ID
-from .models import fluent_uri
+from .models import checkpoint_models, fluent_uri
 from .store import client_for, require_store, tracking_uri
 
 
@@ -60,8 +60,14 @@ class RegistryOps:
         return adapter_folder_of(self.client, run_id)
 
     def has_adapter(self, run_id: str) -> bool:
-        """The run has something a model version can point at: its MLflow model, or weights in a folder."""
-        return bool(self.client.get_run(run_id).data.tags.get(TAG_MODEL_ID)) or self.adapter_folder(run_id) is not None
+        """The run has something a model version can point at: its MLflow model, weights in a folder, or a
+        checkpoint transformers' MLflowCallback logged."""
+        run = self.client.get_run(run_id)
+        return (
+            bool(run.data.tags.get(TAG_MODEL_ID))
+            or self.adapter_folder(run_id) is not None
+            or bool(checkpoint_models(self.client, run_id, run.info.experiment_id))
+        )
 
     def version_by_alias(self, name: str, alias: str) -> Optional[Any]:
         from mlflow.exceptions import MlflowException
@@ -114,6 +120,13 @@ def resolve_model_uri(uri: str) -> str:
             f"MLFLOW_TRACKING_URI names, else the nearest mlruns/mlflow.db)"
         ) from None
     return f"runs:/{version.run_id}/{ADAPTER_ARTIFACT}"
+
+
+def newest_checkpoint_model(run_id: str) -> Optional[str]:
+    """The model id of the newest checkpoint transformers' MLflowCallback logged for the run (never an older one)."""
+    client = client_for(tracking_uri(create=False))
+    found = checkpoint_models(client, run_id, client.get_run(run_id).info.experiment_id)
+    return found[-1][1] if found else None
 
 
 def run_model_id(run_id: str) -> Optional[str]:

@@ -18,6 +18,7 @@ from ..util.owner import owner_dead
 from ..util.redact import redact_url
 from . import bulk
 from .contract import TAG_OWNER, RunRecord
+from .dialects import understand
 from .uri import is_database, is_server, sqlite_path
 
 DEFAULT_STORE_DIR = "mlruns"
@@ -182,7 +183,12 @@ class StoreReads:
         return [self._record(run) for run in runs]
 
     def all_runs(self, experiment: str) -> list[RunRecord]:
-        """Every active run of an experiment, oldest first, as plain records.
+        """Every active run of an experiment, oldest first, as plain records; runs another tool logged read
+        as tunelog reads its own (`dialects.understand`: in memory, nothing written)."""
+        return understand(self.stored_runs(experiment))
+
+    def stored_runs(self, experiment: str) -> list[RunRecord]:
+        """Every active run of an experiment, oldest first, as the store holds them.
 
         On a SQL store the four tables are read with one query each, about ten times faster
         than MLflow's run search for a 10,000-run history; `mlflow server --app-name tunelog` runs

@@ -17,8 +17,10 @@ from ..spec import is_uri, validate
 from ..tracking import (
     ADAPTER_ARTIFACT,
     SPEC_ARTIFACT,
+    checkpoint_adapter,
     download_artifacts,
     model_adapter,
+    newest_checkpoint_model,
     run_adapter_folder,
     run_model_id,
     tracking_uri,
@@ -55,17 +57,41 @@ def fetch_run_adapter(ref: str) -> tuple[Path, Any]:
         model_id = run_model_id(run_id) if (path or ADAPTER_ARTIFACT) == ADAPTER_ARTIFACT else None
         if model_id:  # the adapter lives in the run's MLflow model (tracking.models), stored once
             local = str(model_adapter(model_id, folder / "model", tracking_uri(create=False)))
-        else:  # a plain folder: `adapter/`, or the weights a command trainer kept in `outputs/`
-            if (path or ADAPTER_ARTIFACT) == ADAPTER_ARTIFACT:
-                path = run_adapter_folder(run_id) or ADAPTER_ARTIFACT
-            local = download_artifacts(run_id, path, str(folder))
-        spec_file = download_artifacts(run_id, SPEC_ARTIFACT, str(folder))
+        else:
+            local = _plain_adapter(run_id, path, folder)
+        try:
+            spec_file = download_artifacts(run_id, SPEC_ARTIFACT, str(folder))
+        except Exception:  # noqa: BLE001 (another tool's run has no spec.yaml: its adapter names its base)
+            _FETCHED[ref] = (Path(local), spec_from_adapter(Path(local), f"{ref} (its adapter's config)"))
+            return _FETCHED[ref]
         raw = read_yaml(spec_file)  # the spec reader's size and alias-bomb limits: a store may be shared
         _FETCHED[ref] = (
             Path(local),
             validate(raw, f"{ref} (spec of run {run_id})", str(Path.cwd()), check_files=False),
         )
     return _FETCHED[ref]
+
+
+def _plain_adapter(run_id: str, path: str, folder: Path) -> str:
+    """A run's adapter kept as files: `adapter/`, the weights a command trainer kept in `outputs/`, else the
+    newest checkpoint transformers' MLflowCallback logged (`HF_MLFLOW_LOG_ARTIFACTS=1`)."""
+    if (path or ADAPTER_ARTIFACT) != ADAPTER_ARTIFACT:
+        return download_artifacts(run_id, path, str(folder))
+    kept = run_adapter_folder(run_id)
+    if kept is None and (checkpoint := newest_checkpoint_model(run_id)):
+        found = checkpoint_adapter(checkpoint, folder / "checkpoint", tracking_uri(create=False))
+        if found is not None:
+            return str(found)
+    return download_artifacts(run_id, kept or ADAPTER_ARTIFACT, str(folder))
+
+
+def spec_from_adapter(adapter_dir: Path, source: str) -> Any:
+    """A spec to load an adapter with where its run logged none (another tool's run): its base model."""
+    base = adapter_base(adapter_dir)
+    if base is None:
+        raise SpecError(source, [("model.name", "the adapter's config names no base model to load it on")])
+    raw = {"model": {"name": base}, "data": {"train": "unknown"}, "trainer": {"type": "command", "argv": ["true"]}}
+    return validate(raw, source, str(Path.cwd()), check_files=False)
 
 
 def adapter_base(adapter_dir: Path) -> Optional[str]:
