@@ -355,6 +355,9 @@ def used_budget(study: optuna.Study, before: Optional[int] = None) -> int:
 
 
 def load_for_analysis(study_name: str, storage_url: str) -> optuna.Study:
+    """A study opened to read: a SQLite file's journal mode is left as its owner set it."""
+    if storage_url.startswith("sqlite:///"):
+        t.leave_alone(storage_url[len("sqlite:///") :].split("?", 1)[0])
     try:
         return optuna.load_study(study_name=study_name, storage=open_storage(storage_url))
     except KeyError:

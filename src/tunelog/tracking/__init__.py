@@ -35,6 +35,7 @@ from .store import (
     client_for,
     default_store_dir,
     download_artifacts,
+    leave_alone,
     pin_tracking_uri,
     require_store,
     tracking_uri,
@@ -66,6 +67,7 @@ class Tracker(StoreReads, RunWrites, RegistryOps, FinishedRuns):
 
 __all__ = [
     "is_native",
+    "leave_alone",
     "checkpoint_adapter",
     "newest_checkpoint_model",
     "understand",

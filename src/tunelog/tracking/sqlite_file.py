@@ -101,6 +101,23 @@ def damaged_store_line(exc: BaseException) -> Optional[str]:
     )
 
 
+def file_store_line(exc: BaseException) -> Optional[str]:
+    """One line for an MLflow file store (`./mlruns` of files), which MLflow 3 refuses unless told: how to
+    migrate it, or to read it in place; None when `exc` is about something else."""
+    if "filesystem tracking backend" not in str(exc):
+        return None
+    import os
+
+    where = os.environ.get("MLFLOW_TRACKING_URI") or "./mlruns"
+    folder = where[len("file:") :] if where.startswith("file:") else where
+    parent = os.path.dirname(os.path.abspath(folder.rstrip("/"))) or "."
+    return (
+        f"error: {where} is an MLflow file store, which MLflow 3 keeps in maintenance mode: migrate it once with "
+        f"`mlflow migrate-filestore --source {parent} --target sqlite:///{parent}/mlflow.db` and point "
+        f"MLFLOW_TRACKING_URI at the new store, or set MLFLOW_ALLOW_FILE_STORE=true to read it in place"
+    )
+
+
 def _sound(path: str) -> bool:
     """True when SQLite reads the file as a whole database (`PRAGMA quick_check`)."""
     import sqlite3

@@ -87,6 +87,14 @@ def require_store(uri: str) -> None:
 _SQLITE_TUNED = False
 
 
+_LEFT_ALONE: set[str] = set()  # SQLite files opened only to read (`analyze` on a user's study)
+
+
+def leave_alone(path: str) -> None:
+    """This SQLite file is read, never tuned: `tune_sqlite` switches no journal mode on it."""
+    _LEFT_ALONE.add(str(Path(path).resolve()))
+
+
 def tune_sqlite() -> None:
     """WAL journal and synchronous=NORMAL on every SQLite connection this process opens.
 
@@ -106,8 +114,10 @@ def tune_sqlite() -> None:
     def _pragmas(dbapi_conn, _record) -> None:
         if isinstance(dbapi_conn, sqlite3.Connection):
             cursor = dbapi_conn.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=NORMAL")
+            files = {row[2] for row in cursor.execute("PRAGMA database_list") if row[2]}
+            if not files & _LEFT_ALONE:  # a user's database opened to read: its journal mode stays theirs
+                cursor.execute("PRAGMA journal_mode=WAL")
+                cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.close()
 
     _SQLITE_TUNED = True
