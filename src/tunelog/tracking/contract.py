@@ -154,10 +154,15 @@ class RunRecord:
 
     @property
     def compared_params(self) -> dict[str, str]:
-        """The params that say what the run did: without derived ones and the run's identity keys."""
-        identity = self.tags.get(TAG_IDENTITY_KEYS)
-        skip = DERIVED_PARAMS.union(identity.split(",")) if identity else DERIVED_PARAMS
-        return {k: v for k, v in self.params.items() if k not in skip}
+        """The params that say what the run did: without derived ones and the run's identity keys. Computed
+        once per record (a Trainer run logs some 200 params; a changelog asks each run many times)."""
+        cached = self.__dict__.get("_compared")
+        if cached is None:
+            identity = self.tags.get(TAG_IDENTITY_KEYS)
+            skip = DERIVED_PARAMS.union(identity.split(",")) if identity else DERIVED_PARAMS
+            cached = {k: v for k, v in self.params.items() if k not in skip}
+            object.__setattr__(self, "_compared", cached)  # a derived value: the record itself stays as read
+        return cached
 
     @property
     def kind(self) -> str:
