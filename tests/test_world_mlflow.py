@@ -28,12 +28,14 @@ def world(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("world")
     uri = f"sqlite:///{folder / 'mlflow.db'}"
-    before = os.environ.get("MLFLOW_TRACKING_URI")
+    before, here = os.environ.get("MLFLOW_TRACKING_URI"), os.getcwd()
     os.environ["MLFLOW_TRACKING_URI"] = uri
+    os.chdir(folder)  # a SQLite store's artifacts default to ./mlruns of the folder its experiments are made in
     try:
         build_world(uri, folder)
         yield uri, folder
     finally:
+        os.chdir(here)
         if before is None:
             os.environ.pop("MLFLOW_TRACKING_URI", None)
         else:
@@ -93,24 +95,24 @@ def test_identity_keys_are_never_a_change(in_world):
     by_name = {e.name: e for e in log.entries}
     _, runs = stored(uri, "native")
     params = {r.info.run_name: r.data.params for r in runs}
-    moved = {k for k in params["base"] if params["base"][k] != params["lr1e-3"].get(k)} - {
+    moved = {k for k in params["base"] if params["base"][k] != params["lr1e-2"].get(k)} - {
         "output_dir",
         "run_name",
         "logging_dir",
         "save_strategy",
     }
-    assert set(by_name["lr1e-3"].changes.changed) >= moved and "learning_rate" in moved
+    assert set(by_name["lr1e-2"].changes.changed) >= moved and "learning_rate" in moved
 
 
 def test_equal_params_with_different_results_say_the_difference_is_not_recorded(in_world):
     """`r16` changed only the LoRA rank, which MLflowCallback does not log: no logged param differs from
-    `lr1e-3`, so the changelog says what differs is not in the record instead of naming a rename as the change."""
+    `lr1e-2`, so the changelog says what differs is not in the record instead of naming a rename as the change."""
     uri, _ = in_world
     _, runs = stored(uri, "native")
     by_name = {r.info.run_name: r for r in runs}
-    assert by_name["r16"].data.metrics["eval_loss"] != by_name["lr1e-3"].data.metrics["eval_loss"]
+    assert by_name["r16"].data.metrics["eval_loss"] != by_name["lr1e-2"].data.metrics["eval_loss"]
     text = run_cli("changelog", "--experiment", "native", "--no-log").stdout
-    assert "No logged param differs from lr1e-3, but its result does" in text and "not in the record" in text
+    assert "No logged param differs from lr1e-2, but its result does" in text and "not in the record" in text
 
 
 def test_nan_failed_and_pruned_are_flagged_and_never_best(in_world):

@@ -160,9 +160,7 @@ def build(
         best_config=dict(sorted(by_id[best.run_id].params.items())) if best else {},
         phases=verdicts.phases(entries, direction, lambda a, b: _changes(by_id[a], by_id[b])),
         other_best=other_best,
-        timeline_cost_h=verdicts.cost_between(entries, by_entry_id[chain[0]], by_entry_id[chain[-1]])
-        if chain
-        else None,
+        timeline_cost_h=verdicts.cost_until(entries, by_entry_id[best.run_id]) if best else None,
         result_keys=keys,
         varying_keys=sorted(lineage.varying_keys([r for r in runs if _holds_a_config(r)])),
         metric_why=metrics.why_this_metric(runs, metric, given),

@@ -139,7 +139,7 @@ class Changelog:
     best_config: dict[str, str]
     phases: list[Phase] = field(default_factory=list)
     other_best: dict[str, str] = field(default_factory=dict)  # eval key -> best run id, for other eval sets
-    timeline_cost_h: Optional[float] = None  # device-hours of every run from the baseline's start to the best's
+    timeline_cost_h: Optional[float] = None  # device-hours of every run started up to the best's start
     result_keys: list[str] = field(default_factory=list)  # candidate headline metrics shown side by side
     varying_keys: list[str] = field(default_factory=list)  # config keys that differ somewhere in the history
     metric_why: str = ""  # where the headline came from (--metric, or the runs' tunelog.metric)

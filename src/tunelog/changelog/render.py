@@ -16,6 +16,7 @@ from typing import Optional
 from .. import tracking as t
 from ..vocabulary import Direction, Outcome
 from .model import Changelog, Entry, short
+from .verdicts import UNRECORDED_GAP
 
 
 def _num(x: Optional[float]) -> str:
@@ -141,7 +142,7 @@ def _timeline(log: Changelog) -> list[str]:
     if not log.timeline:
         return []
     steps = [f"{log.entry(r).name} ({_num(log.entry(r).result)})" for r in log.timeline]
-    cost = f"Getting from the baseline to the best cost {_cost(log.timeline_cost_h)}, dead ends included."
+    cost = f"Getting to the best cost {_cost(log.timeline_cost_h)}: every run started before it, dead ends included."
     return ["## Timeline", "", " -> ".join(steps), "", cost, ""]
 
 
@@ -358,7 +359,7 @@ def _best_config(log: Changelog) -> list[str]:
 
 
 def _differs(a: Optional[float], b: Optional[float]) -> bool:
-    """Two results that are not the same number (beyond float noise)."""
+    """Two results further apart than a rerun's noise (`verdicts.UNRECORDED_GAP`)."""
     if a is None or b is None or not (math.isfinite(a) and math.isfinite(b)):
         return False
-    return abs(a - b) > 1e-9 * max(abs(a), abs(b), 1.0)
+    return abs(a - b) > UNRECORDED_GAP * max(abs(a), abs(b))

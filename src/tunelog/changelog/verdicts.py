@@ -12,6 +12,9 @@ from .. import tracking as t
 from ..vocabulary import Direction, Outcome
 from .model import Anomaly, Effect, Entry, Phase
 
+# a repeat whose result moves more than 1% from its parent's says what differs is not in the record (a rerun's
+# noise moves less: a seed-only rerun of a kohya run moved 0.3%)
+UNRECORDED_GAP = 0.01
 REPEAT_TOLERANCE = 0.05  # a repeat whose result moves more than 5% from its twin is an anomaly
 FAR_WORSE = 0.25  # a result 25% worse than the parent's is flagged
 
@@ -127,13 +130,13 @@ def timeline(entries: list[Entry], best: Optional[Entry]) -> list[str]:
     return [rid for rid in reversed(chain) if by_id[rid].kind not in (t.KIND_SWEEP, t.KIND_PIPELINE, t.KIND_GROUP)]
 
 
-def cost_between(entries: list[Entry], first: Entry, last: Entry) -> Optional[float]:
-    """Device-hours of every run started from `first`'s start to `last`'s: what reaching `last` cost,
-    dead ends included."""
+def cost_until(entries: list[Entry], best: Entry) -> Optional[float]:
+    """Device-hours of every run started up to `best`'s start: what reaching it cost, dead ends included (a
+    sweep's trials before its best trial too, which a parent chain from the baseline would leave out)."""
     costs = [
         e.cost_h
         for e in entries
-        if first.start_ms <= e.start_ms <= last.start_ms
+        if e.start_ms <= best.start_ms
         and e.cost_h is not None
         and e.kind not in (t.KIND_SWEEP, t.KIND_PIPELINE, t.KIND_GROUP)  # their time is their children's
     ]

@@ -31,7 +31,7 @@ from ..spec import Spec
 from ..spec.argv import PLACEHOLDER, shell_script_index
 from ..tracking import RunLogger
 from ..training.devices import visible_gpus
-from ..vocabulary import Outcome
+from ..vocabulary import Outcome, metric_key
 from . import EvalHook, Result, outputs
 from .script import SCRIPT_DECIDES, Ran, run_command, script_cwd
 
@@ -45,8 +45,8 @@ OUTPUT_TAIL = "output_tail.log"  # the last lines the script printed, kept with 
 
 
 def _norm(key: str) -> str:
-    """`eval/loss`, `eval_loss` and `eval.loss` are one name to the pruner."""
-    return re.sub(r"[/.]", "_", key)
+    """`eval/loss`, `eval_loss` and `eval.loss` are one name to the pruner (the one normaliser)."""
+    return metric_key(key)
 
 
 def pruner_keys(spec: Spec) -> set[str]:
