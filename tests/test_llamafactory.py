@@ -229,3 +229,15 @@ def test_the_champion_is_the_final_adapter_and_loads_both_ways(tmp_path, store):
     model = mlflow.pyfunc.load_model("models:/lf-lora@champion")
     (answer,) = model.predict(["Snu setningen"], params={"max_new_tokens": 4})
     assert isinstance(answer, str)
+
+
+def test_lint_plans_without_what_the_config_holds_out(tmp_path):
+    """cfg.yaml's `val_size` holds a share of the rows out for evaluation: lint's plan counts what trains."""
+    from tunelog.lint import lint_spec
+
+    spec = lf_spec(tmp_path, "alone1")
+    share = yaml.safe_load((tmp_path / "cfg.yaml").read_text())["val_size"]
+    rows = len(json.loads((tmp_path / "tiny_alpaca.json").read_text()))
+    report = lint_spec(spec)
+    assert report.plan["n_samples"] == rows - round(rows * share)
+    assert any(f.rule == "held-out" for f in report.findings)

@@ -95,12 +95,34 @@ def _user_rule_findings(facts: Facts) -> list[Finding]:
     return findings
 
 
+def _held_out(spec: Spec) -> float:
+    """What a LLaMA-Factory config on the command line holds out of the training file (`val_size`), else 0."""
+    from ..trainers.outputs import config_on_command_line
+    from ..trainers.script import script_cwd
+
+    if spec.trainer.type != "command":
+        return 0.0
+    _, config = config_on_command_line(spec, list(spec.trainer.argv), script_cwd(spec))
+    value = config.get("val_size", 0) if config else 0
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 else 0.0
+
+
 def lint_spec(spec: Spec) -> LintReport:
     """Run every built-in rule and the spec's own rules; nothing is loaded but the data's sample count."""
     from .builtin import builtin_rules
 
-    facts = facts_for(spec)
+    held_out = _held_out(spec)
+    facts = facts_for(spec, held_out)
     report = LintReport(file=spec.source)
+    if held_out:
+        share = f"{held_out:.0%}" if held_out < 1 else f"{int(held_out)} samples"
+        report.findings.append(
+            Finding(
+                "held-out",
+                "info",
+                f"the script's config holds {share} of data.train out (val_size): planned without it",
+            )
+        )
     for check in builtin_rules():
         report.findings.extend(check(facts))
     report.findings.extend(_user_rule_findings(facts))

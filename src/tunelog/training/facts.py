@@ -14,9 +14,12 @@ from .data import count_samples
 from .model_source import known_model_folder
 
 
-def plan_for(spec: Spec) -> TrainingPlan:
-    """The plan of a spec as written: its training file's sample count read from disk."""
-    return make_plan(spec, count_samples(spec, spec.data.train, "data.train"))
+def plan_for(spec: Spec, held_out: float = 0.0) -> TrainingPlan:
+    """The plan of a spec as written: its training file's sample count read from disk, less what the script
+    holds out for evaluation (`held_out`: a share below 1, else a count; LLaMA-Factory's `val_size`)."""
+    n = count_samples(spec, spec.data.train, "data.train")
+    kept = n - (round(n * held_out) if 0 < held_out < 1 else int(held_out))
+    return make_plan(spec, max(1, kept))
 
 
 def model_hidden_size(spec: Spec) -> Optional[int]:
@@ -31,5 +34,5 @@ def model_hidden_size(spec: Spec) -> Optional[int]:
     return None
 
 
-def facts_for(spec: Spec) -> Facts:
-    return Facts(spec=spec, plan=plan_for(spec), hidden_size=model_hidden_size(spec))
+def facts_for(spec: Spec, held_out: float = 0.0) -> Facts:
+    return Facts(spec=spec, plan=plan_for(spec, held_out), hidden_size=model_hidden_size(spec))
