@@ -199,3 +199,40 @@ def test_reproduce_from_a_moved_checkout_gives_the_same_final_loss(tmp_path, sto
     original, again = pairs["train/final_loss"]
     assert abs(original - again) <= 1e-6
     assert Tracker().get_run(new_id).tags[TAG_BASED_ON] == run_id
+
+
+def test_tunelog_serve_from_a_fresh_shell_finds_the_store_and_answers(tmp_path, monkeypatch):
+    """The README's serve line in a new shell (no MLFLOW_TRACKING_URI): `tunelog serve NAME@champion` serves from
+    the project's mlruns/mlflow.db and leaves no stray store in the folder; an unknown name is one line."""
+    import json
+    import time
+    import urllib.request
+
+    store_uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store_uri)
+    monkeypatch.chdir(tmp_path)
+    run_id, _ = short_run(tmp_path, "fresh", max_steps=4)
+    tracker = Tracker()
+    promote(tracker, tracker.get_run(run_id), "fresh-lora")
+    env = {k: v for k, v in subprocess_env(store_uri).items() if k != "MLFLOW_TRACKING_URI"}
+    unknown = subprocess.run(
+        [sys.executable, "-m", "tunelog.cli", "serve", "nope@champion"], cwd=tmp_path, env=env,
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert unknown.returncode == 1 and len(unknown.stderr.strip().splitlines()) == 1 and "nope" in unknown.stderr
+    port = free_port()
+    log = open(tmp_path / "serve.log", "w")  # noqa: SIM115 (closed below)
+    cmd = [sys.executable, "-m", "tunelog.cli", "serve", "fresh-lora@champion", "--port", str(port)]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        assert _await_server(proc, url, port, time.monotonic() + 300), (tmp_path / "serve.log").read_text()[-2000:]
+        body = json.dumps({"inputs": ["Æ e heime"], "params": {"max_new_tokens": 3}}).encode()
+        request = urllib.request.Request(f"{url}/invocations", body, {"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=120) as answer:
+            (served,) = json.loads(answer.read())["predictions"]
+        assert served.startswith("Æ e heime")
+    finally:
+        _kill_group(proc)
+        log.close()
+    assert not (tmp_path / "mlflow.db").exists()  # no stray store beside mlruns/

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -194,6 +195,28 @@ def promote_cmd(experiment: Optional[str], run_id: Optional[str], model: Optiona
     if not model:  # the name the sweep's and the stages' --promote examples use: demo -> demo-lora
         model = f"{experiment or run.experiment_name}-lora"
     click.echo(promote(tracker, run, model, metric, runs).summary())
+
+
+@cli.command("serve")
+@click.argument("model_ref", metavar="MODEL")
+@click.option("--port", type=int, default=5001, show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True)
+def serve(model_ref: str, port: int, host: str) -> None:
+    """Serve a registered version with MLflow's own server, on the store tunelog reads (no stray store).
+
+    MODEL is NAME@ALIAS, NAME/VERSION or models:/NAME@ALIAS. Example: tunelog serve demo-lora@champion
+    """
+    import os
+
+    from ..tracking import resolve_model_uri, tracking_uri
+
+    uri = model_ref if model_ref.startswith("models:/") else f"models:/{model_ref}"
+    resolve_model_uri(uri)  # a name or alias the store lacks: one line naming the store, before any server starts
+    store = tracking_uri(create=False)
+    click.echo(f"serving {uri} from {store} on http://{host}:{port}/invocations", err=True)
+    argv = [sys.executable, "-m", "mlflow", "models", "serve", "-m", uri, "--env-manager", "local"]
+    argv += ["--host", host, "--port", str(port)]
+    os.execve(sys.executable, argv, {**os.environ, "MLFLOW_TRACKING_URI": store})  # MLflow's server, this store
 
 
 @cli.command("reproduce")
