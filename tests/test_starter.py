@@ -63,3 +63,43 @@ def test_init_for_a_script_takes_an_alpaca_json_array(tmp_path, monkeypatch):
     assert made.returncode == 0, made.stderr
     linted = run_cli("lint", "spec.yaml")
     assert linted.returncode == 0 and f"{len(rows)} samples" in linted.stdout, linted.stdout + linted.stderr
+
+
+def test_init_sizes_the_run_from_the_data_and_finds_the_eval_file_beside_it(tmp_path, monkeypatch):
+    """60 chats of one's own style with eval.jsonl beside them: the starter evaluates on that file, trains enough
+    epochs for a hundred-odd optimizer steps, evaluates a few times per run, and is named after model and data."""
+    import json
+
+    import yaml
+
+    chat = [{"role": "user", "content": "Status?"}, {"role": "assistant", "content": "Copy that. Over."}]
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps({"messages": chat}) + "\n" for _ in range(60)))
+    (tmp_path / "eval.jsonl").write_text("".join(json.dumps({"messages": chat}) + "\n" for _ in range(8)))
+    monkeypatch.chdir(tmp_path)
+    made = run_cli("init", "--model", "HuggingFaceTB/SmolLM2-135M-Instruct", "--data", "train.jsonl", "-o", "spec.yaml")
+    assert made.returncode == 0 and "0 warnings" in made.stdout, made.stdout + made.stderr
+    raw = yaml.safe_load((tmp_path / "spec.yaml").read_text())
+    assert raw["data"]["eval"] == "eval.jsonl" and raw["tracking"]["metric"] == "eval/loss"
+    assert raw["tracking"]["experiment"] == "SmolLM2-135M-Instruct-train"
+    report = lint_spec(load_spec(tmp_path / "spec.yaml"))
+    steps = report.plan["total_steps"]
+    assert steps >= 100 or raw["train"]["epochs"] == 20
+    assert 1 < steps // raw["train"]["eval_every"] <= 4  # a few evaluations, all inside the run
+
+
+def test_lint_warns_on_a_run_too_short_to_learn_and_an_eval_past_its_end(tmp_path):
+    """The starter spec as it once was on 60 examples: 8 optimizer steps, eval every 200 (never)."""
+    import yaml
+
+    (tmp_path / "train.txt").write_text("".join(f"line {i}\n" for i in range(60)))
+    (tmp_path / "eval.txt").write_text("held out\n")
+    raw = yaml.safe_load((DEMO / "demo.yaml").read_text())
+    raw["model"]["tokenizer"] = str(DEMO / "tokenizer.json")
+    raw["data"] = {"train": "train.txt", "eval": "eval.txt"}
+    raw["train"].update({"epochs": 1, "batch_size": 8, "grad_accum": 1, "eval_every": 200, "max_steps": None})
+    for section in ("search", "pipeline", "configs"):
+        raw.pop(section, None)
+    (tmp_path / "old.yaml").write_text(yaml.safe_dump(raw))
+    report = lint_spec(load_spec(tmp_path / "old.yaml"))
+    warned = {f.rule: f.message for f in report.findings if f.severity == "warning"}
+    assert "8 optimizer steps" in warned["run-too-short"] and "past the run's end" in warned["eval-never"]

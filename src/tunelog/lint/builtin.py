@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 
 from ..spec.rules import Facts, check_rule, hard_rules, rule_env
+from ..trainers.registry import capabilities
 from . import Finding
 
 RuleFn = Callable[[Facts], Iterable[Finding]]
@@ -246,6 +247,32 @@ def optimizer_lr(f: Facts) -> Iterator[Finding]:
             "warning",
             f"weight_decay {t.weight_decay:g} on LoRA weights pulls the adapter toward zero",
             f"use at most {LORA_WEIGHT_DECAY:g} (often 0)",
+        )
+
+
+SHORT_RUN = 20  # optimizer steps: fewer and a LoRA has barely moved (the starter spec once wrote 8)
+
+
+@rule("run-too-short")
+def run_too_short(f: Facts) -> Iterator[Finding]:
+    """A handful of optimizer steps learns nothing a user can see; an eval interval past the end never evaluates."""
+    p, t = f.plan, f.spec.train
+    if not capabilities(f.spec.trainer.type).in_process:
+        return  # a script decides its own length: tunelog's plan of it is a guess
+    if p.total_steps < SHORT_RUN:
+        yield Finding(
+            "run-too-short",
+            "warning",
+            f"{p.total_steps} optimizer steps in all ({p.n_samples} samples, effective batch {p.effective_batch}): "
+            f"too few for the adapter to learn what the data shows",
+            f"raise train.epochs (or train.max_steps) to at least {SHORT_RUN} steps, or lower train.batch_size",
+        )
+    if f.spec.data.eval and t.eval_every and t.eval_every > p.total_steps:
+        yield Finding(
+            "eval-never",
+            "warning",
+            f"train.eval_every {t.eval_every} is past the run's end (step {p.total_steps}): no evaluation runs",
+            f"set train.eval_every to about {max(1, p.total_steps // 4)} (a few evaluations per run)",
         )
 
 

@@ -10,6 +10,7 @@ keep relearning (8-bit optimizers go NaN at high learning rates; alpha == r with
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Optional
 
@@ -23,7 +24,7 @@ model:
 
 data:
   train: {data}          # one sample per line, or JSONL with `text_field` or chat `messages`
-  # eval: held_out.txt   # a held-out file gives eval/loss, the headline metric below
+  {eval_line}
   max_length: {max_length}
 
 lora:
@@ -36,12 +37,12 @@ train:
   learning_rate: {lr}
   schedule: warmup_cosine
   warmup_ratio: 0.05
-  epochs: 1
+  epochs: {epochs}                # {epochs_why}
   batch_size: {batch}
   grad_accum: {accum}
   optimizer: {optimizer}
   precision: {precision}
-  eval_every: 200
+  eval_every: {eval_every}            # a few evaluations per run
 {trainer}
 tracking:
   experiment: {experiment}
@@ -94,10 +95,58 @@ _QLORA_MODEL = """
   gradient_checkpointing: true"""
 
 
+TARGET_STEPS = 100  # optimizer steps a starter run aims at: enough for a small dataset's style to show
+EVAL_NAMES = ("eval", "valid", "validation", "val", "dev", "test", "held_out")
+
+
+def sized(n_samples: Optional[int], samples_per_step: int) -> tuple[int, int, str]:
+    """(epochs, eval_every, why): enough epochs for about TARGET_STEPS optimizer steps (at most 20 passes over
+    the data), evaluated about four times per run."""
+    if not n_samples:
+        return 1, 50, "the data's size is unknown here: set it so the run has 100+ optimizer steps"
+    per_epoch = max(1, -(-n_samples // samples_per_step))
+    epochs = min(20, max(1, -(-TARGET_STEPS // per_epoch)))
+    total = epochs * per_epoch
+    why = f"{n_samples} samples -> {per_epoch} steps an epoch; {total} optimizer steps in all"
+    return epochs, max(1, total // 4), why
+
+
+def count_rows(path: Path) -> Optional[int]:
+    """Samples in a data file without reading it as the trainer does: a JSON array's items, else its lines."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    if path.suffix == ".json" and text.lstrip().startswith("["):
+        try:
+            return len(json.loads(text))
+        except ValueError:
+            return None
+    return sum(1 for line in text.splitlines() if line.strip()) or None
+
+
+def eval_beside(train: Path) -> Optional[Path]:
+    """A held-out file next to the training file (`eval.jsonl` beside `train.jsonl`), or None."""
+    for name in EVAL_NAMES:
+        for suffix in dict.fromkeys((train.suffix, ".jsonl", ".json", ".txt")):
+            candidate = train.with_name(name + suffix)
+            if candidate != train and candidate.is_file():
+                return candidate
+    return None
+
+
 def starter_spec(
-    model: str, data: str, preset: str, spec_name: str, experiment: str, gguf: Optional[str] = None
+    model: str,
+    data: str,
+    preset: str,
+    spec_name: str,
+    experiment: str,
+    gguf: Optional[str] = None,
+    n_samples: Optional[int] = None,
+    eval_file: Optional[str] = None,
 ) -> str:
-    """The starter spec's text for `preset`; with `gguf`, the model's weights are that GGUF file."""
+    """The starter spec's text for `preset`; with `gguf`, the model's weights are that GGUF file; sized from the
+    data's `n_samples`, evaluated on `eval_file` where one sits beside the data."""
     if preset not in PRESETS:
         raise ValueError(f"preset {preset!r}; accepted: {', '.join(PRESETS)}")
     qlora = preset == "qlora-7b"
@@ -123,8 +172,16 @@ def starter_spec(
         "precision": "bf16" if qlora else "fp32",
         "trainer": _COMMAND.format() if preset == "command" else "",
         "experiment": json.dumps(experiment),
-        "metric": "loss" if preset == "command" else "train/final_loss",
+        "metric": "loss" if preset == "command" else ("eval/loss" if eval_file else "train/final_loss"),
     }
+    values["epochs"], values["eval_every"], values["epochs_why"] = sized(
+        n_samples, int(values["batch"]) * int(values["accum"])
+    )
+    values["eval_line"] = (
+        f"eval: {json.dumps(eval_file)}   # held out: gives eval/loss, the headline metric below"
+        if eval_file
+        else "# eval: held_out.txt   # a held-out file gives eval/loss; then set tracking.metric: eval/loss"
+    )
     return _HEAD.format(**values)
 
 
@@ -140,6 +197,16 @@ def write_starter(path: Path, model: str, data: str, preset: str, force: bool, g
         data = str(data_path.relative_to(path.parent.resolve()))
     except ValueError:
         data = str(data_path)
-    experiment = path.stem.replace("_", "-")
-    path.write_text(starter_spec(model, data, preset, path.name, experiment, gguf))
+    held_out = eval_beside(data_path)
+    eval_file = None
+    if held_out is not None:
+        try:
+            eval_file = str(held_out.relative_to(path.parent.resolve()))
+        except ValueError:
+            eval_file = str(held_out)
+    # named after what it trains: the model and the data (the output file's name said nothing: `spec`)
+    leaf = Path(model.rstrip("/")).name or "model"
+    experiment = re.sub(r"[^\w.-]+", "-", f"{leaf}-{data_path.stem}").strip("-")
+    text = starter_spec(model, data, preset, path.name, experiment, gguf, count_rows(data_path), eval_file)
+    path.write_text(text)
     return path
