@@ -208,3 +208,16 @@ def test_mlflow_run_entry_point_joins_its_run(tmp_path, store):
     assert run.info.status == "FINISHED" and run.data.tags[TAG_OUTCOME] == "ok"
     assert len(losses(client, run.info.run_id)) == 20
     assert {"plots", "spec.yaml"} <= artifacts(client, run.info.run_id) and run.data.tags["tunelog.model_id"]
+
+
+def test_training_off_a_terminal_prints_its_progress(tmp_path, store, monkeypatch, capsys):
+    """Where stderr is no terminal (mlflow run, a sweep's console, CI) tqdm draws nothing: a line says the step,
+    the loss and the time left instead (every 10 s; here every step, the interval set to 0)."""
+    import tunelog.training.progress as progress
+
+    monkeypatch.setattr(progress, "EVERY_S", 0.0)
+    spec = load_spec(write_spec(tmp_path / "spec.yaml", demo_raw(max_steps=5, eval_every=None)))
+    run_training(spec, Tracker())
+    lines = [line for line in capsys.readouterr().err.splitlines() if "train: step" in line]
+    assert [line.split("step ")[1].split(",")[0] for line in lines] == [f"{s}/5" for s in range(1, 6)]
+    assert all("loss" in line and "s left" in line for line in lines)

@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
-from tqdm.auto import tqdm
 
 from .. import tracking as t
 from ..spec import Spec
@@ -27,6 +26,7 @@ from ..training import memory, plots
 from ..training.adapters import adapter_resolver
 from ..training.data import TokenizedData, read_texts, tokenize
 from ..training.model import LoadedModel, base_reference, load_for_training
+from ..training.progress import Progress
 from ..training.step import TrainingStep
 from ..vocabulary import Outcome
 from . import EvalHook, Result
@@ -135,13 +135,12 @@ class _Loop:
         outcome, reason = Outcome.OK, ""
         prompts = self.spec.data.sample_prompts
         before = answers.generate(self.model, self.loaded.tokenizer, prompts, self.device) if prompts else []
-        bar = tqdm(total=self.schedule.total_steps, desc="train", unit="step", disable=None)
+        bar = Progress(self.schedule.total_steps)
         for step in range(1, self.schedule.total_steps + 1):
             loss, grad_norm, samples, tokens, seconds = self._optimizer_step(step, batches)
             first_loss = loss if first_loss is None else first_loss
             self._log_step(step, loss, grad_norm, samples, tokens, seconds)
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss:.4f}", lr=f"{self.schedule.lr_at(step):.2e}")
+            bar.update(step, loss, self.schedule.lr_at(step))
             reason = self._divergence(loss, first_loss)
             if reason:
                 outcome = Outcome.DIVERGED
