@@ -305,3 +305,21 @@ def test_the_runoff_calls_a_tie_within_noise_for_the_largest_batch():
     assert _winner(top, {0: 1387.0, 1: 1356.0, 2: 1300.0}) == 1  # 64 leads by 2.3%: a tie, 150 wins it
     assert _winner(top, {0: 1500.0, 1: 1356.0, 2: 1300.0}) == 0  # 64 leads by 10%: 64
     assert _winner(top, {1: 1356.0}) == 1  # only one finalist measured again
+
+
+def test_a_pick_that_leaves_few_optimizer_steps_says_what_it_costs(tmp_path):
+    """On 60 examples batch 32 gives 2 optimizer steps an epoch: the probe's best line is followed by a note
+    with both counts (computed here from the data), and a pick that keeps enough steps gets none."""
+    import math
+
+    from conftest import demo_raw, write_spec
+    from tunelog.cli.training import _steps_note
+    from tunelog.spec import load_spec
+
+    (tmp_path / "train.txt").write_text("".join(f"line {i}\n" for i in range(60)))
+    raw = demo_raw(batch_size=8, max_steps=None, epochs=1)
+    raw["data"] = {"train": str(tmp_path / "train.txt")}
+    spec = load_spec(write_spec(tmp_path / "spec.yaml", raw))
+    note = _steps_note(spec, {"train.batch_size": 32})
+    assert note and f"{math.ceil(60 / 32)} optimizer steps an epoch" in note and f"gives {math.ceil(60 / 8)} " in note
+    assert _steps_note(spec, {"train.batch_size": 4}) is None

@@ -334,7 +334,34 @@ def probe(
     b = result.best
     eta = "unknown (no dataset size)" if b.eta_s is None else f"{b.eta_s / 60:.1f} min"
     click.echo(f"best: {b.values}: {b.samples_per_s:.1f} samples/s, peak {b.peak_gb:.3f} GB, ETA {eta}")
+    note = _steps_note(spec, b.values)
+    if note:
+        click.echo(note)
     existed = Path(output).exists()
     Path(output).write_text(result.script)
     Path(output).chmod(0o755)
     click.echo(f"{'overwrote' if existed else 'wrote'} {output}")
+
+
+FEW_STEPS = 10  # optimizer steps an epoch below which a probe's pick changes what a run learns
+
+
+def _steps_note(spec, values: dict) -> Optional[str]:
+    """What the fastest batch costs in optimizer steps on this data, where it leaves few of them an epoch: the
+    probe ranks by samples/s, and a batch as large as the data leaves a run a handful of updates."""
+    from ..spec.plan import make_plan
+    from ..training.data import count_samples
+
+    try:
+        n = count_samples(spec, spec.data.train, "data.train")
+    except TunelogError:
+        return None
+    picked, written = make_plan(spec.with_overrides(values, "probe best"), n), make_plan(spec, n)
+    if picked.steps_per_epoch >= FEW_STEPS or picked.steps_per_epoch >= written.steps_per_epoch:
+        return None
+    return (
+        f"note: on {n} samples the pick gives {picked.steps_per_epoch} optimizer steps an epoch "
+        f"({picked.total_steps} in all) where the spec's batch gives {written.steps_per_epoch} "
+        f"({written.total_steps}): faster per sample, fewer updates; raise train.epochs (or keep the spec's "
+        f"batch) for the run to learn as much"
+    )
