@@ -15,7 +15,8 @@ from .app import cli, load, spec_options
 @spec_options
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 def lint(spec_file: str, config: Optional[str], overrides: tuple[str, ...], fmt: str) -> None:
-    """Check SPEC for config mistakes; exit 1 when there are errors.
+    """Check SPEC for config mistakes: exit 1 when lint finds errors, 2 when the spec itself is invalid (every
+    problem listed with its field), 0 otherwise (warnings included).
 
     Example: tunelog lint examples/demo/demo.yaml --config balanced --format json
     """
