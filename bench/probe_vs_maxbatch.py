@@ -193,7 +193,9 @@ def main() -> None:
         names.append(GPU_ARM)
     else:
         print(f"{GPU_ARM}: no CUDA device here; the GPU arm runs where one is present")
-    agreement = command_arm()
+    only = [a for a in os.environ.get("TUNELOG_BENCH_ARMS", "").split(",") if a]  # gpu_check.sh: the GPU arm alone
+    names = [n for n in names if not only or n in only]
+    agreement = command_arm() if not only or "command" in only else 1.0
     ratios = {name: compare(name) for name in names}
     print("pick / finder's pick: " + ", ".join(f"{name} {pick:.3f}x" for name, (pick, _) in ratios.items()))
     print("search / finder's search: " + ", ".join(f"{name} {took:.2f}x" for name, (_, took) in ratios.items()))
