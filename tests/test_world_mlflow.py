@@ -31,10 +31,15 @@ def world(tmp_path_factory):
     before, here = os.environ.get("MLFLOW_TRACKING_URI"), os.getcwd()
     os.environ["MLFLOW_TRACKING_URI"] = uri
     os.chdir(folder)  # a SQLite store's artifacts default to ./mlruns of the folder its experiments are made in
+    from mlflow.tracking._tracking_service import utils
+
+    fluent = utils._tracking_uri  # optuna-integration and MLFlowLogger set MLflow's process-wide URI: put it back
     try:
         build_world(uri, folder)
+        utils._tracking_uri = fluent
         yield uri, folder
     finally:
+        utils._tracking_uri = fluent
         os.chdir(here)
         if before is None:
             os.environ.pop("MLFLOW_TRACKING_URI", None)

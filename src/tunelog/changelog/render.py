@@ -59,8 +59,10 @@ def _cost(hours: Optional[float], gpus: Optional[int] = None) -> str:
 def to_markdown(log: Changelog) -> str:
     lines: list[str] = [f"# Changelog: {log.experiment}", ""] + _head(log)
     lines += _overview(log) + _timeline(log) + _phases(log) + _effects(log) + _anomalies(log)
-    for group in dict.fromkeys(e.group for e in log.entries):
-        members = [e for e in log.entries if e.group == group]
+    grouped: dict[str, list[Entry]] = {}
+    for e in log.entries:  # one pass: a group per section, in order of its first entry
+        grouped.setdefault(e.group, []).append(e)
+    for group, members in grouped.items():
         lines += [f"## {group}", ""]
         if group.startswith("Sweep: "):
             lines += _sweep(log, members)

@@ -149,10 +149,11 @@ def phases(entries: list[Entry], direction: str, changes_between) -> list[Phase]
     against best run) and what it cost."""
     out = []
     overall = main_eval_key(entries)
-    for group in dict.fromkeys(e.group for e in entries):
-        members = [
-            e for e in entries if e.group == group and e.kind not in (t.KIND_SWEEP, t.KIND_PIPELINE, t.KIND_GROUP)
-        ]
+    grouped: dict[str, list[Entry]] = {e.group: [] for e in entries}  # one pass: groups in order of first entry
+    for e in entries:
+        if e.kind not in (t.KIND_SWEEP, t.KIND_PIPELINE, t.KIND_GROUP):
+            grouped[e.group].append(e)
+    for group, members in grouped.items():
         if not members:
             continue
         first = members[0]

@@ -28,8 +28,17 @@ def read_runs(engine: Any, experiment_id: str, experiment: str) -> list[RunRecor
     with engine.connect() as con:
 
         def rows(table: str, columns: str):
-            sql = f"SELECT x.run_uuid, {columns} FROM {table} x JOIN runs r ON x.run_uuid = r.run_uuid WHERE {_ACTIVE}"
-            return con.execute(text(sql), {"e": int(experiment_id)})
+            """Plain tuples from the driver's own cursor: a SQLAlchemy row object per param row was most of the
+            read of 10,000 Trainer runs (1.5 million rows)."""
+            mark = "?" if engine.dialect.paramstyle == "qmark" else "%s"
+            where = _ACTIVE.replace(":e", mark)
+            sql = f"SELECT x.run_uuid, {columns} FROM {table} x JOIN runs r ON x.run_uuid = r.run_uuid WHERE {where}"
+            cursor = con.connection.driver_connection.cursor()
+            try:
+                cursor.execute(sql, (int(experiment_id),))
+                return cursor.fetchall()
+            finally:
+                cursor.close()
 
         runs = con.execute(
             text(
