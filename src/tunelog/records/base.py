@@ -212,6 +212,17 @@ def flat(data: dict[str, Any], prefix: str = "", sep: str = ".") -> dict[str, An
     return dict(sorted(out.items()))
 
 
+def scalar(text: str) -> Any:
+    """A value written as text (a model card's `- seed: 42`, an override's `5e-3`): an int, else a float, else the
+    text itself."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            continue
+    return text
+
+
 def number(value: Any) -> Optional[float]:
     """A metric value: ints and floats (NaN kept), never a bool or a numeric-looking string."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from .base import NONE, Folder, Reading
+from .base import NONE, Folder, Reading, scalar
 
 CARD = "README.md"
 _SECTION = re.compile(r"^#+\s*Training hyperparameters\s*$", re.M)
@@ -47,7 +47,7 @@ def card_params(text: str) -> dict[str, Any]:
         if not item:
             continue
         key, raw = item.group(1).strip().replace(" ", "_"), item.group(2)
-        value = _optimizer(raw) if key == "optimizer" else _value(raw)
+        value = _optimizer(raw) if key == "optimizer" else scalar(raw)
         if key == "lr_scheduler_warmup_steps" and isinstance(value, float) and value < 1:
             key = "lr_scheduler_warmup_ratio"  # transformers 5 takes a warmup ratio as fractional warmup_steps
         out[NAMES.get(key, f"card.{key}")] = value
@@ -59,15 +59,6 @@ def _optimizer(raw: str) -> str:
     text = raw[4:] if raw.startswith("Use ") else raw
     found = _OPTIMIZER.match(text)
     return found.group(1).lower() if found else raw
-
-
-def _value(raw: str) -> Any:
-    for kind in (int, float):
-        try:
-            return kind(raw)
-        except ValueError:
-            continue
-    return raw
 
 
 class ModelCardReader:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..records import RECORD_FILES, Reading
-from ..records.base import CHECKPOINT, ReadError, load_structured
+from ..records.base import CHECKPOINT, ReadError, load_structured, scalar
 from ..records.llamafactory import config_params
 from ..spec import Spec
 from ..spec.argv import PLACEHOLDER
@@ -94,14 +94,13 @@ def config_on_command_line(spec: Spec, argv: list[str], cwd: Path) -> tuple[Opti
 
 
 def _scalar(text: str) -> Any:
-    """An override's value as OmegaConf reads it: `5e-3` is a number (plain YAML would keep it a string)."""
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            continue
+    """An override's value as OmegaConf reads it: `5e-3` is a number (plain YAML would keep it a string),
+    `[a, b]` a list."""
+    value = scalar(text)
+    if not isinstance(value, str) or not text:
+        return value
     try:
-        return load_structured(text, "override.yaml") if text else text
+        return load_structured(text, "override.yaml")
     except ReadError:
         return text
 
