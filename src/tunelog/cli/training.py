@@ -187,7 +187,7 @@ def where_it_went(tracker, experiment: str, what: str) -> None:
     uri, name = redact_url(tracker.uri), tracker.experiment_alias(experiment)
     click.echo(f"results: experiment {name!r}, {what}, store {uri}")
     found = tracker.client.get_experiment_by_name(name)
-    # MLflow 3.17's UI opens an experiment in its GenAI view unless the URL asks for the model-training one
+    # MLflow 3.18's UI opens an experiment in its GenAI view unless the URL asks for the model-training one
     page = f"#/experiments/{found.experiment_id}/runs?workflowType=machine_learning" if found else ""
     if browsable_with_mlflow_ui(tracker.uri):
         click.echo(f"look:    mlflow ui --backend-store-uri {uri}, then http://127.0.0.1:5000/{page}")
