@@ -312,3 +312,32 @@ def test_runs_written_in_one_transaction_equal_runs_written_by_the_client(store)
         assert history("a" * 32, key) == history(by_client, key)
     records = {r.run_id: r for r in tracker.all_runs("bulk")}
     assert str(records["a" * 32].metrics) == str(records[by_client].metrics)
+
+
+def test_kohyas_loss_epoch_is_a_metric_not_the_epoch_reached(tmp_path, store):
+    """kohya's TensorBoard log writes `loss/epoch` (the epoch's mean loss, at step = the epoch number) beside
+    `loss/current`: a completed run of max_train_epochs=14 is ok, never `incomplete, log ends at epoch 0.07`."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    from tunelog.importer import import_tree
+
+    folder = tmp_path / "sdxl" / "run_a"
+    folder.mkdir(parents=True)
+    (folder / "config.toml").write_text(
+        'pretrained_model_name_or_path = "sdxl.safetensors"\nnetwork_dim = 32\nmax_train_epochs = 14\n'
+        'unet_lr = 0.0001\noutput_name = "run_a"\n'
+    )
+    writer = SummaryWriter(log_dir=str(folder / "logs" / "run_a_20250101" / "network_train"))
+    means = {}
+    for epoch in range(1, 15):
+        for step in range((epoch - 1) * 10 + 1, epoch * 10 + 1):
+            writer.add_scalar("loss/current", 0.1 - 0.002 * epoch, step)
+        means[epoch] = 0.1 - 0.002 * epoch
+        writer.add_scalar("loss/epoch", means[epoch], epoch)
+    writer.close()
+    report = import_tree(tmp_path / "sdxl", Tracker(), "kohya-epoch")
+    assert report.imported == ["run_a"], report.warnings
+    (run,) = Tracker().all_runs("kohya-epoch")
+    assert run.tags["tunelog.outcome"] == "ok", run.tags.get("tunelog.reason")
+    history = MlflowClient().get_metric_history(run.run_id, "loss/epoch")
+    assert {m.step: round(m.value, 6) for m in history} == {k: round(v, 6) for k, v in means.items()}

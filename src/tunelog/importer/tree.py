@@ -174,7 +174,7 @@ def _outcome(r: Reading) -> tuple[str, str]:
         return r.outcome
     hint = None if r.trainer_finished and r.outcome and r.outcome[0] == Outcome.FAILED else r.outcome
     loss = next(((k, v) for k, v, _, _ in r.series if "loss" in k and not math.isfinite(v)), None)
-    epochs = [v for k, v, _, _ in r.series if k.rsplit("/", 1)[-1] == "epoch"]
+    epochs = [v for k, v, _, _ in r.series if is_epoch_counter(k)]
     evidence = Evidence(
         nonfinite=f"non-finite {loss[0]} ({loss[1]})" if loss else None,
         record=hint,
@@ -185,6 +185,13 @@ def _outcome(r: Reading) -> tuple[str, str]:
         epoch_base=r.epoch_base,
     )
     return judge(evidence)
+
+
+def is_epoch_counter(key: str) -> bool:
+    """`epoch`, `train/epoch`: the epoch a run reached. `loss/epoch` (kohya: the epoch's mean loss, logged at
+    step = the epoch number) is a metric named like a counter, never progress."""
+    *prefix, leaf = key.split("/")
+    return leaf == "epoch" and not any(Direction.names_a_result(p) or p.startswith("lr") for p in prefix)
 
 
 def _based_on(legacy: Legacy, runs: dict[tuple[str, str], str]) -> Optional[str]:
