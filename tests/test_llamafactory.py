@@ -241,3 +241,22 @@ def test_lint_plans_without_what_the_config_holds_out(tmp_path):
     report = lint_spec(spec)
     assert report.plan["n_samples"] == rows - round(rows * share)
     assert any(f.rule == "held-out" for f in report.findings)
+
+
+REAL_LF = REPO.parent / "shared" / "real-runs" / "other" / "xueh88401-web__qwen2.5-7b-medical-finetune"
+
+
+@pytest.mark.skipif(not REAL_LF.is_dir(), reason=f"no real LLaMA-Factory folder at {REAL_LF}")
+def test_a_real_llamafactory_folder_without_trainer_state_reads_its_log_and_its_yaml(tmp_path, store):
+    """A real run folder (../shared/real-runs/other): `trainer_log.jsonl` at `current_steps`, its YAML (named as
+    the user named it) as params under tunelog's names, read in place."""
+    config = next(yaml.safe_load(p.read_text()) for p in REAL_LF.glob("*.yaml"))
+    log = [json.loads(line) for line in (REAL_LF / "trainer_log.jsonl").read_text().splitlines() if line.strip()]
+    report = import_tree(REAL_LF, Tracker(), "lf-real")
+    assert len(report.imported) == 1, report.warnings
+    (run,) = Tracker().all_runs("lf-real")
+    assert run.params["lora.r"] == str(config["lora_rank"]) and run.params["lf.stage"] == config["stage"]
+    assert float(run.params["train.learning_rate"]) == float(config["learning_rate"])
+    history = {m.step: m.value for m in MlflowClient().get_metric_history(run.run_id, "train/loss")}
+    assert history == {e["current_steps"]: e["loss"] for e in log if "loss" in e}
+    assert "lf.output_dir" in run.tags["tunelog.identity_keys"]

@@ -84,16 +84,36 @@ class LlamaFactoryReader:
 
     def read(self, folder: Folder) -> Reading:
         reading = Reading()
-        config = folder.top(*CONFIGS)
+        config = self._config(folder)
         if config:
-            data = folder.data(config)
-            if isinstance(data, dict):
-                reading.params, reading.identity = config_params(data)
-                reading.files.append(folder.files[config])
+            reading.params, reading.identity = config_params(config[1])
+            reading.files.append(folder.files[config[0]])
         if folder.top(LOG):
             read_log(folder.text(LOG), reading)
             reading.files.append(folder.files[LOG])
         return reading
+
+    @staticmethod
+    def _config(folder: Folder) -> Optional[tuple[str, dict]]:
+        """The run's LLaMA-Factory YAML: `training_args.yaml` where the web UI saved one, else, beside a
+        `trainer_log.jsonl`, a YAML of the folder that reads as a LLaMA-Factory config (the one the user passed
+        to `llamafactory-cli train`, under any name: `stage` and `finetuning_type`, or a model and a template)."""
+        named = folder.top(*CONFIGS)
+        candidates = (
+            [named] if named else sorted(r for r in folder.glob("*.y*ml") if "/" not in r) if folder.top(LOG) else []
+        )
+        for name in candidates:
+            try:
+                data = folder.data(name)
+            except ReadError:
+                continue
+            if isinstance(data, dict) and (
+                name == named
+                or {"stage", "finetuning_type"} <= set(data)
+                or {"model_name_or_path", "template"} <= set(data)
+            ):
+                return name, data
+        return None
 
 
 def read_log(text: str, reading: Reading) -> None:
