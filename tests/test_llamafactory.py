@@ -260,3 +260,34 @@ def test_a_real_llamafactory_folder_without_trainer_state_reads_its_log_and_its_
     history = {m.step: m.value for m in MlflowClient().get_metric_history(run.run_id, "train/loss")}
     assert history == {e["current_steps"]: e["loss"] for e in log if "loss" in e}
     assert "lf.output_dir" in run.tags["tunelog.identity_keys"]
+
+
+REAL_UI = REPO.parent / "shared" / "real-runs" / "other" / "LzZzZx328__finetune_LLM"
+
+
+@pytest.mark.skipif(not REAL_UI.is_dir(), reason=f"no real LLaMA-Factory web-UI folder at {REAL_UI}")
+def test_a_real_llamafactory_ui_log_reads_at_the_trainers_steps(tmp_path, store):
+    """`running_log.txt` (the web UI's console: log dicts after the logger's prefix, transformers 4's start-up)
+    and its saved `SECTION.NAME` YAML: the loss at epoch x (Total optimization steps / Num Epochs), the LR and
+    rank as params; the logger's own numbers are no metrics."""
+    import re
+
+    text = (REAL_UI / "running_log.txt").read_text()
+    total = int(re.search(r"Total optimization steps = ([\d,]+)", text).group(1).replace(",", ""))
+    epochs = int(re.search(r"Num Epochs = ([\d,]+)", text).group(1).replace(",", ""))
+    dicts = [m.group(1) for m in re.finditer(r">> (\{'loss'.*\})", text)]
+    expected = {}
+    for d in dicts:  # read here with the standard library's literal reader, as data
+        import ast
+
+        entry = ast.literal_eval(d)
+        expected.setdefault(max(1, round(entry["epoch"] * total / epochs)), entry["loss"])
+    config = yaml.safe_load(next(REAL_UI.glob("*.yaml")).read_text())
+    report = import_tree(REAL_UI, Tracker(), "lf-ui")
+    assert len(report.imported) == 1, report.warnings + [w for _, w in report.not_runs]
+    (run,) = Tracker().all_runs("lf-ui")
+    history = {m.step: m.value for m in MlflowClient().get_metric_history(run.run_id, "train/loss")}
+    assert history == expected
+    assert run.params["train.learning_rate"] == str(config["train.learning_rate"])
+    assert run.params["lora.r"] == str(config["train.lora_rank"])
+    assert not any(k.endswith(".py") for k in run.metrics)

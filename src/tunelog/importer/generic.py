@@ -15,6 +15,8 @@ import re
 import shlex
 from typing import Any
 
+from ..integrations.hf_names import metric_name
+from ..logs.console import trainer_series
 from ..logs.judge import judge_log
 from ..logs.parse import LogParser
 from ..records.base import NONE, RUN, WEAK, Folder, ReadError, Reading, flat
@@ -33,7 +35,7 @@ CONFIG_FILES = (
     "args",
 )
 RECORD_LOGS = ("trainer_state.json", "trainer_log.jsonl")  # a trainer's record, read before this reader runs
-LOG_FILES = ("train.log", "training.log", "log.txt", "output.log")
+LOG_FILES = ("train.log", "training.log", "log.txt", "output.log", "running_log.txt")  # the last: LLaMA-Factory's UI
 NOTE_FILES = ("notes.md", "NOTES.md", "notes.txt", "NOTES.txt", "README.md")
 LINEAGE_KEYS = ("resume", "init_from", "based_on", "from_checkpoint", "load_from", "pretrained_from", "resume_from")
 # keys that name the run or where it wrote, never what it did: recorded, not compared
@@ -55,6 +57,7 @@ _METRIC_NAME = re.compile(
     r"(?i)loss|acc|wer|cer|per\b|per_|bleu|rouge|f1|score|ppl|perplexity|auc|mse|mae|rmse|fid|clip|psnr|ssim|lr\b|learning_rate"
 )
 _RESULT_NAME = re.compile(r"^(?:final|best|test|result)")
+_TRAINER_CONSOLE = re.compile(r"Total optimization steps|Num update steps per epoch")  # a Trainer's own start-up
 
 
 class GenericReader:
@@ -112,6 +115,14 @@ class GenericReader:
             return reading
         if not log.metric_lines:
             reading.problem = f"log {log_name}: no metric lines in {log.lines} lines"
+            return reading
+        trainer = trainer_series(text.splitlines(), self.parser) if _TRAINER_CONSOLE.search(text) else None
+        if trainer:  # a saved Trainer console: its log dicts at the Trainer's steps, under tunelog's names
+            reading.series = [(metric_name(k), v, step, ms) for k, v, step, ms in trainer]
+            reading.first_ms, reading.last_ms = log.first_ms, log.last_ms
+            reading.max_step = max(step for _, _, step, _ in trainer)
+            outcome = judge_log(text, log, reading.params)
+            reading.outcome = outcome if outcome[0] is not Outcome.OK else None
             return reading
         kept = {k for k, n in log.counts.items() if n > 1 or k in log.stepped or _metric_like(k)}
         reading.series = [p for p in log.series if p[0] in kept]

@@ -23,6 +23,8 @@ _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Za-z0-9]")
 LOGGER_LINE = re.compile(r"\[(?:INFO|WARNING|WARN|ERROR|DEBUG|CRITICAL)\|")
 _PER_EPOCH = re.compile(r"Num update steps per epoch\s*=\s*([\d,]+)")
 _TOTAL = re.compile(r"Total optimization steps\s*=\s*([\d,]+)")
+_EPOCHS = re.compile(r"Num Epochs\s*=\s*([\d,]+)")
+LOGGED_DICT = ">> {"  # a logger line that carries a log dict after its prefix
 _COUNTER = re.compile(r"(?:^|[\s|])(\d+)/(\d+)\s*\[")
 
 
@@ -38,6 +40,7 @@ class Console:
         self.per_epoch: Optional[int] = None  # the Trainer's "Num update steps per epoch"
         self.total: Optional[int] = None  # its "Total optimization steps": the bar that counts steps
         self.counter: Optional[int] = None  # the training bar's last N
+        self.epochs: Optional[int] = None  # its "Num Epochs"
         self.in_dump = False  # inside a dump a logger line opened (`Model config LlamaConfig {` ... `}`)
 
     def observe(self, line: str) -> bool:
@@ -46,6 +49,8 @@ class Console:
         if self.in_dump:
             self.in_dump = line.rstrip() != "}"
             return True
+        if "Num Epochs" in line and (found := _EPOCHS.search(line)):
+            self.epochs = int(found.group(1).replace(",", "")) or None
         if "steps" in line:
             if found := _PER_EPOCH.search(line):
                 self.per_epoch = int(found.group(1).replace(",", "")) or None
@@ -56,6 +61,8 @@ class Console:
                 if self.total is None or int(m) == self.total:  # an eval bar (0/3) is not the step
                     self.counter = int(n)
         if LOGGER_LINE.search(line):
+            if LOGGED_DICT in line:  # LLaMA-Factory's web UI log: `[INFO|...] logging.py:157 >> {'loss': 2.28, ...}`
+                return False
             self.in_dump = line.rstrip().endswith("{")
             return True
         return False
@@ -65,6 +72,29 @@ class Console:
         if named is not None:
             return named
         epoch = metrics.get("epoch")
-        if epoch is not None and self.per_epoch and epoch == epoch:
-            return max(1, round(epoch * self.per_epoch))
+        per_epoch = self.per_epoch or self._per_epoch_from_totals()
+        if epoch is not None and per_epoch and epoch == epoch:
+            return max(1, round(epoch * per_epoch))
         return self.counter
+
+    def _per_epoch_from_totals(self) -> Optional[float]:
+        """transformers 4 prints no steps per epoch: "Total optimization steps" over "Num Epochs" where those
+        divide (a run by epochs; one cut by max_steps rounds its epoch count up, and is left alone)."""
+        if self.total and self.epochs and self.total % self.epochs == 0:
+            return self.total / self.epochs
+        return None
+
+
+def trainer_series(lines, parser) -> Optional[list[tuple[str, float, int, Optional[int]]]]:
+    """A saved Trainer console's log dicts at the Trainer's steps (epoch x steps per epoch), or None where the
+    console is no Trainer's (nothing gives its steps per epoch): `import` of a `running_log.txt`."""
+    console, out = Console(), []
+    for line in lines:
+        line = clean(line)
+        if console.observe(line) or "{" not in line:
+            continue
+        ms, named, metrics = parser.parse_line(line)
+        step = console.step_of(named, metrics)
+        if metrics and step is not None and "epoch" in metrics:
+            out += [(k, v, step, ms) for k, v in metrics.items()]
+    return out or None

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Optional
 
-from .console import LOGGER_LINE
+from .console import LOGGED_DICT, LOGGER_LINE
 
 NUMBER = r"[-+]?(?:\d++\.?+\d*+|\.\d++)(?:[eE][-+]?\d++)?+|[-+]?(?i:nan|inf(?:inity)?)"
 _KEY = r"[A-Za-z_][\w./\-]*+"
@@ -180,9 +180,13 @@ def _plan(shape: str) -> Plan:
             stamp, body = (*match.span(1), *match.span(2)), match.end()
     step_at: Optional[Span] = None
     pairs = []
-    if LOGGER_LINE.search(shape):  # `[INFO|trainer.py:2668] ... >>`: its numbers are line numbers and counts
-        return stamp, None, pairs, None
-    for m in _TOKENS.finditer(" " + shape):  # spans are one past the line's, for the blank in front
+    start = 0
+    if LOGGER_LINE.search(shape):  # `[INFO|trainer.py:2668] ... >>`: its numbers are line numbers and counts,
+        at = shape.find(LOGGED_DICT)  # unless a log dict follows the prefix (LLaMA-Factory's running_log.txt)
+        if at < 0:
+            return stamp, None, pairs, None
+        start = at + len(LOGGED_DICT)  # in " " + shape: the dict's opening brace, a token separator
+    for m in _TOKENS.finditer(" " + shape, start):  # spans are one past the line's, for the blank in front
         key = m.group(2)
         if key in _STEP_SPELLINGS or (key is None and m.group(1)):
             group = 4 if key else 1

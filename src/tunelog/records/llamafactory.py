@@ -21,6 +21,7 @@ from .base import NONE, RUN, Folder, ReadError, Reading, number
 
 LOG = "trainer_log.jsonl"
 CONFIGS = ("training_args.yaml", "llamafactory_config.yaml")
+UI_LOG = "running_log.txt"  # the web UI's console of the run (read by the generic reader: a Trainer console)
 _PROGRESS = {"current_steps", "total_steps", "percentage", "elapsed_time", "remaining_time"}
 NAMES = {
     "learning_rate": "train.learning_rate",
@@ -40,7 +41,10 @@ NAMES = {
     "lora_dropout": "lora.dropout",
     "lora_target": "lora.target_modules",
     "model_name_or_path": "model.name",
+    "batch_size": "train.batch_size",  # the web UI's saved YAML (`train.batch_size` under its `train.` section)
+    "model_name": "model.name",
 }
+UI_SECTIONS = ("top.", "train.", "eval.", "infer.", "export.")  # the web UI saves its fields as `SECTION.NAME`
 IDENTITY = {
     "output_dir",
     "logging_dir",
@@ -66,6 +70,7 @@ def config_params(config: dict[str, Any]) -> tuple[dict[str, Any], set[str]]:
     for key, value in config.items():
         if isinstance(value, (dict, list)):
             value = json.dumps(value, sort_keys=True)
+        key = next((key[len(p) :] for p in UI_SECTIONS if key.startswith(p)), key)
         name = NAMES.get(key, f"lf.{key}")
         params[name] = value
         if key in IDENTITY:
@@ -77,7 +82,7 @@ class LlamaFactoryReader:
     name = "llamafactory"
 
     def detect(self, folder: Folder) -> bool:
-        return bool(folder.top(LOG, *CONFIGS))
+        return bool(folder.top(LOG, UI_LOG, *CONFIGS))
 
     def signature(self, folder: Folder) -> int:
         return RUN if folder.top(LOG) else NONE
@@ -99,8 +104,9 @@ class LlamaFactoryReader:
         `trainer_log.jsonl`, a YAML of the folder that reads as a LLaMA-Factory config (the one the user passed
         to `llamafactory-cli train`, under any name: `stage` and `finetuning_type`, or a model and a template)."""
         named = folder.top(*CONFIGS)
+        beside_a_log = folder.top(LOG, UI_LOG)
         candidates = (
-            [named] if named else sorted(r for r in folder.glob("*.y*ml") if "/" not in r) if folder.top(LOG) else []
+            [named] if named else sorted(r for r in folder.glob("*.y*ml") if "/" not in r) if beside_a_log else []
         )
         for name in candidates:
             try:
@@ -111,6 +117,7 @@ class LlamaFactoryReader:
                 name == named
                 or {"stage", "finetuning_type"} <= set(data)
                 or {"model_name_or_path", "template"} <= set(data)
+                or "top.finetuning_type" in data
             ):
                 return name, data
         return None
