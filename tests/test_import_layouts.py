@@ -5,6 +5,7 @@ trap is asserted on the data, the Markdown and `changelog --format json`."""
 import json
 import pickle
 import shutil
+from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
@@ -341,3 +342,29 @@ def test_kohyas_loss_epoch_is_a_metric_not_the_epoch_reached(tmp_path, store):
     assert run.tags["tunelog.outcome"] == "ok", run.tags.get("tunelog.reason")
     history = MlflowClient().get_metric_history(run.run_id, "loss/epoch")
     assert {m.step: round(m.value, 6) for m in history} == {k: round(v, 6) for k, v in means.items()}
+
+
+TRL_CSV = Path(__file__).resolve().parent.parent.parent / "shared/real-runs/other/AimeeAyat__ATML-PA5"
+
+
+@pytest.mark.skipif(not TRL_CSV.is_dir(), reason=f"no real TRL DPO/PPO folders at {TRL_CSV}")
+def test_trl_dpo_and_ppo_runs_with_a_training_metrics_csv_are_runs(tmp_path, store):
+    """Real TRL DPO and PPO LoRA folders (`training_metrics.csv` beside the adapter), read in place: each a run,
+    every finite cell a point at its `step`, the adapter's rank as a param; PPO's on-and-off NaN statistics are
+    no divergence."""
+    import csv
+    import math
+
+    report = import_tree(TRL_CSV, t.Tracker(), "trl-csv")
+    assert len(report.imported) == 2, report.warnings + [w for _, w in report.not_runs]
+    client = MlflowClient()
+    for run in t.Tracker().all_runs("trl-csv"):
+        folder = TRL_CSV / run.name  # its path under the imported root
+        rows = list(csv.DictReader((folder / "training_metrics.csv").open()))
+        expected = {int(r["step"]): float(r["train/loss"]) for r in rows if r.get("train/loss") not in (None, "")}
+        expected = {k: v for k, v in expected.items() if math.isfinite(v)}
+        if expected:
+            history = {m.step: m.value for m in client.get_metric_history(run.run_id, "train/loss")}
+            assert history == expected, run.name
+        config = json.loads((folder / "adapter_config.json").read_text())
+        assert run.params["lora.r"] == str(config["r"]) and run.tags["tunelog.outcome"] == "ok", run.tags

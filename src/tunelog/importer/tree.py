@@ -35,6 +35,7 @@ from .generic import GenericReader
 from .kohya import KohyaReader
 from .lightning import LightningReader
 from .tensorboard import TensorBoardReader
+from .trl_csv import TrlCsvReader
 
 METRIC_CANDIDATES = (
     "eval/loss",
@@ -78,6 +79,7 @@ def readers(patterns: tuple[str, ...] = (), metrics_files: tuple[str, ...] = ())
         EvalFilesReader(metrics_files),
         *record_readers(),
         LightningReader(),
+        TrlCsvReader(),
         KohyaReader(),
         TensorBoardReader(),
         GenericReader(LogParser(patterns)),
