@@ -105,7 +105,7 @@ def promote(
             champion is not None and champion.version == existing.version,
             champion.version if champion else None,
         )
-    if not tracker.get_run(run.run_id).tags.get(t.TAG_MODEL_ID):
+    if not run.tags.get(t.TAG_MODEL_ID):  # a run with files only: its MLflow model made here
         _as_mlflow_model(tracker, run)
     tags = {
         "metric": metric,

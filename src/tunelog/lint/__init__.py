@@ -102,7 +102,7 @@ def _held_out(spec: Spec) -> float:
 
     if spec.trainer.type != "command":
         return 0.0
-    _, config = config_on_command_line(spec, list(spec.trainer.argv), script_cwd(spec))
+    _, config = config_on_command_line(list(spec.trainer.argv), script_cwd(spec))
     value = config.get("val_size", 0) if config else 0
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 else 0.0
 

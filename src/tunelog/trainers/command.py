@@ -44,15 +44,10 @@ RECORD_LOGS = ("trainer_log.jsonl", "trainer_state.json")  # read by records, wi
 OUTPUT_TAIL = "output_tail.log"  # the last lines the script printed, kept with every command-trainer run
 
 
-def _norm(key: str) -> str:
-    """`eval/loss`, `eval_loss` and `eval.loss` are one name to the pruner (the one normaliser)."""
-    return metric_key(key)
-
-
 def pruner_keys(spec: Spec) -> set[str]:
     """What the sweep's pruner judges: the spec's headline (`tracking.metric`) and what
     `trainer.eval_metrics` names, never any other `eval_*` number (accuracy, sample counts, runtime)."""
-    return {_norm(spec.tracking.metric), *(_norm(k) for k in spec.trainer.eval_metrics)}
+    return {metric_key(spec.tracking.metric), *(metric_key(k) for k in spec.trainer.eval_metrics)}
 
 
 def as_argument(value: Any) -> str:
@@ -143,12 +138,13 @@ class CommandTrainer:
                 run.log_metrics(named, step=step)
             if on_eval is None or not training:
                 return False
-            value = next((v for k, v in metrics.items() if _norm(k) in judged and math.isfinite(v)), None)
+            value = next((v for k, v in metrics.items() if metric_key(k) in judged and math.isfinite(v)), None)
             return value is not None and bool(on_eval(step or 0, value))
 
         ran: Optional[Ran] = None
         record = Reading()
-        cwd = script_cwd(spec)
+        # a LLaMA-Factory YAML the command line names, with its overrides: read once, for params, identity, artifact
+        config_file, config = outputs.config_on_command_line(argv, script_cwd(spec))
         try:
             ran = run_command(spec, argv, output_dir, log, run=run)
         finally:  # the spec's values where the script's callback did not record what the Trainer used
@@ -156,14 +152,14 @@ class CommandTrainer:
             decided = {k: v for k, v in spec.flat_params().items() if k.startswith(SCRIPT_DECIDES)}
             # the script's callback, when it attached, logged what it used first (unknown after a crash)
             run.log_new_params(
-                outputs.what_ran(spec, argv, cwd, record, decided),
+                outputs.what_ran(spec, config, record, decided),
                 others_wrote=ran is None or ran.attached,
                 later=ran is not None,
             )
         final = {_as_headline(k, headline): v for k, v in {**ran.final, **_metrics_file(spec, output_dir, run)}.items()}
         if record.series or record.final:
             final.update(_replace_with_record(run, record, console_keys, headline))
-        identity = outputs.identity_of(spec, argv, cwd, record)
+        identity = outputs.identity_of(config, record)
         if identity:
             run.later(tags={t.TAG_IDENTITY_KEYS: ",".join(sorted(identity))})
         run.log_text("".join(ran.tail), OUTPUT_TAIL)  # what the script said last, whatever its end
@@ -171,7 +167,6 @@ class CommandTrainer:
             self._artifacts(spec, output_dir, run)
         for file in outputs.record_files(output_dir):
             run.log_artifact(file, outputs.RECORD_ARTIFACT)
-        config_file, _ = outputs.config_on_command_line(spec, argv, cwd)
         if config_file is not None:
             run.log_artifact(config_file, outputs.RECORD_ARTIFACT)
         totals = {"train/seconds": ran.seconds, "perf/peak_mem_gb": ran.peak_gb}
@@ -226,7 +221,7 @@ class CommandTrainer:
 
 def _as_headline(key: str, headline: str) -> str:
     """A metric under the spec's headline spelling where it is the headline by another (`eval_loss`)."""
-    return headline if key != headline and _norm(key) == _norm(headline) else key
+    return headline if key != headline and metric_key(key) == metric_key(headline) else key
 
 
 def _read_record(output_dir: Path) -> Reading:

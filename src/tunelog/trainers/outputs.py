@@ -71,7 +71,7 @@ def record_files(output_dir: Path) -> list[Path]:
     return found
 
 
-def config_on_command_line(spec: Spec, argv: list[str], cwd: Path) -> tuple[Optional[Path], dict[str, Any]]:
+def config_on_command_line(argv: list[str], cwd: Path) -> tuple[Optional[Path], dict[str, Any]]:
     """A LLaMA-Factory run's YAML (the first `.yaml`/`.yml`/`.json` argument that is a file) with the
     `key=value` overrides after it applied, as LLaMA-Factory reads them; (None, {}) for any other command."""
     if not argv or not any(_LLAMAFACTORY.search(item) for item in argv[:3]):
@@ -105,11 +105,10 @@ def _scalar(text: str) -> Any:
         return text
 
 
-def what_ran(spec: Spec, argv: list[str], cwd: Path, record: Reading, decided: dict[str, Any]) -> dict[str, Any]:
+def what_ran(spec: Spec, config: dict[str, Any], record: Reading, decided: dict[str, Any]) -> dict[str, Any]:
     """The params of a run whose script decides its own settings: the record's, then the command line's
-    LLaMA-Factory config, then the spec's `decided` values. Where a record or config says anything, a spec
+    LLaMA-Factory `config`, then the spec's `decided` values. Where a record or config says anything, a spec
     value the argv never passed is left out: the script did not use it, and it would read as what ran."""
-    _, config = config_on_command_line(spec, argv, cwd)
     from_config = config_params(config)[0] if config else {}
     if not record.params and not from_config:
         return {**decided}
@@ -118,7 +117,6 @@ def what_ran(spec: Spec, argv: list[str], cwd: Path, record: Reading, decided: d
     return {**told, **from_config, **record.params}
 
 
-def identity_of(spec: Spec, argv: list[str], cwd: Path, record: Reading) -> set[str]:
-    """The params that name the run or where it wrote (recorded, never a change)."""
-    _, config = config_on_command_line(spec, argv, cwd)
+def identity_of(config: dict[str, Any], record: Reading) -> set[str]:
+    """The params that name the run or where it wrote (recorded, never a change): the record's and `config`'s."""
     return set(record.identity) | (config_params(config)[1] if config else set())
