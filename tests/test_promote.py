@@ -11,7 +11,7 @@ from mlflow import MlflowClient
 
 from conftest import DEMO, _await_server, _kill_group, demo_raw, free_port, subprocess_env, write_spec
 from tunelog.errors import TunelogError
-from tunelog.promote import promote
+from tunelog.promote import load_model, promote
 from tunelog.reproduce import reproduce
 from tunelog.spec import load_spec
 from tunelog.tracking import TAG_BASED_ON, Tracker, model_adapter
@@ -109,11 +109,10 @@ def test_the_champion_is_an_mlflow_model_pyfunc_loads_and_mlflow_models_serve_an
     and `mlflow models serve --env-manager local` answers /invocations on 127.0.0.1."""
     import json
     import time
-    import urllib.request
 
     import mlflow
 
-    run_id, result = short_run(tmp_path, "served", max_steps=6)
+    run_id, result = short_run(tmp_path, "served", max_steps=30)
     tracker = Tracker()
     promote(tracker, tracker.get_run(run_id), "served-lora")
     version = MlflowClient().get_model_version_by_alias("served-lora", "champion")
@@ -126,9 +125,13 @@ def test_the_champion_is_an_mlflow_model_pyfunc_loads_and_mlflow_models_serve_an
     assert dict((m.key, m.value) for m in logged.metrics)["eval/loss"] == result.metrics["eval/loss"]
     assert [v["name"] for v in json.loads(logged.tags["mlflow.modelVersions"])] == ["served-lora"]  # the Models tab
     assert "Final metrics" in version.description and "system/" not in version.description  # the machine's figures
+    from tunelog.util.answers import generate
+
+    ours = load_model("models:/served-lora@champion")
+    (expected,) = generate(ours.model, ours.tokenizer, ["Æ e heime"], ours.device, 6)  # what samples.md would say
     model = mlflow.pyfunc.load_model("models:/served-lora@champion")
     (text,) = model.predict(["Æ e heime"], params={"max_new_tokens": 6})
-    assert isinstance(text, str) and text.startswith("Æ e heime") and len(text) > len("Æ e heime")
+    assert text == expected and text and not text.startswith("Æ e heime")  # the answer, not the prompt echoed
     port = free_port()
     log = open(tmp_path / "serve.log", "w")  # noqa: SIM115 (closed below)
     cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/served-lora@champion"]
@@ -140,14 +143,26 @@ def test_the_champion_is_an_mlflow_model_pyfunc_loads_and_mlflow_models_serve_an
         url = f"http://127.0.0.1:{port}"
         up = _await_server(proc, url, port, time.monotonic() + 300)
         assert up, (tmp_path / "serve.log").read_text()[-2000:]
-        body = json.dumps({"inputs": ["Æ e heime"], "params": {"max_new_tokens": 4}}).encode()
-        request = urllib.request.Request(f"{url}/invocations", body, {"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=120) as answer:
-            (served,) = json.loads(answer.read())["predictions"]
-        assert isinstance(served, str) and served.startswith("Æ e heime")
+        (served,) = _ask(url, {"inputs": ["Æ e heime"], "params": {"max_new_tokens": 6}})["predictions"]
+        assert served == expected
+        chat = _ask(url, {"messages": [{"role": "user", "content": "Æ e heime"}], "max_new_tokens": 6})
+        assert chat["choices"][0]["message"] == {"role": "assistant", "content": expected}
     finally:
         _kill_group(proc)
         log.close()
+    assert "Loading weights" not in (tmp_path / "serve.log").read_text()  # no bar on every load
+
+
+def _ask(url: str, payload: dict) -> dict:
+    """POST a JSON payload to a served model's /invocations."""
+    import json
+    import urllib.request
+
+    request = urllib.request.Request(
+        f"{url}/invocations", json.dumps(payload).encode(), {"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=120) as answer:
+        return json.loads(answer.read())
 
 
 def test_a_plain_adapter_folder_still_promotes_and_loads(tmp_path, store, monkeypatch):
@@ -166,7 +181,6 @@ def test_a_plain_adapter_folder_still_promotes_and_loads(tmp_path, store, monkey
         .get_model_version_by_alias("plain-lora", "champion")
         .source.endswith(f"{run_id}/artifacts/adapter")
     )
-    from tunelog.promote import load_model
 
     loaded = load_model("models:/plain-lora@champion")
     assert type(loaded.model).__name__ == "PeftModelForCausalLM"
@@ -204,9 +218,7 @@ def test_reproduce_from_a_moved_checkout_gives_the_same_final_loss(tmp_path, sto
 def test_tunelog_serve_from_a_fresh_shell_finds_the_store_and_answers(tmp_path, monkeypatch):
     """The README's serve line in a new shell (no MLFLOW_TRACKING_URI): `tunelog serve NAME@champion` serves from
     the project's mlruns/mlflow.db and leaves no stray store in the folder; an unknown name is one line."""
-    import json
     import time
-    import urllib.request
 
     store_uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", store_uri)
@@ -227,11 +239,8 @@ def test_tunelog_serve_from_a_fresh_shell_finds_the_store_and_answers(tmp_path, 
     try:
         url = f"http://127.0.0.1:{port}"
         assert _await_server(proc, url, port, time.monotonic() + 300), (tmp_path / "serve.log").read_text()[-2000:]
-        body = json.dumps({"inputs": ["Æ e heime"], "params": {"max_new_tokens": 3}}).encode()
-        request = urllib.request.Request(f"{url}/invocations", body, {"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=120) as answer:
-            (served,) = json.loads(answer.read())["predictions"]
-        assert served.startswith("Æ e heime")
+        (served,) = _ask(url, {"inputs": ["Æ e heime"], "params": {"max_new_tokens": 3}})["predictions"]
+        assert isinstance(served, str)  # an answer (4 steps of training may say nothing but spaces)
     finally:
         _kill_group(proc)
         log.close()

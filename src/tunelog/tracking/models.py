@@ -1,12 +1,14 @@
 """Trained adapters as MLflow models, and the data a run read as MLflow datasets.
 
-- A trained adapter is logged through MLflow's transformers flavor as a LoggedModel of its run: the peft
-  adapter and the tokenizer only, with the base as a reference (`base_model_path`: a local folder, or a
-  hub id), a signature with generation params, linked to the metrics logged at its final step. So
-  `mlflow.pyfunc.load_model("models:/NAME@champion")` and `mlflow models serve` work on what `promote`
-  registered, and the experiment's Models tab lists every trained adapter. The run's tag
-  `tunelog.model_id` names it; tunelog's own readers fetch the adapter from it (`model_adapter`), so
-  each adapter is stored once. Runs without one (older runs, command trainers) keep `adapter/`.
+- A trained adapter is logged as a LoggedModel of its run: a pyfunc model whose code is `served.py`,
+  holding the peft adapter and the tokenizer only (`adapter` artifact), the base as a reference (a local
+  folder or a hub id, with the dtype it trained in), params `max_new_tokens` and `temperature`, linked to
+  the metrics logged at its final step. So `mlflow.pyfunc.load_model("models:/NAME@champion")` and
+  `mlflow models serve` answer what `promote` registered as the run's `samples.md` says (the chat
+  template, greedy, no echoed prompt), and the experiment's Models tab lists every trained adapter. The
+  run's tag `tunelog.model_id` names it; tunelog's own readers fetch the adapter from it
+  (`model_adapter`), so each adapter is stored once. Runs without one (older runs, merged stages) keep
+  `adapter/`.
 - Datasets: the train and eval files as run inputs (context `train` / `eval`), the eval file's digest
   being the run's eval key, so the UI's Datasets column shows what the changelog means by
   "not comparable".
@@ -17,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,18 +28,18 @@ from typing import Any, Optional
 from .contract import TAG_MODEL_ID
 
 MODEL_NAME = "model"  # the LoggedModel's name within its run
+ADAPTER = "adapter"  # its artifact holding the peft files and the tokenizer
 
 
 def signature():
-    """Text in, text out; `max_new_tokens` and `temperature` as params a caller may pass to predict."""
+    """Any question or chat in (see `served`); `max_new_tokens` and `temperature` (0: greedy) as params."""
     from mlflow.models import ModelSignature
-    from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
+    from mlflow.types.schema import ParamSchema, ParamSpec
 
-    return ModelSignature(
-        inputs=Schema([ColSpec("string")]),
-        outputs=Schema([ColSpec("string")]),
-        params=ParamSchema([ParamSpec("max_new_tokens", "long", 64), ParamSpec("temperature", "double", 1.0)]),
-    )
+    from ..util.answers import ANSWER_TOKENS
+
+    params = [ParamSpec("max_new_tokens", "long", ANSWER_TOKENS), ParamSpec("temperature", "double", 0.0)]
+    return ModelSignature(inputs=None, params=ParamSchema(params))
 
 
 def _requirements() -> list[str]:
@@ -55,28 +58,54 @@ def _requirements() -> list[str]:
 
 def log_adapter_model(client: Any, run_id: str, model: Any, tokenizer: Any, base: str, step: int) -> str:
     """The peft `model` (adapter only; `base` its base model's folder or hub id) as a LoggedModel of the run,
-    its metrics at `step` linked; returns the model id, also tagged on the run."""
+    its metrics at `step` linked; returns the model id, also tagged on the run. The model is `served.py`
+    (models from code) with the adapter and tokenizer as its `adapter` artifact, so it answers as
+    `samples.md` did."""
+    import tempfile
+
     import mlflow
 
+    from ..util.answers import ANSWER_TOKENS
+
     run = client.get_run(run_id)
-    # made here in the run's own experiment (the flavor would make it in the fluent API's current one)
+    # made here in the run's own experiment (the fluent API would make it in its current one)
     logged = client.create_logged_model(
         experiment_id=run.info.experiment_id, name=MODEL_NAME, source_run_id=run_id, model_type="peft-adapter"
     )
-    with fluent_uri(client.tracking_uri):  # the flavor writes through the fluent client
-        info = mlflow.transformers.log_model(
-            transformers_model={"model": model, "tokenizer": tokenizer},
+    config = {"base": base, "dtype": _dtype_name(model), "max_new_tokens": ANSWER_TOKENS}
+    with tempfile.TemporaryDirectory() as tmp, fluent_uri(client.tracking_uri), warnings.catch_warnings():
+        # MLflow asks for an input example, which it would check by loading the base model at log time
+        warnings.filterwarnings("ignore", message=".*input example was not provided", category=UserWarning)
+        adapter = Path(tmp) / ADAPTER
+        model.save_pretrained(adapter)
+        tokenizer.save_pretrained(adapter)
+        info = mlflow.models.Model.log(
+            artifact_path=None,
             name=MODEL_NAME,
-            task="text-generation",
-            base_model_path=base,
-            step=step,
+            flavor=mlflow.pyfunc,
+            python_model=str(Path(__file__).with_name("served.py")),
+            artifacts={ADAPTER: str(adapter)},
+            model_config=config,
             signature=signature(),
             pip_requirements=_requirements(),
             run_id=run_id,
             model_id=logged.model_id,
+            step=step,
         )
     client.set_tag(run_id, TAG_MODEL_ID, info.model_id)
     return info.model_id
+
+
+def _dtype_name(model: Any) -> str:
+    """The dtype the base computes in (a 4-bit base's compute dtype): what the served model loads it as."""
+    import torch
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    quantization = getattr(getattr(base, "config", None), "quantization_config", None)
+    compute = getattr(quantization, "bnb_4bit_compute_dtype", None) if quantization is not None else None
+    dtype = compute or getattr(base, "dtype", torch.float32)
+    dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+    return str(dtype if dtype.is_floating_point else torch.float32).removeprefix("torch.")
 
 
 @contextmanager
@@ -99,7 +128,9 @@ def fluent_uri(uri: str) -> Iterator[None]:
 
 
 def model_adapter(model_id: str, dst: Path, tracking_uri: str) -> Path:
-    """A LoggedModel's adapter as the folder tunelog's readers know (peft files and the tokenizer together)."""
+    """A LoggedModel's adapter as the folder tunelog's readers know (peft files and the tokenizer together):
+    the `adapter` artifact of tunelog's model, or, in models logged before it, the transformers flavor's
+    `peft/` folder with its tokenizer component copied in."""
     import mlflow
 
     with fluent_uri(tracking_uri):  # MLflow's models:/ repository looks the model up through the fluent URI
@@ -108,6 +139,8 @@ def model_adapter(model_id: str, dst: Path, tracking_uri: str) -> Path:
                 artifact_uri=f"models:/{model_id}", dst_path=str(dst), tracking_uri=tracking_uri
             )
         )
+    if (local / "artifacts" / ADAPTER).is_dir():
+        return local / "artifacts" / ADAPTER
     adapter = local / "peft"
     for file in (local / "components" / "tokenizer").glob("*"):
         shutil.copy2(file, adapter / file.name)

@@ -21,13 +21,13 @@ from ..spec import Spec
 from ..spec.plan import make_plan
 from ..spec.schedules import Schedule
 from ..tracking import PLOTS_ARTIFACT, RunLogger
-from ..training import generation as answers
 from ..training import memory, plots
 from ..training.adapters import adapter_resolver
 from ..training.data import TokenizedData, read_texts, tokenize
 from ..training.model import LoadedModel, base_reference, load_for_training
 from ..training.progress import Progress
 from ..training.step import TrainingStep
+from ..util import answers
 from ..vocabulary import Outcome
 from . import EvalHook, Result
 
@@ -125,6 +125,7 @@ class _Loop:
         self.history = History()
         self.extra_eval: dict[str, TokenizedData] = {}
         self.extra_results: dict[str, float] = {}
+        self.bar: Progress | None = None  # the run's progress, once it runs
 
     def run(self) -> Result:
         t = self.spec.train
@@ -134,8 +135,10 @@ class _Loop:
         first_loss: float | None = None
         outcome, reason = Outcome.OK, ""
         prompts = self.spec.data.sample_prompts
+        self.bar = bar = Progress(self.schedule.total_steps)
+        if prompts:
+            bar.note(f"answering {len(prompts)} sample prompts before training")
         before = answers.generate(self.model, self.loaded.tokenizer, prompts, self.device) if prompts else []
-        bar = Progress(self.schedule.total_steps)
         for step in range(1, self.schedule.total_steps + 1):
             loss, grad_norm, samples, tokens, seconds = self._optimizer_step(step, batches)
             first_loss = loss if first_loss is None else first_loss
@@ -154,15 +157,16 @@ class _Loop:
                 if self._eval(step):
                     outcome, reason = Outcome.PRUNED, f"stopped at step {step} by the sweep's pruner"
                     break
-        bar.close()
         if outcome == Outcome.OK and self.eval_data is not None:
             self._eval(step)
         if outcome == Outcome.OK:
             self._eval_extra(step)
         if outcome == Outcome.OK and prompts:
+            bar.note(f"answering {len(prompts)} sample prompts after training")
             with self.ema.applied() if self.ema else contextlib.nullcontext():  # the weights the adapter keeps
                 after = answers.generate(self.model, self.loaded.tokenizer, prompts, self.device)
             self.run_log.log_text(answers.markdown(prompts, before, after, step), answers.ARTIFACT)
+        bar.close()
         return self._finish(outcome, reason, step)
 
     def _optimizer_step(self, step: int, batches: Iterator[list[int]]) -> tuple[float, float, int, int, float]:
@@ -207,6 +211,8 @@ class _Loop:
     def _eval(self, step: int) -> bool:
         """Evaluate and log; True when the eval hook asks to stop."""
         assert self.eval_data is not None
+        if self.bar is not None:
+            self.bar.note(f"evaluating at step {step} on {len(self.eval_data)} held-out samples")
         with self.ema.applied() if self.ema else contextlib.nullcontext():
             loss = evaluate(self.model, self.eval_data, self.spec.train.batch_size, self.device, self.autocast)
         self.history.eval_steps.append(step)

@@ -17,7 +17,7 @@ import torch
 
 from ..errors import MachineError, SpecError
 from ..spec import Spec, flatten, is_uri
-from ..util.quiet import import_peft
+from ..util.quiet import import_peft, no_loading_bars
 from .model_source import cache_dir, pretrained_path
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -151,6 +151,7 @@ def load_base_model(spec: Spec, tokenizer, device: torch.device) -> torch.nn.Mod
     if quant is not None:
         kwargs["quantization_config"] = quant
         kwargs["device_map"] = {"": device.index or 0}
+    no_loading_bars()
     model = AutoModelForCausalLM.from_pretrained(pretrained_path(spec), **kwargs)
     return model if quant is not None else model.to(device)
 

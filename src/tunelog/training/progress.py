@@ -36,5 +36,14 @@ class Progress:
         said = f", loss {loss:.4g}" if loss is not None else ""
         print(f"  {self.desc}: step {step}/{self.total}{said}, {left:.0f} s left", file=sys.stderr, flush=True)
 
+    def note(self, text: str) -> None:
+        """A line for a stretch that is not an optimizer step (an evaluation, the samples), said as it
+        starts, so the console is not silent through it."""
+        if not self.bar.disable:
+            self.bar.set_description_str(f"{self.desc} ({text})")
+            return
+        self.shown = time.monotonic()
+        print(f"  {self.desc}: {text}", file=sys.stderr, flush=True)
+
     def close(self) -> None:
         self.bar.close()

@@ -48,3 +48,11 @@ def import_peft(needs_bitsandbytes: bool) -> None:
     finally:
         if "bitsandbytes" in sys.modules and sys.modules["bitsandbytes"] is None:
             del sys.modules["bitsandbytes"]
+
+
+def no_loading_bars() -> None:
+    """transformers 5 draws a "Loading weights" bar on every `from_pretrained`, on stderr, into every run's
+    console and every served model's log; tunelog's own progress line says what the process is doing."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
