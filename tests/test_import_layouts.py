@@ -368,3 +368,35 @@ def test_trl_dpo_and_ppo_runs_with_a_training_metrics_csv_are_runs(tmp_path, sto
             assert history == expected, run.name
         config = json.loads((folder / "adapter_config.json").read_text())
         assert run.params["lora.r"] == str(config["r"]) and run.tags["tunelog.outcome"] == "ok", run.tags
+
+
+def _trainer_state(folder: Path, losses: list[float]) -> None:
+    """A Trainer's own record: a loss per step, at its max_steps."""
+    folder.mkdir(parents=True, exist_ok=True)
+    history = [{"step": i + 1, "loss": v, "epoch": (i + 1) / len(losses)} for i, v in enumerate(losses)]
+    state = {"global_step": len(losses), "max_steps": len(losses), "num_train_epochs": 1, "log_history": history}
+    (folder / "trainer_state.json").write_text(json.dumps(state))
+
+
+def test_a_run_folder_inside_a_run_folder_is_a_run_of_its_own(tmp_path, store):
+    """A project whose root is a Trainer run and whose `language_model/` and `translation_model/` each hold
+    another: three runs, each with its own steps only; the outer run's TensorBoard `runs/` is no fourth."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    project = tmp_path / "tree" / "project"
+    _trainer_state(project, [3.0, 2.5, 2.0])
+    _trainer_state(project / "language_model", [5.0, 4.0, 3.5, 3.0])
+    _trainer_state(project / "translation_model", [7.0, 6.0])
+    with SummaryWriter(str(project / "runs" / "Dec07_host")) as writer:  # what the outer Trainer logged
+        for step in (1, 2, 3):
+            writer.add_scalar("train/loss", 3.0 - step / 2, step)
+    report = import_tree(tmp_path / "tree", Tracker(), "nested")
+    expected = ["project", "project/language_model", "project/translation_model"]
+    assert sorted(report.imported) == expected, (report.warnings, report.not_runs)
+    client = MlflowClient()
+    for run in Tracker().all_runs("nested"):
+        state = json.loads((tmp_path / "tree" / run.name / "trainer_state.json").read_text())
+        history = [(m.step, m.value) for m in client.get_metric_history(run.run_id, "train/loss")]
+        assert history == [(h["step"], h["loss"]) for h in state["log_history"]], run.name
+        assert run.tags[t.TAG_OUTCOME] == "ok", run.tags.get(t.TAG_REASON)
+    assert not import_tree(tmp_path / "tree", Tracker(), "nested").imported

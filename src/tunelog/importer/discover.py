@@ -23,7 +23,12 @@ from pathlib import Path
 from ..records.base import CHECKPOINT, RUN, WEAK, Folder, Reader
 
 MAX_WALK_DEPTH = 12  # folder levels below ROOT looked into for runs
-_NOT_RUNS = {"__pycache__", "node_modules", "site-packages", "wandb"}  # never a run folder, never walked
+FILE_STORE = (
+    "an MLflow file store, runs MLflow wrote itself: `mlflow migrate-filestore --source {path} --target "
+    "sqlite:///imported.db` keeps them whole, then `tunelog changelog` with MLFLOW_TRACKING_URI=sqlite:///imported.db"
+)
+NESTED_SIGNS = ("hf-trainer", "llamafactory", "lightning", "trl-csv", "kohya")  # a run of its own inside another
+_NOT_RUNS = {"__pycache__", "node_modules", "site-packages"}  # never a run folder, never walked
 
 
 @dataclass(frozen=True)
@@ -32,6 +37,7 @@ class Found:
     name: str  # the path under ROOT (POSIX); ROOT's own name when ROOT is the run
     project: str
     signs: tuple[str, ...]  # the readers whose signature made it a run
+    inner: tuple[Path, ...] = ()  # runs inside this run's folder (a project's sub-models): not its files
 
 
 @dataclass
@@ -45,7 +51,7 @@ def discover(root: Path, chain: list[Reader]) -> Discovery:
     root = Path(root)
     out = Discovery()
     runs = _visit(root, root, root.resolve(), chain, out, 0)
-    if not runs and root.is_dir():
+    if not runs and root.is_dir() and not out.skipped:
         files = sum(len(f) for _, _, f in os.walk(root))
         out.skipped.append((root.name, f"no run found ({files} files, none a known layout)"))
     flat = all("/" not in f.name for f in runs)  # a folder of run folders: one project, ROOT's
@@ -54,15 +60,25 @@ def discover(root: Path, chain: list[Reader]) -> Discovery:
 
 
 def _visit(path: Path, root: Path, real_root: Path, chain: list[Reader], out: Discovery, depth: int) -> list[Found]:
+    if _mlflow_file_store(path):  # runs MLflow wrote: MLflow's own migration keeps every field of them
+        out.skipped.append((_name(path, root), FILE_STORE.format(path=path)))
+        return []
     view = Folder(path, root, shallow=True)
     signs = {reader.name: reader.signature(view) for reader in chain}
     strong = tuple(name for name, sign in signs.items() if sign == RUN)
-    if strong:
-        return [_found(path, root, strong)]
+    if strong:  # a run; a trainer's record below it (each sub-model of a project) is a run of its own
+        inner = [
+            f
+            for child in _subfolders(path, real_root)
+            if depth < MAX_WALK_DEPTH
+            for f in _visit(child, root, real_root, chain, Discovery(), depth + 1)
+            if _own_run(f)
+        ]
+        return [replace(_found(path, root, strong), inner=tuple(f.path for f in inner)), *inner]
     below: list[Found] = []
     for child in _subfolders(path, real_root) if depth < MAX_WALK_DEPTH else []:
         found = _visit(child, root, real_root, chain, out, depth + 1)
-        if not found and path == root:
+        if not found and path == root and not any(said == _name(child, root) for said, _ in out.skipped):
             files = sum(len(f) for _, _, f in os.walk(child))
             out.skipped.append((_name(child, root), f"no run found ({files} files, none a known layout)"))
         below += found
@@ -73,6 +89,20 @@ def _visit(path: Path, root: Path, real_root: Path, chain: list[Reader], out: Di
         files = ", ".join(sorted(rel for rel in view.files if "/" not in rel))[:200]
         out.skipped.append((_name(path, root), f"{files} beside {len(below)} run(s) below it: not a run of its own"))
     return below
+
+
+def _mlflow_file_store(path: Path) -> bool:
+    """An `mlruns/` file store: experiment folders (`0/`, `977040650095363724/`) with a `meta.yaml` each."""
+    try:
+        return any(d.is_dir() and d.name.isdigit() and (d / "meta.yaml").is_file() for d in path.iterdir())
+    except OSError:
+        return False
+
+
+def _own_run(found: Found) -> bool:
+    """A run inside a run's folder that is no part of it: a trainer's own record, not the outer run's
+    TensorBoard logs (`runs/`), W&B log (`wandb/`) or a lone config."""
+    return bool(set(found.signs) & set(NESTED_SIGNS))
 
 
 def _subfolders(path: Path, real_root: Path) -> list[Path]:

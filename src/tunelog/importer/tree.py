@@ -28,14 +28,16 @@ from ..logs.parse import LogParser
 from ..records import merge, record_points, record_readers
 from ..records.base import Folder, Reader, ReadError, Reading
 from ..tracking.logger import param_value
-from ..vocabulary import Direction, Outcome
+from ..vocabulary import Direction, Outcome, names_a_place
 from .discover import Discovery, Found, discover
 from .evalfiles import EvalFilesReader
 from .generic import GenericReader
 from .kohya import KohyaReader
 from .lightning import LightningReader
+from .ludwig import LudwigReader
 from .tensorboard import TensorBoardReader
 from .trl_csv import TrlCsvReader
+from .wandb_offline import WandbOfflineReader
 
 METRIC_CANDIDATES = (
     "eval/loss",
@@ -80,6 +82,8 @@ def readers(patterns: tuple[str, ...] = (), metrics_files: tuple[str, ...] = ())
         *record_readers(),
         LightningReader(),
         TrlCsvReader(),
+        WandbOfflineReader(),
+        LudwigReader(),
         KohyaReader(),
         TensorBoardReader(),
         GenericReader(LogParser(patterns)),
@@ -88,7 +92,7 @@ def readers(patterns: tuple[str, ...] = (), metrics_files: tuple[str, ...] = ())
 
 def read_folder(found: Found, root: Path, chain: list[Reader], warnings: list[str]) -> Legacy:
     """Raises ReadError (one line) when a file the folder's layout needs cannot be used."""
-    folder = Folder(found.path, root)
+    folder = Folder(found.path, root, inner=found.inner)
     warnings.extend(f"{found.name}: {why}" for why in folder.refused)
     by_reader = {}
     for reader in chain:
@@ -166,7 +170,7 @@ def _clean_names(legacy: Legacy, warnings: list[str]) -> None:
     r.series = [(fix(k), v, s, ms) for k, v, s, ms in r.series if fix(k)]
     r.final = {fix(k): v for k, v in r.final.items() if fix(k)}
     r.params = {fix(k): v for k, v in r.params.items() if fix(k)}
-    r.identity = {fix(k) for k in r.identity if fix(k)}
+    r.identity = {fix(k) for k in r.identity if fix(k)} | {k for k in r.params if names_a_place(k)}
 
 
 def _outcome(r: Reading) -> tuple[str, str]:

@@ -79,8 +79,8 @@ def truncation(params: Mapping[str, Any], max_step: Optional[int], last_epoch: O
     `max_steps`/`nBatch`/...; epochs: the last `epoch` value logged against `epochs`/...
     """
     steps = _configured(params, STEP_KEYS)
-    if steps and max_step is not None and max_step < COMPLETE * steps[1]:
-        return f"log ends at step {max_step} of {steps[0]}={steps[1]:g}"
+    if steps and max_step is not None:  # a length in steps wins over epochs (the Trainer's max_steps does)
+        return f"log ends at step {max_step} of {steps[0]}={steps[1]:g}" if max_step < COMPLETE * steps[1] else None
     epochs = _configured(params, EPOCH_KEYS)
     if epochs and last_epoch is not None and last_epoch < COMPLETE * epochs[1]:
         return f"log ends at epoch {last_epoch:g} of {epochs[0]}={epochs[1]:g}"

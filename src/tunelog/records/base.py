@@ -88,10 +88,12 @@ class Folder:
     """The regular files under one run folder, listed once, none reached through a symlink that leaves
     the imported tree; readers open files only through `text`, `data` and `bytes`."""
 
-    def __init__(self, path: Path, root: Path, shallow: bool = False):
+    def __init__(self, path: Path, root: Path, shallow: bool = False, inner: tuple[Path, ...] = ()):
         """`shallow`: only the folder's own files and its `checkpoint-N/` folders' (what says whether
-        the folder is a run); else everything below it, to `MAX_DEPTH` levels (what a run's readers read)."""
+        the folder is a run); else everything below it, to `MAX_DEPTH` levels (what a run's readers read),
+        but for `inner`: the folders of other runs inside this one, read as runs of their own."""
         self.path = path
+        self._inner = set(inner)
         self.shallow = shallow
         self.name = path.name
         self._root = root.resolve()
@@ -108,6 +110,7 @@ class Folder:
                 dirnames[:] = []
             if self.shallow:
                 dirnames[:] = [d for d in dirnames if here == self.path and CHECKPOINT.match(d)]
+            dirnames[:] = [d for d in dirnames if here / d not in self._inner]
             dirnames.sort()
             for name in sorted(filenames):
                 if len(self.files) >= MAX_FILES:

@@ -14,13 +14,11 @@ experiment (changelog, diff, promote) reads it through `Tracker.all_runs`, so al
 from __future__ import annotations
 
 import math
-import re
 from collections import Counter, defaultdict
 from dataclasses import replace
-from functools import lru_cache
 from typing import Optional
 
-from ..vocabulary import Direction, Outcome, metric_key
+from ..vocabulary import Direction, Outcome, metric_key, names_a_place
 from .contract import (
     KIND_GROUP,
     KIND_SWEEP,
@@ -57,11 +55,6 @@ HEADLINES = (
 )
 OPTUNA_MARKS = ("number", "direction", "datetime_start")  # optuna-integration's MLflowCallback tags
 # names and places, never what a run did: output folders, run and experiment names, hub ids, logger paths
-_IDENTITY = re.compile(
-    r"(?i)(?:^|[._/])(?:output_dir|logging_dir|log_dir|save_dir|dirpath|default_root_dir|run_name|run_id|"
-    r"experiment_name|exp_name|hub_model_id|hub_token|hub_strategy|hub_private_repo|push_to_hub\w*|"
-    r"tracking_uri|trackio_\w+|project|resume_from_checkpoint|datetime_\w+|number)$"
-)
 _NOT_TRAINING = ("system/",)  # metrics a container logs without training (MLflow's system metrics)
 
 
@@ -196,14 +189,8 @@ def identity_keys(run: RunRecord) -> set[str]:
     return {
         k
         for k, v in run.params.items()
-        if _names_a_place(k) or (name is not None and isinstance(v, str) and "/" in v and name in v.split("/"))
+        if names_a_place(k) or (name is not None and isinstance(v, str) and "/" in v and name in v.split("/"))
     }
-
-
-@lru_cache(maxsize=65536)
-def _names_a_place(key: str) -> bool:
-    """Cached: a Trainer run logs some 200 params, the same names in every run of an experiment."""
-    return bool(_IDENTITY.search(key))
 
 
 def _with_study_runs(runs: list[RunRecord], studies: dict[str, str]) -> list[RunRecord]:
