@@ -78,7 +78,8 @@ def _visit(path: Path, root: Path, real_root: Path, chain: list[Reader], out: Di
     below: list[Found] = []
     for child in _subfolders(path, real_root) if depth < MAX_WALK_DEPTH else []:
         found = _visit(child, root, real_root, chain, out, depth + 1)
-        if not found and path == root and not any(said == _name(child, root) for said, _ in out.skipped):
+        said = _name(child, root)
+        if not found and path == root and not any(s == said or s.startswith(f"{said}/") for s, _ in out.skipped):
             files = sum(len(f) for _, _, f in os.walk(child))
             out.skipped.append((_name(child, root), f"no run found ({files} files, none a known layout)"))
         below += found
