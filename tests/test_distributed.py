@@ -160,3 +160,36 @@ def assert_loads_through_the_server(tmp_path: Path, client: MlflowClient, monkey
         assert not torch.equal(
             loaded.model(input_ids=ids).logits, _tiny_model(spec, loaded.tokenizer)(input_ids=ids).logits
         )
+
+
+def test_runs_registering_one_dataset_at_the_same_moment_all_get_it(postgres, tmp_path):
+    """Eight runs of one experiment log the same dataset at once on PostgreSQL (MLflow's get-or-create of a
+    dataset row is no transaction: the losers of the race hit the unique key). Every run gets its input,
+    none raises: bookkeeping must never fail a trial."""
+    import threading
+
+    from tunelog.tracking.models import log_datasets
+
+    uri = postgres.replace("postgresql://", "postgresql+psycopg://") + "/mlflow"
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("race")
+    runs = [client.create_run(experiment).info.run_id for _ in range(8)]
+    data = tmp_path / "train.jsonl"
+    data.write_text('{"text": "hello"}\n')
+    start, errors = threading.Barrier(len(runs)), []
+
+    def log(run_id: str) -> None:
+        start.wait()
+        try:
+            log_datasets(MlflowClient(uri), run_id, [("train", str(data), "d" * 64)])
+        except Exception as exc:  # noqa: BLE001 (what the test counts)
+            errors.append(f"{type(exc).__name__}: {str(exc)[:200]}")
+
+    threads = [threading.Thread(target=log, args=(run_id,)) for run_id in runs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not errors, errors
+    for run_id in runs:
+        assert [i.dataset.name for i in client.get_run(run_id).inputs.dataset_inputs] == ["train.jsonl"]

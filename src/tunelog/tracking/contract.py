@@ -77,6 +77,9 @@ TAG_BEST_RUN_ID = "tunelog.best_run_id"  # ...and that trial's run
 TAG_STORAGE = "tunelog.storage"  # the sweep run: the study storage (credentials redacted)
 TAG_REFINED_FROM = "tunelog.refined_from"  # the sweep run: the study `--refine-from` narrowed the space from
 # in memory only, never written: how `dialects.understand` read a run another tool logged (its headline's why)
+TAG_WARNING = (
+    "tunelog.warning"  # bookkeeping that failed on a run that trained (its datasets not recorded): never its outcome
+)
 TAG_READ_AS = "tunelog.read_as"
 TAG_N_TRIALS = "tunelog.n_trials"  # the sweep run: its trial budget (a tag: a resumed sweep may get another)
 

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple, Optional
 
-from .contract import ADAPTER_ARTIFACT, OUTCOMES, TAG_OUTCOME, TAG_OWNER, TAG_REASON
+from .contract import ADAPTER_ARTIFACT, OUTCOMES, TAG_OUTCOME, TAG_OWNER, TAG_REASON, TAG_WARNING
 
 SAMPLING_S = 10.0  # MLflow's default; MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL overrides it
 MONITOR_AFTER_S = 1.0  # system metrics start once a run has lasted this long (none for shorter ones)
@@ -228,7 +228,12 @@ class RunLogger:
     def log_datasets(self, files: list[tuple[str, str, Optional[str]]]) -> None:
         from .models import log_datasets
 
-        log_datasets(self.client, self.run_id, files)
+        try:
+            log_datasets(self.client, self.run_id, files)
+        except Exception as exc:  # noqa: BLE001 (bookkeeping never decides a run's outcome)
+            said = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+            print(f"warning: the run's datasets were not recorded: {said}", file=sys.stderr)
+            self.client.set_tag(self.run_id, TAG_WARNING, f"datasets not recorded: {said}")
 
     def system_metrics(self, enabled: bool = True):
         return system_metrics(self, enabled)

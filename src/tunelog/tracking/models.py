@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
+import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -148,7 +150,8 @@ def model_adapter(model_id: str, dst: Path, tracking_uri: str) -> Path:
 
 
 def log_datasets(client: Any, run_id: str, files: list[tuple[str, str, Optional[str]]]) -> None:
-    """Each (context, path, digest) as a dataset input of the run: the UI's Datasets column."""
+    """Each (context, path, digest) as a dataset input of the run: the UI's Datasets column. Runs that log the
+    same dataset at the same moment (a sweep's workers) race on its row; the losers try again and find it."""
     from mlflow.entities import Dataset, DatasetInput, InputTag
 
     inputs = [
@@ -163,8 +166,19 @@ def log_datasets(client: Any, run_id: str, files: list[tuple[str, str, Optional[
         )
         for context, path, digest in files
     ]
-    if inputs:
-        client.log_inputs(run_id, datasets=inputs)
+    for attempt in range(RACE_TRIES):
+        if not inputs:
+            return
+        try:
+            client.log_inputs(run_id, datasets=inputs)
+            return
+        except Exception:  # noqa: BLE001 (another run inserted the same dataset row first: it exists now)
+            if attempt == RACE_TRIES - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1) + random.random() * 0.05)
+
+
+RACE_TRIES = 4  # MLflow's get-or-create of a dataset row is no transaction: runs started together collide
 
 
 def checkpoint_models(client: Any, run_id: str, experiment_id: str) -> list[tuple[int, str]]:

@@ -36,6 +36,7 @@ class AdapterAnswers(PythonModel):
         no_loading_bars()
         import_peft(needs_bitsandbytes=False)  # the base loads unquantized: no bitsandbytes notice, 4 s less
         from peft import PeftModel
+
         config = context.model_config or {}
         adapter = context.artifacts["adapter"]
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
