@@ -3,6 +3,7 @@
 #   scripts/pg_local.sh start DIR   -> prints postgresql://tunelog:PASSWORD@127.0.0.1:PORT (databases
 #                                      `mlflow` and `optuna` exist; the URL is also in DIR/url)
 #   scripts/pg_local.sh stop DIR    -> stops it (the files stay in DIR; remove DIR yourself)
+#   PG_OPTIONS="-c max_connections=8" scripts/pg_local.sh start DIR  -> extra server settings
 # It listens on 127.0.0.1 only, on a free port, with a random password (scram-sha-256). initdb
 # refuses root, so as root the cluster runs as `nobody` and DIR must be reachable by it (a fresh
 # directory under /tmp is; a pytest tmp_path, mode 700 under root, is not).
@@ -30,7 +31,7 @@ start)
   for attempt in 1 2 3; do  # a free port can be taken by another process before postgres binds it
     PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
     if "${AS[@]}" pg_ctl -D "$DIR/data" -l "$DIR/postgres.log" -w -t 120 \
-      -o "-c listen_addresses=127.0.0.1 -p $PORT -k $DIR" start >/dev/null; then
+      -o "-c listen_addresses=127.0.0.1 -p $PORT -k $DIR ${PG_OPTIONS:-}" start >/dev/null; then
       break
     fi
     [ "$attempt" = 3 ] && { echo "pg_local.sh: postgres did not start, see $DIR/postgres.log" >&2; exit 1; }

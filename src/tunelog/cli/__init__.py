@@ -37,10 +37,11 @@ def main(argv: Optional[list[str]] = None) -> None:
     except KeyboardInterrupt:
         click.echo(INTERRUPTED, err=True)
         sys.exit(130)
-    except Exception as exc:  # a full or damaged SQLite store, an old file store: not a bug, one line naming it
+    except Exception as exc:  # a full or damaged SQLite store, an old file store, a study server that failed: one line
+        from ..sweep.proxy import rpc_line
         from ..tracking.sqlite_file import damaged_store_line, file_store_line, full_disk_line
 
-        line = full_disk_line(exc) or damaged_store_line(exc) or file_store_line(exc)
+        line = full_disk_line(exc) or damaged_store_line(exc) or file_store_line(exc) or rpc_line(exc)
         if line is None:
             raise
         click.echo(line, err=True)

@@ -365,3 +365,24 @@ def _steps_note(spec, values: dict) -> Optional[str]:
         f"({written.total_steps}): faster per sample, fewer updates; raise train.epochs (or keep the spec's "
         f"batch) for the run to learn as much"
     )
+
+
+@cli.command("study-server")
+@click.option("--storage", required=True, help="The study database: postgresql://..., mysql://... or sqlite:///...")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every one).")
+@click.option("--port", type=click.IntRange(1, 65535), default=13000, show_default=True)
+@click.option(
+    "--connections", type=click.IntRange(min=2), default=4, show_default=True,
+    help="Database connections the server holds (2 or more), whatever the number of workers.",
+)  # fmt: skip
+def study_server(storage: str, host: str, port: int, connections: int) -> None:
+    """Serve a study database to many sweep workers through Optuna's gRPC proxy (workers hold no connection).
+
+    Example: tunelog study-server --storage postgresql://u:p@db/optuna --host 0.0.0.0; then on every worker
+    tunelog sweep SPEC --storage grpc://THIS_HOST:13000
+    """
+    from ..sweep import open_storage
+    from ..sweep.proxy import servable, serve
+
+    servable(storage)
+    serve(open_storage(storage, connections), storage, host, port, connections)

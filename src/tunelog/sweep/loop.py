@@ -29,6 +29,7 @@ from ..util.owner import on_this_host, owner_tag
 from ..util.redact import redact_url
 from ..vocabulary import Outcome
 from .analysis import REFINED, SweepSummary, analyze, best_trials, counts
+from .heartbeat import HEARTBEAT_SECONDS, Heartbeat
 from .names import short_values
 from .study import (
     ATTR_CONFIG,
@@ -36,12 +37,10 @@ from .study import (
     ATTR_OWNER,
     ATTR_REASON,
     ATTR_RUN,
-    HEARTBEAT_SECONDS,
     INTERRUPTED,
     STUDY_HASH,
     STUDY_RUN,
     STUDY_SPACE,
-    Heartbeat,
     check_space,
     claim,
     default_storage,

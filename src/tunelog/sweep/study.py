@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -27,6 +26,8 @@ from ..tracking import Tracker
 from ..util.owner import owner_dead
 from ..util.redact import redact_url
 from ..vocabulary import Outcome
+from . import proxy
+from .heartbeat import GRACE_SECONDS, HEARTBEAT_SECONDS
 
 ATTR_RUN = "tunelog.run_id"
 ATTR_OUTCOME = "tunelog.outcome"
@@ -40,7 +41,6 @@ STUDY_HASH = "tunelog.space_hash"  # what the study searches: a different space 
 STUDY_REQUEUED = "tunelog.requeued"  # numbers of interrupted trials already queued again
 STUDY_RETRIED = "tunelog.retried"  # numbers of failed trials queued again by --retry-failed (no longer counted)
 INTERRUPTED = Outcome.INTERRUPTED  # Ctrl-C, SIGTERM or a dead worker: the trial runs again on resume
-HEARTBEAT_SECONDS, GRACE_SECONDS = 10, 60
 CLAIM_PREFIX = "tunelog-claim:"  # empty marker studies: the storage's unique study names make a claim atomic
 START_WAIT_SECONDS = 120  # how long a joining invocation waits for the starter's sweep run
 
@@ -65,8 +65,11 @@ def default_storage(tracker_uri: str) -> str:
     return str(t.default_store_dir() / f"optuna-{server}.journal")
 
 
-def open_storage(url: str) -> optuna.storages.BaseStorage:
-    """A URL (sqlite://, postgresql://...) opens an RDB storage; a plain path a journal file."""
+def open_storage(url: str, connections: Optional[int] = None) -> optuna.storages.BaseStorage:
+    """A URL (sqlite://, postgresql://...) opens an RDB storage; grpc://HOST:PORT a study server's proxy;
+    a plain path a journal file."""
+    if proxy.is_proxy_url(url):
+        return proxy.open_proxy(url)
     if "://" not in url:
         from optuna.storages.journal import JournalFileBackend
 
@@ -84,6 +87,8 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
     if url.startswith("sqlite"):
         t.tune_sqlite()
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": 120}}  # workers queue on SQLite's lock
+    elif connections:  # the study server: at most this many, its threads queue for them
+        kwargs["engine_kwargs"] = {"pool_size": connections, "max_overflow": 0, "pool_timeout": 300}
     url = _driver_url(url)
     try:
         return optuna.storages.RDBStorage(
@@ -264,6 +269,8 @@ def recover(study: optuna.Study, tracker: Tracker, echo: Callable[[str], None], 
     storage = study._storage
     if isinstance(storage, optuna.storages.RDBStorage) and storage.heartbeat_interval:
         dead += storage._get_stale_trial_ids(study._study_id)  # no public way to ask without failing them
+    elif isinstance(storage, optuna.storages.GrpcStorageProxy):  # heartbeats do not cross the proxy
+        dead += proxy.stale(trials, GRACE_SECONDS)
     for trial_id in dict.fromkeys(dead):
         try:
             storage.set_trial_user_attr(trial_id, ATTR_OUTCOME, INTERRUPTED)  # Optuna has no public setter
@@ -366,31 +373,3 @@ def load_for_analysis(study_name: str, storage_url: str) -> optuna.Study:
         raise TunelogError(
             f"no study {study_name!r} in {redact_url(storage_url)}; studies there: {', '.join(names) or 'none'}"
         ) from None
-
-
-class Heartbeat:
-    """Records the trial's heartbeat so a worker on another machine can tell this one died."""
-
-    def __init__(self, storage, trial: optuna.Trial):
-        self.storage, self.trial_id = storage, trial._trial_id  # Optuna exposes no public id accessor
-        self._stop = threading.Event()
-        self._thread: Optional[threading.Thread] = None
-
-    def __enter__(self) -> "Heartbeat":
-        if isinstance(self.storage, optuna.storages.RDBStorage):
-            self.storage.record_heartbeat(self.trial_id)
-            self._thread = threading.Thread(target=self._beat, daemon=True)
-            self._thread.start()
-        return self
-
-    def _beat(self) -> None:
-        while not self._stop.wait(HEARTBEAT_SECONDS):
-            try:
-                self.storage.record_heartbeat(self.trial_id)
-            except Exception:  # a missed beat is not worth a crash
-                pass
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        if self._thread:
-            self._thread.join()
