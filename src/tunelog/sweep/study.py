@@ -91,9 +91,7 @@ def open_storage(url: str, connections: Optional[int] = None) -> optuna.storages
         kwargs["engine_kwargs"] = {"pool_size": connections, "max_overflow": 0, "pool_timeout": 300}
     url = _driver_url(url)
     try:
-        return optuna.storages.RDBStorage(
-            url, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS, **kwargs
-        )
+        return _rdb(url, kwargs)
     except ImportError as exc:  # the database driver is not installed
         raise TunelogError(
             f"--storage {redact_url(url)}: no database driver ({exc}); for PostgreSQL install "
@@ -108,6 +106,26 @@ def open_storage(url: str, connections: Optional[int] = None) -> optuna.storages
             ) from None
         cause = redact_url(str(exc).splitlines()[0][:200]) if str(exc) else type(exc).__name__
         raise TunelogError(f"--storage {redact_url(url)}: cannot open the study storage: {cause}") from None
+
+
+def _rdb(url: str, kwargs: dict[str, Any]) -> optuna.storages.RDBStorage:
+    """Optuna's RDB storage. Workers that open a fresh database together race Optuna's creation of its tables
+    (a duplicate key, a failed commit): the losers open it again once the winner's tables are there."""
+    for attempt in range(SCHEMA_TRIES):
+        try:
+            return optuna.storages.RDBStorage(
+                url, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS, **kwargs
+            )
+        except Exception as exc:
+            said = str(exc)
+            racing = isinstance(exc, optuna.exceptions.StorageInternalError) or "duplicate key" in said
+            if not racing or attempt == SCHEMA_TRIES - 1:
+                raise
+            time.sleep(0.5 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+SCHEMA_TRIES = 5
 
 
 def _driver_url(url: str) -> str:
