@@ -44,6 +44,17 @@ def test_slurm_array_runs_one_sweep_worker_per_task():
     assert params["storage"] == SAMPLE["TUNELOG_STORAGE"] and params["n_trials"] == 40
 
 
+def test_the_study_server_job_runs_a_study_server_and_its_workers_take_its_grpc_address():
+    text = (CLUSTER / "study_server.sh").read_text()
+    line = next(x for x in text.splitlines() if x.startswith("exec tunelog study-server"))
+    values = {"TUNELOG_DB": SAMPLE["TUNELOG_STORAGE"]}  # `${NAME:-default}`: the default where unset
+    rendered = re.sub(r'"\$\{(\w+)(?::-([^}]*))?\}"', lambda m: shlex.quote(values.get(m.group(1), m.group(2))), line)
+    params = accepted(shlex.split(rendered)[1:])
+    assert params["storage"] == SAMPLE["TUNELOG_STORAGE"] and params["port"] == 13000 and params["host"] == "0.0.0.0"
+    worker = accepted(["tunelog", "sweep", SAMPLE["SPEC"], "--storage", "grpc://study-host:13000"])
+    assert worker["storage"] == "grpc://study-host:13000"
+
+
 def test_kubernetes_indexed_job_renders_to_a_valid_worker():
     job = yaml.safe_load(envsubst((CLUSTER / "k8s_indexed_job.yaml").read_text()))
     assert job["spec"]["completionMode"] == "Indexed" and job["spec"]["completions"] == 4

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One tunelog sweep worker per SLURM array task, one GPU each, all on one study.
-#   export TUNELOG_STORAGE=postgresql://USER:PASSWORD@db-host:5432/optuna   # the study (shared)
+#   export TUNELOG_STORAGE=postgresql://USER:PASSWORD@db-host:5432/optuna   # the study (shared); past a dozen
+#                                                     tasks grpc://STUDY_HOST:13000 (study_server.sh) instead
 #   export MLFLOW_TRACKING_URI=http://mlflow-host:5000                      # the runs (shared)
 #   sbatch --export=ALL,SPEC=examples/demo/demo.yaml examples/cluster/slurm_array.sh
 # Every task runs the same command; the first to start makes the sweep run and queues the named
