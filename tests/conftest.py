@@ -263,3 +263,37 @@ def _kill_group(proc) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+
+
+@contextlib.contextmanager
+def mlflow_models_serve(model_uri: str, log_path: Path, store: str):
+    """`mlflow models serve -m MODEL_URI --env-manager local` on a free port of 127.0.0.1 until the block ends;
+    yields its URL once it answers (waits on its health answer, up to 5 minutes on a loaded machine)."""
+    import subprocess
+    import time
+
+    port = free_port()
+    log = open(log_path, "w")  # noqa: SIM115 (closed below)
+    cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local"]
+    cmd += ["--host", "127.0.0.1", "--port", str(port)]
+    proc = subprocess.Popen(
+        cmd, stdout=log, stderr=subprocess.STDOUT, env=subprocess_env(store), start_new_session=True
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        assert _await_server(proc, url, port, time.monotonic() + 300), log_path.read_text()[-2000:]
+        yield url
+    finally:
+        _kill_group(proc)
+        log.close()
+
+
+def ask(url: str, payload: dict) -> dict:
+    """POST a JSON payload to a served model's /invocations."""
+    import json
+    import urllib.request
+
+    body = json.dumps(payload).encode()
+    request = urllib.request.Request(f"{url}/invocations", body, {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=300) as answer:
+        return json.loads(answer.read())

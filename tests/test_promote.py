@@ -1,5 +1,6 @@
 """promote (champion and challenger), load_model in a fresh process, and reproduce, on a real registry."""
 
+import os
 import shutil
 import subprocess
 import sys
@@ -9,7 +10,17 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from conftest import DEMO, _await_server, _kill_group, demo_raw, free_port, subprocess_env, write_spec
+from conftest import (
+    DEMO,
+    _await_server,
+    _kill_group,
+    ask,
+    demo_raw,
+    free_port,
+    mlflow_models_serve,
+    subprocess_env,
+    write_spec,
+)
 from tunelog.errors import TunelogError
 from tunelog.promote import load_model, promote
 from tunelog.reproduce import reproduce
@@ -108,7 +119,6 @@ def test_the_champion_is_an_mlflow_model_pyfunc_loads_and_mlflow_models_serve_an
     """What promote registered opens with MLflow's own tools: `mlflow.pyfunc.load_model` generates text,
     and `mlflow models serve --env-manager local` answers /invocations on 127.0.0.1."""
     import json
-    import time
 
     import mlflow
 
@@ -132,37 +142,12 @@ def test_the_champion_is_an_mlflow_model_pyfunc_loads_and_mlflow_models_serve_an
     model = mlflow.pyfunc.load_model("models:/served-lora@champion")
     (text,) = model.predict(["Æ e heime"], params={"max_new_tokens": 6})
     assert text == expected and text and not text.startswith("Æ e heime")  # the answer, not the prompt echoed
-    port = free_port()
-    log = open(tmp_path / "serve.log", "w")  # noqa: SIM115 (closed below)
-    cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/served-lora@champion"]
-    cmd += ["--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)]
-    proc = subprocess.Popen(
-        cmd, stdout=log, stderr=subprocess.STDOUT, env=subprocess_env(store), start_new_session=True
-    )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        up = _await_server(proc, url, port, time.monotonic() + 300)
-        assert up, (tmp_path / "serve.log").read_text()[-2000:]
-        (served,) = _ask(url, {"inputs": ["Æ e heime"], "params": {"max_new_tokens": 6}})["predictions"]
+    with mlflow_models_serve("models:/served-lora@champion", tmp_path / "serve.log", store) as url:
+        (served,) = ask(url, {"inputs": ["Æ e heime"], "params": {"max_new_tokens": 6}})["predictions"]
         assert served == expected
-        chat = _ask(url, {"messages": [{"role": "user", "content": "Æ e heime"}], "max_new_tokens": 6})
+        chat = ask(url, {"messages": [{"role": "user", "content": "Æ e heime"}], "max_new_tokens": 6})
         assert chat["choices"][0]["message"] == {"role": "assistant", "content": expected}
-    finally:
-        _kill_group(proc)
-        log.close()
     assert "Loading weights" not in (tmp_path / "serve.log").read_text()  # no bar on every load
-
-
-def _ask(url: str, payload: dict) -> dict:
-    """POST a JSON payload to a served model's /invocations."""
-    import json
-    import urllib.request
-
-    request = urllib.request.Request(
-        f"{url}/invocations", json.dumps(payload).encode(), {"Content-Type": "application/json"}
-    )
-    with urllib.request.urlopen(request, timeout=120) as answer:
-        return json.loads(answer.read())
 
 
 def test_a_plain_adapter_folder_still_promotes_and_loads(tmp_path, store, monkeypatch):
@@ -227,6 +212,7 @@ def test_tunelog_serve_from_a_fresh_shell_finds_the_store_and_answers(tmp_path, 
     tracker = Tracker()
     promote(tracker, tracker.get_run(run_id), "fresh-lora")
     env = {k: v for k, v in subprocess_env(store_uri).items() if k != "MLFLOW_TRACKING_URI"}
+    env["PATH"] = os.pathsep.join(["/usr/bin", "/bin"])  # a shell that never activated .venv: no uvicorn on PATH
     unknown = subprocess.run(
         [sys.executable, "-m", "tunelog.cli", "serve", "nope@champion"], cwd=tmp_path, env=env,
         capture_output=True, text=True, timeout=300,
@@ -239,7 +225,7 @@ def test_tunelog_serve_from_a_fresh_shell_finds_the_store_and_answers(tmp_path, 
     try:
         url = f"http://127.0.0.1:{port}"
         assert _await_server(proc, url, port, time.monotonic() + 300), (tmp_path / "serve.log").read_text()[-2000:]
-        (served,) = _ask(url, {"inputs": ["Æ e heime"], "params": {"max_new_tokens": 3}})["predictions"]
+        (served,) = ask(url, {"inputs": ["Æ e heime"], "params": {"max_new_tokens": 3}})["predictions"]
         assert isinstance(served, str)  # an answer (4 steps of training may say nothing but spaces)
     finally:
         _kill_group(proc)

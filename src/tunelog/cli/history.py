@@ -216,7 +216,10 @@ def serve(model_ref: str, port: int, host: str) -> None:
     click.echo(f"serving {uri} from {store} on http://{host}:{port}/invocations", err=True)
     argv = [sys.executable, "-m", "mlflow", "models", "serve", "-m", uri, "--env-manager", "local"]
     argv += ["--host", host, "--port", str(port)]
-    os.execve(sys.executable, argv, {**os.environ, "MLFLOW_TRACKING_URI": store})  # MLflow's server, this store
+    # MLflow starts `uvicorn` by name: this interpreter's scripts first, so `.venv/bin/tunelog serve` works
+    # from a shell that never activated the environment
+    path = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
+    os.execve(sys.executable, argv, {**os.environ, "MLFLOW_TRACKING_URI": store, "PATH": path})  # this store
 
 
 @cli.command("reproduce")
