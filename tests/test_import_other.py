@@ -13,6 +13,7 @@ import yaml
 from mlflow import MlflowClient
 
 from tunelog.importer import import_tree
+from tunelog.importer.tree import mlflow_name
 from tunelog.tracking import Tracker
 
 OTHER = Path(__file__).resolve().parent.parent.parent / "shared/real-runs/other"
@@ -28,29 +29,36 @@ needs_wandb = pytest.mark.skipif(
 
 
 def sdk_history(record: Path) -> tuple[dict[str, dict[int, list[float]]], int | None]:
-    """{metric: {trainer step: values}} as the SDK reads the `.wandb` file, and the exit code (None: none)."""
+    """{metric: {step: values}} as the SDK reads the `.wandb` file, and the exit code (None: none). A metric's step
+    is its `define_metric` step metric's latest value (exact name, else the longest matching glob; W&B's
+    `step_sync`), else the row's `_step`; step metrics are the x-axis, not series."""
+    from fnmatch import fnmatchcase
+
     from wandb.proto import wandb_internal_pb2 as pb
 
     store = wandb.DataStore()
     store.open_for_scan(str(record))
     out: dict[str, dict[int, list[float]]] = {}
-    exit_code = None
-    step = None  # the Trainer's define_metric(step_metric="train/global_step", step_sync=True): its last value
+    exit_code, axis, latest = None, {}, {}
     while (data := store.scan_data()) is not None:
         rec = pb.Record()
         rec.ParseFromString(data)
         kind = rec.WhichOneof("record_type")
         if kind == "exit":
             exit_code = rec.exit.exit_code
+        if kind == "metric" and rec.metric.step_metric:
+            axis[rec.metric.name or rec.metric.glob_name] = rec.metric.step_metric
         if kind != "history":
             continue
         row = {i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in rec.history.item}
         row.setdefault("_step", rec.history.step.num)
-        step = row.get("train/global_step", step)
+        latest.update({k: v for k, v in row.items() if k in axis.values() or k == "_step"})
         for key, value in row.items():
-            if key.startswith("_") or key == "train/global_step" or not isinstance(value, (int, float)):
+            if key.startswith("_") or key in axis.values() or not isinstance(value, (int, float)):
                 continue
-            out.setdefault(key, {}).setdefault(int(row["_step"] if step is None else step), []).append(float(value))
+            globs = sorted((g for g in axis if fnmatchcase(key, g)), key=len)
+            x = axis.get(key) or (axis[globs[-1]] if globs else "_step")
+            out.setdefault(key, {}).setdefault(int(latest.get(x, row["_step"])), []).append(float(value))
     return out, exit_code
 
 
@@ -65,9 +73,9 @@ def test_each_wandb_offline_run_is_a_run_with_its_history_config_summary_times_a
     for folder in folders:
         run = runs[f"wandb/{folder.name}"]
         history, exit_code = sdk_history(next(folder.glob("run-*.wandb")))
-        for key in ("train/loss", "train/learning_rate", "train/epoch"):
+        for key in history:  # every series the run logged, every point (under the name MLflow takes)
             logged: dict[int, list[float]] = {}
-            for m in client.get_metric_history(run.run_id, key):
+            for m in client.get_metric_history(run.run_id, mlflow_name(key)):
                 logged.setdefault(m.step, []).append(m.value)
             expected = {s: sorted(v for v in vs if math.isfinite(v)) for s, vs in history.get(key, {}).items()}
             assert {s: sorted(v) for s, v in logged.items()} == {s: v for s, v in expected.items() if v}, (folder, key)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 from datetime import datetime
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any, Optional
 
@@ -46,9 +47,9 @@ class WandbOfflineReader:
             reading.files.append(folder.files[CONFIG])
         summary = folder.data(SUMMARY) if SUMMARY in folder.files else {}
         summary = summary if isinstance(summary, dict) else {}
-        read, exit_code, run = _history(folder, _record_file(folder), reading)
-        in_series = {p[0] for p in reading.series}
-        reading.final = {k: float(v) for k, v in flat(summary, sep="/").items() if _kept(k, v) and k not in in_series}
+        read, exit_code, run, counters = _history(folder, _record_file(folder), reading)
+        left_out = {p[0] for p in reading.series} | counters  # step metrics are steps, not results
+        reading.final = {k: float(v) for k, v in flat(summary, sep="/").items() if _kept(k, v) and k not in left_out}
         reading.final = {k: v for k, v in reading.final.items() if math.isfinite(v)}
         _times(folder, summary, reading)
         reading.tags.update({f"wandb.{k}": v for k, v in run.items() if v})
@@ -90,17 +91,17 @@ def _kept(key: str, value: Any) -> bool:
     return not key.startswith("_") and isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _history(folder: Folder, rel: Optional[str], reading: Reading) -> tuple[bool, Optional[int], dict[str, str]]:
+def _history(folder: Folder, rel: Optional[str], reading: Reading) -> tuple[bool, Optional[int], dict, set[str]]:
     """Every history row of the `.wandb` record as points; (whether it was read, the exit code or None with
-    no exit record, the run's id, name and project)."""
+    no exit record, the run's id, name and project, its step metrics)."""
     try:
         from wandb.proto import wandb_internal_pb2 as pb
         from wandb.sdk.internal.datastore import DataStore
     except ImportError:
         reading.warnings.append("W&B history not read: the wandb SDK reads it (pip install 'tunelog[wandb]')")
-        return False, None, {}
+        return False, None, {}, set()
     if rel is None:
-        return False, None, {}
+        return False, None, {}, set()
     path = folder.files[rel]
     reading.files.append(path)
     store = DataStore()
@@ -138,7 +139,7 @@ def _history(folder: Folder, rel: Optional[str], reading: Reading) -> tuple[bool
             exit_code = record.exit.exit_code
     steps = [p[2] for p in reading.series]
     reading.max_step = max(steps) if steps else None
-    return True, exit_code, run
+    return True, exit_code, run, set(step_of.values())
 
 
 def _json(raw: str) -> Any:
@@ -160,10 +161,19 @@ def _row(row: dict[str, str], step_of: dict[str, str], last: dict[str, float]) -
     for key, value in values.items():
         if key in counters or not _kept(key, value):
             continue
-        step = last.get(step_of.get(key) or step_of.get("*") or STEP, last.get(STEP))
+        step = last.get(_counter(key, step_of), last.get(STEP))
         if isinstance(step, (int, float)):
             points.append((key, float(value), int(step), ms))
     return points
+
+
+def _counter(key: str, step_of: dict[str, str]) -> str:
+    """The step metric a key is plotted against: its own `define_metric`, else the most specific glob that
+    matches it (`story/*` before `*`), else W&B's `_step`."""
+    if key in step_of:
+        return step_of[key]
+    globs = [g for g in step_of if any(c in g for c in "*?[") and fnmatchcase(key, g)]
+    return step_of[max(globs, key=len)] if globs else STEP
 
 
 def _times(folder: Folder, summary: dict, reading: Reading) -> None:
