@@ -138,3 +138,32 @@ def test_a_committed_mlflow_file_store_is_one_line_naming_mlflows_own_migration_
     subprocess.run([sys.executable, "-m", *command.split()], check=True, capture_output=True, timeout=300)
     runs = [d for d in (FILE_STORE / "mlruns").glob("*/*") if (d / "meta.yaml").is_file()]
     assert len(Tracker(target).all_runs("llm-self-training")) == len(runs)
+
+
+LIGHTNING = OTHER / "MateusHSAraujo__Brain_Tumor_Detecting_Challange"
+
+
+@pytest.mark.skipif(not LIGHTNING.is_dir(), reason=f"no Lightning TensorBoard runs at {LIGHTNING}")
+def test_lightning_tensorboard_versions_are_runs_with_their_hparams_and_every_scalar(tmp_path, store):
+    """Lightning `version_N/` folders holding only events and `hparams.yaml` (no metrics.csv): each a run, its
+    hparams its params, every scalar of its event files (a resumed version has two) a point."""
+    from tensorboard.backend.event_processing.event_file_loader import LegacyEventFileLoader
+
+    versions = sorted((LIGHTNING / "lightning_logs").glob("version_*"))
+    report = import_tree(LIGHTNING, Tracker(), "lightning-tb")
+    assert sorted(report.imported) == [f"lightning_logs/{v.name}" for v in versions], report.not_runs
+    client = MlflowClient()
+    runs = {r.name: r for r in Tracker().all_runs("lightning-tb")}
+    for version in versions:
+        run = runs[f"lightning_logs/{version.name}"]
+        hparams = yaml.safe_load((version / "hparams.yaml").read_text())
+        assert {k: run.params.get(k) for k in hparams} == {k: str(v) for k, v in hparams.items()}, version
+        points: dict[tuple[str, int], float] = {}  # a later write of the same step wins, as in TensorBoard
+        for events in sorted(version.glob("*tfevents*")):
+            for event in LegacyEventFileLoader(str(events)).Load():
+                for value in event.summary.value if event.HasField("summary") else ():
+                    if value.HasField("simple_value"):  # a scalar (not the hparams plugin's session records)
+                        points[(value.tag, event.step)] = value.simple_value
+        for tag in {tag for tag, _ in points}:
+            logged = {m.step: m.value for m in client.get_metric_history(run.run_id, mlflow_name(tag))}
+            assert logged == {step: v for (t, step), v in points.items() if t == tag}, (version, tag)
