@@ -70,6 +70,10 @@ def test_two_invocations_share_one_study_through_the_study_server(study_server, 
     assert len(sweeps) == 1 and len(trials) == N_TRIALS
     assert {r.data.tags["mlflow.parentRunId"] for r in trials} == {sweeps[0].info.run_id}
     assert all(r.info.status == "FINISHED" for r in [*sweeps, *trials])
+    again = run_cli("sweep", spec, "--storage", study_server)  # resumed: the study has its trials, nothing more
+    assert again.returncode == 0, again.stderr[-1500:]
+    assert len(optuna.load_study(study_name="shared", storage=open_storage(study_server)).trials) == len(study.trials)
+    assert len(client.search_runs([experiment], "tags.`tunelog.kind` = 'sweep'")) == 1
     best = min(done, key=lambda t: t.value)
     analyzed = run_cli("analyze", "shared", "--storage", study_server)
     assert analyzed.returncode == 0 and f"1. trial {best.number}: {best.value:.4f}" in analyzed.stdout
