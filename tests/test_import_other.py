@@ -62,16 +62,21 @@ def sdk_history(record: Path) -> tuple[dict[str, dict[int, list[float]]], int | 
     return out, exit_code
 
 
+def imported_once(root: Path, folders: list[Path], experiment: str) -> tuple[dict, MlflowClient]:
+    """Import ROOT: exactly these folders become runs (named by their path under ROOT); {folder: its run}."""
+    report = import_tree(root, Tracker(), experiment)
+    assert sorted(report.imported) == [f.relative_to(root).as_posix() for f in folders], report.not_runs
+    runs = {r.name: r for r in Tracker().all_runs(experiment)}
+    return {f: runs[f.relative_to(root).as_posix()] for f in folders}, MlflowClient()
+
+
 @needs_wandb
 @pytest.mark.parametrize("project", PROJECTS, ids=lambda p: p.name.split("__")[0])
 def test_each_wandb_offline_run_is_a_run_with_its_history_config_summary_times_and_outcome(project, tmp_path, store):
     folders = sorted(project.glob("wandb/run-*"))
-    report = import_tree(project, Tracker(), "wb")
-    assert sorted(report.imported) == [f"wandb/{f.name}" for f in folders], report.not_runs
-    client = MlflowClient()
-    runs = {r.name: r for r in Tracker().all_runs("wb")}
+    runs, client = imported_once(project, folders, "wb")
     for folder in folders:
-        run = runs[f"wandb/{folder.name}"]
+        run = runs[folder]
         history, exit_code = sdk_history(next(folder.glob("run-*.wandb")))
         for key in history:  # every series the run logged, every point (under the name MLflow takes)
             logged: dict[int, list[float]] = {}
@@ -150,12 +155,9 @@ def test_lightning_tensorboard_versions_are_runs_with_their_hparams_and_every_sc
     from tensorboard.backend.event_processing.event_file_loader import LegacyEventFileLoader
 
     versions = sorted((LIGHTNING / "lightning_logs").glob("version_*"))
-    report = import_tree(LIGHTNING, Tracker(), "lightning-tb")
-    assert sorted(report.imported) == [f"lightning_logs/{v.name}" for v in versions], report.not_runs
-    client = MlflowClient()
-    runs = {r.name: r for r in Tracker().all_runs("lightning-tb")}
+    runs, client = imported_once(LIGHTNING, versions, "lightning-tb")
     for version in versions:
-        run = runs[f"lightning_logs/{version.name}"]
+        run = runs[version]
         hparams = yaml.safe_load((version / "hparams.yaml").read_text())
         assert {k: run.params.get(k) for k in hparams} == {k: str(v) for k, v in hparams.items()}, version
         points: dict[tuple[str, int], float] = {}  # a later write of the same step wins, as in TensorBoard
