@@ -4,7 +4,7 @@ its seed, Ludwig's version), `model/model_hyperparameters.json`, TensorBoard eve
 
 The config is the run's params (`defaults` and `preprocessing` left out: Ludwig fills them for every
 feature type, used or not); each split's scalars are series under the split's name (`validation/...`),
-read by the TensorBoard reader's own event reader; `training_statistics.json` adds each split's
+read as the TensorBoard reader reads events (`read_events`); `training_statistics.json` adds each split's
 per-epoch figures (`validation/FEATURE/accuracy` at step = epoch).
 """
 
@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..records.base import MAX_DATA_BYTES, NONE, RUN, Folder, ReadError, Reading, flat, number
-from .tensorboard import PATTERN, scalars
+from ..records.base import NONE, RUN, Folder, ReadError, Reading, flat, number
+from .tensorboard import PATTERN, read_events
 
 DESCRIPTION, HYPERPARAMETERS, STATISTICS = (
     "description.json",
@@ -51,28 +51,18 @@ class LudwigReader:
             reading.identity.add("random_seed")
         reading.files.append(folder.files[DESCRIPTION])
         folder.claimed.update(r for r in (DESCRIPTION, HYPERPARAMETERS) if r in folder.files)
-        self._events(folder, reading)
+        read_events(folder, sorted(r for r in folder.glob(PATTERN) if r.startswith(LOGS)), reading, _split_tag)
         if STATISTICS in folder.files:
             reading.series += _statistics(folder.data(STATISTICS))
             reading.files.append(folder.files[STATISTICS])
             folder.claimed.add(STATISTICS)
         return reading
 
-    def _events(self, folder: Folder, reading: Reading) -> None:
-        """Each split's events as series under the split's name; claimed, so TensorBoard does not read them twice."""
-        times = []
-        for rel in sorted(r for r in folder.glob(PATTERN) if r.startswith(LOGS)):
-            if folder.size(rel) > MAX_DATA_BYTES:
-                raise ReadError(f"{rel}: {folder.size(rel):,} bytes, more than the {MAX_DATA_BYTES:,} read")
-            split = rel[len(LOGS) :].split("/", 1)[0]
-            folder.claimed.add(rel)
-            reading.files.append(folder.files[rel])
-            for tag, value, step, ms in scalars(str(folder.files[rel]), rel):
-                reading.series.append((tag if tag.startswith(f"{split}/") else f"{split}/{tag}", value, step, ms))
-                times.append(ms)
-        if times:
-            reading.first_ms, reading.last_ms = min(times), max(times)
-            reading.max_step = max(p[2] for p in reading.series)
+
+def _split_tag(rel: str, tag: str) -> str:
+    """A split's scalar under the split's name: `model/logs/validation/...` -> `validation/TAG`."""
+    split = rel[len(LOGS) :].split("/", 1)[0]
+    return tag if tag.startswith(f"{split}/") else f"{split}/{tag}"
 
 
 def _statistics(stats: Any) -> list:

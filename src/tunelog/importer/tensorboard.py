@@ -8,6 +8,7 @@ the read-time migration the UI's loader does); both scalar encodings count: `sim
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Optional
 
 from ..records.base import MAX_DATA_BYTES, NONE, RUN, Folder, ReadError, Reading
@@ -30,20 +31,28 @@ class TensorBoardReader:
 
     def read(self, folder: Folder) -> Reading:
         reading = Reading()
-        points: dict[tuple[str, int], tuple[float, int]] = {}  # (tag, step) -> (value, ms); a later write wins
-        for rel in self._files(folder):
-            if folder.size(rel) > MAX_DATA_BYTES:
-                raise ReadError(f"{rel}: {folder.size(rel):,} bytes, more than the {MAX_DATA_BYTES:,} read")
-            folder.claimed.add(rel)
-            reading.files.append(folder.files[rel])
-            for tag, value, step, ms in scalars(str(folder.files[rel]), rel):
-                points[(tag, step)] = (value, ms)
-        reading.series = [(tag, value, step, ms) for (tag, step), (value, ms) in sorted(points.items())]
-        if points:
-            times = [ms for _, ms in points.values()]
-            reading.first_ms, reading.last_ms = min(times), max(times)
-            reading.max_step = max(step for _, step in points)
+        read_events(folder, self._files(folder), reading)
         return reading
+
+
+def read_events(
+    folder: Folder, rels: list[str], reading: Reading, name: Callable[[str, str], str] = lambda rel, tag: tag
+) -> None:
+    """These event files' scalars into `reading` (each tag as `name(rel, tag)`, a later write of a step winning),
+    with the run's start, end and furthest step; claimed, so no other reader reads them again."""
+    points: dict[tuple[str, int], tuple[float, int]] = {}  # (tag, step) -> (value, ms)
+    for rel in rels:
+        if folder.size(rel) > MAX_DATA_BYTES:
+            raise ReadError(f"{rel}: {folder.size(rel):,} bytes, more than the {MAX_DATA_BYTES:,} read")
+        folder.claimed.add(rel)
+        reading.files.append(folder.files[rel])
+        for tag, value, step, ms in scalars(str(folder.files[rel]), rel):
+            points[(name(rel, tag), step)] = (value, ms)
+    reading.series += [(tag, value, step, ms) for (tag, step), (value, ms) in sorted(points.items())]
+    if points:
+        times = [ms for _, ms in points.values()]
+        reading.first_ms, reading.last_ms = min(times), max(times)
+        reading.max_step = max(step for _, step in points)
 
 
 def scalars(path: str, rel: str):

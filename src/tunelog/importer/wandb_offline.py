@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..logs.judge import Evidence, judge
-from ..records.base import NONE, RUN, Folder, Point, ReadError, Reading, flat, load_structured
+from ..records.base import NONE, RUN, Folder, Point, ReadError, Reading, flat, load_structured, number
 from ..vocabulary import Outcome
 
 CONFIG, SUMMARY, METADATA, CONSOLE = (
@@ -88,7 +88,7 @@ def _unordered(params: dict[str, Any]) -> dict[str, Any]:
 
 def _kept(key: str, value: Any) -> bool:
     """A number the run logged (not W&B's `_runtime`/`_step`/`_timestamp`, not a media or table entry)."""
-    return not key.startswith("_") and isinstance(value, (int, float)) and not isinstance(value, bool)
+    return not key.startswith("_") and number(value) is not None
 
 
 def _history(folder: Folder, rel: Optional[str], reading: Reading) -> tuple[bool, Optional[int], dict, set[str]]:
@@ -196,19 +196,11 @@ def _times(folder: Folder, summary: dict, reading: Reading) -> None:
 
 
 def _judged(reading: Reading, lines: list[str], exit_code: Optional[int], closed: bool) -> None:
-    """The judge's verdict from the exit record and the console; a record without an exit: never closed."""
-    epochs = [p[1] for p in reading.series if p[0].endswith("epoch")]
-    evidence = Evidence(
-        lines=lines,
-        exit_code=exit_code,
-        params=reading.params,
-        max_step=reading.max_step,
-        last_epoch=max(epochs) if epochs else None,
-        record=None
-        if closed
-        else ("incomplete", "the W&B record has no exit: the process ended before the run closed"),
-        where=CONSOLE,
-    )
+    """The judge's verdict on what only this record says: the exit record's code and the console, or no exit
+    record (never closed). How far the series got against the configured length is judged by the import
+    with every reader's series merged (`importer.tree`)."""
+    never_closed = ("incomplete", "the W&B record has no exit: the process ended before the run closed")
+    evidence = Evidence(lines=lines, exit_code=exit_code, record=None if closed else never_closed, where=CONSOLE)
     outcome, reason = judge(evidence)
     if outcome != Outcome.OK:
         reading.outcome = (outcome.value, reason)

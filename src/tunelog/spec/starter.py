@@ -135,12 +135,12 @@ def eval_beside(train: Path) -> Optional[Path]:
     return None
 
 
-def sample_prompts(path: Optional[Path], n: int = 2) -> list[str]:
+def sample_prompts(path: Path, n: int = 2) -> list[str]:
     """The first `n` questions of a chat or instruction file (a user turn, an alpaca `instruction`): what
     `samples.md` shows answered before and after training. Held-out questions where an eval file exists."""
     found: list[str] = []
     try:
-        text = path.read_text(encoding="utf-8") if path is not None else ""
+        text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
         return found
     rows = json.loads(text) if path.suffix == ".json" and text.lstrip().startswith("[") else None

@@ -8,13 +8,13 @@ thread of the trial's worker; a RUNNING trial silent for `GRACE_SECONDS` is fail
 from __future__ import annotations
 
 import threading
+import time
 from typing import Optional
 
 import optuna
 
-from . import proxy
-
 HEARTBEAT_SECONDS, GRACE_SECONDS = 10, 60
+ATTR_BEAT = "tunelog.beat"  # through the study server: the trial's worker's last sign of life (epoch seconds)
 
 
 class Heartbeat:
@@ -35,8 +35,8 @@ class Heartbeat:
     def _record(self) -> None:
         if isinstance(self.storage, optuna.storages.RDBStorage):
             self.storage.record_heartbeat(self.trial_id)
-        else:  # through the study server: a user attribute (see sweep/proxy.py)
-            proxy.beat(self.storage, self.trial_id)
+        else:  # through the study server, which carries no heartbeat: a user attribute
+            self.storage.set_trial_user_attr(self.trial_id, ATTR_BEAT, time.time())
 
     def _beat(self) -> None:
         while not self._stop.wait(HEARTBEAT_SECONDS):
@@ -49,3 +49,16 @@ class Heartbeat:
         self._stop.set()
         if self._thread:
             self._thread.join()
+
+
+def silent(trials: list) -> list[int]:
+    """RUNNING trials whose last beat (through the study server) is older than `GRACE_SECONDS`: their worker
+    died, whichever machine it was on."""
+    now = time.time()
+    return [
+        tr._trial_id  # Optuna exposes no public id accessor
+        for tr in trials
+        if tr.state == optuna.trial.TrialState.RUNNING
+        and isinstance(tr.user_attrs.get(ATTR_BEAT), (int, float))
+        and now - tr.user_attrs[ATTR_BEAT] > GRACE_SECONDS
+    ]

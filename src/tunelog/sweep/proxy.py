@@ -6,14 +6,12 @@ proxy (`run_grpc_proxy_server`, experimental since Optuna 4.2) holds the one poo
 `grpc://HOST:PORT` (`GrpcStorageProxy`) and hold no database connection. `tunelog study-server` runs it
 over the real RDB, through `get_storage` (its cache), as Optuna advises.
 
-Heartbeats do not cross the proxy (`record_heartbeat` is the RDB storage's own): through it a trial's
-worker writes the time into the trial's `tunelog.beat` user attribute every `HEARTBEAT_SECONDS`, and a
-worker on any machine fails and re-queues a RUNNING trial whose beat is older than `GRACE_SECONDS`.
+Heartbeats do not cross the proxy (`record_heartbeat` is the RDB storage's own): `sweep/heartbeat.py` writes
+the trial's `tunelog.beat` user attribute instead.
 """
 
 from __future__ import annotations
 
-import time
 import warnings
 from urllib.parse import urlsplit
 
@@ -24,7 +22,6 @@ from ..util.redact import redact_url
 
 SCHEME = "grpc://"
 DEFAULT_PORT = 13000  # Optuna's own default
-ATTR_BEAT = "tunelog.beat"  # through the proxy: the trial's worker's last sign of life (epoch seconds)
 
 # "experimental since 4.2": said on every open, in every worker; this module's docstring says it once
 warnings.filterwarnings(
@@ -43,10 +40,8 @@ def open_proxy(url: str) -> optuna.storages.BaseStorage:
     try:
         storage.get_all_studies()
     except Exception as exc:  # grpc's RpcError: UNAVAILABLE, a refused connection, a wrong port
-        details = getattr(exc, "details", None)
-        cause = (details() if callable(details) else str(exc)) or type(exc).__name__
         raise TunelogError(
-            f"--storage {url}: no study server answers there ({str(cause)[:160]}); start one with "
+            f"--storage {url}: no study server answers there ({_said(exc)[:160]}); start one with "
             f"`tunelog study-server --storage postgresql://... --host {host} --port {port}`"
         ) from None
     return storage
@@ -54,12 +49,17 @@ def open_proxy(url: str) -> optuna.storages.BaseStorage:
 
 def rpc_line(exc: BaseException) -> "str | None":
     """A study server's failure met mid-sweep (gRPC's RpcError, whose text is a dozen lines) as one line."""
-    details = getattr(exc, "details", None)
-    if type(exc).__module__.split(".")[0] != "grpc" or not callable(details):
+    if type(exc).__module__.split(".")[0] != "grpc" or not callable(getattr(exc, "details", None)):
         return None
     code = getattr(exc, "code", lambda: None)()
-    said = " ".join(str(details() or "").split())[:240]
-    return f"error: the study server failed ({getattr(code, 'name', code)}): {said}"
+    return f"error: the study server failed ({getattr(code, 'name', code)}): {_said(exc)[:240]}"
+
+
+def _said(exc: BaseException) -> str:
+    """What a gRPC error says (its `details()`, on one line), else its text, else its type."""
+    details = getattr(exc, "details", None)
+    said = details() if callable(details) else str(exc)
+    return " ".join(str(said or "").split()) or type(exc).__name__
 
 
 def _address(url: str) -> tuple[str, int]:
@@ -90,20 +90,3 @@ def serve(storage: optuna.storages.BaseStorage, label: str, host: str, port: int
     print(f"study server: {redact_url(label)} on grpc://{host}:{port}, {connections} database connections "
           f"(Ctrl-C stops it)", flush=True)  # fmt: skip
     optuna.storages.run_grpc_proxy_server(cached, host=host, port=port)
-
-
-def beat(storage: optuna.storages.BaseStorage, trial_id: int) -> None:
-    """A trial's sign of life, through the proxy."""
-    storage.set_trial_user_attr(trial_id, ATTR_BEAT, time.time())
-
-
-def stale(trials: list, grace_s: float) -> list[int]:
-    """RUNNING trials whose last beat is older than `grace_s`: their worker died, whichever machine it was on."""
-    now = time.time()
-    return [
-        tr._trial_id  # Optuna exposes no public id accessor
-        for tr in trials
-        if tr.state == optuna.trial.TrialState.RUNNING
-        and isinstance(tr.user_attrs.get(ATTR_BEAT), (int, float))
-        and now - tr.user_attrs[ATTR_BEAT] > grace_s
-    ]

@@ -26,7 +26,7 @@ from ..tracking import Tracker
 from ..util.owner import owner_dead
 from ..util.redact import redact_url
 from ..vocabulary import Outcome
-from . import proxy
+from . import heartbeat, proxy
 from .heartbeat import GRACE_SECONDS, HEARTBEAT_SECONDS
 
 ATTR_RUN = "tunelog.run_id"
@@ -288,7 +288,7 @@ def recover(study: optuna.Study, tracker: Tracker, echo: Callable[[str], None], 
     if isinstance(storage, optuna.storages.RDBStorage) and storage.heartbeat_interval:
         dead += storage._get_stale_trial_ids(study._study_id)  # no public way to ask without failing them
     elif isinstance(storage, optuna.storages.GrpcStorageProxy):  # heartbeats do not cross the proxy
-        dead += proxy.stale(trials, GRACE_SECONDS)
+        dead += heartbeat.silent(trials)
     for trial_id in dict.fromkeys(dead):
         try:
             storage.set_trial_user_attr(trial_id, ATTR_OUTCOME, INTERRUPTED)  # Optuna has no public setter

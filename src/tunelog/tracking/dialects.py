@@ -54,7 +54,6 @@ HEADLINES = (
     "loss",
 )
 OPTUNA_MARKS = ("number", "direction", "datetime_start")  # optuna-integration's MLflowCallback tags
-# names and places, never what a run did: output folders, run and experiment names, hub ids, logger paths
 _NOT_TRAINING = ("system/",)  # metrics a container logs without training (MLflow's system metrics)
 
 

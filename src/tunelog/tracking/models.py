@@ -166,9 +166,9 @@ def log_datasets(client: Any, run_id: str, files: list[tuple[str, str, Optional[
         )
         for context, path, digest in files
     ]
+    if not inputs:
+        return
     for attempt in range(RACE_TRIES):
-        if not inputs:
-            return
         try:
             client.log_inputs(run_id, datasets=inputs)
             return

@@ -30,6 +30,7 @@ class AdapterAnswers(PythonModel):
         import torch
         import transformers
 
+        from tunelog.util.answers import ANSWER_TOKENS
         from tunelog.util.quiet import import_peft, no_loading_bars, quiet_libraries
 
         quiet_libraries()
@@ -44,7 +45,7 @@ class AdapterAnswers(PythonModel):
         base = transformers.AutoModelForCausalLM.from_pretrained(config["base"], dtype=dtype)
         self.model = PeftModel.from_pretrained(base, adapter).to(self.device).eval()
         self.tokenizer = transformers.AutoTokenizer.from_pretrained(adapter)
-        self.max_new_tokens = int(config.get("max_new_tokens", 40))
+        self.max_new_tokens = int(config.get("max_new_tokens", ANSWER_TOKENS))
 
     def predict(self, context, model_input, params=None):
         from tunelog.util.answers import generate
